@@ -1,0 +1,325 @@
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::Address;
+
+/// What a port speaks, as Istio names it. `None` where a model carries
+/// `Option<Protocol>` means "the registry did not say"; translation then falls back to
+/// TCP, because a wrong HTTP guess breaks a non-HTTP port while TCP is always safe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Http,
+    Https,
+    Http2,
+    Grpc,
+    Tls,
+    Tcp,
+    Mongo,
+}
+
+impl Protocol {
+    /// Parses a protocol name as Istio spells it, case-insensitively.
+    pub fn parse(name: &str) -> Option<Protocol> {
+        Some(match name.trim().to_ascii_lowercase().as_str() {
+            "http" => Protocol::Http,
+            "https" => Protocol::Https,
+            "http2" => Protocol::Http2,
+            "grpc" => Protocol::Grpc,
+            "tls" => Protocol::Tls,
+            "tcp" => Protocol::Tcp,
+            "mongo" => Protocol::Mongo,
+            _ => return None,
+        })
+    }
+
+    /// Istio's port-naming convention: `<protocol>` or `<protocol>-<suffix>`.
+    pub fn from_port_name(port_name: &str) -> Option<Protocol> {
+        let prefix = port_name.split('-').next().unwrap_or_default();
+        Protocol::parse(prefix)
+    }
+
+    /// The upper-case form the ServiceEntry `protocol` field takes.
+    pub fn as_istio(self) -> &'static str {
+        match self {
+            Protocol::Http => "HTTP",
+            Protocol::Https => "HTTPS",
+            Protocol::Http2 => "HTTP2",
+            Protocol::Grpc => "GRPC",
+            Protocol::Tls => "TLS",
+            Protocol::Tcp => "TCP",
+            Protocol::Mongo => "MONGO",
+        }
+    }
+
+    /// The lower-case form used in generated port names (`http-8080`).
+    pub fn as_port_prefix(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Http2 => "http2",
+            Protocol::Grpc => "grpc",
+            Protocol::Tls => "tls",
+            Protocol::Tcp => "tcp",
+            Protocol::Mongo => "mongo",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    #[error("port {0} is out of range: must be 1-65535")]
+    OutOfRange(i64),
+    #[error("port {0:?} is not a number")]
+    NotANumber(String),
+}
+
+/// Validates a port number as a registry hands it over (any integer type, or text).
+pub fn parse_port(raw: impl TryInto<i64> + Copy + fmt::Display) -> Result<u16, PortError> {
+    let value: i64 = raw
+        .try_into()
+        .map_err(|_| PortError::NotANumber(raw.to_string()))?;
+    match u16::try_from(value) {
+        Ok(0) | Err(_) => Err(PortError::OutOfRange(value)),
+        Ok(port) => Ok(port),
+    }
+}
+
+/// One port an instance listens on. `name` is the logical port: instances of one
+/// service that use the same name share one ServiceEntry port even when their numbers
+/// differ.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstancePort {
+    pub name: String,
+    pub number: u16,
+    /// What the registry's protocol-level knowledge says (a Dubbo URL scheme, Eureka's
+    /// secure port), weaker than a `protocol` metadata key or the port name's prefix.
+    pub protocol_hint: Option<Protocol>,
+}
+
+/// One running copy of a service, as the registry reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Instance {
+    /// Stable within its service; used in logs and WorkloadEntry names.
+    pub id: String,
+    pub address: Address,
+    /// Sorted by name, names unique.
+    pub ports: Vec<InstancePort>,
+    pub healthy: bool,
+    pub weight: Option<u32>,
+    /// `region/zone/subzone`.
+    pub locality: Option<String>,
+    pub network: Option<String>,
+    pub service_account: Option<String>,
+    /// Registry metadata, unsanitised: translation decides what survives as a label.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Identifies a service within one registry: registries such as Nacos or Consul
+/// Enterprise scope names by a namespace or group.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{ns}/{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Service {
+    pub name: String,
+    pub namespace: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub instances: Vec<Instance>,
+}
+
+impl Service {
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey { namespace: self.namespace.clone(), name: self.name.clone() }
+    }
+}
+
+/// An item a stage refused, with enough context for an operator to find it in the
+/// registry: which registry, which service, which instance, and why.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Skipped {
+    pub registry: String,
+    pub service: String,
+    pub instance: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "registry {:?}, service {:?}", self.registry, self.service)?;
+        if let Some(instance) = &self.instance {
+            write!(f, ", instance {instance:?}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// A complete view of one registry at one moment. Sources emit whole snapshots; the
+/// catalog keeps the last one per registry, so a registry that fails keeps its last
+/// known state instead of losing its services.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistrySnapshot {
+    /// Sorted by [`ServiceKey`], keys unique.
+    services: Vec<Arc<Service>>,
+    /// Items the source refused while building this snapshot.
+    pub skipped: Vec<Skipped>,
+}
+
+impl RegistrySnapshot {
+    /// Sorts services and their instances into canonical order. A second service with
+    /// the same key, or a second instance with the same id, is refused with a reason
+    /// rather than silently merged, since the registry itself is inconsistent there.
+    pub fn new(registry: &str, services: Vec<Service>, mut skipped: Vec<Skipped>) -> RegistrySnapshot {
+        let mut by_key: BTreeMap<ServiceKey, Service> = BTreeMap::new();
+        for mut service in services {
+            let key = service.key();
+            if by_key.contains_key(&key) {
+                skipped.push(Skipped {
+                    registry: registry.to_string(),
+                    service: key.to_string(),
+                    instance: None,
+                    reason: "the service is listed twice; the later listing is ignored".into(),
+                });
+                continue;
+            }
+            service.instances.sort_by(|a, b| a.id.cmp(&b.id));
+            let mut instances: Vec<Instance> = Vec::with_capacity(service.instances.len());
+            for mut instance in std::mem::take(&mut service.instances) {
+                if instances.last().is_some_and(|prev| prev.id == instance.id) {
+                    skipped.push(Skipped {
+                        registry: registry.to_string(),
+                        service: key.to_string(),
+                        instance: Some(instance.id.clone()),
+                        reason: "another instance of this service has the same id; this one is ignored".into(),
+                    });
+                    continue;
+                }
+                instance.ports.sort();
+                instance.ports.dedup_by(|a, b| a.name == b.name);
+                instances.push(instance);
+            }
+            service.instances = instances;
+            by_key.insert(key, service);
+        }
+        RegistrySnapshot { services: by_key.into_values().map(Arc::new).collect(), skipped }
+    }
+
+    pub fn services(&self) -> &[Arc<Service>] {
+        &self.services
+    }
+
+    pub fn instance_count(&self) -> usize {
+        self.services.iter().map(|s| s.instances.len()).sum()
+    }
+}
+
+/// The last known snapshot of every registry, keyed by registry name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Catalog {
+    registries: BTreeMap<String, Arc<RegistrySnapshot>>,
+}
+
+impl Catalog {
+    /// Replaces a registry's view. Returns `false` when nothing changed, which lets the
+    /// caller skip translation and planning entirely.
+    pub fn update(&mut self, registry: &str, snapshot: RegistrySnapshot) -> bool {
+        if self.registries.get(registry).is_some_and(|old| **old == snapshot) {
+            return false;
+        }
+        self.registries.insert(registry.to_string(), Arc::new(snapshot));
+        true
+    }
+
+    pub fn get(&self, registry: &str) -> Option<&RegistrySnapshot> {
+        self.registries.get(registry).map(|s| &**s)
+    }
+
+    pub fn registries(&self) -> impl Iterator<Item = (&str, &RegistrySnapshot)> {
+        self.registries.iter().map(|(name, snap)| (name.as_str(), &**snap))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            address: Address::parse("10.0.0.1").unwrap(),
+            ports: vec![],
+            healthy: true,
+            weight: None,
+            locality: None,
+            network: None,
+            service_account: None,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn service(name: &str, ids: &[&str]) -> Service {
+        Service {
+            name: name.into(),
+            namespace: None,
+            labels: BTreeMap::new(),
+            instances: ids.iter().map(|id| instance(id)).collect(),
+        }
+    }
+
+    #[test]
+    fn port_numbers_outside_1_to_65535_are_refused() {
+        assert_eq!(parse_port(8080u32), Ok(8080));
+        assert_eq!(parse_port(65535i64), Ok(65535));
+        assert_eq!(parse_port(0u8), Err(PortError::OutOfRange(0)));
+        assert_eq!(parse_port(65536u32), Err(PortError::OutOfRange(65536)));
+        assert_eq!(parse_port(-1i32), Err(PortError::OutOfRange(-1)));
+        assert!(matches!(parse_port(u64::MAX), Err(PortError::NotANumber(_))));
+    }
+
+    #[test]
+    fn protocol_follows_istio_port_naming() {
+        assert_eq!(Protocol::from_port_name("http"), Some(Protocol::Http));
+        assert_eq!(Protocol::from_port_name("grpc-api"), Some(Protocol::Grpc));
+        assert_eq!(Protocol::from_port_name("HTTP2-x"), Some(Protocol::Http2));
+        assert_eq!(Protocol::from_port_name("httpx"), None);
+        assert_eq!(Protocol::from_port_name("web"), None);
+        assert_eq!(Protocol::from_port_name(""), None);
+    }
+
+    #[test]
+    fn snapshot_sorts_services_and_refuses_duplicates_with_reasons() {
+        let snap = RegistrySnapshot::new(
+            "r",
+            vec![service("b", &["2", "1", "1"]), service("a", &[]), service("b", &["9"])],
+            vec![],
+        );
+        let names: Vec<_> = snap.services().iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let ids: Vec<_> = snap.services()[1].instances.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["1", "2"]);
+        assert_eq!(snap.skipped.len(), 2);
+        assert!(snap.skipped.iter().any(|s| s.reason.contains("listed twice")));
+        assert!(snap.skipped.iter().any(|s| s.instance.as_deref() == Some("1")));
+    }
+
+    #[test]
+    fn catalog_update_reports_whether_anything_changed() {
+        let mut catalog = Catalog::default();
+        assert!(catalog.update("r", RegistrySnapshot::new("r", vec![service("a", &["1"])], vec![])));
+        assert!(!catalog.update("r", RegistrySnapshot::new("r", vec![service("a", &["1"])], vec![])));
+        assert!(catalog.update("r", RegistrySnapshot::new("r", vec![service("a", &["2"])], vec![])));
+        assert_eq!(catalog.get("r").unwrap().instance_count(), 1);
+    }
+}

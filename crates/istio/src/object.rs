@@ -1,0 +1,228 @@
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{API_VERSION, CONTENT_HASH_ANNOTATION};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    ServiceEntry,
+    WorkloadEntry,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::WorkloadEntry => "WorkloadEntry",
+        }
+    }
+
+    /// The resource name in API paths.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::ServiceEntry => "serviceentries",
+            Kind::WorkloadEntry => "workloadentries",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identifies an object in a sink. Orders by kind, namespace, name — the order
+/// `render` prints in.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    pub name: String,
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Location {
+    MeshInternal,
+    MeshExternal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Resolution {
+    Static,
+    Dns,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePort {
+    pub number: u32,
+    pub protocol: String,
+    pub name: String,
+}
+
+/// An endpoint inline in a ServiceEntry and the spec of a WorkloadEntry have the same
+/// shape in Istio's API (`WorkloadEntry`), so one type serves both.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    pub address: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadSelector {
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEntrySpec {
+    pub hosts: Vec<String>,
+    pub location: Location,
+    pub resolution: Resolution,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ServicePort>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<WorkloadSelector>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Spec {
+    ServiceEntry(ServiceEntrySpec),
+    WorkloadEntry(Endpoint),
+}
+
+/// A complete object as a sink writes it: `apiVersion`, `kind`, `metadata`, `spec`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioObject {
+    api_version: &'static str,
+    pub kind: Kind,
+    pub metadata: ObjectMeta,
+    pub spec: Spec,
+}
+
+impl IstioObject {
+    /// Builds the object and stamps its content hash, so every object that leaves
+    /// translation carries the hash the plan compares.
+    pub fn new(metadata: ObjectMeta, spec: Spec) -> IstioObject {
+        let kind = match spec {
+            Spec::ServiceEntry(_) => Kind::ServiceEntry,
+            Spec::WorkloadEntry(_) => Kind::WorkloadEntry,
+        };
+        let mut object = IstioObject { api_version: API_VERSION, kind, metadata, spec };
+        let hash = object.compute_hash();
+        object.metadata.annotations.insert(CONTENT_HASH_ANNOTATION.to_string(), hash);
+        object
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey {
+            kind: self.kind,
+            namespace: self.metadata.namespace.clone(),
+            name: self.metadata.name.clone(),
+        }
+    }
+
+    /// The content hash stamped by [`IstioObject::new`].
+    pub fn content_hash(&self) -> &str {
+        self.metadata
+            .annotations
+            .get(CONTENT_HASH_ANNOTATION)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    /// SHA-256 over the labels, the other annotations and the spec in their canonical
+    /// JSON form, cut to 16 hex digits (64 bits: collisions are out of reach for any
+    /// estate, and the annotation stays short).
+    fn compute_hash(&self) -> String {
+        #[derive(Serialize)]
+        struct Hashed<'a> {
+            labels: &'a BTreeMap<String, String>,
+            annotations: BTreeMap<&'a str, &'a str>,
+            spec: &'a Spec,
+        }
+        let annotations = self
+            .metadata
+            .annotations
+            .iter()
+            .filter(|(k, _)| k.as_str() != CONTENT_HASH_ANNOTATION)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let hashed = Hashed { labels: &self.metadata.labels, annotations, spec: &self.spec };
+        let bytes = serde_json::to_vec(&hashed).expect("plain data always serializes to JSON");
+        let digest = Sha256::digest(&bytes);
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(endpoint_address: &str) -> IstioObject {
+        IstioObject::new(
+            ObjectMeta { name: "a".into(), namespace: "ns".into(), ..Default::default() },
+            Spec::ServiceEntry(ServiceEntrySpec {
+                hosts: vec!["a.example".into()],
+                location: Location::MeshInternal,
+                resolution: Resolution::Static,
+                ports: vec![ServicePort { number: 80, protocol: "HTTP".into(), name: "http-80".into() }],
+                endpoints: vec![Endpoint { address: endpoint_address.into(), ..Default::default() }],
+                workload_selector: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn content_hash_changes_with_the_spec_and_only_then() {
+        assert_eq!(entry("10.0.0.1").content_hash(), entry("10.0.0.1").content_hash());
+        assert_ne!(entry("10.0.0.1").content_hash(), entry("10.0.0.2").content_hash());
+        assert_eq!(entry("10.0.0.1").content_hash().len(), 16);
+    }
+
+    #[test]
+    fn content_hash_covers_labels() {
+        let a = entry("10.0.0.1");
+        let mut meta = a.metadata.clone();
+        meta.labels.insert("x".into(), "y".into());
+        let b = IstioObject::new(meta, a.spec.clone());
+        assert_ne!(a.content_hash(), b.content_hash());
+    }
+}

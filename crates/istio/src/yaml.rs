@@ -1,0 +1,139 @@
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::{CONTENT_HASH_ANNOTATION, IstioObject, Kind, ObjectKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot render {key} as YAML: {message}")]
+    Yaml { key: ObjectKey, message: String },
+}
+
+/// One object as a YAML document (without the `---` separator).
+pub fn render_object(object: &IstioObject) -> Result<String, RenderError> {
+    serde_saphyr::to_string(object)
+        .map_err(|e| RenderError::Yaml { key: object.key(), message: e.to_string() })
+}
+
+/// Objects as one multi-document YAML stream, in the order given.
+pub fn render_documents<'a>(objects: impl IntoIterator<Item = &'a IstioObject>) -> Result<String, RenderError> {
+    let mut out = String::new();
+    for object in objects {
+        out.push_str("---\n");
+        out.push_str(&render_object(object)?);
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// What a sink needs to know of an object it finds: who it is, whether it is ours, and
+/// which content it carries. Everything else in the document is ignored, so a file
+/// with extra fields or a newer schema still reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldObject {
+    pub key: ObjectKey,
+    pub labels: BTreeMap<String, String>,
+    pub content_hash: Option<String>,
+}
+
+impl HeldObject {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
+
+#[derive(Deserialize)]
+struct LooseObject {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    metadata: LooseMeta,
+}
+
+#[derive(Deserialize)]
+struct LooseMeta {
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// Reads a single YAML document back into a [`HeldObject`]. Returns `None` for anything
+/// that is not an Istio ServiceEntry or WorkloadEntry or does not parse: such a document
+/// is not something registry-sync wrote, so it is left alone.
+pub fn parse_held(text: &str) -> Option<HeldObject> {
+    let loose: LooseObject = serde_saphyr::from_str(text).ok()?;
+    if !loose.api_version.starts_with(concat!("networking.istio.io", "/")) {
+        return None;
+    }
+    let kind = match loose.kind.as_str() {
+        "ServiceEntry" => Kind::ServiceEntry,
+        "WorkloadEntry" => Kind::WorkloadEntry,
+        _ => return None,
+    };
+    let mut meta = loose.metadata;
+    Some(HeldObject {
+        key: ObjectKey { kind, namespace: meta.namespace, name: meta.name },
+        content_hash: meta.annotations.remove(CONTENT_HASH_ANNOTATION),
+        labels: meta.labels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Endpoint, Location, ObjectMeta, Resolution, ServiceEntrySpec, ServicePort, Spec};
+
+    fn sample() -> IstioObject {
+        let mut labels = BTreeMap::new();
+        labels.insert(crate::MANAGED_BY_LABEL.to_string(), "registry-sync".to_string());
+        IstioObject::new(
+            ObjectMeta { name: "legacy.orders".into(), namespace: "mesh".into(), labels, ..Default::default() },
+            Spec::ServiceEntry(ServiceEntrySpec {
+                hosts: vec!["orders.legacy".into()],
+                location: Location::MeshInternal,
+                resolution: Resolution::Static,
+                ports: vec![ServicePort { number: 8080, protocol: "HTTP".into(), name: "http-8080".into() }],
+                endpoints: vec![Endpoint {
+                    address: "10.0.0.1".into(),
+                    ports: [("http-8080".to_string(), 8080)].into(),
+                    ..Default::default()
+                }],
+                workload_selector: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn rendered_documents_read_back_as_the_same_held_object() {
+        let object = sample();
+        let text = render_object(&object).unwrap();
+        assert!(text.contains("apiVersion: networking.istio.io/v1"), "{text}");
+        assert!(text.contains("resolution: STATIC"), "{text}");
+        let held = parse_held(&text).unwrap();
+        assert_eq!(held.key, object.key());
+        assert_eq!(held.content_hash.as_deref(), Some(object.content_hash()));
+        assert_eq!(held.label(crate::MANAGED_BY_LABEL), Some("registry-sync"));
+    }
+
+    #[test]
+    fn documents_that_are_not_istio_objects_are_not_held() {
+        assert_eq!(parse_held("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"), None);
+        assert_eq!(parse_held("not: [yaml"), None);
+        assert_eq!(parse_held(""), None);
+    }
+
+    #[test]
+    fn multi_document_output_separates_each_object() {
+        let a = sample();
+        let text = render_documents([&a, &a]).unwrap();
+        assert_eq!(text.matches("---\n").count(), 2);
+    }
+}
