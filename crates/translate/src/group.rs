@@ -1,0 +1,428 @@
+//! One host group → one ServiceEntry (plus WorkloadEntries in that mode).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use registry_sync_catalog::{Address, Instance, Protocol, Skipped};
+use registry_sync_istio::{
+    Endpoint, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta, REGISTRY_LABEL,
+    RESERVED_LABEL_PREFIX, Resolution, SERVICE_LABEL, SOURCES_ANNOTATION, ServiceEntrySpec, ServicePort, Spec,
+    TLS_MODE_LABEL, WorkloadSelector,
+};
+
+use crate::names::{LabelDrop, is_dns1123_subdomain, label_value_for_name, object_name, sanitize_labels};
+use crate::{Contributor, EndpointMode, GroupKey, Translation};
+
+/// Ports Istio's sidecar listens on itself. A ServiceEntry port among them makes every
+/// proxy in the mesh reject its configuration.
+pub const RESERVED_PORTS: [u16; 9] = [15000, 15001, 15004, 15006, 15008, 15020, 15021, 15053, 15090];
+
+/// The CRD refuses more inline endpoints than this.
+pub const INLINE_ENDPOINT_LIMIT: usize = 4096;
+
+/// `auto` keeps endpoints inline up to this many. Inline, every instance change
+/// rewrites the whole ServiceEntry: at 128 endpoints that is still a small object
+/// (tens of KiB) written at most once per change, while above it per-instance
+/// WorkloadEntries make a change cost one small write instead of one large one. It is
+/// also far below the CRD's 4096 and etcd's ~1.5 MiB object limit.
+pub const AUTO_INLINE_LIMIT: usize = 128;
+
+/// `auto` also switches to WorkloadEntries when the inline endpoints would exceed this
+/// estimated size (label-heavy endpoints), keeping well clear of etcd's limit.
+pub const AUTO_INLINE_MAX_BYTES: usize = 512 * 1024;
+
+/// Even in `inline` mode, larger objects go to WorkloadEntries: the API server would
+/// refuse them and the endpoints would be lost.
+const INLINE_MAX_BYTES: usize = 1024 * 1024;
+
+/// Istio's limit on endpoint / WorkloadEntry labels.
+const MAX_ENDPOINT_LABELS: usize = 256;
+
+/// Metadata key whose value names the port protocol, the convention shared by Consul
+/// service meta, Nacos and Eureka metadata.
+const PROTOCOL_KEY: &str = "protocol";
+
+/// An instance that passed validation, with where it came from.
+struct Candidate<'a> {
+    contributor: &'a Contributor<'a>,
+    instance: &'a Instance,
+    /// Healthy with a non-zero weight: it receives traffic.
+    serving: bool,
+}
+
+/// A ServiceEntry port and the logical port it stands for.
+struct LogicalPort {
+    logical: String,
+    port: ServicePort,
+}
+
+fn skip(c: &Contributor<'_>, instance: Option<&Instance>, reason: String) -> Skipped {
+    Skipped {
+        registry: c.registry.to_string(),
+        service: c.service.key().to_string(),
+        instance: instance.map(|i| i.id.clone()),
+        reason,
+    }
+}
+
+pub(crate) fn translate_group(key: &GroupKey, contributors: &[Contributor<'_>], instance_id: &str) -> Translation {
+    let mut out = Translation::default();
+    let Some(primary) = contributors.first() else {
+        return out;
+    };
+    let candidates = validate_instances(contributors, &mut out);
+    let ports = service_ports(&candidates, primary, &mut out);
+    let endpoints = endpoints(&candidates, &ports, &mut out);
+
+    let se_name = object_name(&identity_parts(primary, None));
+    let mode = endpoint_mode(primary, &endpoints, &mut out);
+    let resolution = if endpoints.iter().all(|(c, _)| c.instance.address.is_ip()) {
+        Resolution::Static
+    } else {
+        Resolution::Dns
+    };
+
+    let mut se_labels = service_labels(contributors, &mut out);
+    se_labels.extend(own_labels(primary.registry, instance_id));
+    let sources = contributors
+        .iter()
+        .map(|c| format!("{}:{}", c.registry, c.service.key()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let se_meta = ObjectMeta {
+        name: se_name.clone(),
+        namespace: key.namespace.clone(),
+        labels: se_labels,
+        annotations: [(SOURCES_ANNOTATION.to_string(), sources)].into(),
+    };
+    let mut spec = ServiceEntrySpec {
+        hosts: vec![key.host.clone()],
+        location: primary.settings.location,
+        resolution,
+        ports: ports.iter().map(|p| p.port.clone()).collect(),
+        endpoints: Vec::new(),
+        workload_selector: None,
+    };
+
+    match mode {
+        EndpointMode::Inline | EndpointMode::Auto => {
+            spec.endpoints = endpoints.into_iter().map(|(_, e)| e).collect();
+        }
+        EndpointMode::WorkloadEntry => {
+            let selector = label_value_for_name(&se_name);
+            spec.workload_selector =
+                Some(WorkloadSelector { labels: [(SERVICE_LABEL.to_string(), selector.clone())].into() });
+            for (candidate, mut endpoint) in endpoints {
+                let c = candidate.contributor;
+                endpoint.labels.insert(SERVICE_LABEL.to_string(), selector.clone());
+                let mut labels = own_labels(c.registry, instance_id);
+                labels.insert(SERVICE_LABEL.to_string(), selector.clone());
+                let meta = ObjectMeta {
+                    name: object_name(&identity_parts(c, Some(&candidate.instance.id))),
+                    namespace: key.namespace.clone(),
+                    labels,
+                    annotations: BTreeMap::new(),
+                };
+                out.objects.push(IstioObject::new(meta, Spec::WorkloadEntry(endpoint)));
+            }
+        }
+    }
+    out.objects.push(IstioObject::new(se_meta, Spec::ServiceEntry(spec)));
+    out
+}
+
+/// (registry, namespace?, service[, instance]) — what identifies an object's origin.
+fn identity_parts<'a>(c: &'a Contributor<'a>, instance: Option<&'a str>) -> Vec<&'a str> {
+    let mut parts = vec![c.registry];
+    parts.extend(c.service.namespace.as_deref());
+    parts.push(&c.service.name);
+    parts.extend(instance);
+    parts
+}
+
+fn own_labels(registry: &str, instance_id: &str) -> BTreeMap<String, String> {
+    [
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+        (REGISTRY_LABEL.to_string(), registry.to_string()),
+        (INSTANCE_LABEL.to_string(), instance_id.to_string()),
+    ]
+    .into()
+}
+
+fn is_reserved_label(key: &str) -> bool {
+    key.starts_with(RESERVED_LABEL_PREFIX) || key == MANAGED_BY_LABEL
+}
+
+fn note_drops(out: &mut Translation, c: &Contributor<'_>, instance: Option<&Instance>, drops: Vec<LabelDrop>) {
+    out.notes.extend(drops.into_iter().map(|d| skip(c, instance, d.to_string())));
+}
+
+/// Instances that can be published at all: every port outside Istio's reserved range
+/// and at least one port. Others are skipped whole — an instance with a reserved port
+/// is misregistered, and one without ports would receive traffic on numbers it never
+/// declared.
+fn validate_instances<'a>(contributors: &'a [Contributor<'a>], out: &mut Translation) -> Vec<Candidate<'a>> {
+    let mut candidates = Vec::new();
+    for c in contributors {
+        for instance in &c.service.instances {
+            if let Some(port) = instance.ports.iter().find(|p| RESERVED_PORTS.contains(&p.number)) {
+                out.skipped.push(skip(
+                    c,
+                    Some(instance),
+                    format!(
+                        "instance skipped: port {} ({:?}) is reserved by Istio's sidecar",
+                        port.number, port.name
+                    ),
+                ));
+                continue;
+            }
+            if instance.ports.is_empty() {
+                out.skipped.push(skip(c, Some(instance), "instance skipped: it declares no port".into()));
+                continue;
+            }
+            let serving = instance.healthy && instance.weight != Some(0);
+            candidates.push(Candidate { contributor: c, instance, serving });
+        }
+    }
+    candidates
+}
+
+/// The protocol one instance gives a logical port: the `protocol` metadata key (only
+/// for a single-port instance — with several ports it cannot say which one it means),
+/// then the port name's prefix, then the registry's own hint.
+fn instance_protocol(candidate: &Candidate<'_>, logical: &str) -> Option<Protocol> {
+    let instance = candidate.instance;
+    let port = instance.ports.iter().find(|p| p.name == logical)?;
+    if instance.ports.len() == 1 {
+        let meta = instance
+            .labels
+            .get(PROTOCOL_KEY)
+            .or_else(|| candidate.contributor.service.labels.get(PROTOCOL_KEY));
+        if let Some(protocol) = meta.and_then(|m| Protocol::parse(m)) {
+            return Some(protocol);
+        }
+    }
+    Protocol::from_port_name(&port.name).or(port.protocol_hint)
+}
+
+/// One ServiceEntry port per logical port that every serving instance declares.
+///
+/// Istio sends a port's traffic to an endpoint that has no number for it on the port's
+/// own number, so publishing a port that some serving instance lacks would send traffic
+/// where nothing listens. Such ports are left out and reported. With no serving
+/// instance there is no such risk, and the union of all ports is published so the
+/// entry keeps its shape.
+fn service_ports(candidates: &[Candidate<'_>], primary: &Contributor<'_>, out: &mut Translation) -> Vec<LogicalPort> {
+    let serving: Vec<&Candidate<'_>> = candidates.iter().filter(|c| c.serving).collect();
+    let basis: Vec<&Candidate<'_>> = if serving.is_empty() { candidates.iter().collect() } else { serving };
+
+    let mut union: BTreeSet<&str> = BTreeSet::new();
+    for c in &basis {
+        union.extend(c.instance.ports.iter().map(|p| p.name.as_str()));
+    }
+    let mut logical: Vec<&str> = Vec::new();
+    for name in union {
+        let lacking: Vec<&Candidate<'_>> = basis
+            .iter()
+            .copied()
+            .filter(|c| c.serving && !c.instance.ports.iter().any(|p| p.name == name))
+            .collect();
+        if let Some(first) = lacking.first() {
+            out.skipped.push(skip(
+                primary,
+                None,
+                format!(
+                    "port {name:?} not published: {} serving instance(s), e.g. {:?} of {:?}, do not declare it, and Istio would send its traffic to them anyway",
+                    lacking.len(),
+                    first.instance.id,
+                    first.contributor.registry,
+                ),
+            ));
+        } else {
+            logical.push(name);
+        }
+    }
+
+    let mut used_numbers: BTreeMap<u32, String> = BTreeMap::new();
+    let mut ports = Vec::new();
+    for name in logical {
+        let users: Vec<&Candidate<'_>> = basis
+            .iter()
+            .copied()
+            .filter(|c| c.instance.ports.iter().any(|p| p.name == name))
+            .collect();
+        // The number most instances use is what clients dial; ties go to the lowest.
+        let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+        for c in &users {
+            if let Some(p) = c.instance.ports.iter().find(|p| p.name == name) {
+                *counts.entry(p.number).or_default() += 1;
+            }
+        }
+        let number = counts
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(n, _)| u32::from(*n))
+            .unwrap_or_default();
+        let protocols: BTreeSet<Option<Protocol>> = users.iter().map(|c| instance_protocol(c, name)).collect();
+        let protocol = match protocols.iter().next() {
+            Some(Some(p)) if protocols.len() == 1 => *p,
+            Some(None) if protocols.len() == 1 => Protocol::Tcp,
+            _ => {
+                out.notes.push(skip(
+                    primary,
+                    None,
+                    format!("port {name:?}: instances disagree on the protocol ({protocols:?}); published as TCP"),
+                ));
+                Protocol::Tcp
+            }
+        };
+        if let Some(other) = used_numbers.get(&number) {
+            out.skipped.push(skip(
+                primary,
+                None,
+                format!("port {name:?} not published: its number {number} is already used by port {other:?}"),
+            ));
+            continue;
+        }
+        used_numbers.insert(number, name.to_string());
+        ports.push(LogicalPort {
+            logical: name.to_string(),
+            port: ServicePort {
+                number,
+                protocol: protocol.as_istio().to_string(),
+                name: format!("{}-{number}", protocol.as_port_prefix()),
+            },
+        });
+    }
+    ports.sort_by_key(|p| p.port.number);
+    ports
+}
+
+/// Endpoints of the serving instances, sorted by address, duplicates (the same address
+/// and ports from two registries during a migration) kept once.
+fn endpoints<'a>(
+    candidates: &'a [Candidate<'a>],
+    ports: &[LogicalPort],
+    out: &mut Translation,
+) -> Vec<(&'a Candidate<'a>, Endpoint)> {
+    let mut by_identity: BTreeMap<(Address, BTreeMap<String, u32>), (&Candidate<'_>, Endpoint)> = BTreeMap::new();
+    for candidate in candidates.iter().filter(|c| c.serving) {
+        let c = candidate.contributor;
+        let instance = candidate.instance;
+        let port_map: BTreeMap<String, u32> = ports
+            .iter()
+            .filter_map(|lp| {
+                let own = instance.ports.iter().find(|p| p.name == lp.logical)?;
+                Some((lp.port.name.clone(), u32::from(own.number)))
+            })
+            .collect();
+        let (mut labels, drops) = sanitize_labels(&instance.labels, is_reserved_label);
+        note_drops(out, c, Some(instance), drops);
+        if c.settings.sidecar {
+            labels.insert(TLS_MODE_LABEL.to_string(), "istio".to_string());
+        }
+        if labels.len() > MAX_ENDPOINT_LABELS {
+            let extra: Vec<String> = labels.keys().skip(MAX_ENDPOINT_LABELS).cloned().collect();
+            for key in &extra {
+                labels.remove(key);
+            }
+            out.notes.push(skip(
+                c,
+                Some(instance),
+                format!("{} labels dropped: Istio allows at most {MAX_ENDPOINT_LABELS}", extra.len()),
+            ));
+        }
+        let endpoint = Endpoint {
+            address: instance.address.to_string(),
+            ports: port_map.clone(),
+            labels,
+            network: checked_text(out, candidate, "network", instance.network.as_deref(), |_| true),
+            locality: checked_text(out, candidate, "locality", instance.locality.as_deref(), |l| {
+                l.split('/').count() <= 3
+            }),
+            weight: instance.weight,
+            service_account: checked_text(
+                out,
+                candidate,
+                "service account",
+                instance.service_account.as_deref(),
+                is_dns1123_subdomain,
+            ),
+        };
+        by_identity.entry((instance.address.clone(), port_map)).or_insert((candidate, endpoint));
+    }
+    by_identity.into_values().collect()
+}
+
+/// Keeps an optional text field when it is sane (at most 2048 bytes, the CRD's limit,
+/// and passing `valid`); otherwise drops it with a note rather than losing the endpoint.
+fn checked_text(
+    out: &mut Translation,
+    candidate: &Candidate<'_>,
+    what: &str,
+    value: Option<&str>,
+    valid: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let value = value.map(str::trim).filter(|v| !v.is_empty())?;
+    if value.len() <= 2048 && valid(value) {
+        return Some(value.to_string());
+    }
+    out.notes.push(skip(
+        candidate.contributor,
+        Some(candidate.instance),
+        format!("{what} {:?} dropped: not a valid value", value.chars().take(64).collect::<String>()),
+    ));
+    None
+}
+
+/// A rough serialized size, enough to keep objects far from etcd's limit.
+fn estimated_size(endpoint: &Endpoint) -> usize {
+    64 + endpoint.address.len()
+        + endpoint.ports.keys().map(|k| k.len() + 16).sum::<usize>()
+        + endpoint.labels.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
+        + endpoint.locality.as_ref().map_or(0, String::len)
+        + endpoint.network.as_ref().map_or(0, String::len)
+}
+
+/// Inline or WorkloadEntries for this group. The `Auto` result is resolved here:
+/// the returned mode is `Inline` or `WorkloadEntry`.
+fn endpoint_mode(
+    primary: &Contributor<'_>,
+    endpoints: &[(&Candidate<'_>, Endpoint)],
+    out: &mut Translation,
+) -> EndpointMode {
+    let count = endpoints.len();
+    let size: usize = endpoints.iter().map(|(_, e)| estimated_size(e)).sum();
+    match primary.settings.endpoints {
+        EndpointMode::WorkloadEntry => EndpointMode::WorkloadEntry,
+        EndpointMode::Auto if count > AUTO_INLINE_LIMIT || size > AUTO_INLINE_MAX_BYTES => {
+            EndpointMode::WorkloadEntry
+        }
+        EndpointMode::Auto => EndpointMode::Inline,
+        EndpointMode::Inline if count > INLINE_ENDPOINT_LIMIT || size > INLINE_MAX_BYTES => {
+            out.skipped.push(skip(
+                primary,
+                None,
+                format!(
+                    "{count} endpoints (~{} KiB) do not fit inline (the API server refuses more than {INLINE_ENDPOINT_LIMIT} or about 1.5 MiB); published as WorkloadEntries instead",
+                    size / 1024
+                ),
+            ));
+            EndpointMode::WorkloadEntry
+        }
+        EndpointMode::Inline => EndpointMode::Inline,
+    }
+}
+
+/// Service metadata of all contributors as labels of the ServiceEntry (the first
+/// contributor wins a shared key).
+fn service_labels(contributors: &[Contributor<'_>], out: &mut Translation) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    for c in contributors {
+        let (own, drops) = sanitize_labels(&c.service.labels, |k| is_reserved_label(k) || k == TLS_MODE_LABEL);
+        note_drops(out, c, None, drops);
+        for (k, v) in own {
+            labels.entry(k).or_insert(v);
+        }
+    }
+    labels
+}
