@@ -1,1 +1,65 @@
-//! placeholder
+//! Where plans are carried out. A sink reports what it holds, so the planner can diff
+//! against it, and applies the writes a plan lists — nothing more: every decision about
+//! what may be written or deleted is the planner's, so a sink cannot widen it.
+//!
+//! The API is synchronous: files and stdout gain nothing from async, and a caller on an
+//! async runtime can run an apply on a blocking thread.
+
+#![forbid(unsafe_code)]
+
+mod files;
+mod stdout;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+
+use registry_sync_istio::{HeldObject, ObjectKey};
+use registry_sync_plan::Plan;
+
+pub use files::FilesSink;
+pub use stdout::StdoutSink;
+
+pub trait Sink {
+    /// What the sink holds now (all Istio objects it can see, ours or not).
+    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject>;
+
+    /// Applies creates, updates and deletes of the plan (conflicts, unchanged and kept
+    /// objects are not touched). A failure of one object is reported in
+    /// [`ApplyReport::failed`] and does not stop the others; `Err` means the sink itself
+    /// is unusable.
+    fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, SinkError>;
+}
+
+/// What an apply did. Failed objects are left as they were, so the next plan lists them
+/// again and the write is retried.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    /// Each failed object with a message naming the path, the OS error and what to do.
+    pub failed: Vec<(ObjectKey, String)>,
+}
+
+impl ApplyReport {
+    pub fn is_complete(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(
+        "cannot create the output directory {path}: {source}; create it by hand or choose a writable directory"
+    )]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error(
+        "cannot list the output directory {path}: {source}; check that it is a directory registry-sync may read"
+    )]
+    ReadDir { path: PathBuf, source: io::Error },
+    #[error(
+        "cannot write the plan to the output stream: {source}; the stream may be closed (a pipe whose reader exited?)"
+    )]
+    Output { source: io::Error },
+}

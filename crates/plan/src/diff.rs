@@ -1,0 +1,64 @@
+use std::fmt::Write;
+
+use registry_sync_istio::ObjectKey;
+
+use crate::Plan;
+
+impl Plan {
+    /// The plan as text for `registry-sync plan` and for logs: one line per object that
+    /// is written or needs attention, ordered by key so that two runs over the same state
+    /// print the same text, then a summary line. Unchanged objects are only counted, so
+    /// the text stays proportional to the change.
+    pub fn render_diff(&self) -> String {
+        let mut lines: Vec<(ObjectKey, String)> =
+            Vec::with_capacity(self.writes() + self.conflicts.len() + self.kept.len());
+        lines.extend(self.creates.iter().map(|object| {
+            let key = object.key();
+            let line = format!("+ {key} (create)");
+            (key, line)
+        }));
+        lines.extend(self.updates.iter().map(|object| {
+            let key = object.key();
+            let line = format!("~ {key} (update)");
+            (key, line)
+        }));
+        lines.extend(
+            self.deletes
+                .iter()
+                .map(|key| (key.clone(), format!("- {key} (delete)"))),
+        );
+        lines.extend(
+            self.conflicts
+                .iter()
+                .map(|c| (c.key.clone(), format!("! {} (conflict: {})", c.key, c.reason))),
+        );
+        lines.extend(self.kept.iter().map(|k| {
+            let line = format!(
+                "= kept {} (registry {:?} has not delivered a complete view)",
+                k.key, k.registry
+            );
+            (k.key.clone(), line)
+        }));
+        lines.sort_by(|a, b| a.0.cmp(&b.0));
+
+        let mut out = String::new();
+        for (_, line) in lines {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        let _ = write!(
+            out,
+            "{} to create, {} to update, {} to delete, {} unchanged, {} conflicts",
+            self.creates.len(),
+            self.updates.len(),
+            self.deletes.len(),
+            self.unchanged,
+            self.conflicts.len(),
+        );
+        if !self.kept.is_empty() {
+            let _ = write!(out, ", {} kept", self.kept.len());
+        }
+        out.push('\n');
+        out
+    }
+}

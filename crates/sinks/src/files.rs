@@ -1,0 +1,370 @@
+//! A directory of YAML files, one object per file: what istiod's `fs://` config source
+//! and GitOps repositories read.
+//!
+//! The directory is shared with whatever else lives there, so this sink is defensive: it
+//! only ever replaces or removes a file it read as the very object the plan names, and
+//! re-reads that file right before touching it, so a file someone edited since the scan
+//! is left alone instead of being clobbered.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use registry_sync_istio::{HeldObject, IstioObject, ObjectKey, RenderError, parse_held, render_object};
+use registry_sync_plan::Plan;
+use tracing::{debug, warn};
+
+use crate::{ApplyReport, Sink, SinkError};
+
+pub struct FilesSink {
+    dir: PathBuf,
+    held: BTreeMap<ObjectKey, HeldObject>,
+    /// The file each held object was read from or written to; not always the canonical
+    /// name, since users and older layouts may have named files differently.
+    files: BTreeMap<ObjectKey, OsString>,
+}
+
+/// Why one object could not be written or removed. Kept per object so that one bad file
+/// does not hold back the rest of a plan.
+#[derive(Debug, thiserror::Error)]
+enum ObjectError {
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(
+        "{key} cannot be stored as a file: its name is empty or its name or namespace contains a path separator or NUL; fix the naming that produced it"
+    )]
+    UnsafeName { key: ObjectKey },
+    #[error(
+        "{path} already exists and does not hold {key}; registry-sync never overwrites a file it did not write, so move that file away to let {key} be written"
+    )]
+    Occupied { key: ObjectKey, path: PathBuf },
+    #[error(
+        "the plan creates {key}, but {path} already holds it; the plan was made against another view of the directory, so plan again from this sink's held objects"
+    )]
+    AlreadyHeld { key: ObjectKey, path: PathBuf },
+    #[error(
+        "{path} changed since registry-sync read it, so it was left untouched; the next plan for {key} starts from its current content"
+    )]
+    Changed { key: ObjectKey, path: PathBuf },
+    #[error(
+        "cannot write {path} (failed to {step} {tmp}): {source}; check that the output directory exists, is writable and has free space"
+    )]
+    Write {
+        path: PathBuf,
+        step: &'static str,
+        tmp: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot {action} {path}: {source}; check that the output directory exists and is writable")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// What a re-read of a held object's file found.
+enum Recheck {
+    /// The file still holds exactly what the sink believes.
+    Same,
+    /// The file is gone: whatever the plan wanted removed is already removed.
+    Gone,
+}
+
+impl FilesSink {
+    /// Scans `dir` (created if missing) for the Istio objects it holds. Files that do not
+    /// parse as exactly one ServiceEntry or WorkloadEntry are not held and never touched.
+    pub fn open(dir: &Path) -> Result<FilesSink, SinkError> {
+        fs::create_dir_all(dir).map_err(|source| SinkError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let read_dir_error = |source| SinkError::ReadDir {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir).map_err(read_dir_error)? {
+            let name = entry.map_err(read_dir_error)?.file_name();
+            if is_yaml(&name) {
+                names.push(name);
+            }
+        }
+        // The first file by name wins a duplicate key, so a rescan always picks the same one.
+        names.sort();
+
+        let mut sink = FilesSink {
+            dir: dir.to_path_buf(),
+            held: BTreeMap::new(),
+            files: BTreeMap::new(),
+        };
+        for name in names {
+            let path = dir.join(&name);
+            if !fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                continue;
+            }
+            let text = match fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(error) => {
+                    warn!(path = %path.display(), %error, "cannot read a YAML file in the output directory; ignoring it");
+                    continue;
+                }
+            };
+            let Some(held) = parse_held(&text) else {
+                debug!(path = %path.display(), "not a single Istio object; ignoring it");
+                continue;
+            };
+            if let Some(first) = sink.files.get(&held.key) {
+                warn!(
+                    key = %held.key,
+                    path = %path.display(),
+                    kept = %dir.join(first).display(),
+                    "two files hold the same object; using the first by name and never touching this one — remove one of them"
+                );
+                continue;
+            }
+            sink.files.insert(held.key.clone(), name);
+            sink.held.insert(held.key.clone(), held);
+        }
+        Ok(sink)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file that holds `key`, if the sink holds it.
+    pub fn path_of(&self, key: &ObjectKey) -> Option<PathBuf> {
+        self.files.get(key).map(|name| self.dir.join(name))
+    }
+
+    fn write(&mut self, object: &IstioObject, create: bool) -> Result<(), ObjectError> {
+        let key = object.key();
+        let target = file_name(&key).ok_or_else(|| ObjectError::UnsafeName { key: key.clone() })?;
+        let mut current = self.files.get(&key).cloned();
+        if let Some(name) = &current {
+            if create {
+                return Err(ObjectError::AlreadyHeld {
+                    key,
+                    path: self.dir.join(name),
+                });
+            }
+            if let Recheck::Gone = self.recheck(&key, name)? {
+                current = None;
+            }
+        }
+        let target_path = self.dir.join(&target);
+        if current.as_deref() != Some(target.as_os_str()) && fs::symlink_metadata(&target_path).is_ok() {
+            return Err(ObjectError::Occupied {
+                key,
+                path: target_path,
+            });
+        }
+
+        let mut text = render_object(object)?;
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        write_atomically(&self.dir, &target_path, text.as_bytes())?;
+        debug!(%key, path = %target_path.display(), "wrote object");
+
+        let old = current.filter(|name| name.as_os_str() != target.as_os_str());
+        self.files.insert(key.clone(), target);
+        self.held.insert(
+            key.clone(),
+            HeldObject {
+                key: key.clone(),
+                labels: object.metadata.labels.clone(),
+                content_hash: Some(object.content_hash().to_string()),
+            },
+        );
+        if let Some(old) = old {
+            // The old file was just re-read as this object, so it is ours to remove.
+            let old_path = self.dir.join(old);
+            match fs::remove_file(&old_path) {
+                Ok(()) => debug!(%key, path = %old_path.display(), "removed the object's previous file"),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(ObjectError::Io {
+                        action: "remove the previous file of the object",
+                        path: old_path,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns whether the sink held `key` (a delete of an object it never held is a
+    /// no-op, not an error).
+    fn remove(&mut self, key: &ObjectKey) -> Result<bool, ObjectError> {
+        let Some(name) = self.files.get(key).cloned() else {
+            debug!(%key, "asked to delete an object this directory does not hold; nothing to do");
+            return Ok(false);
+        };
+        let path = self.dir.join(&name);
+        if let Recheck::Same = self.recheck(key, &name)? {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(ObjectError::Io {
+                        action: "remove",
+                        path,
+                        source,
+                    });
+                }
+            }
+        }
+        debug!(%key, path = %path.display(), "deleted object");
+        self.forget(key);
+        Ok(true)
+    }
+
+    /// Re-reads the file of a held object right before it is replaced or removed. When
+    /// the file changed, the sink adopts what is there now (so the next plan sees it) and
+    /// refuses the write.
+    fn recheck(&mut self, key: &ObjectKey, name: &OsStr) -> Result<Recheck, ObjectError> {
+        let path = self.dir.join(name);
+        let text = match fs::read(&path) {
+            Ok(bytes) => String::from_utf8(bytes).ok(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.forget(key);
+                return Ok(Recheck::Gone);
+            }
+            Err(source) => {
+                return Err(ObjectError::Io {
+                    action: "re-read",
+                    path,
+                    source,
+                });
+            }
+        };
+        let now = text.as_deref().and_then(parse_held);
+        if now.as_ref() == self.held.get(key) {
+            return Ok(Recheck::Same);
+        }
+        match now {
+            Some(now) if now.key == *key => {
+                self.held.insert(key.clone(), now);
+            }
+            // It holds something else now; the key is no longer in this file.
+            _ => self.forget(key),
+        }
+        Err(ObjectError::Changed {
+            key: key.clone(),
+            path,
+        })
+    }
+
+    fn forget(&mut self, key: &ObjectKey) {
+        self.held.remove(key);
+        self.files.remove(key);
+    }
+}
+
+impl Sink for FilesSink {
+    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
+        &self.held
+    }
+
+    fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, SinkError> {
+        let mut report = ApplyReport::default();
+        let mut touched = false;
+        for object in &plan.creates {
+            match self.write(object, true) {
+                Ok(()) => report.created += 1,
+                Err(error) => fail(&mut report, object.key(), error),
+            }
+            touched = true;
+        }
+        for object in &plan.updates {
+            match self.write(object, false) {
+                Ok(()) => report.updated += 1,
+                Err(error) => fail(&mut report, object.key(), error),
+            }
+            touched = true;
+        }
+        for key in &plan.deletes {
+            match self.remove(key) {
+                Ok(true) => report.deleted += 1,
+                Ok(false) => {}
+                Err(error) => fail(&mut report, key.clone(), error),
+            }
+            touched = true;
+        }
+        if touched {
+            sync_dir(&self.dir);
+        }
+        Ok(report)
+    }
+}
+
+fn fail(report: &mut ApplyReport, key: ObjectKey, error: ObjectError) {
+    warn!(%key, %error, "could not apply the object to the output directory");
+    report.failed.push((key, error.to_string()));
+}
+
+/// `{namespace}.{kind}.{name}.yaml`: sorts by namespace in a listing, and cannot collide
+/// between keys because namespaces (DNS labels) contain no dot. `None` for a key that
+/// would escape the directory.
+fn file_name(key: &ObjectKey) -> Option<OsString> {
+    let unsafe_part = |s: &str| s.contains(['/', '\\', '\0']);
+    if key.name.is_empty() || unsafe_part(&key.name) || unsafe_part(&key.namespace) {
+        return None;
+    }
+    let kind = key.kind.as_str().to_ascii_lowercase();
+    Some(format!("{}.{kind}.{}.yaml", key.namespace, key.name).into())
+}
+
+fn is_yaml(name: &OsStr) -> bool {
+    let name = name.to_string_lossy().to_ascii_lowercase();
+    name.ends_with(".yaml") || name.ends_with(".yml")
+}
+
+/// Writes through a temporary file in the same directory and renames it over the target,
+/// so a reader (istiod, git, a crash) sees the old file or the new one, never half of one.
+fn write_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> Result<(), ObjectError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    // Short and independent of the target's name, so a long object name cannot push the
+    // temporary name past the file system's limit.
+    let tmp = dir.join(format!(".registry-sync.{}.{n}.tmp", std::process::id()));
+    let attempt = || -> Result<(), (&'static str, io::Error)> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| ("create the temporary file", e))?;
+        file.write_all(bytes)
+            .map_err(|e| ("write the temporary file", e))?;
+        file.sync_all()
+            .map_err(|e| ("flush to disk the temporary file", e))?;
+        drop(file);
+        fs::rename(&tmp, target).map_err(|e| ("rename into place the temporary file", e))
+    };
+    attempt().map_err(|(step, source)| {
+        let _ = fs::remove_file(&tmp);
+        ObjectError::Write {
+            path: target.to_path_buf(),
+            step,
+            tmp,
+            source,
+        }
+    })
+}
+
+/// Makes renames and removals durable. A failure here leaves the files correct but maybe
+/// not yet on disk, which is worth a warning and not a failed apply.
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Err(error) = File::open(dir).and_then(|d| d.sync_all()) {
+        warn!(path = %dir.display(), %error, "cannot flush the output directory to disk; a crash now may lose the latest writes");
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
