@@ -109,7 +109,10 @@ mod tests {
     fn ipv4_ipv6_and_bracketed_ipv6_parse_as_ips() {
         assert_eq!(Address::parse("10.1.0.1").unwrap().to_string(), "10.1.0.1");
         assert_eq!(Address::parse("2001:db8::1").unwrap().to_string(), "2001:db8::1");
-        assert_eq!(Address::parse("[2001:db8::1]").unwrap().to_string(), "2001:db8::1");
+        assert_eq!(
+            Address::parse("[2001:db8::1]").unwrap().to_string(),
+            "2001:db8::1"
+        );
         assert!(Address::parse(" 10.1.0.1 ").unwrap().is_ip());
     }
 
@@ -133,7 +136,16 @@ mod tests {
 
     #[test]
     fn malformed_hostnames_are_refused_with_a_reason() {
-        for bad in ["", "a..b", "-a.com", "a-.com", "a_b.com", "a b", "höst.de", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "a..b",
+            "-a.com",
+            "a-.com",
+            "a_b.com",
+            "a b",
+            "höst.de",
+            &"a".repeat(64),
+        ] {
             assert!(Address::parse(bad).is_err(), "{bad:?} should be refused");
         }
         let long = vec!["abc"; 70].join(".");
@@ -143,7 +155,10 @@ mod tests {
     #[test]
     fn unspecified_multicast_and_broadcast_ips_are_refused() {
         for bad in ["0.0.0.0", "::", "224.0.0.1", "255.255.255.255", "ff02::1"] {
-            assert!(matches!(Address::parse(bad), Err(AddressError::NotUnicast(_))), "{bad}");
+            assert!(
+                matches!(Address::parse(bad), Err(AddressError::NotUnicast(_))),
+                "{bad}"
+            );
         }
     }
 

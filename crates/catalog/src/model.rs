@@ -142,7 +142,10 @@ pub struct Service {
 
 impl Service {
     pub fn key(&self) -> ServiceKey {
-        ServiceKey { namespace: self.namespace.clone(), name: self.name.clone() }
+        ServiceKey {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
     }
 }
 
@@ -202,7 +205,8 @@ impl RegistrySnapshot {
                         registry: registry.to_string(),
                         service: key.to_string(),
                         instance: Some(instance.id.clone()),
-                        reason: "another instance of this service has the same id; this one is ignored".into(),
+                        reason: "another instance of this service has the same id; this one is ignored"
+                            .into(),
                     });
                     continue;
                 }
@@ -213,7 +217,10 @@ impl RegistrySnapshot {
             service.instances = instances;
             by_key.insert(key, service);
         }
-        RegistrySnapshot { services: by_key.into_values().map(Arc::new).collect(), skipped }
+        RegistrySnapshot {
+            services: by_key.into_values().map(Arc::new).collect(),
+            skipped,
+        }
     }
 
     pub fn services(&self) -> &[Arc<Service>] {
@@ -247,7 +254,9 @@ impl Catalog {
     }
 
     pub fn registries(&self) -> impl Iterator<Item = (&str, &RegistrySnapshot)> {
-        self.registries.iter().map(|(name, snap)| (name.as_str(), &**snap))
+        self.registries
+            .iter()
+            .map(|(name, snap)| (name.as_str(), &**snap))
     }
 }
 
@@ -302,12 +311,20 @@ mod tests {
     fn snapshot_sorts_services_and_refuses_duplicates_with_reasons() {
         let snap = RegistrySnapshot::new(
             "r",
-            vec![service("b", &["2", "1", "1"]), service("a", &[]), service("b", &["9"])],
+            vec![
+                service("b", &["2", "1", "1"]),
+                service("a", &[]),
+                service("b", &["9"]),
+            ],
             vec![],
         );
         let names: Vec<_> = snap.services().iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
-        let ids: Vec<_> = snap.services()[1].instances.iter().map(|i| i.id.as_str()).collect();
+        let ids: Vec<_> = snap.services()[1]
+            .instances
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect();
         assert_eq!(ids, ["1", "2"]);
         assert_eq!(snap.skipped.len(), 2);
         assert!(snap.skipped.iter().any(|s| s.reason.contains("listed twice")));
@@ -317,9 +334,18 @@ mod tests {
     #[test]
     fn catalog_update_reports_whether_anything_changed() {
         let mut catalog = Catalog::default();
-        assert!(catalog.update("r", RegistrySnapshot::new("r", vec![service("a", &["1"])], vec![])));
-        assert!(!catalog.update("r", RegistrySnapshot::new("r", vec![service("a", &["1"])], vec![])));
-        assert!(catalog.update("r", RegistrySnapshot::new("r", vec![service("a", &["2"])], vec![])));
+        assert!(catalog.update(
+            "r",
+            RegistrySnapshot::new("r", vec![service("a", &["1"])], vec![])
+        ));
+        assert!(!catalog.update(
+            "r",
+            RegistrySnapshot::new("r", vec![service("a", &["1"])], vec![])
+        ));
+        assert!(catalog.update(
+            "r",
+            RegistrySnapshot::new("r", vec![service("a", &["2"])], vec![])
+        ));
         assert_eq!(catalog.get("r").unwrap().instance_count(), 1);
     }
 }

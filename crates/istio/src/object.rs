@@ -145,9 +145,17 @@ impl IstioObject {
             Spec::ServiceEntry(_) => Kind::ServiceEntry,
             Spec::WorkloadEntry(_) => Kind::WorkloadEntry,
         };
-        let mut object = IstioObject { api_version: API_VERSION, kind, metadata, spec };
+        let mut object = IstioObject {
+            api_version: API_VERSION,
+            kind,
+            metadata,
+            spec,
+        };
         let hash = object.compute_hash();
-        object.metadata.annotations.insert(CONTENT_HASH_ANNOTATION.to_string(), hash);
+        object
+            .metadata
+            .annotations
+            .insert(CONTENT_HASH_ANNOTATION.to_string(), hash);
         object
     }
 
@@ -185,7 +193,11 @@ impl IstioObject {
             .filter(|(k, _)| k.as_str() != CONTENT_HASH_ANNOTATION)
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let hashed = Hashed { labels: &self.metadata.labels, annotations, spec: &self.spec };
+        let hashed = Hashed {
+            labels: &self.metadata.labels,
+            annotations,
+            spec: &self.spec,
+        };
         let bytes = serde_json::to_vec(&hashed).expect("plain data always serializes to JSON");
         let digest = Sha256::digest(&bytes);
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -198,13 +210,24 @@ mod tests {
 
     fn entry(endpoint_address: &str) -> IstioObject {
         IstioObject::new(
-            ObjectMeta { name: "a".into(), namespace: "ns".into(), ..Default::default() },
+            ObjectMeta {
+                name: "a".into(),
+                namespace: "ns".into(),
+                ..Default::default()
+            },
             Spec::ServiceEntry(ServiceEntrySpec {
                 hosts: vec!["a.example".into()],
                 location: Location::MeshInternal,
                 resolution: Resolution::Static,
-                ports: vec![ServicePort { number: 80, protocol: "HTTP".into(), name: "http-80".into() }],
-                endpoints: vec![Endpoint { address: endpoint_address.into(), ..Default::default() }],
+                ports: vec![ServicePort {
+                    number: 80,
+                    protocol: "HTTP".into(),
+                    name: "http-80".into(),
+                }],
+                endpoints: vec![Endpoint {
+                    address: endpoint_address.into(),
+                    ..Default::default()
+                }],
                 workload_selector: None,
             }),
         )

@@ -12,12 +12,16 @@ pub enum RenderError {
 
 /// One object as a YAML document (without the `---` separator).
 pub fn render_object(object: &IstioObject) -> Result<String, RenderError> {
-    serde_saphyr::to_string(object)
-        .map_err(|e| RenderError::Yaml { key: object.key(), message: e.to_string() })
+    serde_saphyr::to_string(object).map_err(|e| RenderError::Yaml {
+        key: object.key(),
+        message: e.to_string(),
+    })
 }
 
 /// Objects as one multi-document YAML stream, in the order given.
-pub fn render_documents<'a>(objects: impl IntoIterator<Item = &'a IstioObject>) -> Result<String, RenderError> {
+pub fn render_documents<'a>(
+    objects: impl IntoIterator<Item = &'a IstioObject>,
+) -> Result<String, RenderError> {
     let mut out = String::new();
     for object in objects {
         out.push_str("---\n");
@@ -80,7 +84,11 @@ pub fn parse_held(text: &str) -> Option<HeldObject> {
     };
     let mut meta = loose.metadata;
     Some(HeldObject {
-        key: ObjectKey { kind, namespace: meta.namespace, name: meta.name },
+        key: ObjectKey {
+            kind,
+            namespace: meta.namespace,
+            name: meta.name,
+        },
         content_hash: meta.annotations.remove(CONTENT_HASH_ANNOTATION),
         labels: meta.labels,
     })
@@ -95,12 +103,21 @@ mod tests {
         let mut labels = BTreeMap::new();
         labels.insert(crate::MANAGED_BY_LABEL.to_string(), "registry-sync".to_string());
         IstioObject::new(
-            ObjectMeta { name: "legacy.orders".into(), namespace: "mesh".into(), labels, ..Default::default() },
+            ObjectMeta {
+                name: "legacy.orders".into(),
+                namespace: "mesh".into(),
+                labels,
+                ..Default::default()
+            },
             Spec::ServiceEntry(ServiceEntrySpec {
                 hosts: vec!["orders.legacy".into()],
                 location: Location::MeshInternal,
                 resolution: Resolution::Static,
-                ports: vec![ServicePort { number: 8080, protocol: "HTTP".into(), name: "http-8080".into() }],
+                ports: vec![ServicePort {
+                    number: 8080,
+                    protocol: "HTTP".into(),
+                    name: "http-8080".into(),
+                }],
                 endpoints: vec![Endpoint {
                     address: "10.0.0.1".into(),
                     ports: [("http-8080".to_string(), 8080)].into(),
@@ -125,7 +142,10 @@ mod tests {
 
     #[test]
     fn documents_that_are_not_istio_objects_are_not_held() {
-        assert_eq!(parse_held("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"), None);
+        assert_eq!(
+            parse_held("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"),
+            None
+        );
         assert_eq!(parse_held("not: [yaml"), None);
         assert_eq!(parse_held(""), None);
     }

@@ -1,1 +1,129 @@
-fn main() {}
+//! The `registry-sync` command line.
+
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use registry_sync::commands::{self, Outcome};
+use registry_sync::config::Config;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Keeps Istio ServiceEntries and WorkloadEntries in step with service registries.
+///
+/// registry-sync reads services from registries (Consul, Eureka, Nacos, ZooKeeper,
+/// etcd, Cloud Map, DNS, plain files), translates them into networking.istio.io/v1
+/// objects, and writes only what changed. Objects it did not create are never touched.
+#[derive(Parser)]
+#[command(name = "registry-sync", version, propagate_version = true)]
+struct Cli {
+    /// More log detail: -v debug, -vv trace. RUST_LOG, when set, takes precedence.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "REGISTRY_SYNC_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// The configuration file (YAML). Relative paths inside it are relative to it.
+    #[arg(short, long, value_name = "FILE", env = "REGISTRY_SYNC_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Watch every registry and keep every sink in step until SIGINT or SIGTERM.
+    Run(ConfigArg),
+    /// Read every registry once, sync every sink once, then exit (1 if anything failed).
+    Once(ConfigArg),
+    /// Show what a sync would change, writing nothing. Exit 0 in sync, 2 changes pending, 1 error.
+    Plan(ConfigArg),
+    /// Print every object as multi-document YAML on stdout, sorted by kind, namespace, name.
+    Render(ConfigArg),
+    /// Validate the configuration and reach every registry.
+    Check(ConfigArg),
+}
+
+fn init_logging(verbose: u8, format: LogFormat) {
+    let default = match verbose {
+        0 => "info",
+        1 => "info,registry_sync=debug",
+        _ => "debug,registry_sync=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.log_format);
+    let (Command::Run(arg)
+    | Command::Once(arg)
+    | Command::Plan(arg)
+    | Command::Render(arg)
+    | Command::Check(arg)) = &cli.command;
+    let config = match Config::load(&arg.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(Outcome::Failed as u8);
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let result = match cli.command {
+        Command::Render(_) => commands::render(&config, &mut stdout),
+        Command::Plan(_) => commands::plan(&config, &mut stdout),
+        Command::Once(_) => commands::once(&config),
+        Command::Check(_) => commands::check(&config, &mut stdout),
+        Command::Run(_) => {
+            drop(stdout);
+            run(config)
+        }
+    };
+    match result {
+        Ok(outcome) => ExitCode::from(outcome as u8),
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(Outcome::Failed as u8)
+        }
+    }
+}
+
+fn run(config: Config) -> Result<Outcome, commands::CommandError> {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return Ok(Outcome::Failed);
+        }
+    };
+    runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        registry_sync::run::cancel_on_signals(cancel.clone());
+        registry_sync::run::run(config, cancel)
+            .await
+            .map(|()| Outcome::Ok)
+    })
+}

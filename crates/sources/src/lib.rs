@@ -1,1 +1,41 @@
-//! placeholder
+//! Registry clients.
+//!
+//! A source speaks one registry's protocol — a file, Consul's blocking queries, a
+//! ZooKeeper watch — and turns what the registry says into the registry-neutral
+//! [`RegistrySnapshot`]. It owns everything about reaching that registry: connecting,
+//! authenticating, watching or polling, retrying and backing off. Nothing Istio-specific
+//! lives here; translation happens downstream, on the catalog.
+//!
+//! Sources emit whole snapshots rather than deltas, because the catalog keeps the last
+//! snapshot per registry: a consumer never has to replay history to know the state, and
+//! a registry that fails simply stops sending snapshots and sends
+//! [`SourceEvent::Failed`] instead, which keeps its last known state in place. Bad items
+//! (an invalid address, port 0) are not failures: they are left out of the snapshot and
+//! listed in its `skipped`, so one typo never takes a registry down.
+
+#![forbid(unsafe_code)]
+
+use registry_sync_catalog::RegistrySnapshot;
+
+#[cfg(feature = "file")]
+pub mod file;
+
+/// What a source tells the catalog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceEvent {
+    /// A complete, successful view of the registry.
+    Snapshot {
+        registry: String,
+        snapshot: RegistrySnapshot,
+    },
+    /// The registry could not be read; the last known state must be kept (nothing deleted).
+    Failed { registry: String, error: String },
+}
+
+impl SourceEvent {
+    pub fn registry(&self) -> &str {
+        match self {
+            SourceEvent::Snapshot { registry, .. } | SourceEvent::Failed { registry, .. } => registry,
+        }
+    }
+}

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use registry_sync_catalog::{Address, Instance, Protocol, Skipped};
 use registry_sync_istio::{
     Endpoint, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta, REGISTRY_LABEL,
-    RESERVED_LABEL_PREFIX, Resolution, SERVICE_LABEL, SOURCES_ANNOTATION, ServiceEntrySpec, ServicePort, Spec,
-    TLS_MODE_LABEL, WorkloadSelector,
+    RESERVED_LABEL_PREFIX, Resolution, SERVICE_LABEL, SOURCES_ANNOTATION, ServiceEntrySpec, ServicePort,
+    Spec, TLS_MODE_LABEL, WorkloadSelector,
 };
 
 use crate::names::{LabelDrop, is_dns1123_subdomain, label_value_for_name, object_name, sanitize_labels};
@@ -64,7 +64,11 @@ fn skip(c: &Contributor<'_>, instance: Option<&Instance>, reason: String) -> Ski
     }
 }
 
-pub(crate) fn translate_group(key: &GroupKey, contributors: &[Contributor<'_>], instance_id: &str) -> Translation {
+pub(crate) fn translate_group(
+    key: &GroupKey,
+    contributors: &[Contributor<'_>],
+    instance_id: &str,
+) -> Translation {
     let mut out = Translation::default();
     let Some(primary) = contributors.first() else {
         return out;
@@ -109,11 +113,14 @@ pub(crate) fn translate_group(key: &GroupKey, contributors: &[Contributor<'_>], 
         }
         EndpointMode::WorkloadEntry => {
             let selector = label_value_for_name(&se_name);
-            spec.workload_selector =
-                Some(WorkloadSelector { labels: [(SERVICE_LABEL.to_string(), selector.clone())].into() });
+            spec.workload_selector = Some(WorkloadSelector {
+                labels: [(SERVICE_LABEL.to_string(), selector.clone())].into(),
+            });
             for (candidate, mut endpoint) in endpoints {
                 let c = candidate.contributor;
-                endpoint.labels.insert(SERVICE_LABEL.to_string(), selector.clone());
+                endpoint
+                    .labels
+                    .insert(SERVICE_LABEL.to_string(), selector.clone());
                 let mut labels = own_labels(c.registry, instance_id);
                 labels.insert(SERVICE_LABEL.to_string(), selector.clone());
                 let meta = ObjectMeta {
@@ -122,11 +129,13 @@ pub(crate) fn translate_group(key: &GroupKey, contributors: &[Contributor<'_>], 
                     labels,
                     annotations: BTreeMap::new(),
                 };
-                out.objects.push(IstioObject::new(meta, Spec::WorkloadEntry(endpoint)));
+                out.objects
+                    .push(IstioObject::new(meta, Spec::WorkloadEntry(endpoint)));
             }
         }
     }
-    out.objects.push(IstioObject::new(se_meta, Spec::ServiceEntry(spec)));
+    out.objects
+        .push(IstioObject::new(se_meta, Spec::ServiceEntry(spec)));
     out
 }
 
@@ -152,8 +161,14 @@ fn is_reserved_label(key: &str) -> bool {
     key.starts_with(RESERVED_LABEL_PREFIX) || key == MANAGED_BY_LABEL
 }
 
-fn note_drops(out: &mut Translation, c: &Contributor<'_>, instance: Option<&Instance>, drops: Vec<LabelDrop>) {
-    out.notes.extend(drops.into_iter().map(|d| skip(c, instance, d.to_string())));
+fn note_drops(
+    out: &mut Translation,
+    c: &Contributor<'_>,
+    instance: Option<&Instance>,
+    drops: Vec<LabelDrop>,
+) {
+    out.notes
+        .extend(drops.into_iter().map(|d| skip(c, instance, d.to_string())));
 }
 
 /// Instances that can be published at all: every port outside Istio's reserved range
@@ -169,18 +184,23 @@ fn validate_instances<'a>(contributors: &'a [Contributor<'a>], out: &mut Transla
                     c,
                     Some(instance),
                     format!(
-                        "instance skipped: port {} ({:?}) is reserved by Istio's sidecar",
+                        "port {} ({:?}) is reserved by Istio's sidecar",
                         port.number, port.name
                     ),
                 ));
                 continue;
             }
             if instance.ports.is_empty() {
-                out.skipped.push(skip(c, Some(instance), "instance skipped: it declares no port".into()));
+                out.skipped
+                    .push(skip(c, Some(instance), "the instance declares no port".into()));
                 continue;
             }
             let serving = instance.healthy && instance.weight != Some(0);
-            candidates.push(Candidate { contributor: c, instance, serving });
+            candidates.push(Candidate {
+                contributor: c,
+                instance,
+                serving,
+            });
         }
     }
     candidates
@@ -211,9 +231,17 @@ fn instance_protocol(candidate: &Candidate<'_>, logical: &str) -> Option<Protoco
 /// where nothing listens. Such ports are left out and reported. With no serving
 /// instance there is no such risk, and the union of all ports is published so the
 /// entry keeps its shape.
-fn service_ports(candidates: &[Candidate<'_>], primary: &Contributor<'_>, out: &mut Translation) -> Vec<LogicalPort> {
+fn service_ports(
+    candidates: &[Candidate<'_>],
+    primary: &Contributor<'_>,
+    out: &mut Translation,
+) -> Vec<LogicalPort> {
     let serving: Vec<&Candidate<'_>> = candidates.iter().filter(|c| c.serving).collect();
-    let basis: Vec<&Candidate<'_>> = if serving.is_empty() { candidates.iter().collect() } else { serving };
+    let basis: Vec<&Candidate<'_>> = if serving.is_empty() {
+        candidates.iter().collect()
+    } else {
+        serving
+    };
 
     let mut union: BTreeSet<&str> = BTreeSet::new();
     for c in &basis {
@@ -262,7 +290,8 @@ fn service_ports(candidates: &[Candidate<'_>], primary: &Contributor<'_>, out: &
             .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
             .map(|(n, _)| u32::from(*n))
             .unwrap_or_default();
-        let protocols: BTreeSet<Option<Protocol>> = users.iter().map(|c| instance_protocol(c, name)).collect();
+        let protocols: BTreeSet<Option<Protocol>> =
+            users.iter().map(|c| instance_protocol(c, name)).collect();
         let protocol = match protocols.iter().next() {
             Some(Some(p)) if protocols.len() == 1 => *p,
             Some(None) if protocols.len() == 1 => Protocol::Tcp,
@@ -270,7 +299,9 @@ fn service_ports(candidates: &[Candidate<'_>], primary: &Contributor<'_>, out: &
                 out.notes.push(skip(
                     primary,
                     None,
-                    format!("port {name:?}: instances disagree on the protocol ({protocols:?}); published as TCP"),
+                    format!(
+                        "port {name:?}: instances disagree on the protocol ({protocols:?}); published as TCP"
+                    ),
                 ));
                 Protocol::Tcp
             }
@@ -297,6 +328,9 @@ fn service_ports(candidates: &[Candidate<'_>], primary: &Contributor<'_>, out: &
     ports
 }
 
+/// Where an endpoint sends traffic: two endpoints alike in this are one.
+type EndpointIdentity = (Address, BTreeMap<String, u32>);
+
 /// Endpoints of the serving instances, sorted by address, duplicates (the same address
 /// and ports from two registries during a migration) kept once.
 fn endpoints<'a>(
@@ -304,7 +338,7 @@ fn endpoints<'a>(
     ports: &[LogicalPort],
     out: &mut Translation,
 ) -> Vec<(&'a Candidate<'a>, Endpoint)> {
-    let mut by_identity: BTreeMap<(Address, BTreeMap<String, u32>), (&Candidate<'_>, Endpoint)> = BTreeMap::new();
+    let mut by_identity: BTreeMap<EndpointIdentity, (&Candidate<'_>, Endpoint)> = BTreeMap::new();
     for candidate in candidates.iter().filter(|c| c.serving) {
         let c = candidate.contributor;
         let instance = candidate.instance;
@@ -328,7 +362,10 @@ fn endpoints<'a>(
             out.notes.push(skip(
                 c,
                 Some(instance),
-                format!("{} labels dropped: Istio allows at most {MAX_ENDPOINT_LABELS}", extra.len()),
+                format!(
+                    "{} labels dropped: Istio allows at most {MAX_ENDPOINT_LABELS}",
+                    extra.len()
+                ),
             ));
         }
         let endpoint = Endpoint {
@@ -348,7 +385,9 @@ fn endpoints<'a>(
                 is_dns1123_subdomain,
             ),
         };
-        by_identity.entry((instance.address.clone(), port_map)).or_insert((candidate, endpoint));
+        by_identity
+            .entry((instance.address.clone(), port_map))
+            .or_insert((candidate, endpoint));
     }
     by_identity.into_values().collect()
 }
@@ -369,7 +408,10 @@ fn checked_text(
     out.notes.push(skip(
         candidate.contributor,
         Some(candidate.instance),
-        format!("{what} {:?} dropped: not a valid value", value.chars().take(64).collect::<String>()),
+        format!(
+            "{what} {:?} dropped: not a valid value",
+            value.chars().take(64).collect::<String>()
+        ),
     ));
     None
 }
@@ -378,7 +420,11 @@ fn checked_text(
 fn estimated_size(endpoint: &Endpoint) -> usize {
     64 + endpoint.address.len()
         + endpoint.ports.keys().map(|k| k.len() + 16).sum::<usize>()
-        + endpoint.labels.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
+        + endpoint
+            .labels
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>()
         + endpoint.locality.as_ref().map_or(0, String::len)
         + endpoint.network.as_ref().map_or(0, String::len)
 }
@@ -418,7 +464,8 @@ fn endpoint_mode(
 fn service_labels(contributors: &[Contributor<'_>], out: &mut Translation) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
     for c in contributors {
-        let (own, drops) = sanitize_labels(&c.service.labels, |k| is_reserved_label(k) || k == TLS_MODE_LABEL);
+        let (own, drops) =
+            sanitize_labels(&c.service.labels, |k| is_reserved_label(k) || k == TLS_MODE_LABEL);
         note_drops(out, c, None, drops);
         for (k, v) in own {
             labels.entry(k).or_insert(v);

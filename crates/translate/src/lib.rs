@@ -61,12 +61,15 @@ pub fn host_of(registry: &str, settings: &RegistrySettings, service: &Service) -
     settings
         .hosts
         .render(registry, service.namespace.as_deref(), &service.name)
-        .map(|host| GroupKey { namespace: settings.namespace.clone(), host })
+        .map(|host| GroupKey {
+            namespace: settings.namespace.clone(),
+            host,
+        })
         .map_err(|e| Skipped {
             registry: registry.to_string(),
             service: service.key().to_string(),
             instance: None,
-            reason: format!("service skipped: {e}"),
+            reason: e.to_string(),
         })
 }
 

@@ -27,7 +27,9 @@ pub(crate) fn sanitize_dns_label(raw: &str) -> String {
 fn is_clean_label(part: &str) -> bool {
     !part.is_empty()
         && part.len() <= MAX_LABEL_NAME_LEN
-        && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !part.starts_with('-')
         && !part.ends_with('-')
 }
@@ -41,7 +43,10 @@ fn short_hash(parts: &[&str]) -> String {
         hasher.update(part.as_bytes());
     }
     let digest = hasher.finalize();
-    digest[..HASH_LEN / 2].iter().map(|b| format!("{b:02x}")).collect()
+    digest[..HASH_LEN / 2]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Cuts `s` to at most `max` bytes and trims trailing separators, so that a hash
@@ -74,7 +79,11 @@ pub fn object_name(parts: &[&str]) -> String {
     let joined = sanitized.join(".");
     let hash = short_hash(parts);
     let prefix = truncate_for_suffix(&joined, MAX_NAME_LEN - HASH_LEN - 1);
-    if prefix.is_empty() { hash } else { format!("{prefix}-{hash}") }
+    if prefix.is_empty() {
+        hash
+    } else {
+        format!("{prefix}-{hash}")
+    }
 }
 
 /// A label value naming an object: the name itself when it fits in 63 characters,
@@ -97,9 +106,17 @@ fn is_label_name_char(b: u8) -> bool {
 fn sanitize_label_part(raw: &str) -> String {
     let replaced: String = raw
         .chars()
-        .map(|c| if c.is_ascii() && is_label_name_char(c as u8) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii() && is_label_name_char(c as u8) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    replaced.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
+    replaced
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
 }
 
 /// Why a registry label was dropped.
@@ -116,10 +133,15 @@ impl std::fmt::Display for LabelDrop {
         match self {
             LabelDrop::InvalidKey(k) => write!(f, "label key {k:?} cannot be made a Kubernetes label key"),
             LabelDrop::ValueTooLong { key, len } => {
-                write!(f, "label {key:?} dropped: value of {len} bytes exceeds 63 characters")
+                write!(
+                    f,
+                    "label {key:?} dropped: value of {len} bytes exceeds 63 characters"
+                )
             }
             LabelDrop::Reserved(k) => write!(f, "label {k:?} dropped: the key is reserved for registry-sync"),
-            LabelDrop::Duplicate(k) => write!(f, "label {k:?} dropped: another key sanitises to the same label"),
+            LabelDrop::Duplicate(k) => {
+                write!(f, "label {k:?} dropped: another key sanitises to the same label")
+            }
         }
     }
 }
@@ -169,7 +191,10 @@ pub fn sanitize_labels<'a>(
         }
         let value = sanitize_label_part(raw_value);
         if value.len() > MAX_LABEL_VALUE_LEN {
-            dropped.push(LabelDrop::ValueTooLong { key: raw_key.clone(), len: raw_value.len() });
+            dropped.push(LabelDrop::ValueTooLong {
+                key: raw_key.clone(),
+                len: raw_value.len(),
+            });
             continue;
         }
         if out.contains_key(&key) {
@@ -187,7 +212,9 @@ pub fn is_dns1123_subdomain(name: &str) -> bool {
         && name.len() <= MAX_NAME_LEN
         && name.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -244,7 +271,10 @@ mod tests {
         let name = format!("{}.{}", "a".repeat(60), "b".repeat(60));
         let value = label_value_for_name(&name);
         assert!(value.len() <= 63 && is_label_value(&value), "{value}");
-        assert_ne!(value, label_value_for_name(&format!("{}.{}", "a".repeat(60), "c".repeat(60))));
+        assert_ne!(
+            value,
+            label_value_for_name(&format!("{}.{}", "a".repeat(60), "c".repeat(60)))
+        );
         assert_eq!(label_value_for_name("short.name"), "short.name");
     }
 
@@ -272,7 +302,11 @@ mod tests {
         assert!(!labels.contains_key("registry-sync.io/service"));
         // "team name" and "team_name" both become "team_name": the first in key order wins.
         assert_eq!(labels.get("team_name").map(String::as_str), Some("check_out"));
-        assert_eq!(labels.get("bad/key").map(String::as_str), Some("x"), "a stray '/' is repaired");
+        assert_eq!(
+            labels.get("bad/key").map(String::as_str),
+            Some("x"),
+            "a stray '/' is repaired"
+        );
         assert_eq!(dropped.len(), 4, "{dropped:?}");
         assert!(labels.iter().all(|(k, v)| is_label_key(k) && is_label_value(v)));
     }

@@ -24,7 +24,9 @@ enum Part {
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
-    #[error("host template {template:?}: unknown placeholder {{{name}}}; use {{service}}, {{namespace}} or {{registry}}")]
+    #[error(
+        "host template {template:?}: unknown placeholder {{{name}}}; use {{service}}, {{namespace}} or {{registry}}"
+    )]
     UnknownPlaceholder { template: String, name: String },
     #[error("host template {0:?}: a '{{' is never closed")]
     Unclosed(String),
@@ -32,7 +34,9 @@ pub enum TemplateError {
     UnmatchedClose(String),
     #[error("host template {0:?} must contain {{service}}, or every service would share one host")]
     MissingService(String),
-    #[error("host template {template:?}: {ch:?} cannot appear in a host name; use letters, digits, '-' and '.'")]
+    #[error(
+        "host template {template:?}: {ch:?} cannot appear in a host name; use letters, digits, '-' and '.'"
+    )]
     InvalidCharacter { template: String, ch: char },
 }
 
@@ -87,7 +91,12 @@ impl HostTemplate {
                 }
                 '}' => return Err(TemplateError::UnmatchedClose(template.to_string())),
                 c if c.is_ascii_alphanumeric() || c == '-' || c == '.' => literal.push(c),
-                c => return Err(TemplateError::InvalidCharacter { template: template.to_string(), ch: c }),
+                c => {
+                    return Err(TemplateError::InvalidCharacter {
+                        template: template.to_string(),
+                        ch: c,
+                    });
+                }
             }
         }
         if !literal.is_empty() {
@@ -96,13 +105,21 @@ impl HostTemplate {
         if !has_service {
             return Err(TemplateError::MissingService(template.to_string()));
         }
-        Ok(HostTemplate { source: template.to_string(), parts })
+        Ok(HostTemplate {
+            source: template.to_string(),
+            parts,
+        })
     }
 
     /// Fills the template and makes the result a lowercase DNS name: characters DNS
     /// does not allow become `-`, empty labels vanish. What cannot be repaired without
     /// guessing (an over-long label or name) is an error, and the service is skipped.
-    pub fn render(&self, registry: &str, namespace: Option<&str>, service: &str) -> Result<String, HostError> {
+    pub fn render(
+        &self,
+        registry: &str,
+        namespace: Option<&str>,
+        service: &str,
+    ) -> Result<String, HostError> {
         let mut raw = String::new();
         for part in &self.parts {
             match part {
@@ -121,13 +138,19 @@ impl HostTemplate {
             return Err(HostError::Empty(raw));
         }
         if let Some(label) = labels.iter().find(|l| l.len() > 63) {
-            return Err(HostError::LabelTooLong { host: raw.clone(), label: label.clone() });
+            return Err(HostError::LabelTooLong {
+                host: raw.clone(),
+                label: label.clone(),
+            });
         }
         let host = labels.join(".");
         if host.len() > 253 {
             return Err(HostError::TooLong(raw));
         }
-        if labels.last().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        if labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        {
             return Err(HostError::Numeric(raw));
         }
         Ok(host)
@@ -149,42 +172,83 @@ mod tests {
     use super::*;
 
     fn render(template: &str, namespace: Option<&str>, service: &str) -> Result<String, HostError> {
-        HostTemplate::parse(template).unwrap().render("legacy", namespace, service)
+        HostTemplate::parse(template)
+            .unwrap()
+            .render("legacy", namespace, service)
     }
 
     #[test]
     fn placeholders_are_filled_and_hosts_lowercased() {
-        assert_eq!(render("{service}.{namespace}.{registry}", Some("Shop"), "Orders").unwrap(), "orders.shop.legacy");
-        assert_eq!(render("{service}.svc", None, "com.example.DemoService").unwrap(), "com.example.demoservice.svc");
+        assert_eq!(
+            render("{service}.{namespace}.{registry}", Some("Shop"), "Orders").unwrap(),
+            "orders.shop.legacy"
+        );
+        assert_eq!(
+            render("{service}.svc", None, "com.example.DemoService").unwrap(),
+            "com.example.demoservice.svc"
+        );
     }
 
     #[test]
     fn missing_namespace_leaves_no_empty_label() {
-        assert_eq!(render("{service}.{namespace}.legacy", None, "orders").unwrap(), "orders.legacy");
+        assert_eq!(
+            render("{service}.{namespace}.legacy", None, "orders").unwrap(),
+            "orders.legacy"
+        );
     }
 
     #[test]
     fn characters_dns_refuses_become_dashes() {
-        assert_eq!(render("{service}.legacy", None, "Order_Service v2").unwrap(), "order-service-v2.legacy");
+        assert_eq!(
+            render("{service}.legacy", None, "Order_Service v2").unwrap(),
+            "order-service-v2.legacy"
+        );
         assert_eq!(render("{service}.legacy", None, "--a--").unwrap(), "a.legacy");
     }
 
     #[test]
     fn hosts_that_cannot_be_made_valid_are_errors() {
-        assert!(matches!(render("{service}", None, "___"), Err(HostError::Empty(_))));
-        assert!(matches!(render("{service}.x", None, &"a".repeat(64)), Err(HostError::LabelTooLong { .. })));
+        assert!(matches!(
+            render("{service}", None, "___"),
+            Err(HostError::Empty(_))
+        ));
+        assert!(matches!(
+            render("{service}.x", None, &"a".repeat(64)),
+            Err(HostError::LabelTooLong { .. })
+        ));
         let long = vec!["abcdefgh"; 30].join(".");
-        assert!(matches!(render("{service}.x", None, &long), Err(HostError::TooLong(_))));
-        assert!(matches!(render("{service}", None, "10.0.0.1"), Err(HostError::Numeric(_))));
+        assert!(matches!(
+            render("{service}.x", None, &long),
+            Err(HostError::TooLong(_))
+        ));
+        assert!(matches!(
+            render("{service}", None, "10.0.0.1"),
+            Err(HostError::Numeric(_))
+        ));
     }
 
     #[test]
     fn bad_templates_are_refused_with_the_reason() {
-        assert!(matches!(HostTemplate::parse("{svc}.x"), Err(TemplateError::UnknownPlaceholder { .. })));
-        assert!(matches!(HostTemplate::parse("{service.x"), Err(TemplateError::Unclosed(_))));
-        assert!(matches!(HostTemplate::parse("service}.x"), Err(TemplateError::UnmatchedClose(_))));
-        assert!(matches!(HostTemplate::parse("static.example"), Err(TemplateError::MissingService(_))));
-        assert!(matches!(HostTemplate::parse("{service}/x"), Err(TemplateError::InvalidCharacter { .. })));
+        assert!(matches!(
+            HostTemplate::parse("{svc}.x"),
+            Err(TemplateError::UnknownPlaceholder { .. })
+        ));
+        assert!(matches!(
+            HostTemplate::parse("{service.x"),
+            Err(TemplateError::Unclosed(_))
+        ));
+        assert!(matches!(
+            HostTemplate::parse("service}.x"),
+            Err(TemplateError::UnmatchedClose(_))
+        ));
+        assert!(matches!(
+            HostTemplate::parse("static.example"),
+            Err(TemplateError::MissingService(_))
+        ));
+        assert!(matches!(
+            HostTemplate::parse("{service}/x"),
+            Err(TemplateError::InvalidCharacter { .. })
+        ));
         assert!(HostTemplate::parse("{ service }.x").is_ok());
     }
 }

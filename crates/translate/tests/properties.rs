@@ -19,7 +19,12 @@ fn arb_instance() -> impl Strategy<Value = Instance> {
             "[a-z]{1,8}\\.example".prop_map(|s| s),
         ],
         proptest::collection::btree_map(
-            prop_oneof![Just("http".to_string()), Just("grpc".to_string()), Just("web".to_string()), "[a-z]{1,4}"],
+            prop_oneof![
+                Just("http".to_string()),
+                Just("grpc".to_string()),
+                Just("web".to_string()),
+                "[a-z]{1,4}"
+            ],
             prop_oneof![1u16..=65535, Just(15001u16), Just(8080u16)],
             0..3,
         ),
@@ -32,7 +37,11 @@ fn arb_instance() -> impl Strategy<Value = Instance> {
             address: Address::parse(&address).unwrap(),
             ports: ports
                 .into_iter()
-                .map(|(name, number)| InstancePort { name, number, protocol_hint: None })
+                .map(|(name, number)| InstancePort {
+                    name,
+                    number,
+                    protocol_hint: None,
+                })
                 .collect(),
             healthy,
             weight,
@@ -49,7 +58,12 @@ fn arb_service() -> impl Strategy<Value = Service> {
         proptest::option::of("[a-zA-Z]{1,6}"),
         proptest::collection::vec(arb_instance(), 0..6),
     )
-        .prop_map(|(name, namespace, instances)| Service { name, namespace, labels: BTreeMap::new(), instances })
+        .prop_map(|(name, namespace, instances)| Service {
+            name,
+            namespace,
+            labels: BTreeMap::new(),
+            instances,
+        })
 }
 
 proptest! {

@@ -12,7 +12,13 @@ use support::*;
 
 #[test]
 fn one_service_becomes_one_labelled_service_entry_with_inline_endpoints() {
-    let t = run(vec![svc("orders", vec![inst("10.1.0.1", &[("http", 8080)]), inst("10.1.0.2", &[("http", 8080)])])]);
+    let t = run(vec![svc(
+        "orders",
+        vec![
+            inst("10.1.0.1", &[("http", 8080)]),
+            inst("10.1.0.2", &[("http", 8080)]),
+        ],
+    )]);
     assert_eq!(t.objects.len(), 1);
     let object = &t.objects[0];
     assert_eq!(object.kind, Kind::ServiceEntry);
@@ -35,7 +41,13 @@ fn one_service_becomes_one_labelled_service_entry_with_inline_endpoints() {
 
 #[test]
 fn protocol_metadata_wins_over_the_port_name_for_a_single_port_instance() {
-    let t = run(vec![svc("a", vec![with_labels(inst("10.0.0.1", &[("http", 9000)]), &[("protocol", "grpc")])])]);
+    let t = run(vec![svc(
+        "a",
+        vec![with_labels(
+            inst("10.0.0.1", &[("http", 9000)]),
+            &[("protocol", "grpc")],
+        )],
+    )]);
     assert_eq!(ports_of(only_entry(&t)), [(9000, "grpc-9000", "GRPC")]);
 }
 
@@ -43,7 +55,16 @@ fn protocol_metadata_wins_over_the_port_name_for_a_single_port_instance() {
 fn port_name_prefix_follows_istio_naming_and_unknown_names_fall_back_to_tcp() {
     let t = run(vec![svc(
         "a",
-        vec![inst("10.0.0.1", &[("http2-api", 81), ("web", 82), ("mongo", 27017), ("tls-x", 443), ("httpx", 83)])],
+        vec![inst(
+            "10.0.0.1",
+            &[
+                ("http2-api", 81),
+                ("web", 82),
+                ("mongo", 27017),
+                ("tls-x", 443),
+                ("httpx", 83),
+            ],
+        )],
     )]);
     assert_eq!(
         ports_of(only_entry(&t)),
@@ -61,14 +82,23 @@ fn port_name_prefix_follows_istio_naming_and_unknown_names_fall_back_to_tcp() {
 fn protocol_metadata_is_ignored_when_an_instance_has_several_ports() {
     let t = run(vec![svc(
         "a",
-        vec![with_labels(inst("10.0.0.1", &[("grpc", 9090), ("metrics", 9100)]), &[("protocol", "http")])],
+        vec![with_labels(
+            inst("10.0.0.1", &[("grpc", 9090), ("metrics", 9100)]),
+            &[("protocol", "http")],
+        )],
     )]);
-    assert_eq!(ports_of(only_entry(&t)), [(9090, "grpc-9090", "GRPC"), (9100, "tcp-9100", "TCP")]);
+    assert_eq!(
+        ports_of(only_entry(&t)),
+        [(9090, "grpc-9090", "GRPC"), (9100, "tcp-9100", "TCP")]
+    );
 }
 
 #[test]
 fn a_registry_hint_applies_when_neither_metadata_nor_name_say() {
-    let t = run(vec![svc("a", vec![hinted(inst("10.0.0.1", &[("secure", 8443)]), Protocol::Https)])]);
+    let t = run(vec![svc(
+        "a",
+        vec![hinted(inst("10.0.0.1", &[("secure", 8443)]), Protocol::Https)],
+    )]);
     assert_eq!(ports_of(only_entry(&t)), [(8443, "https-8443", "HTTPS")]);
 }
 
@@ -87,14 +117,27 @@ fn instances_that_disagree_on_a_protocol_get_tcp() {
 
 #[test]
 fn an_instance_with_a_reserved_istio_port_is_skipped_with_registry_service_instance_and_reason() {
-    let t = run(vec![svc("orders", vec![inst("10.0.0.1", &[("http", 8080)]), inst("10.0.0.2", &[("admin", 15000)])])]);
+    let t = run(vec![svc(
+        "orders",
+        vec![
+            inst("10.0.0.1", &[("http", 8080)]),
+            inst("10.0.0.2", &[("admin", 15000)]),
+        ],
+    )]);
     let se = only_entry(&t);
     assert_eq!(se.endpoints.len(), 1);
     assert_eq!(t.skipped.len(), 1);
     let skip = &t.skipped[0];
-    assert_eq!((skip.registry.as_str(), skip.service.as_str()), ("legacy", "orders"));
+    assert_eq!(
+        (skip.registry.as_str(), skip.service.as_str()),
+        ("legacy", "orders")
+    );
     assert_eq!(skip.instance.as_deref(), Some("10.0.0.2:15000"));
-    assert!(skip.reason.contains("15000") && skip.reason.contains("reserved"), "{}", skip.reason);
+    assert!(
+        skip.reason.contains("15000") && skip.reason.contains("reserved"),
+        "{}",
+        skip.reason
+    );
     assert!(se.ports.iter().all(|p| p.number != 15000));
 }
 
@@ -102,9 +145,22 @@ fn an_instance_with_a_reserved_istio_port_is_skipped_with_registry_service_insta
 fn unhealthy_and_zero_weight_instances_are_not_endpoints() {
     let mut zero = inst("10.0.0.3", &[("http", 80)]);
     zero.weight = Some(0);
-    let t = run(vec![svc("a", vec![inst("10.0.0.1", &[("http", 80)]), unhealthy(inst("10.0.0.2", &[("http", 80)])), zero])]);
+    let t = run(vec![svc(
+        "a",
+        vec![
+            inst("10.0.0.1", &[("http", 80)]),
+            unhealthy(inst("10.0.0.2", &[("http", 80)])),
+            zero,
+        ],
+    )]);
     let se = only_entry(&t);
-    assert_eq!(se.endpoints.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(), ["10.0.0.1"]);
+    assert_eq!(
+        se.endpoints
+            .iter()
+            .map(|e| e.address.as_str())
+            .collect::<Vec<_>>(),
+        ["10.0.0.1"]
+    );
 }
 
 #[test]
@@ -121,47 +177,88 @@ fn a_service_without_healthy_instances_keeps_its_entry_and_ports_without_endpoin
 fn differing_port_numbers_share_one_service_port_and_each_endpoint_maps_its_own() {
     let t = run(vec![svc(
         "a",
-        vec![inst("10.0.0.1", &[("http", 8081)]), inst("10.0.0.2", &[("http", 8080)]), inst("10.0.0.3", &[("http", 8081)])],
+        vec![
+            inst("10.0.0.1", &[("http", 8081)]),
+            inst("10.0.0.2", &[("http", 8080)]),
+            inst("10.0.0.3", &[("http", 8081)]),
+        ],
     )]);
     let se = only_entry(&t);
-    assert_eq!(ports_of(se), [(8081, "http-8081", "HTTP")], "the most common number is the service port");
-    let mapped: Vec<_> = se.endpoints.iter().map(|e| (e.address.as_str(), e.ports["http-8081"])).collect();
-    assert_eq!(mapped, [("10.0.0.1", 8081), ("10.0.0.2", 8080), ("10.0.0.3", 8081)]);
+    assert_eq!(
+        ports_of(se),
+        [(8081, "http-8081", "HTTP")],
+        "the most common number is the service port"
+    );
+    let mapped: Vec<_> = se
+        .endpoints
+        .iter()
+        .map(|e| (e.address.as_str(), e.ports["http-8081"]))
+        .collect();
+    assert_eq!(
+        mapped,
+        [("10.0.0.1", 8081), ("10.0.0.2", 8080), ("10.0.0.3", 8081)]
+    );
 }
 
 #[test]
 fn a_port_some_serving_instances_lack_is_not_published() {
     let t = run(vec![svc(
         "a",
-        vec![inst("10.0.0.1", &[("http", 8080), ("https", 8443)]), inst("10.0.0.2", &[("http", 8080)])],
+        vec![
+            inst("10.0.0.1", &[("http", 8080), ("https", 8443)]),
+            inst("10.0.0.2", &[("http", 8080)]),
+        ],
     )]);
     let se = only_entry(&t);
     assert_eq!(ports_of(se), [(8080, "http-8080", "HTTP")]);
     assert!(se.endpoints.iter().all(|e| e.ports.len() == 1));
-    assert!(t.skipped.iter().any(|s| s.reason.contains("\"https\" not published")), "{:?}", t.skipped);
+    assert!(
+        t.skipped
+            .iter()
+            .any(|s| s.reason.contains("\"https\" not published")),
+        "{:?}",
+        t.skipped
+    );
 }
 
 #[test]
 fn two_logical_ports_with_one_number_publish_only_the_first() {
-    let t = run(vec![svc("a", vec![inst("10.0.0.1", &[("http", 8080)]), inst("10.0.0.2", &[("http", 8080)])]), svc(
-        "b",
-        vec![inst("10.0.0.3", &[("grpc", 8080), ("http", 8080)])],
-    )]);
-    let b = service_entries(&t).into_iter().find(|se| se.hosts[0] == "b.legacy").unwrap();
+    let t = run(vec![
+        svc(
+            "a",
+            vec![
+                inst("10.0.0.1", &[("http", 8080)]),
+                inst("10.0.0.2", &[("http", 8080)]),
+            ],
+        ),
+        svc("b", vec![inst("10.0.0.3", &[("grpc", 8080), ("http", 8080)])]),
+    ]);
+    let b = service_entries(&t)
+        .into_iter()
+        .find(|se| se.hosts[0] == "b.legacy")
+        .unwrap();
     assert_eq!(ports_of(b), [(8080, "grpc-8080", "GRPC")]);
     assert!(t.skipped.iter().any(|s| s.reason.contains("already used")));
 }
 
 #[test]
 fn any_hostname_address_makes_resolution_dns() {
-    let t = run(vec![svc("a", vec![inst("10.0.0.1", &[("http", 80)]), inst("vm-1.example.com", &[("http", 80)])])]);
+    let t = run(vec![svc(
+        "a",
+        vec![
+            inst("10.0.0.1", &[("http", 80)]),
+            inst("vm-1.example.com", &[("http", 80)]),
+        ],
+    )]);
     let se = only_entry(&t);
     assert_eq!(se.resolution, Resolution::Dns);
     assert!(se.endpoints.iter().any(|e| e.address == "vm-1.example.com"));
 }
 
 fn many(n: usize) -> Vec<registry_sync_catalog::Instance> {
-    (0..n).map(|i| inst(&format!("10.0.{}.{}", i / 250, i % 250 + 1), &[("http", 8080)])).collect()
+    (0..n)
+        .map(|i| inst(&format!("10.0.{}.{}", i / 250, i % 250 + 1), &[("http", 8080)]))
+        .collect()
 }
 
 #[test]
@@ -201,20 +298,51 @@ fn inline_mode_beyond_what_the_api_server_accepts_falls_back_to_workload_entries
 fn workload_entry_mode_makes_one_entry_per_serving_instance() {
     let catalog = catalog(vec![(
         "legacy",
-        vec![svc("a", vec![inst("10.0.0.1", &[("http", 80)]), unhealthy(inst("10.0.0.2", &[("http", 80)]))])],
+        vec![svc(
+            "a",
+            vec![
+                inst("10.0.0.1", &[("http", 80)]),
+                unhealthy(inst("10.0.0.2", &[("http", 80)])),
+            ],
+        )],
     )]);
-    let t = translate(&catalog, &settings_for(&[("legacy", EndpointMode::WorkloadEntry)]));
+    let t = translate(
+        &catalog,
+        &settings_for(&[("legacy", EndpointMode::WorkloadEntry)]),
+    );
     let wes = workload_entries(&t);
     assert_eq!(wes.len(), 1);
     assert_eq!(wes[0].1.address, "10.0.0.1");
-    assert!(wes[0].0.metadata.name.starts_with("legacy.a.10-0-0-1-80-"), "{}", wes[0].0.metadata.name);
+    assert!(
+        wes[0].0.metadata.name.starts_with("legacy.a.10-0-0-1-80-"),
+        "{}",
+        wes[0].0.metadata.name
+    );
 }
 
 #[test]
 fn services_with_one_host_in_two_registries_merge_into_one_entry() {
     let catalog = catalog(vec![
-        ("consul", vec![svc("orders", vec![inst("10.0.0.1", &[("http", 80)]), inst("10.0.0.2", &[("http", 80)])])]),
-        ("legacy", vec![svc("orders", vec![inst("10.0.0.2", &[("http", 80)]), inst("10.0.0.3", &[("http", 80)])])]),
+        (
+            "consul",
+            vec![svc(
+                "orders",
+                vec![
+                    inst("10.0.0.1", &[("http", 80)]),
+                    inst("10.0.0.2", &[("http", 80)]),
+                ],
+            )],
+        ),
+        (
+            "legacy",
+            vec![svc(
+                "orders",
+                vec![
+                    inst("10.0.0.2", &[("http", 80)]),
+                    inst("10.0.0.3", &[("http", 80)]),
+                ],
+            )],
+        ),
     ]);
     let mut settings = settings_for(&[("consul", EndpointMode::Auto), ("legacy", EndpointMode::Auto)]);
     settings.registries.get_mut("consul").unwrap().hosts =
@@ -222,8 +350,15 @@ fn services_with_one_host_in_two_registries_merge_into_one_entry() {
     let t = translate(&catalog, &settings);
     let se = only_entry(&t);
     let addresses: Vec<_> = se.endpoints.iter().map(|e| e.address.as_str()).collect();
-    assert_eq!(addresses, ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "the shared instance appears once");
-    assert_eq!(t.objects[0].metadata.name, "consul.orders", "named after the first registry");
+    assert_eq!(
+        addresses,
+        ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+        "the shared instance appears once"
+    );
+    assert_eq!(
+        t.objects[0].metadata.name, "consul.orders",
+        "named after the first registry"
+    );
     assert_eq!(
         t.objects[0].metadata.annotations["registry-sync.io/sources"],
         "consul:orders,legacy:orders"
@@ -233,11 +368,18 @@ fn services_with_one_host_in_two_registries_merge_into_one_entry() {
 #[test]
 fn a_service_whose_host_cannot_be_made_valid_is_skipped_and_others_sync() {
     let long = "x".repeat(64);
-    let t = run(vec![svc(&long, vec![inst("10.0.0.1", &[("http", 80)])]), svc("ok", vec![inst("10.0.0.1", &[("http", 80)])])]);
+    let t = run(vec![
+        svc(&long, vec![inst("10.0.0.1", &[("http", 80)])]),
+        svc("ok", vec![inst("10.0.0.1", &[("http", 80)])]),
+    ]);
     assert_eq!(only_entry(&t).hosts, ["ok.legacy"]);
     assert_eq!(t.skipped.len(), 1);
     assert_eq!(t.skipped[0].service, long);
-    assert!(t.skipped[0].reason.contains("longer than 63"), "{}", t.skipped[0].reason);
+    assert!(
+        t.skipped[0].reason.contains("longer than 63"),
+        "{}",
+        t.skipped[0].reason
+    );
 }
 
 #[test]
@@ -246,7 +388,12 @@ fn instance_metadata_becomes_sanitised_endpoint_labels() {
         "a",
         vec![with_labels(
             inst("10.0.0.1", &[("http", 80)]),
-            &[("version", "v1"), ("build info", "2024 05"), ("huge", &"x".repeat(100)), ("registry-sync.io/service", "spoof")],
+            &[
+                ("version", "v1"),
+                ("build info", "2024 05"),
+                ("huge", &"x".repeat(100)),
+                ("registry-sync.io/service", "spoof"),
+            ],
         )],
     )]);
     let labels = &only_entry(&t).endpoints[0].labels;
@@ -258,9 +405,16 @@ fn instance_metadata_becomes_sanitised_endpoint_labels() {
 
 #[test]
 fn only_sidecar_registries_mark_endpoints_for_mtls() {
-    let catalog = catalog(vec![("legacy", vec![svc("a", vec![inst("10.0.0.1", &[("http", 80)])])])]);
+    let catalog = catalog(vec![(
+        "legacy",
+        vec![svc("a", vec![inst("10.0.0.1", &[("http", 80)])])],
+    )]);
     let mut settings = settings();
-    assert!(!only_entry(&translate(&catalog, &settings)).endpoints[0].labels.contains_key(TLS_MODE_LABEL));
+    assert!(
+        !only_entry(&translate(&catalog, &settings)).endpoints[0]
+            .labels
+            .contains_key(TLS_MODE_LABEL)
+    );
     settings.registries.get_mut("legacy").unwrap().sidecar = true;
     let t = translate(&catalog, &settings);
     assert_eq!(only_entry(&t).endpoints[0].labels[TLS_MODE_LABEL], "istio");
@@ -282,26 +436,48 @@ fn weight_locality_network_and_service_account_are_carried() {
     assert_eq!(e[0].locality.as_deref(), Some("eu-west-1/eu-west-1a"));
     assert_eq!(e[0].network.as_deref(), Some("net-1"));
     assert_eq!(e[0].service_account.as_deref(), Some("orders"));
-    assert_eq!((e[1].locality.as_deref(), e[1].service_account.as_deref()), (None, None), "invalid values dropped, endpoint kept");
+    assert_eq!(
+        (e[1].locality.as_deref(), e[1].service_account.as_deref()),
+        (None, None),
+        "invalid values dropped, endpoint kept"
+    );
 }
 
 #[test]
 fn location_comes_from_the_registry_settings() {
-    let catalog = catalog(vec![("legacy", vec![svc("a", vec![inst("10.0.0.1", &[("http", 80)])])])]);
+    let catalog = catalog(vec![(
+        "legacy",
+        vec![svc("a", vec![inst("10.0.0.1", &[("http", 80)])])],
+    )]);
     let mut settings = settings();
     settings.registries.get_mut("legacy").unwrap().location = Location::MeshExternal;
-    assert_eq!(only_entry(&translate(&catalog, &settings)).location, Location::MeshExternal);
+    assert_eq!(
+        only_entry(&translate(&catalog, &settings)).location,
+        Location::MeshExternal
+    );
 }
 
 #[test]
 fn registries_without_settings_are_ignored() {
-    let catalog = catalog(vec![("other", vec![svc("a", vec![inst("10.0.0.1", &[("http", 80)])])])]);
+    let catalog = catalog(vec![(
+        "other",
+        vec![svc("a", vec![inst("10.0.0.1", &[("http", 80)])])],
+    )]);
     assert!(translate(&catalog, &settings()).objects.is_empty());
 }
 
 #[test]
 fn input_order_does_not_change_the_output() {
-    let a = vec![svc("b", vec![inst("10.0.0.2", &[("http", 80)]), inst("10.0.0.1", &[("http", 80)])]), svc("a", many(3))];
+    let a = vec![
+        svc(
+            "b",
+            vec![
+                inst("10.0.0.2", &[("http", 80)]),
+                inst("10.0.0.1", &[("http", 80)]),
+            ],
+        ),
+        svc("a", many(3)),
+    ];
     let mut b = a.clone();
     b.reverse();
     for s in &mut b {

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use registry_sync_catalog::{Address, Catalog, Instance, InstancePort, Protocol, RegistrySnapshot, Service};
 use registry_sync_istio::{Endpoint, IstioObject, Kind, Location, ServiceEntrySpec, Spec};
-use registry_sync_translate::{EndpointMode, HostTemplate, RegistrySettings, Settings, Translation, translate};
+use registry_sync_translate::{
+    EndpointMode, HostTemplate, RegistrySettings, Settings, Translation, translate,
+};
 
 pub fn settings_for(registries: &[(&str, EndpointMode)]) -> Settings {
     Settings {
@@ -34,11 +36,22 @@ pub fn settings() -> Settings {
 
 pub fn inst(address: &str, ports: &[(&str, u16)]) -> Instance {
     Instance {
-        id: format!("{address}:{}", ports.iter().map(|p| p.1.to_string()).collect::<Vec<_>>().join(",")),
+        id: format!(
+            "{address}:{}",
+            ports
+                .iter()
+                .map(|p| p.1.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         address: Address::parse(address).unwrap(),
         ports: ports
             .iter()
-            .map(|(name, number)| InstancePort { name: name.to_string(), number: *number, protocol_hint: None })
+            .map(|(name, number)| InstancePort {
+                name: name.to_string(),
+                number: *number,
+                protocol_hint: None,
+            })
             .collect(),
         healthy: true,
         weight: None,
@@ -50,7 +63,10 @@ pub fn inst(address: &str, ports: &[(&str, u16)]) -> Instance {
 }
 
 pub fn with_labels(mut instance: Instance, labels: &[(&str, &str)]) -> Instance {
-    instance.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    instance.labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     instance
 }
 
@@ -67,7 +83,12 @@ pub fn hinted(mut instance: Instance, protocol: Protocol) -> Instance {
 }
 
 pub fn svc(name: &str, instances: Vec<Instance>) -> Service {
-    Service { name: name.into(), namespace: None, labels: BTreeMap::new(), instances }
+    Service {
+        name: name.into(),
+        namespace: None,
+        labels: BTreeMap::new(),
+        instances,
+    }
 }
 
 pub fn catalog(registries: Vec<(&str, Vec<Service>)>) -> Catalog {
@@ -94,7 +115,12 @@ pub fn service_entries(t: &Translation) -> Vec<&ServiceEntrySpec> {
 
 pub fn only_entry(t: &Translation) -> &ServiceEntrySpec {
     let entries = service_entries(t);
-    assert_eq!(entries.len(), 1, "expected one ServiceEntry, got {:#?}", t.objects);
+    assert_eq!(
+        entries.len(),
+        1,
+        "expected one ServiceEntry, got {:#?}",
+        t.objects
+    );
     entries[0]
 }
 
@@ -109,5 +135,8 @@ pub fn workload_entries(t: &Translation) -> Vec<(&IstioObject, &Endpoint)> {
 }
 
 pub fn ports_of(se: &ServiceEntrySpec) -> Vec<(u32, &str, &str)> {
-    se.ports.iter().map(|p| (p.number, p.name.as_str(), p.protocol.as_str())).collect()
+    se.ports
+        .iter()
+        .map(|p| (p.number, p.name.as_str(), p.protocol.as_str()))
+        .collect()
 }

@@ -1,0 +1,223 @@
+//! The one-shot commands: `render`, `plan`, `once`, `check`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use registry_sync_istio::{HeldObject, ObjectKey, render_documents};
+use registry_sync_plan::Plan;
+use registry_sync_sinks::{ApplyReport, FilesSink, Sink, SinkError, StdoutSink};
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::sources;
+
+/// How a command ended, as the process exit code scripts rely on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; for `plan`: nothing to change.
+    Ok = 0,
+    /// Something failed (a registry, a sink, a write).
+    Failed = 1,
+    /// `plan` only: changes are pending.
+    Pending = 2,
+}
+
+/// Failures of one-shot commands, each naming what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("registry {registry:?} could not be read: {message}")]
+    Registry { registry: String, message: String },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("cannot write to stdout: {0}")]
+    Stdout(#[from] std::io::Error),
+    #[error(transparent)]
+    Render(#[from] registry_sync_istio::RenderError),
+    #[error("no sink is configured: add `sinks: {{files: {{dir: …}}}}` or `sinks: {{stdout: true}}` to {0}")]
+    NoSink(String),
+}
+
+/// Reads every registry once into a fresh pipeline. Every failure is collected so one
+/// broken registry does not hide the others'.
+pub fn load_all(config: &Config) -> (Pipeline, Vec<CommandError>) {
+    let mut pipeline = Pipeline::new(config);
+    let mut errors = Vec::new();
+    for registry in &config.registries {
+        match sources::load(registry) {
+            Ok(snapshot) => {
+                tracing::debug!(
+                    registry = %registry.name,
+                    services = snapshot.services().len(),
+                    instances = snapshot.instance_count(),
+                    "registry read"
+                );
+                pipeline.registry_synced(&registry.name, snapshot);
+            }
+            Err(message) => {
+                errors.push(CommandError::Registry {
+                    registry: registry.name.clone(),
+                    message,
+                });
+            }
+        }
+    }
+    (pipeline, errors)
+}
+
+fn report_errors(errors: &[CommandError]) {
+    for error in errors {
+        tracing::error!("{error}");
+    }
+}
+
+/// A sink as a command sees it, with a name for messages.
+pub struct NamedSink {
+    pub name: String,
+    pub sink: Box<dyn Sink + Send>,
+}
+
+/// Opens every configured sink for writing.
+pub fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, CommandError> {
+    let mut sinks = Vec::new();
+    if let Some(dir) = &config.sinks.files {
+        sinks.push(NamedSink {
+            name: format!("files:{}", dir.display()),
+            sink: Box::new(FilesSink::open(dir)?),
+        });
+    }
+    if config.sinks.stdout {
+        sinks.push(NamedSink {
+            name: "stdout".into(),
+            sink: Box::new(StdoutSink::stdout()),
+        });
+    }
+    if sinks.is_empty() {
+        return Err(CommandError::NoSink(config.path.display().to_string()));
+    }
+    Ok(sinks)
+}
+
+/// Holds nothing and takes no writes: what `plan` diffs against when the output does
+/// not exist yet or no sink is configured.
+struct Nothing(BTreeMap<ObjectKey, HeldObject>);
+
+impl Sink for Nothing {
+    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
+        &self.0
+    }
+
+    fn apply(&mut self, _plan: &Plan) -> Result<ApplyReport, SinkError> {
+        Ok(ApplyReport::default())
+    }
+}
+
+/// What `plan` diffs against: the sinks that hold state. A missing output directory
+/// is an empty one (and is not created). stdout holds nothing, so with no files sink
+/// the plan is against nothing: everything would be created.
+fn open_sinks_read_only(config: &Config) -> Result<Vec<NamedSink>, CommandError> {
+    let Some(dir) = &config.sinks.files else {
+        return Ok(vec![NamedSink {
+            name: "(no stateful sink)".into(),
+            sink: Box::new(Nothing(BTreeMap::new())),
+        }]);
+    };
+    let sink: Box<dyn Sink + Send> = if dir.is_dir() {
+        Box::new(FilesSink::open(dir)?)
+    } else {
+        Box::new(Nothing(BTreeMap::new()))
+    };
+    Ok(vec![NamedSink {
+        name: format!("files:{}", dir.display()),
+        sink,
+    }])
+}
+
+/// `render`: every object as multi-document YAML on `out`, sorted by kind, namespace
+/// and name. Refuses to print a partial estate when a registry cannot be read.
+pub fn render(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
+    let (mut pipeline, errors) = load_all(config);
+    if !errors.is_empty() {
+        report_errors(&errors);
+        return Ok(Outcome::Failed);
+    }
+    let yaml = render_documents(pipeline.desired().values())?;
+    out.write_all(yaml.as_bytes())?;
+    out.flush()?;
+    Ok(Outcome::Ok)
+}
+
+/// `plan`: the diff against each sink, writing nothing. 0 in sync, 2 pending, 1 error.
+pub fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
+    let (mut pipeline, errors) = load_all(config);
+    let sinks = open_sinks_read_only(config)?;
+    let mut pending = false;
+    for named in &sinks {
+        let plan = pipeline.plan_for(named.sink.as_ref());
+        pending |= !plan.is_empty();
+        writeln!(out, "# sink {}", named.name)?;
+        out.write_all(plan.render_diff().as_bytes())?;
+    }
+    out.flush()?;
+    if !errors.is_empty() {
+        report_errors(&errors);
+        return Ok(Outcome::Failed);
+    }
+    Ok(if pending { Outcome::Pending } else { Outcome::Ok })
+}
+
+/// `once`: one full sync into every sink. Registries that fail keep their objects;
+/// the command then exits 1 after syncing the rest.
+pub fn once(config: &Config) -> Result<Outcome, CommandError> {
+    let (mut pipeline, errors) = load_all(config);
+    let mut sinks = open_sinks(config)?;
+    let mut failed = !errors.is_empty();
+    report_errors(&errors);
+    for named in &mut sinks {
+        match pipeline.sync(&named.name, named.sink.as_mut()) {
+            Ok(outcome) => failed |= !outcome.report.is_complete(),
+            Err(e) => {
+                tracing::error!(sink = %named.name, "{e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { Outcome::Failed } else { Outcome::Ok })
+}
+
+/// `check`: the config is valid (it was loaded) and every registry answers.
+pub fn check(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
+    let mut failed = false;
+    writeln!(
+        out,
+        "config {}: ok, {} registries",
+        config.path.display(),
+        config.registries.len()
+    )?;
+    for registry in &config.registries {
+        match sources::load(registry) {
+            Ok(snapshot) => writeln!(
+                out,
+                "registry {} ({}): ok, {} services, {} instances, {} items skipped",
+                registry.name,
+                registry.kind,
+                snapshot.services().len(),
+                snapshot.instance_count(),
+                snapshot.skipped.len()
+            )?,
+            Err(message) => {
+                failed = true;
+                writeln!(
+                    out,
+                    "registry {} ({}): FAILED: {message}",
+                    registry.name, registry.kind
+                )?;
+            }
+        }
+    }
+    if let Some(dir) = &config.sinks.files {
+        let state = if dir.is_dir() { "exists" } else { "will be created" };
+        writeln!(out, "sink files: {} ({state})", dir.display())?;
+    }
+    out.flush()?;
+    Ok(if failed { Outcome::Failed } else { Outcome::Ok })
+}

@@ -1,0 +1,147 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/registry-sync/sync.yaml"), text)
+}
+
+fn error(text: &str) -> String {
+    parse(text).expect_err("config should be refused").to_string()
+}
+
+const GOOD: &str = "\
+registries:
+  - name: legacy
+    kind: file
+    path: services.yaml
+    hosts: \"{service}.{namespace}.legacy\"
+    endpoints: workload-entry
+    namespace: mesh-external
+    location: mesh-external
+    sidecar: true
+sinks:
+  files:
+    dir: out
+  stdout: true
+";
+
+#[test]
+fn a_full_config_parses_with_paths_relative_to_the_config_file() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(config.instance, "default");
+    let r = &config.registries[0];
+    assert_eq!(r.name, "legacy");
+    assert_eq!(
+        r.source,
+        SourceConfig::File {
+            path: "/etc/registry-sync/services.yaml".into()
+        }
+    );
+    assert_eq!(r.settings.namespace, "mesh-external");
+    assert_eq!(r.settings.endpoints, EndpointMode::WorkloadEntry);
+    assert_eq!(r.settings.location, Location::MeshExternal);
+    assert!(r.settings.sidecar);
+    assert_eq!(r.settings.hosts.as_str(), "{service}.{namespace}.legacy");
+    assert_eq!(
+        config.sinks.files.as_deref(),
+        Some(Path::new("/etc/registry-sync/out"))
+    );
+    assert!(config.sinks.stdout);
+}
+
+#[test]
+fn defaults_apply_when_optional_keys_are_left_out() {
+    let config = parse("registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\n").unwrap();
+    let r = &config.registries[0];
+    assert_eq!(r.settings.endpoints, EndpointMode::Auto);
+    assert_eq!(r.settings.location, Location::MeshInternal);
+    assert_eq!(r.settings.hosts.as_str(), "{service}.{namespace}.{registry}");
+    assert!(!r.settings.sidecar);
+    assert!(config.sinks.is_empty());
+}
+
+#[test]
+fn an_unknown_key_is_refused_naming_the_key_and_line() {
+    let message = error("registries:\n  - name: a\n    kind: file\n    pathh: s.yaml\n    namespace: mesh\n");
+    assert!(message.contains("pathh"), "{message}");
+    assert!(message.contains("line 4"), "{message}");
+}
+
+#[test]
+fn a_wrong_type_is_refused_naming_the_line() {
+    let message = error(
+        "registries:\n  - name: a\n    kind: file\n    path: s.yaml\n    namespace: mesh\n    sidecar: maybe\n",
+    );
+    assert!(message.contains("line 6"), "{message}");
+}
+
+#[test]
+fn a_missing_field_is_refused_naming_it() {
+    let message = error("registries:\n  - name: a\n    kind: file\n    path: s.yaml\n");
+    assert!(message.contains("namespace"), "{message}");
+}
+
+#[test]
+fn an_unknown_kind_or_endpoint_mode_is_refused() {
+    let message = error("registries:\n  - {name: a, kind: nope, path: s.yaml, namespace: mesh}\n");
+    assert!(message.contains("nope"), "{message}");
+    let message =
+        error("registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh, endpoints: many}\n");
+    assert!(message.contains("many"), "{message}");
+}
+
+#[test]
+fn a_bad_host_template_is_refused_naming_key_line_and_reason() {
+    let message = error(
+        "registries:\n  - name: a\n    kind: file\n    path: s.yaml\n    namespace: mesh\n    hosts: \"{svc}.x\"\n",
+    );
+    assert!(message.contains("line 6"), "{message}");
+    assert!(message.contains("registries[0].hosts"), "{message}");
+    assert!(message.contains("{svc}"), "{message}");
+}
+
+#[test]
+fn file_registries_need_a_path() {
+    let message = error("registries:\n  - {name: a, kind: file, namespace: mesh}\n");
+    assert!(message.contains("registries[0].path"), "{message}");
+    assert!(message.contains("line 2"), "{message}");
+}
+
+#[test]
+fn registry_names_must_be_unique_dns_labels() {
+    let message = error("registries:\n  - {name: Legacy_1, kind: file, path: s.yaml, namespace: mesh}\n");
+    assert!(
+        message.contains("registries[0].name") && message.contains("DNS label"),
+        "{message}"
+    );
+    let message = error(
+        "registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\n  - {name: a, kind: file, path: t.yaml, namespace: mesh}\n",
+    );
+    assert!(
+        message.contains("registries[1].name") && message.contains("line 3"),
+        "{message}"
+    );
+}
+
+#[test]
+fn namespace_and_instance_must_be_valid_names() {
+    let message = error("registries:\n  - {name: a, kind: file, path: s.yaml, namespace: Mesh}\n");
+    assert!(message.contains("registries[0].namespace"), "{message}");
+    let message = error(
+        "instance: \"prod east\"\nregistries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\n",
+    );
+    assert!(
+        message.contains("`instance`") && message.contains("line 1"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_empty_registry_list_is_refused() {
+    assert!(error("registries: []\n").contains("at least one registry"));
+}
+
+#[test]
+fn broken_yaml_is_refused_with_its_location() {
+    let message = error("registries:\n  - name: [a\n");
+    assert!(message.contains("line"), "{message}");
+}
