@@ -16,6 +16,10 @@ pub use object::{
     Endpoint, IstioObject, Kind, Location, ObjectKey, ObjectMeta, Resolution, ServiceEntrySpec, ServicePort,
     Spec, WorkloadSelector,
 };
+/// Desired objects by key. Shared, because the same object sits in the index, in
+/// every sink's plan and in the sink's write queue; cloning it would cost its size each time.
+pub type Desired = std::collections::BTreeMap<ObjectKey, std::sync::Arc<IstioObject>>;
+
 pub use yaml::{HeldObject, RenderError, parse_held, render_documents, render_object};
 
 pub const API_GROUP: &str = "networking.istio.io";

@@ -12,9 +12,11 @@ mod diff;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::iter::Peekable;
+use std::sync::Arc;
 
 use registry_sync_istio::{
-    HeldObject, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectKey, REGISTRY_LABEL,
+    Desired, HeldObject, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectKey,
+    REGISTRY_LABEL,
 };
 
 /// This installation. Two installations sharing a cluster or a directory each only ever
@@ -106,8 +108,8 @@ pub struct Kept {
 /// same inputs always give the same plan and the same diff text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    pub creates: Vec<IstioObject>,
-    pub updates: Vec<IstioObject>,
+    pub creates: Vec<Arc<IstioObject>>,
+    pub updates: Vec<Arc<IstioObject>>,
     pub deletes: Vec<ObjectKey>,
     pub unchanged: usize,
     pub conflicts: Vec<Conflict>,
@@ -128,7 +130,7 @@ impl Plan {
 
 /// Plans every key that is desired or held.
 pub fn plan(
-    desired: &BTreeMap<ObjectKey, IstioObject>,
+    desired: &Desired,
     held: &BTreeMap<ObjectKey, HeldObject>,
     owner: &Owner,
     scope: &DeleteScope,
@@ -145,7 +147,7 @@ pub fn plan(
 /// held plans to nothing.
 pub fn plan_keys<'k>(
     keys: impl IntoIterator<Item = &'k ObjectKey>,
-    desired: &BTreeMap<ObjectKey, IstioObject>,
+    desired: &Desired,
     held: &BTreeMap<ObjectKey, HeldObject>,
     owner: &Owner,
     scope: &DeleteScope,
@@ -158,7 +160,7 @@ pub fn plan_keys<'k>(
 /// a sort per list.
 fn plan_sorted_unique<'k>(
     keys: impl Iterator<Item = &'k ObjectKey>,
-    desired: &BTreeMap<ObjectKey, IstioObject>,
+    desired: &Desired,
     held: &BTreeMap<ObjectKey, HeldObject>,
     owner: &Owner,
     scope: &DeleteScope,

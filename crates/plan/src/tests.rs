@@ -1,4 +1,5 @@
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use registry_sync_istio::{
     Endpoint, HeldObject, INSTANCE_LABEL, IstioObject, Kind, Location, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
@@ -74,8 +75,11 @@ fn held(key: ObjectKey, labels: BTreeMap<String, String>, hash: Option<&str>) ->
     }
 }
 
-fn desired(objects: impl IntoIterator<Item = IstioObject>) -> BTreeMap<ObjectKey, IstioObject> {
-    objects.into_iter().map(|o| (o.key(), o)).collect()
+fn desired(objects: impl IntoIterator<Item = IstioObject>) -> registry_sync_istio::Desired {
+    objects
+        .into_iter()
+        .map(|o| (o.key(), std::sync::Arc::new(o)))
+        .collect()
 }
 
 fn holding(objects: impl IntoIterator<Item = HeldObject>) -> BTreeMap<ObjectKey, HeldObject> {
@@ -120,7 +124,7 @@ fn owner_owns_only_objects_with_both_our_manager_and_our_instance() {
 fn desired_object_that_is_not_held_is_created() {
     let a = service_entry("a", "10.0.0.1");
     let plan = plan(&desired([a.clone()]), &BTreeMap::new(), &owner(), &all_complete());
-    assert_eq!(plan.creates, vec![a]);
+    assert_eq!(plan.creates, vec![Arc::new(a)]);
     assert_eq!(plan.writes(), 1);
 }
 
@@ -147,7 +151,7 @@ fn owned_object_with_another_hash_is_updated() {
         &owner(),
         &all_complete(),
     );
-    assert_eq!(plan.updates, vec![new]);
+    assert_eq!(plan.updates, vec![Arc::new(new)]);
     assert_eq!(plan.unchanged, 0);
 }
 
@@ -156,7 +160,7 @@ fn owned_object_without_a_hash_is_updated() {
     let a = service_entry("a", "10.0.0.1");
     let bare = held(a.key(), ours("consul"), None);
     let plan = plan(&desired([a.clone()]), &holding([bare]), &owner(), &all_complete());
-    assert_eq!(plan.updates, vec![a]);
+    assert_eq!(plan.updates, vec![Arc::new(a)]);
 }
 
 #[test]
@@ -298,11 +302,11 @@ fn every_output_list_is_sorted_by_key() {
         .into_iter()
         .chain(names.iter().map(|n| {
             let o = service_entry(&format!("{n}-user"), "10.0.0.1");
-            (o.key(), o)
+            (o.key(), Arc::new(o))
         }))
         .chain(names.iter().map(|n| {
             let o = service_entry(&format!("{n}-new"), "10.0.0.1");
-            (o.key(), o)
+            (o.key(), Arc::new(o))
         }))
         .collect();
     let plan = plan(&want, &holding(have), &owner(), &all_complete());
@@ -312,8 +316,8 @@ fn every_output_list_is_sorted_by_key() {
         assert_eq!(keys, s);
         assert_eq!(keys.len(), names.len());
     };
-    sorted(plan.creates.iter().map(IstioObject::key).collect());
-    sorted(plan.updates.iter().map(IstioObject::key).collect());
+    sorted(plan.creates.iter().map(|o| o.key()).collect());
+    sorted(plan.updates.iter().map(|o| o.key()).collect());
     sorted(plan.deletes.clone());
     sorted(plan.conflicts.iter().map(|c| c.key.clone()).collect());
 }
@@ -332,7 +336,7 @@ fn plan_keys_plans_only_the_keys_it_is_given_even_when_repeated() {
         key(Kind::ServiceEntry, "nowhere"),
     ];
     let plan = plan_keys(only.iter(), &want, &have, &owner(), &all_complete());
-    assert_eq!(plan.creates, vec![a]);
+    assert_eq!(plan.creates, vec![Arc::new(a)]);
     assert_eq!(plan.deletes, vec![gone.key]);
     assert_eq!(plan.unchanged, 0);
 }

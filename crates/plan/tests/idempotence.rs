@@ -86,7 +86,7 @@ fn object(kind: Kind, name: &str, octet: u8, registry: &str) -> IstioObject {
     IstioObject::new(meta, spec)
 }
 
-type State = (BTreeMap<ObjectKey, IstioObject>, BTreeMap<ObjectKey, HeldObject>);
+type State = (registry_sync_istio::Desired, BTreeMap<ObjectKey, HeldObject>);
 
 fn build(slots: &[Slot]) -> State {
     let mut desired = BTreeMap::new();
@@ -102,7 +102,7 @@ fn build(slots: &[Slot]) -> State {
             .desired
             .map(|(octet, r)| object(slot.kind, &name, octet, REGISTRIES[r]));
         if let Some(want) = &want {
-            desired.insert(key.clone(), want.clone());
+            desired.insert(key.clone(), std::sync::Arc::new(want.clone()));
         }
         if let Some(h) = &slot.held {
             let mut labels = BTreeMap::new();
@@ -190,7 +190,7 @@ proptest! {
         let (desired, held) = build(&slots);
         let owner = Owner::new(US);
         let first = plan(&desired, &held, &owner, &delete_scope(&complete));
-        for key in first.updates.iter().map(IstioObject::key).chain(first.deletes.iter().cloned()) {
+        for key in first.updates.iter().map(|o| o.key()).chain(first.deletes.iter().cloned()) {
             prop_assert!(owner.owns(&held[&key]), "{key} is not ours but the plan writes it");
         }
         for object in &first.creates {

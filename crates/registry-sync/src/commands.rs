@@ -8,7 +8,7 @@ use registry_sync_plan::Plan;
 use registry_sync_sinks::{ApplyReport, FilesSink, Sink, SinkError, StdoutSink};
 
 use crate::config::Config;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{NamedSink, Pipeline};
 use crate::sources;
 
 /// How a command ended, as the process exit code scripts rely on.
@@ -70,12 +70,6 @@ fn report_errors(errors: &[CommandError]) {
     }
 }
 
-/// A sink as a command sees it, with a name for messages.
-pub struct NamedSink {
-    pub name: String,
-    pub sink: Box<dyn Sink + Send>,
-}
-
 /// Opens every configured sink for writing.
 pub fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, CommandError> {
     let mut sinks = Vec::new();
@@ -135,12 +129,12 @@ fn open_sinks_read_only(config: &Config) -> Result<Vec<NamedSink>, CommandError>
 /// `render`: every object as multi-document YAML on `out`, sorted by kind, namespace
 /// and name. Refuses to print a partial estate when a registry cannot be read.
 pub fn render(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
-    let (mut pipeline, errors) = load_all(config);
+    let (pipeline, errors) = load_all(config);
     if !errors.is_empty() {
         report_errors(&errors);
         return Ok(Outcome::Failed);
     }
-    let yaml = render_documents(pipeline.desired().values())?;
+    let yaml = render_documents(pipeline.desired().values().map(|o| &**o))?;
     out.write_all(yaml.as_bytes())?;
     out.flush()?;
     Ok(Outcome::Ok)
@@ -148,7 +142,7 @@ pub fn render(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandEr
 
 /// `plan`: the diff against each sink, writing nothing. 0 in sync, 2 pending, 1 error.
 pub fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
-    let (mut pipeline, errors) = load_all(config);
+    let (pipeline, errors) = load_all(config);
     let sinks = open_sinks_read_only(config)?;
     let mut pending = false;
     for named in &sinks {
@@ -170,18 +164,13 @@ pub fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandErro
 pub fn once(config: &Config) -> Result<Outcome, CommandError> {
     let (mut pipeline, errors) = load_all(config);
     let mut sinks = open_sinks(config)?;
-    let mut failed = !errors.is_empty();
     report_errors(&errors);
-    for named in &mut sinks {
-        match pipeline.sync(&named.name, named.sink.as_mut()) {
-            Ok(outcome) => failed |= !outcome.report.is_complete(),
-            Err(e) => {
-                tracing::error!(sink = %named.name, "{e}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed { Outcome::Failed } else { Outcome::Ok })
+    let written = pipeline.sync(&mut sinks);
+    Ok(if written && errors.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    })
 }
 
 /// `check`: the config is valid (it was loaded) and every registry answers.

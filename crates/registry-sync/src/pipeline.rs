@@ -1,18 +1,30 @@
 //! The sync pass: catalog → translate → plan → apply, shared by every command.
 //!
-//! The pipeline owns the catalog (last known state of every registry) and remembers
-//! which registries have delivered a complete view. Only those may lose objects to a
-//! plan: a registry that never answered, or that is failing now, keeps what it had.
+//! The pipeline keeps the last known view of every registry inside an incremental
+//! translation [`Index`], and remembers which registries have delivered a complete
+//! view. Only those may lose objects to a plan: a registry that never answered, or
+//! that is failing now, keeps what it had.
+//!
+//! A pass after a change plans only the objects that change touched, so one changed
+//! instance in a large estate costs one object's work, not the estate's. A full plan
+//! (every desired and held object) runs on the first pass, when a registry becomes
+//! complete (its leftovers may now be deleted), and after any failed write.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use registry_sync_catalog::{Catalog, RegistrySnapshot, Skipped};
-use registry_sync_istio::{IstioObject, ObjectKey};
-use registry_sync_plan::{DeleteScope, Owner, Plan, plan};
+use registry_sync_catalog::{RegistrySnapshot, Skipped};
+use registry_sync_istio::{Desired, ObjectKey};
+use registry_sync_plan::{DeleteScope, Owner, Plan, plan, plan_keys};
 use registry_sync_sinks::{ApplyReport, Sink, SinkError};
-use registry_sync_translate::{Settings, translate};
+use registry_sync_translate::Index;
 
 use crate::config::Config;
+
+/// A sink with a name for logs and messages.
+pub struct NamedSink {
+    pub name: String,
+    pub sink: Box<dyn Sink + Send>,
+}
 
 /// What one pass did to one sink.
 #[derive(Debug, Default)]
@@ -22,38 +34,60 @@ pub struct SinkOutcome {
 }
 
 pub struct Pipeline {
-    settings: Settings,
+    index: Index,
     owner: Owner,
     configured: BTreeSet<String>,
-    catalog: Catalog,
     /// Registries whose last answer was a complete, successful view.
     complete: BTreeSet<String>,
-    /// Problems already logged, so a steady estate does not repeat its warnings.
-    reported: BTreeSet<Skipped>,
-    desired: BTreeMap<ObjectKey, IstioObject>,
-    /// The catalog changed since `desired` was computed.
-    stale: bool,
+    /// What each registry's source refused last time, to log only what is new.
+    source_skipped: BTreeMap<String, Vec<Skipped>>,
+    /// Objects changed since the last successful pass.
+    pending: BTreeSet<ObjectKey>,
+    /// The next pass must look at every object, not only `pending`.
+    full_next: bool,
+}
+
+fn log_problem(skip: &Skipped) {
+    tracing::warn!(
+        registry = %skip.registry,
+        service = %skip.service,
+        instance = skip.instance.as_deref().unwrap_or(""),
+        "skipped: {}",
+        skip.reason
+    );
 }
 
 impl Pipeline {
     pub fn new(config: &Config) -> Pipeline {
         Pipeline {
-            settings: config.translate_settings(),
+            index: Index::new(config.translate_settings()),
             owner: Owner::new(config.instance.clone()),
             configured: config.registry_names(),
-            catalog: Catalog::default(),
             complete: BTreeSet::new(),
-            reported: BTreeSet::new(),
-            desired: BTreeMap::new(),
-            stale: false,
+            source_skipped: BTreeMap::new(),
+            pending: BTreeSet::new(),
+            full_next: true,
         }
     }
 
-    /// Takes a registry's complete view. Returns whether anything changed.
+    /// Takes a registry's complete view. Returns whether a pass has anything to do.
     pub fn registry_synced(&mut self, registry: &str, snapshot: RegistrySnapshot) -> bool {
         let newly_complete = self.complete.insert(registry.to_string());
-        let changed = self.catalog.update(registry, snapshot);
-        self.stale |= changed;
+        let seen = self.source_skipped.remove(registry).unwrap_or_default();
+        for skip in snapshot.skipped.iter().filter(|s| !seen.contains(s)) {
+            log_problem(skip);
+        }
+        let changes = self.index.update(registry, &snapshot);
+        self.source_skipped.insert(registry.to_string(), snapshot.skipped);
+        changes.new_problems.iter().for_each(log_problem);
+        for note in &changes.notes {
+            tracing::debug!(registry = %note.registry, service = %note.service, instance = note.instance.as_deref().unwrap_or(""), "{}", note.reason);
+        }
+        let changed = !changes.objects.is_empty();
+        self.pending.extend(changes.objects);
+        if newly_complete {
+            self.full_next = true;
+        }
         changed || newly_complete
     }
 
@@ -63,84 +97,90 @@ impl Pipeline {
         self.complete.remove(registry);
     }
 
-    pub fn is_complete(&self, registry: &str) -> bool {
-        self.complete.contains(registry)
+    pub fn desired(&self) -> &Desired {
+        self.index.desired()
     }
 
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
-    }
-
-    /// The objects the catalog translates to, recomputed only after a change.
-    pub fn desired(&mut self) -> &BTreeMap<ObjectKey, IstioObject> {
-        if self.stale {
-            let translation = translate(&self.catalog, &self.settings);
-            let mut problems: BTreeSet<Skipped> = BTreeSet::new();
-            for (_, snapshot) in self.catalog.registries() {
-                problems.extend(snapshot.skipped.iter().cloned());
-            }
-            problems.extend(translation.skipped);
-            for skip in problems.difference(&self.reported) {
-                tracing::warn!(registry = %skip.registry, service = %skip.service, instance = skip.instance.as_deref().unwrap_or(""), "skipped: {}", skip.reason);
-            }
-            for note in &translation.notes {
-                tracing::debug!(registry = %note.registry, service = %note.service, instance = note.instance.as_deref().unwrap_or(""), "{}", note.reason);
-            }
-            self.reported = problems;
-            self.desired = translation.objects.into_iter().map(|o| (o.key(), o)).collect();
-            self.stale = false;
-        }
-        &self.desired
-    }
-
-    pub fn delete_scope(&self) -> DeleteScope {
+    fn delete_scope(&self) -> DeleteScope {
         DeleteScope {
             complete: self.complete.clone(),
             configured: self.configured.clone(),
         }
     }
 
-    /// The plan for one sink, without applying it.
-    pub fn plan_for(&mut self, sink: &dyn Sink) -> Plan {
-        let scope = self.delete_scope();
-        let owner = self.owner.clone();
-        plan(self.desired(), sink.held(), &owner, &scope)
+    /// The full plan for one sink, without applying it.
+    pub fn plan_for(&self, sink: &dyn Sink) -> Plan {
+        plan(
+            self.index.desired(),
+            sink.held(),
+            &self.owner,
+            &self.delete_scope(),
+        )
     }
 
-    /// Plans and applies for one sink, logging what happened.
-    pub fn sync(&mut self, sink_name: &str, sink: &mut dyn Sink) -> Result<SinkOutcome, SinkError> {
-        let plan = self.plan_for(sink);
-        for conflict in &plan.conflicts {
-            tracing::warn!(sink = sink_name, object = %conflict.key, "conflict, not written: {}", conflict.reason);
+    /// Plans and applies for every sink. Returns whether every write succeeded; if not,
+    /// the next pass is a full one, which retries exactly what is still different.
+    pub fn sync(&mut self, sinks: &mut [NamedSink]) -> bool {
+        let scope = self.delete_scope();
+        let mut ok = true;
+        for named in sinks.iter_mut() {
+            let plan = if self.full_next {
+                plan(self.index.desired(), named.sink.held(), &self.owner, &scope)
+            } else {
+                plan_keys(
+                    &self.pending,
+                    self.index.desired(),
+                    named.sink.held(),
+                    &self.owner,
+                    &scope,
+                )
+            };
+            match apply(&named.name, named.sink.as_mut(), plan) {
+                Ok(outcome) => ok &= outcome.report.is_complete(),
+                Err(e) => {
+                    tracing::error!(sink = %named.name, "{e}");
+                    ok = false;
+                }
+            }
         }
-        for kept in &plan.kept {
-            tracing::debug!(sink = sink_name, object = %kept.key, registry = %kept.registry, "kept: registry has not delivered a complete view");
-        }
-        if plan.is_empty() {
-            tracing::debug!(
-                sink = sink_name,
-                unchanged = plan.unchanged,
-                "in sync, nothing to write"
-            );
-            return Ok(SinkOutcome {
-                plan,
-                report: ApplyReport::default(),
-            });
-        }
-        let report = sink.apply(&plan)?;
-        for (key, error) in &report.failed {
-            tracing::error!(sink = sink_name, object = %key, "write failed: {error}");
-        }
-        tracing::info!(
-            sink = sink_name,
-            created = report.created,
-            updated = report.updated,
-            deleted = report.deleted,
-            failed = report.failed.len(),
-            unchanged = plan.unchanged,
-            conflicts = plan.conflicts.len(),
-            "applied"
-        );
-        Ok(SinkOutcome { plan, report })
+        self.pending.clear();
+        self.full_next = !ok;
+        ok
     }
+}
+
+/// Applies one plan to one sink, logging what happened.
+fn apply(sink_name: &str, sink: &mut dyn Sink, plan: Plan) -> Result<SinkOutcome, SinkError> {
+    for conflict in &plan.conflicts {
+        tracing::warn!(sink = sink_name, object = %conflict.key, "conflict, not written: {}", conflict.reason);
+    }
+    for kept in &plan.kept {
+        tracing::debug!(sink = sink_name, object = %kept.key, registry = %kept.registry, "kept: registry has not delivered a complete view");
+    }
+    if plan.is_empty() {
+        tracing::debug!(
+            sink = sink_name,
+            unchanged = plan.unchanged,
+            "in sync, nothing to write"
+        );
+        return Ok(SinkOutcome {
+            plan,
+            report: ApplyReport::default(),
+        });
+    }
+    let report = sink.apply(&plan)?;
+    for (key, error) in &report.failed {
+        tracing::error!(sink = sink_name, object = %key, "write failed: {error}");
+    }
+    tracing::info!(
+        sink = sink_name,
+        created = report.created,
+        updated = report.updated,
+        deleted = report.deleted,
+        failed = report.failed.len(),
+        unchanged = plan.unchanged,
+        conflicts = plan.conflicts.len(),
+        "applied"
+    );
+    Ok(SinkOutcome { plan, report })
 }

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::{CommandError, NamedSink, open_sinks};
+use crate::commands::{CommandError, open_sinks};
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::sources;
@@ -33,21 +33,6 @@ fn handle(pipeline: &mut Pipeline, event: SourceEvent) -> bool {
             false
         }
     }
-}
-
-/// Applies the pipeline to every sink; returns whether every write succeeded.
-fn sync_all(pipeline: &mut Pipeline, sinks: &mut [NamedSink]) -> bool {
-    let mut ok = true;
-    for named in sinks {
-        match pipeline.sync(&named.name, named.sink.as_mut()) {
-            Ok(outcome) => ok &= outcome.report.is_complete(),
-            Err(e) => {
-                tracing::error!(sink = %named.name, "{e}");
-                ok = false;
-            }
-        }
-    }
-    ok
 }
 
 /// Cancels `cancel` on SIGINT or SIGTERM.
@@ -111,7 +96,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
         if !changed {
             continue;
         }
-        if sync_all(&mut pipeline, &mut sinks) {
+        if pipeline.sync(&mut sinks) {
             retry_delay = RETRY_FIRST;
             retry_at = None;
         } else {

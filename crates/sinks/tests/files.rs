@@ -3,8 +3,8 @@ use std::fs;
 use std::path::Path;
 
 use registry_sync_istio::{
-    Endpoint, INSTANCE_LABEL, IstioObject, Location, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectKey,
-    ObjectMeta, REGISTRY_LABEL, Resolution, ServiceEntrySpec, Spec, render_object,
+    Endpoint, INSTANCE_LABEL, IstioObject, Location, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta,
+    REGISTRY_LABEL, Resolution, ServiceEntrySpec, Spec, render_object,
 };
 use registry_sync_plan::{DeleteScope, Owner, Plan, plan};
 use registry_sync_sinks::{FilesSink, Sink};
@@ -59,8 +59,11 @@ fn workload_entry(name: &str, address: &str) -> IstioObject {
     )
 }
 
-fn desired(objects: &[IstioObject]) -> BTreeMap<ObjectKey, IstioObject> {
-    objects.iter().map(|o| (o.key(), o.clone())).collect()
+fn desired(objects: &[IstioObject]) -> registry_sync_istio::Desired {
+    objects
+        .iter()
+        .map(|o| (o.key(), std::sync::Arc::new(o.clone())))
+        .collect()
 }
 
 fn scope() -> DeleteScope {
@@ -197,7 +200,7 @@ fn files_that_are_not_ours_are_never_touched_or_removed() {
     let other = service_entry("other", "10.0.0.1", ours());
     let plan = sync(&mut sink, &[ours_payments.clone(), other.clone()]);
     assert_eq!(plan.conflicts.len(), 1);
-    assert_eq!(plan.creates, vec![other.clone()]);
+    assert_eq!(plan.creates, vec![std::sync::Arc::new(other.clone())]);
     // Desiring nothing deletes our own file and still leaves the user's alone.
     let plan = sync(&mut sink, &[]);
     assert_eq!(plan.deletes, vec![other.key()]);

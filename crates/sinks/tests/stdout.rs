@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use registry_sync_istio::{
     Endpoint, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta, Spec,
@@ -34,13 +35,13 @@ fn stdout_sink_prints_documents_and_deletions_and_holds_what_it_printed() {
     let scope = DeleteScope::default();
     let a = workload_entry("a", "10.0.0.1");
     let b = workload_entry("b", "10.0.0.1");
-    let first: BTreeMap<_, _> = [(a.key(), a.clone()), (b.key(), b.clone())].into();
+    let first: BTreeMap<_, _> = [(a.key(), Arc::new(a.clone())), (b.key(), Arc::new(b.clone()))].into();
     let report = sink.apply(&plan(&first, sink.held(), &owner, &scope)).unwrap();
     assert_eq!(report.created, 2);
     assert_eq!(sink.held().len(), 2);
 
     let a2 = workload_entry("a", "10.0.0.2");
-    let second: BTreeMap<_, _> = [(a2.key(), a2.clone())].into();
+    let second: BTreeMap<_, _> = [(a2.key(), Arc::new(a2.clone()))].into();
     let report = sink.apply(&plan(&second, sink.held(), &owner, &scope)).unwrap();
     assert_eq!((report.updated, report.deleted), (1, 1));
     assert_eq!(sink.held().keys().collect::<Vec<_>>(), [&a2.key()]);
@@ -68,7 +69,7 @@ fn stdout_sink_reports_a_broken_stream_as_an_error() {
         }
     }
     let a = workload_entry("a", "10.0.0.1");
-    let desired: BTreeMap<_, _> = [(a.key(), a)].into();
+    let desired: BTreeMap<_, _> = [(a.key(), Arc::new(a))].into();
     let mut sink = StdoutSink::new(Broken);
     let plan = plan(
         &desired,

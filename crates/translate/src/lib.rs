@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod group;
+mod index;
 pub mod names;
 mod settings;
 mod template;
@@ -28,6 +29,7 @@ use registry_sync_catalog::{Catalog, Service, Skipped};
 use registry_sync_istio::IstioObject;
 
 pub use group::{AUTO_INLINE_LIMIT, AUTO_INLINE_MAX_BYTES, INLINE_ENDPOINT_LIMIT, RESERVED_PORTS};
+pub use index::{Changes, Index};
 pub use settings::{EndpointMode, RegistrySettings, Settings};
 pub use template::{HostError, HostTemplate, TemplateError};
 

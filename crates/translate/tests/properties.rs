@@ -119,3 +119,72 @@ proptest! {
         prop_assert_eq!(&t, &translate(&catalog, &settings_for(&[("one", mode), ("two", EndpointMode::Auto)])));
     }
 }
+
+/// Few names, so that successive snapshots change, keep and drop the same services and
+/// registries collide on hosts.
+fn arb_familiar_service() -> impl Strategy<Value = Service> {
+    (
+        prop_oneof![
+            Just("orders"),
+            Just("billing"),
+            Just("Orders"),
+            Just("x".repeat(70).leak() as &str)
+        ],
+        proptest::option::of(prop_oneof![Just("shop"), Just("ops")]),
+        proptest::collection::vec(arb_instance(), 0..4),
+    )
+        .prop_map(|(name, namespace, instances)| Service {
+            name: name.to_string(),
+            namespace: namespace.map(str::to_string),
+            labels: BTreeMap::new(),
+            instances,
+        })
+}
+
+fn arb_registry_updates() -> impl Strategy<Value = Vec<(bool, Vec<Service>)>> {
+    proptest::collection::vec(
+        (
+            any::<bool>(),
+            proptest::collection::vec(arb_familiar_service(), 0..5),
+        ),
+        1..8,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+
+    #[test]
+    fn the_incremental_index_always_equals_a_full_translation(updates in arb_registry_updates()) {
+        use registry_sync_catalog::{Catalog, RegistrySnapshot};
+        use registry_sync_translate::Index;
+
+        let settings = settings_for(&[("one", EndpointMode::Auto), ("two", EndpointMode::WorkloadEntry)]);
+        let mut catalog = Catalog::default();
+        let mut index = Index::new(settings.clone());
+        let mut previous = index.desired().clone();
+        for (first, services) in updates {
+            let registry = if first { "one" } else { "two" };
+            let snapshot = RegistrySnapshot::new(registry, services, vec![]);
+            catalog.update(registry, snapshot.clone());
+            let changes = index.update(registry, &snapshot);
+            let full = translate(&catalog, &settings);
+            let incremental: Vec<_> = index.desired().values().map(|o| (**o).clone()).collect();
+            prop_assert_eq!(&incremental, &full.objects);
+            // The reported changes are exactly the keys whose object differs.
+            let mut differing = BTreeSet::new();
+            for key in previous.keys().chain(index.desired().keys()) {
+                if previous.get(key) != index.desired().get(key) {
+                    differing.insert(key.clone());
+                }
+            }
+            prop_assert_eq!(&changes.objects, &differing);
+            let mut problems: Vec<_> = index.problems().cloned().collect();
+            problems.sort();
+            let mut expected = full.skipped.clone();
+            expected.sort();
+            prop_assert_eq!(problems, expected);
+            previous = index.desired().clone();
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Incremental translation: the same result as [`crate::translate`], at a cost that
+//! grows with the size of a change instead of the size of the estate.
+//!
+//! The index remembers, per registry, each service and the host group it landed in, and
+//! per group the objects it produced. A new snapshot is compared service by service;
+//! only the groups a changed service left or joined are translated again, and the keys
+//! of the objects that changed are returned so a planner can look at just those.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use registry_sync_catalog::{RegistrySnapshot, Service, ServiceKey, Skipped};
+use registry_sync_istio::{Desired, IstioObject, ObjectKey};
+
+use crate::{Contributor, GroupKey, Settings, host_of};
+
+struct ServiceState {
+    service: Arc<Service>,
+    /// `Err` when the service has no valid host.
+    group: Result<GroupKey, Skipped>,
+}
+
+#[derive(Default)]
+struct GroupOutput {
+    keys: Vec<ObjectKey>,
+    skipped: Vec<Skipped>,
+    notes: Vec<Skipped>,
+}
+
+/// What one update changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Objects created, modified or removed from the desired set.
+    pub objects: BTreeSet<ObjectKey>,
+    /// Problems found while translating the changed services that were not reported
+    /// for them before.
+    pub new_problems: Vec<Skipped>,
+    /// Lesser repairs in the changed groups (debug-level).
+    pub notes: Vec<Skipped>,
+}
+
+type Members = BTreeMap<GroupKey, BTreeSet<(String, ServiceKey)>>;
+
+/// Takes a service out of its group; the group is translated again afterwards.
+fn leave(
+    members: &mut Members,
+    registry: &str,
+    key: &ServiceKey,
+    state: &ServiceState,
+    dirty: &mut BTreeSet<GroupKey>,
+) {
+    if let Ok(group) = &state.group {
+        if let Some(members) = members.get_mut(group) {
+            members.remove(&(registry.to_string(), key.clone()));
+        }
+        dirty.insert(group.clone());
+    }
+}
+
+pub struct Index {
+    settings: Settings,
+    services: BTreeMap<String, BTreeMap<ServiceKey, ServiceState>>,
+    members: Members,
+    outputs: BTreeMap<GroupKey, GroupOutput>,
+    desired: Desired,
+}
+
+impl Index {
+    pub fn new(settings: Settings) -> Index {
+        Index {
+            settings,
+            services: BTreeMap::new(),
+            members: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+            desired: Desired::new(),
+        }
+    }
+
+    /// Every desired object, by key.
+    pub fn desired(&self) -> &Desired {
+        &self.desired
+    }
+
+    /// Replaces a registry's services with a new snapshot. A registry without settings
+    /// is ignored, as in [`crate::translate`].
+    pub fn update(&mut self, registry: &str, snapshot: &RegistrySnapshot) -> Changes {
+        let mut changes = Changes::default();
+        let Some(registry_settings) = self.settings.registries.get(registry) else {
+            return changes;
+        };
+        let old = self.services.remove(registry).unwrap_or_default();
+        let mut new: BTreeMap<ServiceKey, ServiceState> = BTreeMap::new();
+        let mut dirty: BTreeSet<GroupKey> = BTreeSet::new();
+        let mut old = old.into_iter().peekable();
+        for service in snapshot.services() {
+            let key = service.key();
+            // Carry over unchanged services; note departures of those no longer listed.
+            while let Some((old_key, _)) = old.peek() {
+                if *old_key >= key {
+                    break;
+                }
+                let (gone_key, gone) = old.next().expect("peeked");
+                leave(&mut self.members, registry, &gone_key, &gone, &mut dirty);
+            }
+            let mut reported = None;
+            if let Some((old_key, state)) = old.next_if(|(k, _)| *k == key) {
+                if Arc::ptr_eq(&state.service, service) || state.service == *service {
+                    new.insert(old_key, state);
+                    continue;
+                }
+                leave(&mut self.members, registry, &old_key, &state, &mut dirty);
+                reported = state.group.err();
+            }
+            let group = host_of(registry, registry_settings, service);
+            match &group {
+                Ok(group_key) => {
+                    self.members
+                        .entry(group_key.clone())
+                        .or_default()
+                        .insert((registry.to_string(), key.clone()));
+                    dirty.insert(group_key.clone());
+                }
+                Err(skip) if reported.as_ref() != Some(skip) => changes.new_problems.push(skip.clone()),
+                Err(_) => {}
+            }
+            new.insert(
+                key,
+                ServiceState {
+                    service: service.clone(),
+                    group,
+                },
+            );
+        }
+        for (gone_key, gone) in old {
+            leave(&mut self.members, registry, &gone_key, &gone, &mut dirty);
+        }
+        self.services.insert(registry.to_string(), new);
+        for group in dirty {
+            self.retranslate(&group, &mut changes);
+        }
+        changes
+    }
+
+    fn retranslate(&mut self, group: &GroupKey, changes: &mut Changes) {
+        let previous = self.outputs.remove(group).unwrap_or_default();
+        let members = self.members.get(group).cloned().unwrap_or_default();
+        let mut objects: Vec<IstioObject> = Vec::new();
+        let mut output = GroupOutput::default();
+        if members.is_empty() {
+            self.members.remove(group);
+        } else {
+            let contributors: Vec<Contributor<'_>> = members
+                .iter()
+                .filter_map(|(registry, key)| {
+                    let state = self.services.get(registry)?.get(key)?;
+                    Some(Contributor {
+                        registry,
+                        settings: self.settings.registries.get(registry)?,
+                        service: &state.service,
+                    })
+                })
+                .collect();
+            let translation = crate::group::translate_group(group, &contributors, &self.settings.instance);
+            objects = translation.objects;
+            output.skipped = translation.skipped;
+            output.notes = translation.notes;
+        }
+        let fresh: BTreeSet<ObjectKey> = objects.iter().map(IstioObject::key).collect();
+        for key in previous.keys.iter().filter(|k| !fresh.contains(*k)) {
+            if self.desired.remove(key).is_some() {
+                changes.objects.insert(key.clone());
+            }
+        }
+        for object in objects {
+            let key = object.key();
+            let same = self
+                .desired
+                .get(&key)
+                .is_some_and(|o| o.content_hash() == object.content_hash());
+            if !same {
+                changes.objects.insert(key.clone());
+                self.desired.insert(key.clone(), Arc::new(object));
+            }
+            output.keys.push(key);
+        }
+        changes.new_problems.extend(
+            output
+                .skipped
+                .iter()
+                .filter(|s| !previous.skipped.contains(s))
+                .cloned(),
+        );
+        changes.notes.extend(output.notes.iter().cloned());
+        if !output.keys.is_empty() || !output.skipped.is_empty() {
+            self.outputs.insert(group.clone(), output);
+        }
+    }
+
+    /// Every current problem (services without a host, skipped instances and ports).
+    pub fn problems(&self) -> impl Iterator<Item = &Skipped> {
+        let hosts = self
+            .services
+            .values()
+            .flat_map(|s| s.values())
+            .filter_map(|s| s.group.as_ref().err());
+        hosts.chain(self.outputs.values().flat_map(|o| o.skipped.iter()))
+    }
+}
