@@ -4,6 +4,11 @@ use std::sync::Arc;
 
 use crate::Address;
 
+/// Registry metadata: a map sorted by key, kept in one flat allocation because an
+/// estate has one per instance and most hold a handful of entries (a `BTreeMap` node
+/// would cost ~0.5 KiB each).
+pub type Metadata = litemap::LiteMap<String, String>;
+
 /// What a port speaks, as Istio names it. `None` where a model carries
 /// `Option<Protocol>` means "the registry did not say"; translation then falls back to
 /// TCP, because a wrong HTTP guess breaks a non-HTTP port while TCP is always safe.
@@ -112,7 +117,7 @@ pub struct Instance {
     pub network: Option<String>,
     pub service_account: Option<String>,
     /// Registry metadata, unsanitised: translation decides what survives as a label.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Metadata,
 }
 
 /// Identifies a service within one registry: registries such as Nacos or Consul
@@ -136,7 +141,7 @@ impl fmt::Display for ServiceKey {
 pub struct Service {
     pub name: String,
     pub namespace: Option<String>,
-    pub labels: BTreeMap<String, String>,
+    pub labels: Metadata,
     pub instances: Vec<Instance>,
 }
 
@@ -274,7 +279,7 @@ mod tests {
             locality: None,
             network: None,
             service_account: None,
-            labels: BTreeMap::new(),
+            labels: Metadata::new(),
         }
     }
 
@@ -282,7 +287,7 @@ mod tests {
         Service {
             name: name.into(),
             namespace: None,
-            labels: BTreeMap::new(),
+            labels: Metadata::new(),
             instances: ids.iter().map(|id| instance(id)).collect(),
         }
     }

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use litemap::LiteMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -82,15 +83,16 @@ pub struct ServicePort {
 }
 
 /// An endpoint inline in a ServiceEntry and the spec of a WorkloadEntry have the same
-/// shape in Istio's API (`WorkloadEntry`), so one type serves both.
+/// shape in Istio's API (`WorkloadEntry`), so one type serves both. Its maps are flat
+/// sorted vectors: an estate holds one endpoint per instance, each with a few entries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     pub address: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub ports: BTreeMap<String, u32>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    pub ports: LiteMap<String, u32>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    pub labels: LiteMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -71,7 +71,9 @@ fn estate(services: usize, instances: usize, changed: Option<(usize, usize)>) ->
         .map(|s| Service {
             name: format!("service-{s:05}"),
             namespace: Some(format!("team-{}", s % 50)),
-            labels: [("team".to_string(), format!("team-{}", s % 50))].into(),
+            labels: [("team".to_string(), format!("team-{}", s % 50))]
+                .into_iter()
+                .collect(),
             instances: (0..instances)
                 .map(|i| {
                     let n = s * instances + i;
@@ -95,7 +97,9 @@ fn estate(services: usize, instances: usize, changed: Option<(usize, usize)>) ->
                         locality: Some(format!("region-{}/zone-{}", s % 3, i % 3)),
                         network: None,
                         service_account: None,
-                        labels: [("version".to_string(), format!("v{}", i % 2))].into(),
+                        labels: [("version".to_string(), format!("v{}", i % 2))]
+                            .into_iter()
+                            .collect(),
                     }
                 })
                 .collect(),

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use litemap::LiteMap;
 use registry_sync_catalog::{Address, Instance, Protocol, Skipped};
 use registry_sync_istio::{
     Endpoint, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta, REGISTRY_LABEL,
@@ -329,7 +330,7 @@ fn service_ports(
 }
 
 /// Where an endpoint sends traffic: two endpoints alike in this are one.
-type EndpointIdentity = (Address, BTreeMap<String, u32>);
+type EndpointIdentity = (Address, LiteMap<String, u32>);
 
 /// Endpoints of the serving instances, sorted by address, duplicates (the same address
 /// and ports from two registries during a migration) kept once.
@@ -342,7 +343,7 @@ fn endpoints<'a>(
     for candidate in candidates.iter().filter(|c| c.serving) {
         let c = candidate.contributor;
         let instance = candidate.instance;
-        let port_map: BTreeMap<String, u32> = ports
+        let port_map: LiteMap<String, u32> = ports
             .iter()
             .filter_map(|lp| {
                 let own = instance.ports.iter().find(|p| p.name == lp.logical)?;
@@ -371,7 +372,7 @@ fn endpoints<'a>(
         let endpoint = Endpoint {
             address: instance.address.to_string(),
             ports: port_map.clone(),
-            labels,
+            labels: labels.into_iter().collect(),
             network: checked_text(out, candidate, "network", instance.network.as_deref(), |_| true),
             locality: checked_text(out, candidate, "locality", instance.locality.as_deref(), |l| {
                 l.split('/').count() <= 3

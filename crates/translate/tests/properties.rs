@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use registry_sync_catalog::{Address, Instance, InstancePort, Service};
@@ -48,7 +48,7 @@ fn arb_instance() -> impl Strategy<Value = Instance> {
             locality: None,
             network: None,
             service_account: None,
-            labels,
+            labels: labels.into_iter().collect(),
         })
 }
 
@@ -61,7 +61,7 @@ fn arb_service() -> impl Strategy<Value = Service> {
         .prop_map(|(name, namespace, instances)| Service {
             name,
             namespace,
-            labels: BTreeMap::new(),
+            labels: Default::default(),
             instances,
         })
 }
@@ -136,7 +136,7 @@ fn arb_familiar_service() -> impl Strategy<Value = Service> {
         .prop_map(|(name, namespace, instances)| Service {
             name: name.to_string(),
             namespace: namespace.map(str::to_string),
-            labels: BTreeMap::new(),
+            labels: Default::default(),
             instances,
         })
 }

@@ -35,7 +35,7 @@ fn one_service_becomes_one_labelled_service_entry_with_inline_endpoints() {
     assert_eq!(ports_of(se), [(8080, "http-8080", "HTTP")]);
     let addresses: Vec<_> = se.endpoints.iter().map(|e| e.address.as_str()).collect();
     assert_eq!(addresses, ["10.1.0.1", "10.1.0.2"]);
-    assert_eq!(se.endpoints[0].ports["http-8080"], 8080);
+    assert_eq!(se.endpoints[0].ports.get("http-8080").copied(), Some(8080));
     assert!(t.skipped.is_empty(), "{:?}", t.skipped);
 }
 
@@ -192,7 +192,12 @@ fn differing_port_numbers_share_one_service_port_and_each_endpoint_maps_its_own(
     let mapped: Vec<_> = se
         .endpoints
         .iter()
-        .map(|e| (e.address.as_str(), e.ports["http-8081"]))
+        .map(|e| {
+            (
+                e.address.as_str(),
+                e.ports.get("http-8081").copied().unwrap_or_default(),
+            )
+        })
         .collect();
     assert_eq!(
         mapped,
@@ -279,9 +284,13 @@ fn auto_switches_to_workload_entries_above_the_limit() {
     assert_eq!(wes.len(), AUTO_INLINE_LIMIT + 1);
     for (object, spec) in wes {
         assert_eq!(object.metadata.namespace, "mesh");
-        assert_eq!(spec.labels[SERVICE_LABEL], "legacy.a", "selected by the entry");
+        assert_eq!(
+            spec.labels.get(SERVICE_LABEL).map(String::as_str),
+            Some("legacy.a"),
+            "selected by the entry"
+        );
         assert_eq!(object.metadata.labels[MANAGED_BY_LABEL], "registry-sync");
-        assert_eq!(spec.ports["http-8080"], 8080);
+        assert_eq!(spec.ports.get("http-8080").copied(), Some(8080));
     }
 }
 
@@ -417,7 +426,13 @@ fn only_sidecar_registries_mark_endpoints_for_mtls() {
     );
     settings.registries.get_mut("legacy").unwrap().sidecar = true;
     let t = translate(&catalog, &settings);
-    assert_eq!(only_entry(&t).endpoints[0].labels[TLS_MODE_LABEL], "istio");
+    assert_eq!(
+        only_entry(&t).endpoints[0]
+            .labels
+            .get(TLS_MODE_LABEL)
+            .map(String::as_str),
+        Some("istio")
+    );
 }
 
 #[test]

@@ -115,7 +115,7 @@ impl<'s> Items<'s> {
         self.services.push(Service {
             name,
             namespace,
-            labels,
+            labels: labels.into_iter().collect(),
             instances,
         });
     }
@@ -203,7 +203,7 @@ impl<'s> Items<'s> {
                 locality,
                 network,
                 service_account,
-                labels,
+                labels: labels.into_iter().collect(),
             }),
             _ => Err((ident, problems)),
         }

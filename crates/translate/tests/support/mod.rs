@@ -1,9 +1,9 @@
 //! Builders that keep the rule tests short: a catalog is a few lines of data.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
-
-use registry_sync_catalog::{Address, Catalog, Instance, InstancePort, Protocol, RegistrySnapshot, Service};
+use registry_sync_catalog::{
+    Address, Catalog, Instance, InstancePort, Metadata, Protocol, RegistrySnapshot, Service,
+};
 use registry_sync_istio::{Endpoint, IstioObject, Kind, Location, ServiceEntrySpec, Spec};
 use registry_sync_translate::{
     EndpointMode, HostTemplate, RegistrySettings, Settings, Translation, translate,
@@ -58,7 +58,7 @@ pub fn inst(address: &str, ports: &[(&str, u16)]) -> Instance {
         locality: None,
         network: None,
         service_account: None,
-        labels: BTreeMap::new(),
+        labels: Metadata::new(),
     }
 }
 
@@ -86,7 +86,7 @@ pub fn svc(name: &str, instances: Vec<Instance>) -> Service {
     Service {
         name: name.into(),
         namespace: None,
-        labels: BTreeMap::new(),
+        labels: Metadata::new(),
         instances,
     }
 }

@@ -1,5 +1,3 @@
-use std::collections::BTreeMap;
-
 use registry_sync_catalog::{Address, RegistrySnapshot, Skipped};
 
 use super::{Unusable, parse};
@@ -77,7 +75,12 @@ services:
     let orders = &snapshot.services()[1];
     assert_eq!(
         orders.labels,
-        BTreeMap::from([("team".into(), "checkout".into()), ("tier".into(), "2".into())])
+        [
+            ("team".to_string(), "checkout".to_string()),
+            ("tier".to_string(), "2".to_string())
+        ]
+        .into_iter()
+        .collect::<registry_sync_catalog::Metadata>()
     );
     assert_eq!(
         instance_ids(&snapshot, 1),
@@ -106,11 +109,12 @@ services:
     assert_eq!(full.network.as_deref(), Some("net1"));
     assert_eq!(full.service_account.as_deref(), Some("orders"));
     assert_eq!(
-        full.labels["version"], "1.10",
+        full.labels.get("version").unwrap(),
+        "1.10",
         "numbers are kept as written, not as 1.1"
     );
-    assert_eq!(full.labels["canary"], "true");
-    assert_eq!(full.labels["empty"], "");
+    assert_eq!(full.labels.get("canary").unwrap(), "true");
+    assert_eq!(full.labels.get("empty").unwrap(), "");
 }
 
 #[test]
