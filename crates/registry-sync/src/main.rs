@@ -14,11 +14,17 @@ use tracing_subscriber::EnvFilter;
 
 /// Keeps Istio ServiceEntries and WorkloadEntries in step with service registries.
 ///
-/// registry-sync reads services from registries (Consul, Eureka, Nacos, ZooKeeper,
-/// etcd, Cloud Map, DNS, plain files), translates them into networking.istio.io/v1
-/// objects, and writes only what changed. Objects it did not create are never touched.
+/// registry-sync reads services from service registries (built in: file), translates
+/// them into networking.istio.io/v1 objects following Istio's rules (hosts, ports,
+/// healthy endpoints only, sanitised labels), and writes only what changed. Objects it
+/// did not create are never touched; a registry that fails keeps its objects.
 #[derive(Parser)]
-#[command(name = "registry-sync", version, propagate_version = true)]
+#[command(
+    name = "registry-sync",
+    version,
+    propagate_version = true,
+    after_long_help = "Examples:\n  registry-sync render --config examples/quickstart/sync.yaml   # the objects, as YAML\n  registry-sync plan   --config sync.yaml   # what would change; exit 0 in sync, 2 pending, 1 error\n  registry-sync run    --config sync.yaml   # keep syncing until SIGINT/SIGTERM\n\nThe configuration file lists `registries` (name, kind, hosts template, namespace,\nendpoints mode) and `sinks` (files dir, stdout); see the README for every key."
+)]
 struct Cli {
     /// More log detail: -v debug, -vv trace. RUST_LOG, when set, takes precedence.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

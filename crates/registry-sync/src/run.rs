@@ -61,6 +61,7 @@ pub fn cancel_on_signals(cancel: CancellationToken) {
     });
 }
 
+/// Runs until `cancel` fires or every source has ended. Needs a multi-threaded runtime.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), CommandError> {
     let mut sinks = open_sinks(&config)?;
     let mut pipeline = Pipeline::new(&config);
@@ -96,7 +97,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
         if !changed {
             continue;
         }
-        if pipeline.sync(&mut sinks) {
+        // Sinks do blocking I/O; let the runtime move other tasks off this thread.
+        if tokio::task::block_in_place(|| pipeline.sync(&mut sinks)) {
             retry_delay = RETRY_FIRST;
             retry_at = None;
         } else {
