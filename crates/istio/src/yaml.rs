@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::{CONTENT_HASH_ANNOTATION, IstioObject, Kind, ObjectKey};
+use crate::{CONTENT_HASH_ANNOTATION, IstioObject, Kind, ObjectKey, ObjectMeta, Spec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -56,6 +56,8 @@ struct LooseObject {
     #[serde(default)]
     kind: String,
     metadata: LooseMeta,
+    #[serde(default)]
+    spec: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -83,15 +85,38 @@ pub fn parse_held(text: &str) -> Option<HeldObject> {
         _ => return None,
     };
     let mut meta = loose.metadata;
+    let stamped = meta.annotations.remove(CONTENT_HASH_ANNOTATION);
+    let actual = loose.spec.and_then(|spec| content_hash_of(kind, &meta, spec));
     Some(HeldObject {
         key: ObjectKey {
             kind,
             namespace: meta.namespace,
             name: meta.name,
         },
-        content_hash: meta.annotations.remove(CONTENT_HASH_ANNOTATION),
+        // The hash of what the document really says, not what its annotation claims: a
+        // hand-edited object then differs from the desired one and is written back.
+        content_hash: stamped.filter(|stamped| actual.as_deref() == Some(stamped.as_str())),
         labels: meta.labels,
     })
+}
+
+/// Recomputes the content hash of a document as registry-sync would have stamped it.
+/// `None` when the spec is not one registry-sync can have written.
+fn content_hash_of(kind: Kind, meta: &LooseMeta, spec: serde_json::Value) -> Option<String> {
+    let spec = match kind {
+        Kind::ServiceEntry => Spec::ServiceEntry(serde_json::from_value(spec).ok()?),
+        Kind::WorkloadEntry => Spec::WorkloadEntry(serde_json::from_value(spec).ok()?),
+    };
+    let object = IstioObject::new(
+        ObjectMeta {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            labels: meta.labels.clone(),
+            annotations: meta.annotations.clone(),
+        },
+        spec,
+    );
+    Some(object.content_hash().to_string())
 }
 
 #[cfg(test)]
@@ -138,6 +163,17 @@ mod tests {
         assert_eq!(held.key, object.key());
         assert_eq!(held.content_hash.as_deref(), Some(object.content_hash()));
         assert_eq!(held.label(crate::MANAGED_BY_LABEL), Some("registry-sync"));
+    }
+
+    #[test]
+    fn a_hand_edited_document_holds_no_valid_hash_so_it_is_written_back() {
+        let text = render_object(&sample()).unwrap();
+        let edited = text.replace("10.0.0.1", "10.6.6.6");
+        assert_ne!(text, edited);
+        assert_eq!(parse_held(&edited).unwrap().content_hash, None);
+        let relabelled = text.replace("registry-sync\n", "registry-sync\n    extra: x\n");
+        assert_ne!(text, relabelled);
+        assert_eq!(parse_held(&relabelled).unwrap().content_hash, None);
     }
 
     #[test]

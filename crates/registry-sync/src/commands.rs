@@ -25,8 +25,13 @@ pub enum Outcome {
 /// Failures of one-shot commands, each naming what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    #[error("registry {registry:?} could not be read: {message}")]
+    /// `message` comes from the source and already names the registry.
+    #[error("{message}")]
     Registry { registry: String, message: String },
+    #[error(
+        "the files sink's output path {0} exists but is not a directory; point `sinks.files.dir` at a directory"
+    )]
+    NotADirectory(String),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("cannot write to stdout: {0}")]
@@ -117,6 +122,8 @@ fn open_sinks_read_only(config: &Config) -> Result<Vec<NamedSink>, CommandError>
     };
     let sink: Box<dyn Sink + Send> = if dir.is_dir() {
         Box::new(FilesSink::open(dir)?)
+    } else if dir.exists() {
+        return Err(CommandError::NotADirectory(dir.display().to_string()));
     } else {
         Box::new(Nothing(BTreeMap::new()))
     };

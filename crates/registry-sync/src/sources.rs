@@ -13,7 +13,8 @@ use crate::config::{RegistryConfig, SourceConfig};
 const NOT_BUILT: &str =
     "this build of registry-sync does not include the `file` registry (Cargo feature `file`)";
 
-/// Reads a registry once. The error names the registry and what to check.
+/// Reads a registry once. The error names the registry and what to check: sources
+/// write their own messages that way, and callers print them as they are.
 pub fn load(registry: &RegistryConfig) -> Result<RegistrySnapshot, String> {
     match &registry.source {
         #[cfg(feature = "file")]
