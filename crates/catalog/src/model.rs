@@ -228,6 +228,39 @@ impl RegistrySnapshot {
         }
     }
 
+    /// Builds a snapshot from services a source keeps between snapshots. A watching
+    /// source that rebuilds only the services that changed and hands the others over
+    /// as the same `Arc`s lets the consumer skip comparing them (pointer equality).
+    /// Each service must already be in canonical order ([`Service::canonicalize`]).
+    pub fn from_shared(
+        registry: &str,
+        services: Vec<Arc<Service>>,
+        mut skipped: Vec<Skipped>,
+    ) -> RegistrySnapshot {
+        let mut services = services;
+        services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut unique: Vec<Arc<Service>> = Vec::with_capacity(services.len());
+        for service in services {
+            if unique
+                .last()
+                .is_some_and(|prev| prev.name == service.name && prev.namespace == service.namespace)
+            {
+                skipped.push(Skipped {
+                    registry: registry.to_string(),
+                    service: service.key().to_string(),
+                    instance: None,
+                    reason: "the service is listed twice; the later listing is ignored".into(),
+                });
+                continue;
+            }
+            unique.push(service);
+        }
+        RegistrySnapshot {
+            services: unique,
+            skipped,
+        }
+    }
+
     pub fn services(&self) -> &[Arc<Service>] {
         &self.services
     }
@@ -334,6 +367,19 @@ mod tests {
         assert_eq!(snap.skipped.len(), 2);
         assert!(snap.skipped.iter().any(|s| s.reason.contains("listed twice")));
         assert!(snap.skipped.iter().any(|s| s.instance.as_deref() == Some("1")));
+    }
+
+    #[test]
+    fn shared_snapshots_keep_the_services_they_are_given_in_key_order() {
+        let a = Arc::new(service("a", &["1"]));
+        let b = Arc::new(service("b", &["1"]));
+        let snap = RegistrySnapshot::from_shared(
+            "r",
+            vec![b.clone(), a.clone(), Arc::new(service("a", &[]))],
+            vec![],
+        );
+        assert!(Arc::ptr_eq(&snap.services()[0], &a) && Arc::ptr_eq(&snap.services()[1], &b));
+        assert_eq!(snap.skipped.len(), 1);
     }
 
     #[test]

@@ -44,11 +44,11 @@ pub enum CommandError {
 
 /// Reads every registry once into a fresh pipeline. Every failure is collected so one
 /// broken registry does not hide the others'.
-pub fn load_all(config: &Config) -> (Pipeline, Vec<CommandError>) {
+pub async fn load_all(config: &Config) -> (Pipeline, Vec<CommandError>) {
     let mut pipeline = Pipeline::new(config);
     let mut errors = Vec::new();
     for registry in &config.registries {
-        match sources::load(registry) {
+        match sources::load(registry).await {
             Ok(snapshot) => {
                 tracing::debug!(
                     registry = %registry.name,
@@ -135,8 +135,8 @@ fn open_sinks_read_only(config: &Config) -> Result<Vec<NamedSink>, CommandError>
 
 /// `render`: every object as multi-document YAML on `out`, sorted by kind, namespace
 /// and name. Refuses to print a partial estate when a registry cannot be read.
-pub fn render(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
-    let (pipeline, errors) = load_all(config);
+pub async fn render(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
+    let (pipeline, errors) = load_all(config).await;
     if !errors.is_empty() {
         report_errors(&errors);
         return Ok(Outcome::Failed);
@@ -148,8 +148,8 @@ pub fn render(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandEr
 }
 
 /// `plan`: the diff against each sink, writing nothing. 0 in sync, 2 pending, 1 error.
-pub fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
-    let (pipeline, errors) = load_all(config);
+pub async fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
+    let (pipeline, errors) = load_all(config).await;
     let sinks = open_sinks_read_only(config)?;
     let mut pending = false;
     for named in &sinks {
@@ -168,8 +168,8 @@ pub fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandErro
 
 /// `once`: one full sync into every sink. Registries that fail keep their objects;
 /// the command then exits 1 after syncing the rest.
-pub fn once(config: &Config) -> Result<Outcome, CommandError> {
-    let (mut pipeline, errors) = load_all(config);
+pub async fn once(config: &Config) -> Result<Outcome, CommandError> {
+    let (mut pipeline, errors) = load_all(config).await;
     let mut sinks = open_sinks(config)?;
     report_errors(&errors);
     let written = pipeline.sync(&mut sinks);
@@ -181,7 +181,7 @@ pub fn once(config: &Config) -> Result<Outcome, CommandError> {
 }
 
 /// `check`: the config is valid (it was loaded) and every registry answers.
-pub fn check(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
+pub async fn check(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
     let mut failed = false;
     writeln!(
         out,
@@ -190,7 +190,7 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandErr
         config.registries.len()
     )?;
     for registry in &config.registries {
-        match sources::load(registry) {
+        match sources::load(registry).await {
             Ok(snapshot) => writeln!(
                 out,
                 "registry {} ({}): ok, {} services, {} instances, {} items skipped",

@@ -97,17 +97,29 @@ fn main() -> ExitCode {
             return ExitCode::from(Outcome::Failed as u8);
         }
     };
-    let mut stdout = std::io::stdout().lock();
-    let result = match cli.command {
-        Command::Render(_) => commands::render(&config, &mut stdout),
-        Command::Plan(_) => commands::plan(&config, &mut stdout),
-        Command::Once(_) => commands::once(&config),
-        Command::Check(_) => commands::check(&config, &mut stdout),
-        Command::Run(_) => {
-            drop(stdout);
-            run(config)
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(Outcome::Failed as u8);
         }
     };
+    let result = runtime.block_on(async {
+        let mut stdout = std::io::stdout();
+        match cli.command {
+            Command::Render(_) => commands::render(&config, &mut stdout).await,
+            Command::Plan(_) => commands::plan(&config, &mut stdout).await,
+            Command::Once(_) => commands::once(&config).await,
+            Command::Check(_) => commands::check(&config, &mut stdout).await,
+            Command::Run(_) => {
+                let cancel = CancellationToken::new();
+                registry_sync::run::cancel_on_signals(cancel.clone());
+                registry_sync::run::run(config, cancel)
+                    .await
+                    .map(|()| Outcome::Ok)
+            }
+        }
+    });
     match result {
         Ok(outcome) => ExitCode::from(outcome as u8),
         Err(e) => {
@@ -115,21 +127,4 @@ fn main() -> ExitCode {
             ExitCode::from(Outcome::Failed as u8)
         }
     }
-}
-
-fn run(config: Config) -> Result<Outcome, commands::CommandError> {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
-            return Ok(Outcome::Failed);
-        }
-    };
-    runtime.block_on(async {
-        let cancel = CancellationToken::new();
-        registry_sync::run::cancel_on_signals(cancel.clone());
-        registry_sync::run::run(config, cancel)
-            .await
-            .map(|()| Outcome::Ok)
-    })
 }

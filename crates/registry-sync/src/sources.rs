@@ -15,7 +15,7 @@ const NOT_BUILT: &str =
 
 /// Reads a registry once. The error names the registry and what to check: sources
 /// write their own messages that way, and callers print them as they are.
-pub fn load(registry: &RegistryConfig) -> Result<RegistrySnapshot, String> {
+pub async fn load(registry: &RegistryConfig) -> Result<RegistrySnapshot, String> {
     match &registry.source {
         #[cfg(feature = "file")]
         SourceConfig::File { path } => registry_sync_sources::file::FileSource::new(&registry.name, path)
