@@ -59,6 +59,18 @@ impl Sink for Memory {
     }
 }
 
+/// The in-memory sink never waits, so a current-thread runtime drives a pass.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime")
+        })
+        .block_on(future)
+}
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -153,7 +165,7 @@ fn main() {
     let translate_cold = t.elapsed();
 
     let t = Instant::now();
-    assert!(pipeline.sync(&mut sinks));
+    assert!(block_on(pipeline.sync(&mut sinks)));
     let sync_cold = t.elapsed();
     let creates = writes.swap(0, Ordering::Relaxed);
 
@@ -176,7 +188,7 @@ fn main() {
         let snapshot = variants[n % 2].clone();
         let t = Instant::now();
         pipeline.registry_synced("bench", snapshot);
-        pipeline.sync(&mut sinks);
+        block_on(pipeline.sync(&mut sinks));
         latencies.push(t.elapsed());
     }
     let change_writes = writes.swap(0, Ordering::Relaxed);
@@ -196,13 +208,13 @@ fn main() {
         }),
     }];
     small_pipeline.registry_synced("bench", small[1].clone());
-    small_pipeline.sync(&mut small_sinks);
+    block_on(small_pipeline.sync(&mut small_sinks));
     let mut small_latencies = Vec::with_capacity(changes);
     for n in 0..changes {
         let snapshot = small[n % 2].clone();
         let t = Instant::now();
         small_pipeline.registry_synced("bench", snapshot);
-        small_pipeline.sync(&mut small_sinks);
+        block_on(small_pipeline.sync(&mut small_sinks));
         small_latencies.push(t.elapsed());
     }
     small_latencies.sort();

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use registry_sync_istio::{HeldObject, ObjectKey, render_documents};
 use registry_sync_plan::Plan;
-use registry_sync_sinks::{ApplyReport, FilesSink, Sink, SinkError, StdoutSink};
+use registry_sync_sinks::{ApplyReport, AsyncSink, FilesSink, Sink, SinkError, StdoutSink};
 
 use crate::config::Config;
 use crate::pipeline::{NamedSink, Pipeline};
@@ -120,7 +120,7 @@ fn open_sinks_read_only(config: &Config) -> Result<Vec<NamedSink>, CommandError>
             sink: Box::new(Nothing(BTreeMap::new())),
         }]);
     };
-    let sink: Box<dyn Sink + Send> = if dir.is_dir() {
+    let sink: Box<dyn AsyncSink> = if dir.is_dir() {
         Box::new(FilesSink::open(dir)?)
     } else if dir.exists() {
         return Err(CommandError::NotADirectory(dir.display().to_string()));
@@ -172,7 +172,7 @@ pub async fn once(config: &Config) -> Result<Outcome, CommandError> {
     let (mut pipeline, errors) = load_all(config).await;
     let mut sinks = open_sinks(config)?;
     report_errors(&errors);
-    let written = pipeline.sync(&mut sinks);
+    let written = pipeline.sync(&mut sinks).await;
     Ok(if written && errors.is_empty() {
         Outcome::Ok
     } else {

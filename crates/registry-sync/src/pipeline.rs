@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use registry_sync_catalog::{RegistrySnapshot, Skipped};
 use registry_sync_istio::{Desired, ObjectKey};
 use registry_sync_plan::{DeleteScope, Owner, Plan, plan, plan_keys};
-use registry_sync_sinks::{ApplyReport, Sink, SinkError};
+use registry_sync_sinks::{ApplyReport, AsyncSink, SinkError};
 use registry_sync_translate::Index;
 
 use crate::config::Config;
@@ -23,7 +23,7 @@ use crate::config::Config;
 /// A sink with a name for logs and messages.
 pub struct NamedSink {
     pub name: String,
-    pub sink: Box<dyn Sink + Send>,
+    pub sink: Box<dyn AsyncSink>,
 }
 
 /// What one pass did to one sink.
@@ -109,7 +109,7 @@ impl Pipeline {
     }
 
     /// The full plan for one sink, without applying it.
-    pub fn plan_for(&self, sink: &dyn Sink) -> Plan {
+    pub fn plan_for(&self, sink: &dyn AsyncSink) -> Plan {
         plan(
             self.index.desired(),
             sink.held(),
@@ -120,10 +120,11 @@ impl Pipeline {
 
     /// Plans and applies for every sink. Returns whether every write succeeded; if not,
     /// the next pass is a full one, which retries exactly what is still different.
-    pub fn sync(&mut self, sinks: &mut [NamedSink]) -> bool {
+    pub async fn sync(&mut self, sinks: &mut [NamedSink]) -> bool {
         let scope = self.delete_scope();
         let mut ok = true;
         for named in sinks.iter_mut() {
+            named.sink.refresh().await;
             let plan = if self.full_next {
                 plan(self.index.desired(), named.sink.held(), &self.owner, &scope)
             } else {
@@ -135,7 +136,7 @@ impl Pipeline {
                     &scope,
                 )
             };
-            match apply(&named.name, named.sink.as_mut(), plan) {
+            match apply(&named.name, named.sink.as_mut(), plan).await {
                 Ok(outcome) => ok &= outcome.report.is_complete(),
                 Err(e) => {
                     tracing::error!(sink = %named.name, "{e}");
@@ -150,7 +151,7 @@ impl Pipeline {
 }
 
 /// Applies one plan to one sink, logging what happened.
-fn apply(sink_name: &str, sink: &mut dyn Sink, plan: Plan) -> Result<SinkOutcome, SinkError> {
+async fn apply(sink_name: &str, sink: &mut dyn AsyncSink, plan: Plan) -> Result<SinkOutcome, SinkError> {
     for conflict in &plan.conflicts {
         tracing::warn!(sink = sink_name, object = %conflict.key, "conflict, not written: {}", conflict.reason);
     }
@@ -168,7 +169,7 @@ fn apply(sink_name: &str, sink: &mut dyn Sink, plan: Plan) -> Result<SinkOutcome
             report: ApplyReport::default(),
         });
     }
-    let report = sink.apply(&plan)?;
+    let report = sink.apply(&plan).await?;
     for (key, error) in &report.failed {
         tracing::error!(sink = sink_name, object = %key, "write failed: {error}");
     }

@@ -97,8 +97,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
         if !changed {
             continue;
         }
-        // Sinks do blocking I/O; let the runtime move other tasks off this thread.
-        if tokio::task::block_in_place(|| pipeline.sync(&mut sinks)) {
+        if pipeline.sync(&mut sinks).await {
             retry_delay = RETRY_FIRST;
             retry_at = None;
         } else {

@@ -2,8 +2,9 @@
 //! against it, and applies the writes a plan lists — nothing more: every decision about
 //! what may be written or deleted is the planner's, so a sink cannot widen it.
 //!
-//! The API is synchronous: files and stdout gain nothing from async, and a caller on an
-//! async runtime can run an apply on a blocking thread.
+//! Local sinks implement the synchronous [`Sink`]: files and stdout gain nothing from
+//! async. The pipeline drives every sink through [`AsyncSink`], which remote sinks
+//! implement directly.
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,38 @@ use registry_sync_plan::Plan;
 pub use files::FilesSink;
 pub use stdout::StdoutSink;
 
+/// A boxed future, so that [`AsyncSink`] can be used as a trait object.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A sink as the pipeline drives it. Remote sinks (an API server) are asynchronous and
+/// learn what they hold from a watch, which [`AsyncSink::refresh`] folds in before each
+/// plan; every [`Sink`] is an `AsyncSink` whose refresh does nothing.
+pub trait AsyncSink: Send {
+    /// Brings [`AsyncSink::held`] up to date with what the sink has observed since.
+    fn refresh(&mut self) -> BoxFuture<'_, ()>;
+
+    /// What the sink holds now (all Istio objects it can see, ours or not).
+    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject>;
+
+    /// Applies creates, updates and deletes of the plan; see [`Sink::apply`].
+    fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFuture<'a, Result<ApplyReport, SinkError>>;
+}
+
+impl<T: Sink + Send> AsyncSink for T {
+    fn refresh(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
+        Sink::held(self)
+    }
+
+    fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFuture<'a, Result<ApplyReport, SinkError>> {
+        Box::pin(std::future::ready(Sink::apply(self, plan)))
+    }
+}
+
+/// A local sink: files and streams, where a write is a quick blocking call.
 pub trait Sink {
     /// What the sink holds now (all Istio objects it can see, ours or not).
     fn held(&self) -> &BTreeMap<ObjectKey, HeldObject>;
