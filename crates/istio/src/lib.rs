@@ -20,7 +20,7 @@ pub use object::{
 /// every sink's plan and in the sink's write queue; cloning it would cost its size each time.
 pub type Desired = std::collections::BTreeMap<ObjectKey, std::sync::Arc<IstioObject>>;
 
-pub use yaml::{HeldObject, RenderError, parse_held, render_documents, render_object};
+pub use yaml::{HeldObject, RenderError, held_from_json, parse_held, render_documents, render_object};
 
 pub const API_GROUP: &str = "networking.istio.io";
 pub const API_VERSION: &str = "networking.istio.io/v1";
@@ -36,6 +36,11 @@ pub const INSTANCE_LABEL: &str = "registry-sync.io/instance";
 pub const SERVICE_LABEL: &str = "registry-sync.io/service";
 /// Hash of the object's labels and spec; equal hashes mean no write is needed.
 pub const CONTENT_HASH_ANNOTATION: &str = "registry-sync.io/content-hash";
+/// Hash of the spec alone. Reading an object back, registry-sync recomputes it from the
+/// spec it finds: a mismatch means someone edited the spec by hand, and the object is
+/// written back. Labels and annotations others add are not covered, so a controller
+/// that adds its own tracking label does not cause a rewrite on every pass.
+pub const SPEC_HASH_ANNOTATION: &str = "registry-sync.io/spec-hash";
 /// The registry services an object was made from (`registry:namespace/service`, comma separated).
 pub const SOURCES_ANNOTATION: &str = "registry-sync.io/sources";
 /// The label key prefix registry-sync reserves for itself; registry metadata never

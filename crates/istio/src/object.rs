@@ -5,7 +5,7 @@ use litemap::LiteMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{API_VERSION, CONTENT_HASH_ANNOTATION};
+use crate::{API_VERSION, CONTENT_HASH_ANNOTATION, SPEC_HASH_ANNOTATION};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {
@@ -153,6 +153,10 @@ impl IstioObject {
             metadata,
             spec,
         };
+        object
+            .metadata
+            .annotations
+            .insert(SPEC_HASH_ANNOTATION.to_string(), spec_hash(&object.spec));
         let hash = object.compute_hash();
         object
             .metadata
@@ -200,10 +204,20 @@ impl IstioObject {
             annotations,
             spec: &self.spec,
         };
-        let bytes = serde_json::to_vec(&hashed).expect("plain data always serializes to JSON");
-        let digest = Sha256::digest(&bytes);
-        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+        short_sha256(&hashed)
     }
+}
+
+/// The spec's hash, as stamped in [`SPEC_HASH_ANNOTATION`].
+pub(crate) fn spec_hash(spec: &Spec) -> String {
+    short_sha256(spec)
+}
+
+/// SHA-256 of the canonical JSON form, as 16 hex digits.
+fn short_sha256(value: &impl Serialize) -> String {
+    let bytes = serde_json::to_vec(value).expect("plain data always serializes to JSON");
+    let digest = Sha256::digest(&bytes);
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

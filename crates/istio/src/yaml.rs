@@ -2,7 +2,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::{CONTENT_HASH_ANNOTATION, IstioObject, Kind, ObjectKey, ObjectMeta, Spec};
+use crate::object::spec_hash;
+use crate::{CONTENT_HASH_ANNOTATION, IstioObject, Kind, ObjectKey, SPEC_HASH_ANNOTATION, Spec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -75,7 +76,15 @@ struct LooseMeta {
 /// that is not an Istio ServiceEntry or WorkloadEntry or does not parse: such a document
 /// is not something registry-sync wrote, so it is left alone.
 pub fn parse_held(text: &str) -> Option<HeldObject> {
-    let loose: LooseObject = serde_saphyr::from_str(text).ok()?;
+    held_from_loose(serde_saphyr::from_str(text).ok()?)
+}
+
+/// [`parse_held`] for an object an API server returned as JSON.
+pub fn held_from_json(value: serde_json::Value) -> Option<HeldObject> {
+    held_from_loose(serde_json::from_value(value).ok()?)
+}
+
+fn held_from_loose(loose: LooseObject) -> Option<HeldObject> {
     if !loose.api_version.starts_with(concat!("networking.istio.io", "/")) {
         return None;
     }
@@ -86,37 +95,29 @@ pub fn parse_held(text: &str) -> Option<HeldObject> {
     };
     let mut meta = loose.metadata;
     let stamped = meta.annotations.remove(CONTENT_HASH_ANNOTATION);
-    let actual = loose.spec.and_then(|spec| content_hash_of(kind, &meta, spec));
+    let actual_spec = loose.spec.and_then(|spec| spec_hash_of(kind, spec));
+    let spec_intact = actual_spec.is_some() && meta.annotations.get(SPEC_HASH_ANNOTATION) == actual_spec.as_ref();
     Some(HeldObject {
         key: ObjectKey {
             kind,
             namespace: meta.namespace,
             name: meta.name,
         },
-        // The hash of what the document really says, not what its annotation claims: a
-        // hand-edited object then differs from the desired one and is written back.
-        content_hash: stamped.filter(|stamped| actual.as_deref() == Some(stamped.as_str())),
+        // A spec edited by hand no longer matches its stamped spec hash: the object then
+        // holds no content hash, differs from the desired one and is written back.
+        content_hash: stamped.filter(|_| spec_intact),
         labels: meta.labels,
     })
 }
 
-/// Recomputes the content hash of a document as registry-sync would have stamped it.
+/// Recomputes the spec hash of a document as registry-sync would have stamped it.
 /// `None` when the spec is not one registry-sync can have written.
-fn content_hash_of(kind: Kind, meta: &LooseMeta, spec: serde_json::Value) -> Option<String> {
+fn spec_hash_of(kind: Kind, spec: serde_json::Value) -> Option<String> {
     let spec = match kind {
         Kind::ServiceEntry => Spec::ServiceEntry(serde_json::from_value(spec).ok()?),
         Kind::WorkloadEntry => Spec::WorkloadEntry(serde_json::from_value(spec).ok()?),
     };
-    let object = IstioObject::new(
-        ObjectMeta {
-            name: meta.name.clone(),
-            namespace: meta.namespace.clone(),
-            labels: meta.labels.clone(),
-            annotations: meta.annotations.clone(),
-        },
-        spec,
-    );
-    Some(object.content_hash().to_string())
+    Some(spec_hash(&spec))
 }
 
 #[cfg(test)]
@@ -171,9 +172,10 @@ mod tests {
         let edited = text.replace("10.0.0.1", "10.6.6.6");
         assert_ne!(text, edited);
         assert_eq!(parse_held(&edited).unwrap().content_hash, None);
+        // A label another controller adds is not ours to correct.
         let relabelled = text.replace("registry-sync\n", "registry-sync\n    extra: x\n");
         assert_ne!(text, relabelled);
-        assert_eq!(parse_held(&relabelled).unwrap().content_hash, None);
+        assert_eq!(parse_held(&relabelled).unwrap().content_hash.as_deref(), Some(sample().content_hash()));
     }
 
     #[test]
