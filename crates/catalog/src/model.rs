@@ -152,6 +152,33 @@ impl Service {
             name: self.name.clone(),
         }
     }
+
+    /// Puts instances in id order and each instance's ports in name order, which is
+    /// what snapshots compare and what [`RegistrySnapshot::from_shared`] expects. A
+    /// second instance with the same id, or a second port with the same name, is
+    /// dropped: the registry itself is inconsistent there, and the reason for an
+    /// instance is returned so the operator can find it.
+    pub fn canonicalize(&mut self, registry: &str) -> Vec<Skipped> {
+        let mut skipped = Vec::new();
+        self.instances.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut instances: Vec<Instance> = Vec::with_capacity(self.instances.len());
+        for mut instance in std::mem::take(&mut self.instances) {
+            if instances.last().is_some_and(|prev| prev.id == instance.id) {
+                skipped.push(Skipped {
+                    registry: registry.to_string(),
+                    service: self.key().to_string(),
+                    instance: Some(instance.id.clone()),
+                    reason: "another instance of this service has the same id; this one is ignored".into(),
+                });
+                continue;
+            }
+            instance.ports.sort();
+            instance.ports.dedup_by(|a, b| a.name == b.name);
+            instances.push(instance);
+        }
+        self.instances = instances;
+        skipped
+    }
 }
 
 /// An item a stage refused, with enough context for an operator to find it in the
@@ -202,24 +229,7 @@ impl RegistrySnapshot {
                 });
                 continue;
             }
-            service.instances.sort_by(|a, b| a.id.cmp(&b.id));
-            let mut instances: Vec<Instance> = Vec::with_capacity(service.instances.len());
-            for mut instance in std::mem::take(&mut service.instances) {
-                if instances.last().is_some_and(|prev| prev.id == instance.id) {
-                    skipped.push(Skipped {
-                        registry: registry.to_string(),
-                        service: key.to_string(),
-                        instance: Some(instance.id.clone()),
-                        reason: "another instance of this service has the same id; this one is ignored"
-                            .into(),
-                    });
-                    continue;
-                }
-                instance.ports.sort();
-                instance.ports.dedup_by(|a, b| a.name == b.name);
-                instances.push(instance);
-            }
-            service.instances = instances;
+            skipped.extend(service.canonicalize(registry));
             by_key.insert(key, service);
         }
         RegistrySnapshot {

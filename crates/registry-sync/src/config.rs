@@ -10,6 +10,8 @@ use registry_sync_translate::{EndpointMode, HostTemplate, RegistrySettings, Sett
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+mod registries;
+
 /// A configuration problem, with where it is.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -30,12 +32,16 @@ pub enum ConfigError {
 #[serde(rename_all = "kebab-case")]
 pub enum RegistryKind {
     File,
+    Etcd,
+    Zookeeper,
 }
 
 impl fmt::Display for RegistryKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             RegistryKind::File => "file",
+            RegistryKind::Etcd => "etcd",
+            RegistryKind::Zookeeper => "zookeeper",
         })
     }
 }
@@ -63,6 +69,25 @@ struct RawConfig {
     registries: Spanned<Vec<RawRegistry>>,
     #[serde(default)]
     sinks: RawSinks,
+    #[serde(default)]
+    safety: RawSafety,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Spanned<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSafety {
+    #[serde(default)]
+    max_delete_share: Option<Spanned<f64>>,
+    #[serde(default)]
+    confirm_mass_delete: bool,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +106,25 @@ struct RawRegistry {
     location: Option<RawLocation>,
     #[serde(default)]
     sidecar: bool,
+    // Keys of the registries that push (etcd, zookeeper); see config/registries.rs.
+    address: Option<Spanned<registries::RawAddress>>,
+    prefix: Option<Spanned<String>>,
+    value_format: Option<Spanned<String>>,
+    address_field: Option<Spanned<String>>,
+    port_field: Option<Spanned<String>>,
+    metadata_field: Option<Spanned<String>>,
+    healthy_field: Option<Spanned<String>>,
+    weight_field: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    password_env: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    cert_file: Option<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
+    layout: Option<Spanned<String>>,
+    root: Option<Spanned<String>>,
+    chroot: Option<Spanned<String>>,
+    session_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -90,6 +134,42 @@ struct RawSinks {
     files: Option<RawFilesSink>,
     #[serde(default)]
     stdout: bool,
+    #[serde(default)]
+    kubernetes: Option<RawKubernetesSink>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetesSink {
+    #[serde(default)]
+    kubeconfig: Option<Spanned<String>>,
+    #[serde(default)]
+    instance: Option<Spanned<String>>,
+    #[serde(default)]
+    qps: Option<Spanned<f64>>,
+    #[serde(default)]
+    burst: Option<u32>,
+    #[serde(default)]
+    concurrency: Option<Spanned<usize>>,
+    #[serde(default)]
+    leader_election: Option<RawLeaderElection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLeaderElection {
+    #[serde(default = "default_true")]
+    enabled: bool,
+    #[serde(default)]
+    namespace: Option<Spanned<String>>,
+    #[serde(default)]
+    lease: Option<Spanned<String>>,
+    #[serde(default)]
+    lease_duration_seconds: Option<Spanned<u64>>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -101,7 +181,13 @@ struct RawFilesSink {
 /// Where a registry's data comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceConfig {
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+    },
+    #[cfg(feature = "etcd")]
+    Etcd(Box<registry_sync_sources::etcd::EtcdConfig>),
+    #[cfg(feature = "zookeeper")]
+    Zookeeper(Box<registry_sync_sources::zookeeper::ZookeeperConfig>),
 }
 
 #[derive(Clone, Debug)]
@@ -112,16 +198,55 @@ pub struct RegistryConfig {
     pub settings: RegistrySettings,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SinksConfig {
     /// Directory of YAML files, resolved against the config file's directory.
     pub files: Option<PathBuf>,
     pub stdout: bool,
+    pub kubernetes: Option<KubernetesConfig>,
 }
 
 impl SinksConfig {
     pub fn is_empty(&self) -> bool {
-        self.files.is_none() && !self.stdout
+        self.files.is_none() && !self.stdout && self.kubernetes.is_none()
+    }
+}
+
+/// `sinks.kubernetes`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubernetesConfig {
+    /// `None`: KUBECONFIG, then ~/.kube/config, then in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    pub qps: f64,
+    pub burst: u32,
+    pub concurrency: usize,
+    pub leader_election: Option<LeaderElectionConfig>,
+}
+
+/// `sinks.kubernetes.leader_election`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderElectionConfig {
+    /// Namespace of the Lease; `None`: the pod's own namespace (POD_NAMESPACE).
+    pub namespace: Option<String>,
+    pub lease: String,
+    pub lease_duration_seconds: u64,
+}
+
+/// `safety`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SafetyConfig {
+    /// A pass may delete at most this share (0–1) of one registry's objects.
+    pub max_delete_share: f64,
+    /// Mass deletions go ahead without holding back.
+    pub confirm_mass_delete: bool,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        SafetyConfig {
+            max_delete_share: 0.5,
+            confirm_mass_delete: false,
+        }
     }
 }
 
@@ -133,12 +258,87 @@ pub struct Config {
     /// In the order of the file.
     pub registries: Vec<RegistryConfig>,
     pub sinks: SinksConfig,
+    pub safety: SafetyConfig,
+    /// Where `run` serves /metrics, /healthz and /readyz; `None`: not served.
+    pub admin_listen: Option<std::net::SocketAddr>,
 }
 
-/// The default host template of a kind, used when `hosts` is not set.
-fn default_hosts(kind: RegistryKind) -> &'static str {
-    match kind {
-        RegistryKind::File => "{service}.{namespace}.{registry}",
+/// Validates `sinks.kubernetes`.
+fn kubernetes_config(
+    raw: RawKubernetesSink,
+    base: &Path,
+    invalid: &impl Fn(u64, String, String) -> ConfigError,
+) -> Result<KubernetesConfig, ConfigError> {
+    let qps = match raw.qps {
+        Some(q) if !(q.value.is_finite() && q.value >= 0.0) => {
+            return Err(invalid(
+                q.referenced.line(),
+                "sinks.kubernetes.qps".into(),
+                "must be 0 (no limit) or more".into(),
+            ));
+        }
+        Some(q) => q.value,
+        None => 50.0,
+    };
+    let concurrency = match raw.concurrency {
+        Some(c) if c.value == 0 || c.value > 256 => {
+            return Err(invalid(
+                c.referenced.line(),
+                "sinks.kubernetes.concurrency".into(),
+                "must be 1 to 256".into(),
+            ));
+        }
+        Some(c) => c.value,
+        None => 8,
+    };
+    let leader_election = match raw.leader_election {
+        Some(le) if !le.enabled => None,
+        le => {
+            let le = le.unwrap_or(RawLeaderElection {
+                enabled: true,
+                namespace: None,
+                lease: None,
+                lease_duration_seconds: None,
+            });
+            let duration = match le.lease_duration_seconds {
+                Some(d) if d.value < 2 || d.value > 3600 => {
+                    return Err(invalid(
+                        d.referenced.line(),
+                        "sinks.kubernetes.leader_election.lease_duration_seconds".into(),
+                        "must be 2 to 3600".into(),
+                    ));
+                }
+                Some(d) => d.value,
+                None => 15,
+            };
+            if let Some(ns) = le.namespace.as_ref().filter(|ns| !is_dns_label(&ns.value)) {
+                return Err(invalid(
+                    ns.referenced.line(),
+                    "sinks.kubernetes.leader_election.namespace".into(),
+                    format!("{:?} is not a valid namespace name", ns.value),
+                ));
+            }
+            Some(LeaderElectionConfig {
+                namespace: le.namespace.map(|ns| ns.value),
+                lease: le.lease.map_or_else(|| "registry-sync".to_string(), |l| l.value),
+                lease_duration_seconds: duration,
+            })
+        }
+    };
+    Ok(KubernetesConfig {
+        kubeconfig: raw.kubeconfig.map(|k| expand_home(base, &k.value)),
+        qps,
+        burst: raw.burst.unwrap_or(100),
+        concurrency,
+        leader_election,
+    })
+}
+
+/// `~/x` is relative to the home directory, other relative paths to the config file.
+fn expand_home(base: &Path, path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => base.join(path),
     }
 }
 
@@ -175,6 +375,7 @@ impl Config {
             message,
         };
 
+        let instance_set = raw.instance.is_some();
         let instance = match raw.instance {
             Some(instance) if !is_dns_label(&instance.value) => {
                 return Err(invalid(
@@ -201,7 +402,7 @@ impl Config {
         let mut registries = Vec::new();
         for (index, r) in raw.registries.value.into_iter().enumerate() {
             let key = |field: &str| format!("registries[{index}].{field}");
-            let name = r.name.value;
+            let name = r.name.value.clone();
             if !is_dns_label(&name) {
                 return Err(invalid(
                     r.name.referenced.line(),
@@ -224,12 +425,28 @@ impl Config {
                 ));
             }
             let kind = r.kind.value;
+            let check = registries::Check {
+                raw: &r,
+                base: &base,
+                invalid: &invalid,
+                index,
+            };
+            check.only_own_keys(kind)?;
             let hosts = match &r.hosts {
                 Some(h) => HostTemplate::parse(&h.value)
                     .map_err(|e| invalid(h.referenced.line(), key("hosts"), e.to_string()))?,
-                None => HostTemplate::parse(default_hosts(kind)).expect("built-in templates are valid"),
+                // The default host template of the kind, used when `hosts` is not set.
+                None => HostTemplate::parse(check.default_hosts(kind)).expect("built-in templates are valid"),
             };
             let source = match kind {
+                #[cfg(feature = "etcd")]
+                RegistryKind::Etcd => check.etcd()?,
+                #[cfg(feature = "zookeeper")]
+                RegistryKind::Zookeeper => check.zookeeper()?,
+                #[cfg(not(feature = "etcd"))]
+                RegistryKind::Etcd => return Err(check.not_built(kind)),
+                #[cfg(not(feature = "zookeeper"))]
+                RegistryKind::Zookeeper => return Err(check.not_built(kind)),
                 RegistryKind::File => {
                     let Some(p) = &r.path else {
                         return Err(invalid(
@@ -271,9 +488,56 @@ impl Config {
             });
         }
 
+        let mut instance = instance;
+        let kubernetes = match raw.sinks.kubernetes {
+            Some(k) => {
+                if let Some(own) = &k.instance {
+                    if !is_dns_label(&own.value) {
+                        return Err(invalid(
+                            own.referenced.line(),
+                            "sinks.kubernetes.instance".into(),
+                            format!(
+                                "{:?} must be a DNS label (lowercase letters, digits and '-', at most 63)",
+                                own.value
+                            ),
+                        ));
+                    }
+                    if instance_set && own.value != instance {
+                        return Err(invalid(
+                            own.referenced.line(),
+                            "sinks.kubernetes.instance".into(),
+                            format!(
+                                "{:?} differs from the top-level `instance` {instance:?}; set one of them",
+                                own.value
+                            ),
+                        ));
+                    }
+                    instance = own.value.clone();
+                }
+                Some(kubernetes_config(k, &base, &invalid)?)
+            }
+            None => None,
+        };
+        let safety = match raw.safety.max_delete_share {
+            Some(share) if !(0.0..=1.0).contains(&share.value) => {
+                return Err(invalid(
+                    share.referenced.line(),
+                    "safety.max_delete_share".into(),
+                    format!(
+                        "{} is not a share between 0 and 1 (0.5 = half of a registry's objects)",
+                        share.value
+                    ),
+                ));
+            }
+            share => SafetyConfig {
+                max_delete_share: share.map_or(0.5, |s| s.value),
+                confirm_mass_delete: raw.safety.confirm_mass_delete,
+            },
+        };
         let mut sinks = SinksConfig {
             files: None,
             stdout: raw.sinks.stdout,
+            kubernetes,
         };
         if let Some(files) = raw.sinks.files {
             if files.dir.value.trim().is_empty() {
@@ -285,11 +549,26 @@ impl Config {
             }
             sinks.files = Some(base.join(&files.dir.value));
         }
+        let admin_listen = match raw.admin {
+            Some(admin) => Some(admin.listen.value.parse().map_err(|_| {
+                invalid(
+                    admin.listen.referenced.line(),
+                    "admin.listen".into(),
+                    format!(
+                        "{:?} is not an address:port such as 0.0.0.0:9090",
+                        admin.listen.value
+                    ),
+                )
+            })?),
+            None => None,
+        };
         Ok(Config {
             path: path.to_path_buf(),
             instance,
             registries,
             sinks,
+            safety,
+            admin_listen,
         })
     }
 

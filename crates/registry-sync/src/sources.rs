@@ -23,6 +23,20 @@ pub async fn load(registry: &RegistryConfig) -> Result<RegistrySnapshot, String>
             .map_err(|e| e.to_string()),
         #[cfg(not(feature = "file"))]
         SourceConfig::File { .. } => Err(NOT_BUILT.to_string()),
+        #[cfg(feature = "etcd")]
+        SourceConfig::Etcd(config) => {
+            registry_sync_sources::etcd::EtcdSource::new(&registry.name, (**config).clone())
+                .load()
+                .await
+                .map_err(|e| e.to_string())
+        }
+        #[cfg(feature = "zookeeper")]
+        SourceConfig::Zookeeper(config) => {
+            registry_sync_sources::zookeeper::ZookeeperSource::new(&registry.name, (**config).clone())
+                .load()
+                .await
+                .map_err(|e| e.to_string())
+        }
     }
 }
 
@@ -36,6 +50,17 @@ pub fn spawn_watch(
         #[cfg(feature = "file")]
         SourceConfig::File { path } => {
             let source = registry_sync_sources::file::FileSource::new(&registry.name, path);
+            tokio::spawn(source.watch(tx, cancel))
+        }
+        #[cfg(feature = "etcd")]
+        SourceConfig::Etcd(config) => {
+            let source = registry_sync_sources::etcd::EtcdSource::new(&registry.name, (**config).clone());
+            tokio::spawn(source.watch(tx, cancel))
+        }
+        #[cfg(feature = "zookeeper")]
+        SourceConfig::Zookeeper(config) => {
+            let source =
+                registry_sync_sources::zookeeper::ZookeeperSource::new(&registry.name, (**config).clone());
             tokio::spawn(source.watch(tx, cancel))
         }
         #[cfg(not(feature = "file"))]

@@ -20,6 +20,22 @@ use registry_sync_catalog::RegistrySnapshot;
 #[cfg(feature = "file")]
 pub mod file;
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+#[cfg(feature = "zookeeper")]
+pub mod zookeeper;
+
+#[cfg(any(feature = "etcd", feature = "zookeeper"))]
+mod emit;
+#[cfg(any(feature = "etcd", feature = "zookeeper"))]
+mod json;
+#[cfg(any(feature = "etcd", feature = "zookeeper"))]
+pub mod secret;
+#[cfg(any(feature = "etcd", feature = "zookeeper"))]
+mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
+
 /// What a source tells the catalog.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceEvent {

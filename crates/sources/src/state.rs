@@ -1,0 +1,285 @@
+//! What a watching source knows of its registry between two snapshots.
+//!
+//! Registries that push (etcd, ZooKeeper) report one key or node at a time. The source
+//! keeps every item it has seen, per service, and rebuilds only the services an event
+//! touched; the others are handed over as the same `Arc<Service>` in the next
+//! snapshot, so the consumer skips comparing them (pointer equality). Building a
+//! snapshot of an estate where one instance changed therefore costs that service plus
+//! one pointer per other service.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use registry_sync_catalog::{Instance, Metadata, RegistrySnapshot, Service, Skipped};
+
+/// One item of a registry: the instance it describes, or why it was refused.
+pub(crate) type Item = Result<Instance, Skipped>;
+
+#[derive(Default)]
+struct Entry {
+    /// By the registry's own key of the item (an etcd key, a ZooKeeper node name).
+    items: BTreeMap<String, Item>,
+    /// The service as last built, with what building it refused; `None` after a change.
+    built: Option<(Arc<Service>, Vec<Skipped>)>,
+}
+
+/// Every service of one registry, as items, with the last built form of each.
+pub(crate) struct Services {
+    registry: String,
+    services: BTreeMap<String, Entry>,
+    /// Items that belong to no service (a key outside the layout), by their key.
+    orphans: BTreeMap<String, Skipped>,
+    /// Something changed since the last snapshot.
+    dirty: bool,
+}
+
+impl Services {
+    pub(crate) fn new(registry: &str) -> Services {
+        Services {
+            registry: registry.to_string(),
+            services: BTreeMap::new(),
+            orphans: BTreeMap::new(),
+            dirty: true,
+        }
+    }
+
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Replaces everything with a complete listing, keeping the built form of every
+    /// service whose items did not change (a relist after a reconnect usually finds
+    /// almost everything as it was).
+    pub(crate) fn replace_all(
+        &mut self,
+        listing: BTreeMap<String, BTreeMap<String, Item>>,
+        orphans: BTreeMap<String, Skipped>,
+    ) {
+        if self.orphans != orphans {
+            self.orphans = orphans;
+            self.dirty = true;
+        }
+        let mut old = std::mem::take(&mut self.services);
+        for (name, items) in listing {
+            let built = match old.remove(&name) {
+                Some(entry) if entry.items == items => entry.built,
+                Some(_) => {
+                    self.dirty = true;
+                    None
+                }
+                None => {
+                    self.dirty = true;
+                    None
+                }
+            };
+            self.services.insert(name, Entry { items, built });
+        }
+        if !old.is_empty() {
+            self.dirty = true;
+        }
+    }
+
+    #[cfg(feature = "zookeeper")]
+    /// Makes sure a service exists, even with no instances (a ZooKeeper service node
+    /// whose providers are all gone still names a service).
+    pub(crate) fn ensure_service(&mut self, service: &str) {
+        if !self.services.contains_key(service) {
+            self.services.insert(service.to_string(), Entry::default());
+            self.dirty = true;
+        }
+    }
+
+    #[cfg(feature = "zookeeper")]
+    pub(crate) fn remove_service(&mut self, service: &str) {
+        if self.services.remove(service).is_some() {
+            self.dirty = true;
+        }
+    }
+
+    #[cfg(feature = "zookeeper")]
+    /// Removes every service.
+    pub(crate) fn clear(&mut self) {
+        if !self.services.is_empty() || !self.orphans.is_empty() {
+            self.services.clear();
+            self.orphans.clear();
+            self.dirty = true;
+        }
+    }
+
+    #[cfg(feature = "etcd")]
+    /// Records a key that belongs to no service, with the reason.
+    pub(crate) fn put_orphan(&mut self, key: &str, skipped: Skipped) {
+        if self.orphans.get(key) != Some(&skipped) {
+            self.orphans.insert(key.to_string(), skipped);
+            self.dirty = true;
+        }
+    }
+
+    #[cfg(feature = "etcd")]
+    pub(crate) fn remove_orphan(&mut self, key: &str) {
+        if self.orphans.remove(key).is_some() {
+            self.dirty = true;
+        }
+    }
+
+    /// Sets one item; a no-op when it is equal to what is held.
+    pub(crate) fn put(&mut self, service: &str, key: &str, item: Item) {
+        let entry = self.services.entry(service.to_string()).or_default();
+        if entry.items.get(key) == Some(&item) {
+            return;
+        }
+        entry.items.insert(key.to_string(), item);
+        entry.built = None;
+        self.dirty = true;
+    }
+
+    /// Removes one item. With `drop_empty` a service left without items is removed
+    /// too: in a flat key space (etcd) a service is nothing but its keys.
+    pub(crate) fn remove(&mut self, service: &str, key: &str, drop_empty: bool) {
+        let Some(entry) = self.services.get_mut(service) else {
+            return;
+        };
+        if entry.items.remove(key).is_none() {
+            return;
+        }
+        self.dirty = true;
+        if drop_empty && entry.items.is_empty() {
+            self.services.remove(service);
+        } else {
+            entry.built = None;
+        }
+    }
+
+    /// The whole registry as a snapshot, rebuilding only the services that changed.
+    pub(crate) fn snapshot(&mut self) -> RegistrySnapshot {
+        let mut services = Vec::with_capacity(self.services.len());
+        let mut skipped: Vec<Skipped> = self.orphans.values().cloned().collect();
+        for (name, entry) in &mut self.services {
+            let (service, refused) = entry
+                .built
+                .get_or_insert_with(|| build(&self.registry, name, &entry.items));
+            services.push(Arc::clone(service));
+            skipped.extend(refused.iter().cloned());
+        }
+        self.dirty = false;
+        RegistrySnapshot::from_shared(&self.registry, services, skipped)
+    }
+}
+
+fn build(registry: &str, name: &str, items: &BTreeMap<String, Item>) -> (Arc<Service>, Vec<Skipped>) {
+    let mut skipped = Vec::new();
+    let mut instances = Vec::with_capacity(items.len());
+    for item in items.values() {
+        match item {
+            Ok(instance) => instances.push(instance.clone()),
+            Err(skip) => skipped.push(skip.clone()),
+        }
+    }
+    let mut service = Service {
+        name: name.to_string(),
+        namespace: None,
+        labels: Metadata::new(),
+        instances,
+    };
+    skipped.extend(service.canonicalize(registry));
+    (Arc::new(service), skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use registry_sync_catalog::Address;
+
+    use super::*;
+
+    fn instance(id: &str, port: u16) -> Item {
+        Ok(Instance {
+            id: id.into(),
+            address: Address::parse("10.0.0.1").unwrap(),
+            ports: vec![registry_sync_catalog::InstancePort {
+                name: "default".into(),
+                number: port,
+                protocol_hint: None,
+            }],
+            healthy: true,
+            weight: None,
+            locality: None,
+            network: None,
+            service_account: None,
+            labels: Metadata::new(),
+        })
+    }
+
+    #[test]
+    fn unchanged_services_are_handed_over_as_the_same_arc() {
+        let mut state = Services::new("r");
+        state.put("a", "1", instance("1", 80));
+        state.put("b", "1", instance("1", 80));
+        let first = state.snapshot();
+        assert!(!state.is_dirty());
+        state.put("b", "1", instance("1", 81));
+        let second = state.snapshot();
+        assert!(Arc::ptr_eq(&first.services()[0], &second.services()[0]));
+        assert!(!Arc::ptr_eq(&first.services()[1], &second.services()[1]));
+    }
+
+    #[test]
+    fn putting_an_equal_item_changes_nothing() {
+        let mut state = Services::new("r");
+        state.put("a", "1", instance("1", 80));
+        state.snapshot();
+        state.put("a", "1", instance("1", 80));
+        assert!(!state.is_dirty());
+    }
+
+    #[test]
+    fn removing_the_last_item_drops_the_service_only_when_asked() {
+        let mut state = Services::new("r");
+        state.put("a", "1", instance("1", 80));
+        state.put("b", "1", instance("1", 80));
+        state.remove("a", "1", true);
+        state.remove("b", "1", false);
+        let snapshot = state.snapshot();
+        let names: Vec<_> = snapshot.services().iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["b"]);
+        assert!(snapshot.services()[0].instances.is_empty());
+    }
+
+    #[test]
+    fn refused_items_travel_in_the_snapshot_and_duplicate_ids_are_reported() {
+        let mut state = Services::new("r");
+        state.put("a", "k1", instance("same", 80));
+        state.put("a", "k2", instance("same", 81));
+        state.put(
+            "a",
+            "k3",
+            Err(Skipped {
+                registry: "r".into(),
+                service: "a".into(),
+                instance: Some("k3".into()),
+                reason: "bad".into(),
+            }),
+        );
+        let snapshot = state.snapshot();
+        assert_eq!(snapshot.services()[0].instances.len(), 1);
+        assert_eq!(snapshot.skipped.len(), 2, "{:?}", snapshot.skipped);
+    }
+
+    #[test]
+    fn a_relist_equal_to_the_state_keeps_every_built_service() {
+        let mut state = Services::new("r");
+        state.put("a", "1", instance("1", 80));
+        let first = state.snapshot();
+        let listing = BTreeMap::from([(
+            "a".to_string(),
+            BTreeMap::from([("1".to_string(), instance("1", 80))]),
+        )]);
+        state.replace_all(listing, BTreeMap::new());
+        assert!(!state.is_dirty());
+        let second = state.snapshot();
+        assert!(Arc::ptr_eq(&first.services()[0], &second.services()[0]));
+    }
+}

@@ -1,0 +1,178 @@
+# Real servers for the tests: install them when missing, start them on 127.0.0.1 on
+# free high ports, export where they are, stop them on exit.
+#
+# Sourced by scripts/test (bash). Usage:
+#   source scripts/test-servers.sh
+#   need_packages etcd zookeeper     # what the tests need (see need_packages)
+#   install_needed                   # one apt-get update + install, only if something is missing
+#   start_etcd; start_zookeeper      # each exports REGISTRY_SYNC_TEST_<SERVER>
+#
+# Adding a server: one `start_<server>` function that starts it with `spawn_server`,
+# waits with `wait_until`, and exports its REGISTRY_SYNC_TEST_<SERVER> variable; and
+# its packages in `need_packages`. Every process started through `spawn_server` and
+# every directory from `make_server_dir` is removed by the one EXIT trap below.
+
+TEST_SERVER_PIDS=()
+TEST_SERVER_DIRS=()
+TEST_SERVER_PACKAGES=()
+
+stop_test_servers() {
+  local pid dir
+  for pid in "${TEST_SERVER_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${TEST_SERVER_PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  TEST_SERVER_PIDS=()
+  for dir in "${TEST_SERVER_DIRS[@]}"; do
+    rm -rf "$dir"
+  done
+  TEST_SERVER_DIRS=()
+}
+trap stop_test_servers EXIT
+
+# Runs a command as root: directly when we are root, else through sudo.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    echo "need root (or sudo) to run: $*" >&2
+    return 1
+  fi
+}
+
+# Queues the Debian packages of what is missing. Known names:
+#   protoc     protoc and the well-known .proto files (etcd-client's build needs both)
+#   etcd       the etcd server and etcdctl
+#   zookeeper  ZooKeeper 3.8 (runs on the machine's Java)
+need_packages() {
+  local what
+  for what in "$@"; do
+    case "$what" in
+      protoc)
+        command -v protoc >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(protobuf-compiler)
+        [ -f /usr/include/google/protobuf/descriptor.proto ] || TEST_SERVER_PACKAGES+=(libprotobuf-dev)
+        ;;
+      etcd)
+        command -v etcd >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(etcd-server etcd-client)
+        ;;
+      zookeeper)
+        [ -f /usr/share/java/zookeeper.jar ] || TEST_SERVER_PACKAGES+=(zookeeper zookeeper-bin)
+        command -v java >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(default-jre-headless)
+        ;;
+      *)
+        echo "need_packages: unknown name $what" >&2
+        return 1
+        ;;
+    esac
+  done
+}
+
+# Installs everything queued, with one `apt-get update` first; nothing when all is there.
+install_needed() {
+  if [ "${#TEST_SERVER_PACKAGES[@]}" -eq 0 ]; then
+    return 0
+  fi
+  echo "installing: ${TEST_SERVER_PACKAGES[*]}" >&2
+  as_root apt-get update -qq
+  # Installing never starts a daemon here; the tests start their own servers.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${TEST_SERVER_PACKAGES[@]}" >/dev/null
+  TEST_SERVER_PACKAGES=()
+}
+
+# Prints a TCP port on 127.0.0.1 that is free right now.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# make_server_dir NAME: a new scratch directory in $SERVER_DIR, removed on exit. (Not
+# printed: a command substitution would run it in a subshell and lose the cleanup entry.)
+make_server_dir() {
+  SERVER_DIR="$(mktemp -d "${TMPDIR:-/tmp}/registry-sync-$1.XXXXXX")"
+  TEST_SERVER_DIRS+=("$SERVER_DIR")
+}
+
+# spawn_server LOG COMMAND...: starts COMMAND in the background, output to LOG; its PID
+# goes on the cleanup list and into $SPAWNED_PID.
+spawn_server() {
+  local log="$1"
+  shift
+  "$@" </dev/null >"$log" 2>&1 &
+  SPAWNED_PID=$!
+  TEST_SERVER_PIDS+=("$SPAWNED_PID")
+}
+
+# wait_until SECONDS WHAT PID LOG COMMAND...: polls COMMAND until it succeeds; fails
+# (showing LOG) if PID exits or the time runs out.
+wait_until() {
+  local seconds="$1" what="$2" pid="$3" log="$4"
+  shift 4
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$what exited while starting; its log:" >&2
+      cat "$log" >&2
+      return 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "$what was not ready after ${seconds}s; its log:" >&2
+      cat "$log" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+# tcp_ask PORT REQUEST: sends REQUEST to 127.0.0.1:PORT and prints the answer.
+tcp_ask() {
+  (
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    printf '%b' "$2" >&3
+    timeout 2 cat <&3
+  ) 2>/dev/null
+}
+
+etcd_healthy() { tcp_ask "$1" 'GET /health HTTP/1.0\r\n\r\n' | grep -q '"health":"true"'; }
+zookeeper_ok() { tcp_ask "$1" 'ruok' | grep -q imok; }
+
+start_etcd() {
+  local dir client peer
+  make_server_dir etcd
+  dir="$SERVER_DIR"
+  client="$(free_port)"
+  peer="$(free_port)"
+  spawn_server "$dir/etcd.log" etcd --name test --data-dir "$dir/data" \
+    --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+    --initial-cluster "test=http://127.0.0.1:$peer"
+  wait_until 30 etcd "$SPAWNED_PID" "$dir/etcd.log" etcd_healthy "$client"
+  export REGISTRY_SYNC_TEST_ETCD="http://127.0.0.1:$client"
+  echo "etcd: $REGISTRY_SYNC_TEST_ETCD (pid $SPAWNED_PID)" >&2
+}
+
+# Started as TESTING.md says: ZooKeeperServerMain directly (zkServer.sh hard-codes /etc
+# paths), loopback only, and no admin server (it would open :8080 on every interface).
+start_zookeeper() {
+  local dir port
+  make_server_dir zookeeper
+  dir="$SERVER_DIR"
+  port="$(free_port)"
+  cat >"$dir/zoo.cfg" <<EOF
+tickTime=2000
+dataDir=$dir/data
+clientPort=$port
+clientPortAddress=127.0.0.1
+admin.enableServer=false
+4lw.commands.whitelist=ruok,stat,srvr,mntr
+maxClientCnxns=0
+EOF
+  spawn_server "$dir/zookeeper.log" java -Xmx256m -cp "$dir:/usr/share/java/zookeeper.jar" \
+    org.apache.zookeeper.server.ZooKeeperServerMain "$dir/zoo.cfg"
+  wait_until 60 ZooKeeper "$SPAWNED_PID" "$dir/zookeeper.log" zookeeper_ok "$port"
+  export REGISTRY_SYNC_TEST_ZOOKEEPER="127.0.0.1:$port"
+  echo "zookeeper: $REGISTRY_SYNC_TEST_ZOOKEEPER (pid $SPAWNED_PID)" >&2
+}
