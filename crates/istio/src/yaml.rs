@@ -96,7 +96,8 @@ fn held_from_loose(loose: LooseObject) -> Option<HeldObject> {
     let mut meta = loose.metadata;
     let stamped = meta.annotations.remove(CONTENT_HASH_ANNOTATION);
     let actual_spec = loose.spec.and_then(|spec| spec_hash_of(kind, spec));
-    let spec_intact = actual_spec.is_some() && meta.annotations.get(SPEC_HASH_ANNOTATION) == actual_spec.as_ref();
+    let spec_intact =
+        actual_spec.is_some() && meta.annotations.get(SPEC_HASH_ANNOTATION) == actual_spec.as_ref();
     Some(HeldObject {
         key: ObjectKey {
             kind,
@@ -175,7 +176,10 @@ mod tests {
         // A label another controller adds is not ours to correct.
         let relabelled = text.replace("registry-sync\n", "registry-sync\n    extra: x\n");
         assert_ne!(text, relabelled);
-        assert_eq!(parse_held(&relabelled).unwrap().content_hash.as_deref(), Some(sample().content_hash()));
+        assert_eq!(
+            parse_held(&relabelled).unwrap().content_hash.as_deref(),
+            Some(sample().content_hash())
+        );
     }
 
     #[test]

@@ -58,6 +58,15 @@ impl Plan {
         if !self.kept.is_empty() {
             let _ = write!(out, ", {} kept", self.kept.len());
         }
+        for held_back in &self.held_back {
+            let _ = write!(
+                out,
+                "\n! registry {:?}: {} of its {} objects would be deleted at once; held back until confirmed (--confirm-mass-delete, or `safety: {{confirm_mass_delete: true}}`)",
+                held_back.registry,
+                held_back.keys.len(),
+                held_back.owned
+            );
+        }
         out.push('\n');
         out
     }

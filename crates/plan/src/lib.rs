@@ -74,6 +74,11 @@ pub struct DeleteScope {
     /// Registries in the current configuration. Objects of a registry that was removed from
     /// the configuration will never be reported again, so they are deletable.
     pub configured: BTreeSet<String>,
+    /// The largest share of a registry's objects, in percent, one plan may delete. A
+    /// registry that answers "nothing" after having hundreds of services is far more
+    /// often broken than emptied; such deletions wait for a confirmation. `None`: no
+    /// limit (confirmed).
+    pub mass_delete_guard: Option<u32>,
 }
 
 impl DeleteScope {
@@ -104,6 +109,16 @@ pub struct Kept {
     pub registry: String,
 }
 
+/// Deletions of one registry held back by the mass-deletion guard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldBack {
+    pub registry: String,
+    /// The objects that would have been deleted.
+    pub keys: Vec<ObjectKey>,
+    /// How many objects of this registry the sink holds.
+    pub owned: usize,
+}
+
 /// The writes that bring a sink to the desired state. Every list is sorted by key, so the
 /// same inputs always give the same plan and the same diff text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -114,6 +129,8 @@ pub struct Plan {
     pub unchanged: usize,
     pub conflicts: Vec<Conflict>,
     pub kept: Vec<Kept>,
+    /// Deletions the mass-deletion guard held back, per registry.
+    pub held_back: Vec<HeldBack>,
 }
 
 impl Plan {
@@ -195,7 +212,53 @@ fn plan_sorted_unique<'k>(
             (None, Some(_)) | (None, None) => {}
         }
     }
+    if let Some(max_percent) = scope.mass_delete_guard {
+        hold_back_mass_deletes(&mut plan, held, owner, max_percent);
+    }
     plan
+}
+
+/// Moves a registry's deletions into [`Plan::held_back`] when they exceed `max_percent`
+/// of what the sink holds of that registry. A single deletion is never held back:
+/// removing the last service of a small registry is ordinary.
+fn hold_back_mass_deletes(
+    plan: &mut Plan,
+    held: &BTreeMap<ObjectKey, HeldObject>,
+    owner: &Owner,
+    max_percent: u32,
+) {
+    if plan.deletes.len() < 2 {
+        return;
+    }
+    let mut by_registry: BTreeMap<String, Vec<ObjectKey>> = BTreeMap::new();
+    for key in &plan.deletes {
+        let registry = held
+            .get(key)
+            .and_then(|h| h.label(REGISTRY_LABEL))
+            .unwrap_or_default();
+        by_registry
+            .entry(registry.to_string())
+            .or_default()
+            .push(key.clone());
+    }
+    let mut owned: BTreeMap<&str, usize> = BTreeMap::new();
+    for object in held.values().filter(|h| owner.owns(h)) {
+        *owned
+            .entry(object.label(REGISTRY_LABEL).unwrap_or_default())
+            .or_default() += 1;
+    }
+    for (registry, keys) in by_registry {
+        let total = owned.get(registry.as_str()).copied().unwrap_or_default();
+        if keys.len() >= 2 && keys.len() as u64 * 100 > u64::from(max_percent) * total as u64 {
+            let held_back: BTreeSet<&ObjectKey> = keys.iter().collect();
+            plan.deletes.retain(|k| !held_back.contains(k));
+            plan.held_back.push(HeldBack {
+                registry,
+                keys,
+                owned: total,
+            });
+        }
+    }
 }
 
 /// Merges two sorted, duplicate-free key streams into one, in linear time.

@@ -90,6 +90,7 @@ fn scope(complete: &[&str], configured: &[&str]) -> DeleteScope {
     DeleteScope {
         complete: complete.iter().map(|s| s.to_string()).collect(),
         configured: configured.iter().map(|s| s.to_string()).collect(),
+        mass_delete_guard: None,
     }
 }
 
@@ -392,4 +393,63 @@ fn diff_of_an_empty_plan_is_only_the_summary() {
         Plan::default().render_diff(),
         "0 to create, 0 to update, 0 to delete, 0 unchanged, 0 conflicts\n"
     );
+}
+
+fn guarded(max_percent: u32) -> DeleteScope {
+    DeleteScope {
+        mass_delete_guard: Some(max_percent),
+        ..all_complete()
+    }
+}
+
+fn held_many(registry: &str, n: usize) -> BTreeMap<ObjectKey, HeldObject> {
+    holding((0..n).map(|i| {
+        held(
+            key(Kind::ServiceEntry, &format!("{registry}-{i}")),
+            ours(registry),
+            Some("h"),
+        )
+    }))
+}
+
+#[test]
+fn deleting_more_than_the_allowed_share_of_a_registry_is_held_back() {
+    let held = held_many("consul", 10);
+    let plan = plan(&desired([]), &held, &owner(), &guarded(50));
+    assert!(plan.deletes.is_empty(), "{plan:?}");
+    assert_eq!(plan.held_back.len(), 1);
+    assert_eq!(plan.held_back[0].registry, "consul");
+    assert_eq!((plan.held_back[0].keys.len(), plan.held_back[0].owned), (10, 10));
+    assert!(plan.is_empty(), "held-back deletions are not writes");
+    assert!(plan.render_diff().contains("held back"), "{}", plan.render_diff());
+}
+
+#[test]
+fn deleting_up_to_the_allowed_share_goes_ahead() {
+    let held = held_many("consul", 10);
+    let keep: Vec<IstioObject> = (0..5)
+        .map(|i| {
+            let mut o = service_entry(&format!("consul-{i}"), "10.0.0.1");
+            o.metadata.labels = ours("consul");
+            o
+        })
+        .collect();
+    let plan = plan(&desired(keep), &held, &owner(), &guarded(50));
+    assert_eq!(plan.deletes.len(), 5, "exactly half may go");
+    assert!(plan.held_back.is_empty());
+}
+
+#[test]
+fn a_single_deletion_is_never_held_back() {
+    let held = held_many("consul", 1);
+    let plan = plan(&desired([]), &held, &owner(), &guarded(50));
+    assert_eq!(plan.deletes.len(), 1);
+}
+
+#[test]
+fn without_a_guard_a_mass_deletion_goes_ahead() {
+    let held = held_many("consul", 10);
+    let plan = plan(&desired([]), &held, &owner(), &all_complete());
+    assert_eq!(plan.deletes.len(), 10);
+    assert!(plan.held_back.is_empty());
 }

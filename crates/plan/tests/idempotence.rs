@@ -162,6 +162,7 @@ fn delete_scope(complete: &BTreeSet<usize>) -> DeleteScope {
     DeleteScope {
         complete: complete.iter().map(|&i| REGISTRIES[i].to_string()).collect(),
         configured: ["consul", "nacos"].iter().map(|s| s.to_string()).collect(),
+        mass_delete_guard: None,
     }
 }
 

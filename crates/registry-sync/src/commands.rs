@@ -1,14 +1,13 @@
 //! The one-shot commands: `render`, `plan`, `once`, `check`.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
-use registry_sync_istio::{HeldObject, ObjectKey, render_documents};
-use registry_sync_plan::Plan;
-use registry_sync_sinks::{ApplyReport, AsyncSink, FilesSink, Sink, SinkError, StdoutSink};
+use registry_sync_istio::render_documents;
+use registry_sync_sinks::SinkError;
 
 use crate::config::Config;
-use crate::pipeline::{NamedSink, Pipeline};
+use crate::pipeline::Pipeline;
+use crate::sinks::{open_sinks, open_sinks_read_only};
 use crate::sources;
 
 /// How a command ended, as the process exit code scripts rely on.
@@ -38,6 +37,10 @@ pub enum CommandError {
     Stdout(#[from] std::io::Error),
     #[error(transparent)]
     Render(#[from] registry_sync_istio::RenderError),
+    #[error("kubernetes sink: {0}")]
+    Kubernetes(String),
+    #[error("{0}")]
+    Admin(String),
     #[error("no sink is configured: add `sinks: {{files: {{dir: …}}}}` or `sinks: {{stdout: true}}` to {0}")]
     NoSink(String),
 }
@@ -75,64 +78,6 @@ fn report_errors(errors: &[CommandError]) {
     }
 }
 
-/// Opens every configured sink for writing.
-pub fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, CommandError> {
-    let mut sinks = Vec::new();
-    if let Some(dir) = &config.sinks.files {
-        sinks.push(NamedSink {
-            name: format!("files:{}", dir.display()),
-            sink: Box::new(FilesSink::open(dir)?),
-        });
-    }
-    if config.sinks.stdout {
-        sinks.push(NamedSink {
-            name: "stdout".into(),
-            sink: Box::new(StdoutSink::stdout()),
-        });
-    }
-    if sinks.is_empty() {
-        return Err(CommandError::NoSink(config.path.display().to_string()));
-    }
-    Ok(sinks)
-}
-
-/// Holds nothing and takes no writes: what `plan` diffs against when the output does
-/// not exist yet or no sink is configured.
-struct Nothing(BTreeMap<ObjectKey, HeldObject>);
-
-impl Sink for Nothing {
-    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
-        &self.0
-    }
-
-    fn apply(&mut self, _plan: &Plan) -> Result<ApplyReport, SinkError> {
-        Ok(ApplyReport::default())
-    }
-}
-
-/// What `plan` diffs against: the sinks that hold state. A missing output directory
-/// is an empty one (and is not created). stdout holds nothing, so with no files sink
-/// the plan is against nothing: everything would be created.
-fn open_sinks_read_only(config: &Config) -> Result<Vec<NamedSink>, CommandError> {
-    let Some(dir) = &config.sinks.files else {
-        return Ok(vec![NamedSink {
-            name: "(no stateful sink)".into(),
-            sink: Box::new(Nothing(BTreeMap::new())),
-        }]);
-    };
-    let sink: Box<dyn AsyncSink> = if dir.is_dir() {
-        Box::new(FilesSink::open(dir)?)
-    } else if dir.exists() {
-        return Err(CommandError::NotADirectory(dir.display().to_string()));
-    } else {
-        Box::new(Nothing(BTreeMap::new()))
-    };
-    Ok(vec![NamedSink {
-        name: format!("files:{}", dir.display()),
-        sink,
-    }])
-}
-
 /// `render`: every object as multi-document YAML on `out`, sorted by kind, namespace
 /// and name. Refuses to print a partial estate when a registry cannot be read.
 pub async fn render(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
@@ -150,7 +95,7 @@ pub async fn render(config: &Config, out: &mut dyn Write) -> Result<Outcome, Com
 /// `plan`: the diff against each sink, writing nothing. 0 in sync, 2 pending, 1 error.
 pub async fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
     let (pipeline, errors) = load_all(config).await;
-    let sinks = open_sinks_read_only(config)?;
+    let sinks = open_sinks_read_only(config).await?;
     let mut pending = false;
     for named in &sinks {
         let plan = pipeline.plan_for(named.sink.as_ref());
@@ -170,7 +115,7 @@ pub async fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, Comma
 /// the command then exits 1 after syncing the rest.
 pub async fn once(config: &Config) -> Result<Outcome, CommandError> {
     let (mut pipeline, errors) = load_all(config).await;
-    let mut sinks = open_sinks(config)?;
+    let mut sinks = open_sinks(config, None).await?;
     report_errors(&errors);
     let written = pipeline.sync(&mut sinks).await;
     Ok(if written && errors.is_empty() {

@@ -11,8 +11,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod commands;
 pub mod config;
+pub mod metrics;
 pub mod pipeline;
 pub mod run;
+pub mod sinks;
 pub mod sources;

@@ -51,12 +51,23 @@ struct ConfigArg {
     config: PathBuf,
 }
 
+#[derive(Args)]
+struct WriteArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Let a pass delete more than `safety.max_delete_share` of a registry's objects
+    /// (held back otherwise, as a registry that suddenly answers "nothing" is far more
+    /// often broken than emptied).
+    #[arg(long)]
+    confirm_mass_delete: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Watch every registry and keep every sink in step until SIGINT or SIGTERM.
-    Run(ConfigArg),
+    Run(WriteArgs),
     /// Read every registry once, sync every sink once, then exit (1 if anything failed).
-    Once(ConfigArg),
+    Once(WriteArgs),
     /// Show what a sync would change, writing nothing. Exit 0 in sync, 2 changes pending, 1 error.
     Plan(ConfigArg),
     /// Print every object as multi-document YAML on stdout, sorted by kind, namespace, name.
@@ -85,11 +96,10 @@ fn init_logging(verbose: u8, format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
-    let (Command::Run(arg)
-    | Command::Once(arg)
-    | Command::Plan(arg)
-    | Command::Render(arg)
-    | Command::Check(arg)) = &cli.command;
+    let (arg, confirm_mass_delete) = match &cli.command {
+        Command::Run(w) | Command::Once(w) => (&w.config, w.confirm_mass_delete),
+        Command::Plan(arg) | Command::Render(arg) | Command::Check(arg) => (arg, false),
+    };
     let config = match Config::load(&arg.config) {
         Ok(config) => config,
         Err(e) => {
@@ -97,6 +107,8 @@ fn main() -> ExitCode {
             return ExitCode::from(Outcome::Failed as u8);
         }
     };
+    let mut config = config;
+    config.safety.confirm_mass_delete |= confirm_mass_delete;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -19,6 +19,7 @@ use registry_sync_sinks::{ApplyReport, AsyncSink, SinkError};
 use registry_sync_translate::Index;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 
 /// A sink with a name for logs and messages.
 pub struct NamedSink {
@@ -45,6 +46,9 @@ pub struct Pipeline {
     pending: BTreeSet<ObjectKey>,
     /// The next pass must look at every object, not only `pending`.
     full_next: bool,
+    /// Percent of a registry's objects one pass may delete; `None` when confirmed.
+    mass_delete_guard: Option<u32>,
+    metrics: Option<Metrics>,
 }
 
 fn log_problem(skip: &Skipped) {
@@ -67,19 +71,43 @@ impl Pipeline {
             source_skipped: BTreeMap::new(),
             pending: BTreeSet::new(),
             full_next: true,
+            mass_delete_guard: (!config.safety.confirm_mass_delete)
+                .then(|| (config.safety.max_delete_share * 100.0).round() as u32),
+            metrics: None,
         }
+    }
+
+    /// Reports to `metrics` from now on.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Pipeline {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Takes a registry's complete view. Returns whether a pass has anything to do.
     pub fn registry_synced(&mut self, registry: &str, snapshot: RegistrySnapshot) -> bool {
         let newly_complete = self.complete.insert(registry.to_string());
         let seen = self.source_skipped.remove(registry).unwrap_or_default();
-        for skip in snapshot.skipped.iter().filter(|s| !seen.contains(s)) {
-            log_problem(skip);
+        let new_skips: Vec<Skipped> = snapshot
+            .skipped
+            .iter()
+            .filter(|s| !seen.contains(s))
+            .cloned()
+            .collect();
+        new_skips.iter().for_each(log_problem);
+        if let Some(metrics) = &self.metrics {
+            metrics.registry_synced(
+                registry,
+                snapshot.services().len(),
+                snapshot.instance_count(),
+                &new_skips,
+            );
         }
         let changes = self.index.update(registry, &snapshot);
         self.source_skipped.insert(registry.to_string(), snapshot.skipped);
         changes.new_problems.iter().for_each(log_problem);
+        if let Some(metrics) = &self.metrics {
+            changes.new_problems.iter().for_each(|skip| metrics.skip(skip));
+        }
         for note in &changes.notes {
             tracing::debug!(registry = %note.registry, service = %note.service, instance = note.instance.as_deref().unwrap_or(""), "{}", note.reason);
         }
@@ -94,7 +122,15 @@ impl Pipeline {
     /// Marks a registry as failing: its last known services stay, nothing of it is
     /// deleted until it answers again.
     pub fn registry_failed(&mut self, registry: &str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.registry_failed(registry);
+        }
         self.complete.remove(registry);
+    }
+
+    /// Every configured registry has delivered a complete view.
+    pub fn all_registries_complete(&self) -> bool {
+        self.configured.is_subset(&self.complete)
     }
 
     pub fn desired(&self) -> &Desired {
@@ -105,6 +141,7 @@ impl Pipeline {
         DeleteScope {
             complete: self.complete.clone(),
             configured: self.configured.clone(),
+            mass_delete_guard: self.mass_delete_guard,
         }
     }
 
@@ -120,6 +157,11 @@ impl Pipeline {
 
     /// Plans and applies for every sink. Returns whether every write succeeded; if not,
     /// the next pass is a full one, which retries exactly what is still different.
+    /// Makes the next pass a full one (a new leader, a periodic resync).
+    pub fn request_full_pass(&mut self) {
+        self.full_next = true;
+    }
+
     pub async fn sync(&mut self, sinks: &mut [NamedSink]) -> bool {
         let scope = self.delete_scope();
         let mut ok = true;
@@ -137,7 +179,12 @@ impl Pipeline {
                 )
             };
             match apply(&named.name, named.sink.as_mut(), plan).await {
-                Ok(outcome) => ok &= outcome.report.is_complete(),
+                Ok(outcome) => {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.applied(&named.name, &outcome.plan, &outcome.report);
+                    }
+                    ok &= outcome.report.is_complete();
+                }
                 Err(e) => {
                     tracing::error!(sink = %named.name, "{e}");
                     ok = false;
@@ -154,6 +201,15 @@ impl Pipeline {
 async fn apply(sink_name: &str, sink: &mut dyn AsyncSink, plan: Plan) -> Result<SinkOutcome, SinkError> {
     for conflict in &plan.conflicts {
         tracing::warn!(sink = sink_name, object = %conflict.key, "conflict, not written: {}", conflict.reason);
+    }
+    for held_back in &plan.held_back {
+        tracing::error!(
+            sink = sink_name,
+            registry = %held_back.registry,
+            deletions = held_back.keys.len(),
+            objects = held_back.owned,
+            "mass deletion held back: the registry's latest view would delete more than the allowed share of its objects; if this is intended, restart with --confirm-mass-delete (or `safety: {{confirm_mass_delete: true}}`)"
+        );
     }
     for kept in &plan.kept {
         tracing::debug!(sink = sink_name, object = %kept.key, registry = %kept.registry, "kept: registry has not delivered a complete view");

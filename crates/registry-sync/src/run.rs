@@ -12,9 +12,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::{CommandError, open_sinks};
+use crate::admin;
+use crate::commands::CommandError;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::sinks::open_sinks;
 use crate::sources;
 
 const EVENT_QUEUE: usize = 1024;
@@ -61,10 +64,86 @@ pub fn cancel_on_signals(cancel: CancellationToken) {
     });
 }
 
+/// A full pass this often even when nothing changed: it re-checks objects the
+/// incremental passes do not look at (a conflict resolved by hand, an object someone
+/// deleted behind our back).
+const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Starts leader election when the Kubernetes sink asks for it.
+#[cfg(feature = "kubernetes")]
+async fn start_leader_election(
+    config: &Config,
+    cancel: &CancellationToken,
+) -> Result<Option<registry_sync_kubernetes::Leadership>, CommandError> {
+    let Some(kube) = &config.sinks.kubernetes else {
+        return Ok(None);
+    };
+    let Some(election) = &kube.leader_election else {
+        return Ok(None);
+    };
+    let namespace = match election
+        .namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+    {
+        Some(namespace) => namespace,
+        None => {
+            return Err(CommandError::Kubernetes(
+                "leader election needs the Lease's namespace: set sinks.kubernetes.leader_election.namespace or the POD_NAMESPACE environment variable".into(),
+            ));
+        }
+    };
+    let identity = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("registry-sync-{}", std::process::id()));
+    let client = registry_sync_kubernetes::client(kube.kubeconfig.as_deref())
+        .await
+        .map_err(CommandError::Kubernetes)?;
+    let lease_duration = Duration::from_secs(election.lease_duration_seconds);
+    let settings = registry_sync_kubernetes::LeaderSettings {
+        namespace,
+        lease_name: election.lease.clone(),
+        identity,
+        lease_duration,
+        retry_period: (lease_duration / 5).max(Duration::from_millis(500)),
+    };
+    tracing::info!(lease = %settings.lease_name, namespace = %settings.namespace, identity = %settings.identity, "leader election: standing by");
+    Ok(Some(registry_sync_kubernetes::leader::start(
+        client,
+        settings,
+        cancel.child_token(),
+    )))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn start_leader_election(
+    _config: &Config,
+    _cancel: &CancellationToken,
+) -> Result<crate::sinks::Leadership, CommandError> {
+    Ok(None)
+}
+
 /// Runs until `cancel` fires or every source has ended. Needs a multi-threaded runtime.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), CommandError> {
-    let mut sinks = open_sinks(&config)?;
-    let mut pipeline = Pipeline::new(&config);
+    let metrics = Metrics::new();
+    if let Some(listen) = config.admin_listen {
+        admin::serve(listen, metrics.clone(), cancel.child_token())
+            .await
+            .map_err(|e| CommandError::Admin(format!("cannot serve the admin endpoint on {listen}: {e}")))?;
+    }
+    let leadership = start_leader_election(&config, &cancel).await?;
+    #[cfg(feature = "kubernetes")]
+    let mut leader_changes = leadership.as_ref().map(|l| l.changes());
+    #[cfg(not(feature = "kubernetes"))]
+    let mut leader_changes: Option<tokio::sync::watch::Receiver<bool>> = None;
+    #[cfg(feature = "kubernetes")]
+    let is_leader = |l: &crate::sinks::Leadership| l.as_ref().is_none_or(|l| l.is_leader());
+    #[cfg(not(feature = "kubernetes"))]
+    let is_leader = |_: &crate::sinks::Leadership| true;
+    metrics.leader.set(i64::from(is_leader(&leadership)));
+
+    let mut sinks = open_sinks(&config, leadership.clone()).await?;
+    let mut pipeline = Pipeline::new(&config).with_metrics(metrics.clone());
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
     let mut tasks = Vec::new();
     for registry in &config.registries {
@@ -79,6 +158,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
 
     let mut retry_delay = RETRY_FIRST;
     let mut retry_at: Option<Instant> = None;
+    let mut resync = tokio::time::interval_at(Instant::now() + RESYNC_INTERVAL, RESYNC_INTERVAL);
+    // When the oldest event not yet applied arrived.
+    let mut waiting_since: Option<Instant> = None;
     loop {
         let mut changed = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -86,8 +168,25 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
                 retry_at = None;
                 true
             }
+            _ = resync.tick() => {
+                pipeline.request_full_pass();
+                true
+            }
+            changed = async { leader_changes.as_mut().expect("guarded").changed().await }, if leader_changes.is_some() => {
+                if changed.is_err() {
+                    leader_changes = None;
+                }
+                let leading = is_leader(&leadership);
+                metrics.leader.set(i64::from(leading));
+                // A new leader does not know what the old one left half done.
+                pipeline.request_full_pass();
+                leading
+            }
             event = rx.recv() => match event {
-                Some(event) => handle(&mut pipeline, event),
+                Some(event) => {
+                    waiting_since.get_or_insert_with(Instant::now);
+                    handle(&mut pipeline, event)
+                }
                 None => break,
             },
         };
@@ -95,11 +194,28 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
             changed |= handle(&mut pipeline, event);
         }
         if !changed {
+            if pipeline.all_registries_complete() && !metrics.is_ready() && is_leader(&leadership) {
+                metrics.set_ready();
+            }
+            continue;
+        }
+        if !is_leader(&leadership) {
+            // A standby keeps its view current and writes nothing.
+            if pipeline.all_registries_complete() {
+                metrics.set_ready();
+            }
+            waiting_since = None;
             continue;
         }
         if pipeline.sync(&mut sinks).await {
             retry_delay = RETRY_FIRST;
             retry_at = None;
+            if let Some(since) = waiting_since.take() {
+                metrics.propagation.observe(since.elapsed().as_secs_f64());
+            }
+            if pipeline.all_registries_complete() {
+                metrics.set_ready();
+            }
         } else {
             tracing::warn!("some writes failed; retrying in {retry_delay:?}");
             retry_at = Some(Instant::now() + retry_delay);
@@ -109,6 +225,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
     cancel.cancel();
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    // Leader election releases its lease on cancel; give it a moment.
+    if leadership.is_some() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -91,6 +91,9 @@ pub enum SinkError {
         "cannot list the output directory {path}: {source}; check that it is a directory registry-sync may read"
     )]
     ReadDir { path: PathBuf, source: io::Error },
+    /// A remote sink cannot take writes now (unreachable, not the leader, not ready).
+    #[error("{0}")]
+    Unavailable(String),
     #[error(
         "cannot write the plan to the output stream: {source}; the stream may be closed (a pipe whose reader exited?)"
     )]

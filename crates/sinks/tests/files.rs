@@ -70,6 +70,7 @@ fn scope() -> DeleteScope {
     DeleteScope {
         complete: ["consul".to_string()].into(),
         configured: ["consul".to_string()].into(),
+        mass_delete_guard: None,
     }
 }
 

@@ -1,0 +1,107 @@
+//! How fast registry-sync writes to the API server: a client-side token bucket and the
+//! decision which failures are worth a retry.
+//!
+//! The API server protects itself (priority and fairness, 429 with Retry-After, which
+//! the transport layer honours); the bucket keeps a cold start of 10,000 objects from
+//! provoking that in the first place, and keeps one installation from starving others.
+
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// A token bucket: `burst` requests at once, then `qps` per second.
+pub struct RateLimiter {
+    qps: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    /// `qps` ≤ 0 disables limiting.
+    pub fn new(qps: f64, burst: u32) -> RateLimiter {
+        let burst = f64::from(burst.max(1));
+        RateLimiter {
+            qps,
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Waits until a request may go out.
+    pub async fn acquire(&self) {
+        if self.qps <= 0.0 {
+            return;
+        }
+        loop {
+            let wait = {
+                let mut state = self.state.lock().await;
+                let now = Instant::now();
+                let (tokens, last) = *state;
+                let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.qps).min(self.burst);
+                if tokens >= 1.0 {
+                    *state = (tokens - 1.0, now);
+                    return;
+                }
+                *state = (tokens, now);
+                Duration::from_secs_f64((1.0 - tokens) / self.qps)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Whether a failed request may succeed when sent again: throttling, server errors,
+/// timeouts and broken connections may; a refusal (invalid, forbidden, not found) will
+/// not.
+pub fn is_retryable(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => matches!(status.code, 429 | 500 | 502 | 503 | 504),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// The HTTP status of an API error, if the server answered.
+pub fn status_code(error: &kube::Error) -> Option<u16> {
+    match error {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_allows_a_burst_then_paces_at_qps() {
+        let limiter = RateLimiter::new(10.0, 5);
+        let start = Instant::now();
+        for _ in 0..5 {
+            limiter.acquire().await;
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(1),
+            "the burst goes out at once"
+        );
+        for _ in 0..10 {
+            limiter.acquire().await;
+        }
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(990) && elapsed <= Duration::from_millis(1100),
+            "ten more at 10 qps take a second, took {elapsed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_qps_limiter_never_waits() {
+        let limiter = RateLimiter::new(0.0, 1);
+        let start = Instant::now();
+        for _ in 0..1000 {
+            limiter.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+}

@@ -1,0 +1,442 @@
+//! The Kubernetes sink: ServiceEntries and WorkloadEntries in the API server.
+//!
+//! * **What it holds** comes from a list+watch per kind and target namespace, so an
+//!   unchanged object costs no request at all and a restart plans zero writes. The
+//!   watch is not label-selected on purpose: it must also see objects someone else
+//!   made, because a server-side apply cannot refuse to adopt an existing object. With
+//!   every name in view, the planner reports a foreign object as a conflict before
+//!   anything is sent. (Creating with `POST` instead would leave the fields owned by an
+//!   `Update` entry that later applies never clear: a renamed port would linger.)
+//! * **Creates and updates** are server-side applies (field manager `registry-sync`,
+//!   forced, as controllers should: ownership was already checked by the planner
+//!   against our labels).
+//! * **Deletes** carry the uid the watch reported as a precondition, so an object that
+//!   was deleted and recreated by someone else in between is never removed.
+//! * Every write waits for the rate limiter and for leadership, runs with bounded
+//!   concurrency, and is retried with jittered exponential backoff when the failure is
+//!   transient (429, 5xx, timeouts); the transport honours `Retry-After`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use registry_sync_istio::{HeldObject, IstioObject, Kind, ObjectKey, held_from_json};
+use registry_sync_plan::Plan;
+use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::leader::Leadership;
+use crate::pacing::{RateLimiter, is_retryable, status_code};
+
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = "registry-sync";
+
+#[derive(Clone, Debug)]
+pub struct KubeSinkSettings {
+    /// Namespaces the objects go to (each registry's `namespace`).
+    pub namespaces: BTreeSet<String>,
+    /// Client-side rate limit; 0 disables it.
+    pub qps: f64,
+    pub burst: u32,
+    /// Writes in flight at once.
+    pub concurrency: usize,
+    /// Attempts per write, the first included.
+    pub attempts: usize,
+    /// How long `connect` waits for the first complete list of every namespace.
+    pub initial_list_timeout: Duration,
+}
+
+impl Default for KubeSinkSettings {
+    fn default() -> Self {
+        KubeSinkSettings {
+            namespaces: BTreeSet::new(),
+            qps: 50.0,
+            burst: 100,
+            concurrency: 8,
+            attempts: 5,
+            initial_list_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub fn api_resource(kind: Kind) -> ApiResource {
+    ApiResource {
+        group: registry_sync_istio::API_GROUP.into(),
+        version: "v1".into(),
+        api_version: registry_sync_istio::API_VERSION.into(),
+        kind: kind.as_str().into(),
+        plural: kind.plural().into(),
+    }
+}
+
+/// What the watch tasks tell the sink.
+enum Observed {
+    /// A watch (re)started listing `(kind, namespace)`.
+    Init(Kind, String),
+    Apply {
+        held: HeldObject,
+        uid: String,
+    },
+    Delete(ObjectKey),
+    /// The list that started with `Init` is complete.
+    InitDone(Kind, String),
+}
+
+/// Identity of a held object on the server, for delete preconditions.
+#[derive(Clone, Debug)]
+struct ServerMeta {
+    uid: String,
+}
+
+pub struct KubeSink {
+    client: Client,
+    settings: KubeSinkSettings,
+    held: BTreeMap<ObjectKey, HeldObject>,
+    server: HashMap<ObjectKey, ServerMeta>,
+    /// Keys seen during a relist of (kind, namespace), to drop what vanished meanwhile.
+    relisting: HashMap<(Kind, String), BTreeSet<ObjectKey>>,
+    observed: mpsc::UnboundedReceiver<Observed>,
+    limiter: Arc<RateLimiter>,
+    leader: Option<Leadership>,
+    watches: Vec<JoinHandle<()>>,
+}
+
+impl Drop for KubeSink {
+    fn drop(&mut self) {
+        for task in &self.watches {
+            task.abort();
+        }
+    }
+}
+
+fn to_held(kind: Kind, object: &DynamicObject) -> Option<(HeldObject, String)> {
+    let mut value = serde_json::to_value(object).ok()?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), registry_sync_istio::API_VERSION.into());
+        map.insert("kind".into(), kind.as_str().into());
+    }
+    let held = held_from_json(value)?;
+    Some((held, object.uid().unwrap_or_default()))
+}
+
+async fn watch_namespace(client: Client, kind: Kind, namespace: String, tx: mpsc::UnboundedSender<Observed>) {
+    let api: Api<DynamicObject> = Api::namespaced_with(client, &namespace, &api_resource(kind));
+    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    loop {
+        let event = match stream.try_next().await {
+            Ok(Some(event)) => event,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(kind = %kind, %namespace, "watch failed, retrying with backoff: {e}");
+                continue;
+            }
+        };
+        let message = match event {
+            watcher::Event::Init => Observed::Init(kind, namespace.clone()),
+            watcher::Event::InitDone => Observed::InitDone(kind, namespace.clone()),
+            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                match to_held(kind, &object) {
+                    Some((held, uid)) => Observed::Apply { held, uid },
+                    None => continue,
+                }
+            }
+            watcher::Event::Delete(object) => Observed::Delete(ObjectKey {
+                kind,
+                namespace: namespace.clone(),
+                name: object.name_any(),
+            }),
+        };
+        if tx.send(message).is_err() {
+            return;
+        }
+    }
+}
+
+/// One write of a plan.
+enum Write {
+    Apply(Arc<IstioObject>),
+    Delete(ObjectKey, Option<String>),
+}
+
+/// What a write ended in.
+enum Outcome {
+    Written(ObjectKey, Option<(HeldObject, String)>),
+    Deleted(ObjectKey),
+    Failed(ObjectKey, String),
+}
+
+impl KubeSink {
+    /// Starts the watches and waits for the first complete list of every namespace, so
+    /// that the first plan already knows every object this installation owns.
+    pub async fn connect(
+        client: Client,
+        settings: KubeSinkSettings,
+        leader: Option<Leadership>,
+    ) -> Result<KubeSink, SinkError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut watches = Vec::new();
+        for namespace in &settings.namespaces {
+            for kind in [Kind::ServiceEntry, Kind::WorkloadEntry] {
+                watches.push(tokio::spawn(watch_namespace(
+                    client.clone(),
+                    kind,
+                    namespace.clone(),
+                    tx.clone(),
+                )));
+            }
+        }
+        let limiter = Arc::new(RateLimiter::new(settings.qps, settings.burst));
+        let mut sink = KubeSink {
+            client,
+            held: BTreeMap::new(),
+            server: HashMap::new(),
+            relisting: HashMap::new(),
+            observed: rx,
+            limiter,
+            leader,
+            watches,
+            settings,
+        };
+        let expected = sink.settings.namespaces.len() * 2;
+        let mut listed: BTreeSet<(Kind, String)> = BTreeSet::new();
+        let deadline = Instant::now() + sink.settings.initial_list_timeout;
+        while listed.len() < expected {
+            let message = tokio::time::timeout_at(deadline, sink.observed.recv()).await;
+            match message {
+                Ok(Some(message)) => {
+                    if let Observed::InitDone(kind, namespace) = &message {
+                        listed.insert((*kind, namespace.clone()));
+                    }
+                    sink.observe(message);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    let missing: Vec<String> = sink
+                        .settings
+                        .namespaces
+                        .iter()
+                        .flat_map(|ns| [Kind::ServiceEntry, Kind::WorkloadEntry].map(|k| (k, ns.clone())))
+                        .filter(|entry| !listed.contains(entry))
+                        .map(|(k, ns)| format!("{} in {ns}", k.plural()))
+                        .collect();
+                    return Err(SinkError::Unavailable(format!(
+                        "cannot list {} within {:?}; check that the API server is reachable, that the Istio CRDs are installed and that registry-sync may list and watch them (RBAC)",
+                        missing.join(", "),
+                        sink.settings.initial_list_timeout
+                    )));
+                }
+            }
+        }
+        tracing::info!(
+            objects = sink.held.len(),
+            namespaces = sink.settings.namespaces.len(),
+            "kubernetes: initial list complete"
+        );
+        Ok(sink)
+    }
+
+    fn observe(&mut self, message: Observed) {
+        match message {
+            Observed::Init(kind, namespace) => {
+                self.relisting.insert((kind, namespace), BTreeSet::new());
+            }
+            Observed::Apply { held, uid } => {
+                let key = held.key.clone();
+                if let Some(seen) = self.relisting.get_mut(&(key.kind, key.namespace.clone())) {
+                    seen.insert(key.clone());
+                }
+                self.server.insert(key.clone(), ServerMeta { uid });
+                self.held.insert(key, held);
+            }
+            Observed::Delete(key) => {
+                self.held.remove(&key);
+                self.server.remove(&key);
+            }
+            Observed::InitDone(kind, namespace) => {
+                if let Some(seen) = self.relisting.remove(&(kind, namespace.clone())) {
+                    let vanished: Vec<ObjectKey> = self
+                        .held
+                        .keys()
+                        .filter(|k| k.kind == kind && k.namespace == namespace)
+                        .filter(|k| !seen.contains(*k))
+                        .cloned()
+                        .collect();
+                    for key in vanished {
+                        self.held.remove(&key);
+                        self.server.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leader.as_ref().is_none_or(Leadership::is_leader)
+    }
+
+    async fn execute(&self, write: Write) -> Outcome {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(10))
+            .with_max_times(self.settings.attempts.saturating_sub(1))
+            .with_jitter();
+        let key = match &write {
+            Write::Apply(o) => o.key(),
+            Write::Delete(k, _) => k.clone(),
+        };
+        let attempt = || async {
+            self.limiter.acquire().await;
+            if !self.is_leader() {
+                return Err(WriteError::NotLeader);
+            }
+            self.send(&write).await.map_err(WriteError::Api)
+        };
+        let result = attempt
+            .retry(backoff)
+            .when(|e: &WriteError| matches!(e, WriteError::Api(e) if is_retryable(e)))
+            .notify(|e, wait| tracing::debug!(object = %key, "retrying in {wait:?}: {e}"))
+            .await;
+        match (write, result) {
+            (Write::Delete(..), Ok(_)) => Outcome::Deleted(key),
+            (_, Ok(object)) => Outcome::Written(key.clone(), object.and_then(|o| to_held(key.kind, &o))),
+            (Write::Delete(..), Err(WriteError::Api(e))) if status_code(&e) == Some(404) => {
+                Outcome::Deleted(key)
+            }
+            (write, Err(e)) => Outcome::Failed(key, describe(&write, &e)),
+        }
+    }
+
+    fn api(&self, key: &ObjectKey) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), &key.namespace, &api_resource(key.kind))
+    }
+
+    async fn send(&self, write: &Write) -> Result<Option<DynamicObject>, kube::Error> {
+        match write {
+            Write::Apply(object) => {
+                let params = PatchParams::apply(FIELD_MANAGER).force();
+                let body = serde_json::to_value(&**object).map_err(kube::Error::SerdeError)?;
+                self.api(&object.key())
+                    .patch(&object.metadata.name, &params, &Patch::Apply(body))
+                    .await
+                    .map(Some)
+            }
+            Write::Delete(key, uid) => {
+                let params = DeleteParams {
+                    preconditions: uid.clone().map(|uid| Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                self.api(key).delete(&key.name, &params).await.map(|_| None)
+            }
+        }
+    }
+
+    async fn apply_plan(&mut self, plan: &Plan) -> Result<ApplyReport, SinkError> {
+        if !self.is_leader() {
+            return Err(SinkError::Unavailable(
+                "not the leader: another replica writes".into(),
+            ));
+        }
+        let writes: Vec<Write> = plan
+            .creates
+            .iter()
+            .map(|o| Write::Apply(o.clone()))
+            .chain(plan.updates.iter().map(|o| Write::Apply(o.clone())))
+            .chain(
+                plan.deletes
+                    .iter()
+                    .map(|k| Write::Delete(k.clone(), self.server.get(k).map(|m| m.uid.clone()))),
+            )
+            .collect();
+        let concurrency = self.settings.concurrency.max(1);
+        let outcomes: Vec<Outcome> = futures::stream::iter(writes)
+            .map(|write| self.execute(write))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let mut report = ApplyReport::default();
+        let creates: BTreeSet<ObjectKey> = plan.creates.iter().map(|o| o.key()).collect();
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Written(key, held) => {
+                    if creates.contains(&key) {
+                        report.created += 1;
+                    } else {
+                        report.updated += 1;
+                    }
+                    if let Some((held, uid)) = held {
+                        self.server.insert(key.clone(), ServerMeta { uid });
+                        self.held.insert(key, held);
+                    }
+                }
+                Outcome::Deleted(key) => {
+                    report.deleted += 1;
+                    self.held.remove(&key);
+                    self.server.remove(&key);
+                }
+                Outcome::Failed(key, message) => report.failed.push((key, message)),
+            }
+        }
+        Ok(report)
+    }
+}
+
+enum WriteError {
+    NotLeader,
+    Api(kube::Error),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::NotLeader => f.write_str("leadership lost; writes stopped"),
+            WriteError::Api(e) => e.fmt(f),
+        }
+    }
+}
+
+fn describe(write: &Write, error: &WriteError) -> String {
+    let (verb, key) = match write {
+        Write::Apply(o) => ("apply", o.key()),
+        Write::Delete(k, _) => ("delete", k.clone()),
+    };
+    let hint = match error {
+        WriteError::NotLeader => "another replica leads now",
+        WriteError::Api(e) => match status_code(e) {
+            Some(403) => "grant registry-sync this verb on this resource in this namespace (RBAC)",
+            Some(404) => "does the namespace exist, and are the Istio CRDs installed?",
+            Some(409) => "the object changed meanwhile; it is retried on the next pass",
+            Some(422) => "the API server refused the object; this is a registry-sync bug worth reporting",
+            Some(429) | Some(500..=599) => "the API server is overloaded or failing; retried with backoff",
+            _ => "check the connection to the API server",
+        },
+    };
+    format!("{verb} {key} failed: {error}; {hint}")
+}
+
+impl AsyncSink for KubeSink {
+    fn refresh(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            while let Ok(message) = self.observed.try_recv() {
+                self.observe(message);
+            }
+        })
+    }
+
+    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
+        &self.held
+    }
+
+    fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFuture<'a, Result<ApplyReport, SinkError>> {
+        Box::pin(self.apply_plan(plan))
+    }
+}

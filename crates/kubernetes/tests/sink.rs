@@ -1,0 +1,263 @@
+//! The Kubernetes sink against the API server stand-in, over real HTTP, exactly as
+//! against a cluster: round trips, zero-write passes, ownership, faults.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use registry_sync_istio::{
+    Desired, Endpoint, INSTANCE_LABEL, IstioObject, Location, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta,
+    REGISTRY_LABEL, Resolution, ServiceEntrySpec, ServicePort, Spec,
+};
+use registry_sync_kube_standin::{Resource, StandIn, Verb};
+use registry_sync_kubernetes::{KubeSink, KubeSinkSettings};
+use registry_sync_plan::{DeleteScope, Owner, Plan, plan};
+use registry_sync_sinks::AsyncSink;
+
+const NS: &str = "mesh";
+
+fn entry(name: &str, addresses: &[&str]) -> IstioObject {
+    let labels: BTreeMap<String, String> = [
+        (MANAGED_BY_LABEL, MANAGED_BY_VALUE),
+        (REGISTRY_LABEL, "legacy"),
+        (INSTANCE_LABEL, "default"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    IstioObject::new(
+        ObjectMeta {
+            name: name.into(),
+            namespace: NS.into(),
+            labels,
+            annotations: BTreeMap::new(),
+        },
+        Spec::ServiceEntry(ServiceEntrySpec {
+            hosts: vec![format!("{name}.legacy")],
+            location: Location::MeshInternal,
+            resolution: Resolution::Static,
+            ports: vec![ServicePort {
+                number: 8080,
+                protocol: "HTTP".into(),
+                name: "http-8080".into(),
+            }],
+            endpoints: addresses
+                .iter()
+                .map(|a| Endpoint {
+                    address: a.to_string(),
+                    ports: [("http-8080".to_string(), 8080)].into_iter().collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            workload_selector: None,
+        }),
+    )
+}
+
+fn desired(objects: &[IstioObject]) -> Desired {
+    objects.iter().map(|o| (o.key(), Arc::new(o.clone()))).collect()
+}
+
+fn scope() -> DeleteScope {
+    DeleteScope {
+        complete: BTreeSet::from(["legacy".to_string()]),
+        configured: BTreeSet::from(["legacy".to_string()]),
+        mass_delete_guard: None,
+    }
+}
+
+fn settings() -> KubeSinkSettings {
+    KubeSinkSettings {
+        namespaces: BTreeSet::from([NS.to_string()]),
+        qps: 0.0,
+        initial_list_timeout: Duration::from_secs(10),
+        ..KubeSinkSettings::default()
+    }
+}
+
+async fn connect(server: &StandIn) -> KubeSink {
+    let client = kube::Client::try_from(server.kube_config()).expect("client");
+    KubeSink::connect(client, settings(), None)
+        .await
+        .expect("connects")
+}
+
+/// Plans against what the sink holds now and applies, like one pipeline pass.
+async fn pass(sink: &mut KubeSink, objects: &[IstioObject]) -> Plan {
+    sink.refresh().await;
+    let plan = plan(&desired(objects), sink.held(), &Owner::new("default"), &scope());
+    let report = sink.apply(&plan).await.expect("sink usable");
+    assert!(report.failed.is_empty(), "{report:?}");
+    plan
+}
+
+fn addresses_on_server(server: &StandIn, name: &str) -> Vec<String> {
+    let object = server
+        .object(Resource::ServiceEntry, NS, name)
+        .expect("object exists");
+    object["spec"]["endpoints"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .map(|e| e["address"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn create_update_delete_round_trip_writes_exactly_the_plan() {
+    let server = StandIn::start().await;
+    let mut sink = connect(&server).await;
+    server.reset_counts();
+
+    let plan = pass(&mut sink, &[entry("a", &["10.0.0.1"]), entry("b", &["10.0.0.2"])]).await;
+    assert_eq!(plan.creates.len(), 2);
+    assert_eq!(
+        server.counts().get(Verb::Apply),
+        2,
+        "creates are server-side applies too"
+    );
+    assert_eq!(addresses_on_server(&server, "a"), ["10.0.0.1"]);
+
+    let plan = pass(
+        &mut sink,
+        &[entry("a", &["10.0.0.1", "10.0.0.9"]), entry("b", &["10.0.0.2"])],
+    )
+    .await;
+    assert_eq!((plan.updates.len(), plan.unchanged), (1, 1));
+    assert_eq!(
+        server.counts().get(Verb::Apply),
+        3,
+        "one more apply for the update"
+    );
+    assert_eq!(addresses_on_server(&server, "a"), ["10.0.0.1", "10.0.0.9"]);
+
+    let plan = pass(&mut sink, &[entry("a", &["10.0.0.1", "10.0.0.9"])]).await;
+    assert_eq!(plan.deletes.len(), 1);
+    assert_eq!(server.counts().get(Verb::Delete), 1);
+    assert!(server.object(Resource::ServiceEntry, NS, "b").is_none());
+    assert_eq!(
+        server.counts().writes(),
+        4,
+        "two creates, one update, one delete: nothing else"
+    );
+}
+
+#[tokio::test]
+async fn a_second_pass_and_a_restart_write_nothing() {
+    let server = StandIn::start().await;
+    let objects = [entry("a", &["10.0.0.1"]), entry("b", &["10.0.0.2"])];
+    let mut sink = connect(&server).await;
+    pass(&mut sink, &objects).await;
+    server.reset_counts();
+
+    let again = pass(&mut sink, &objects).await;
+    assert!(again.is_empty(), "{again:?}");
+    drop(sink);
+
+    let mut restarted = connect(&server).await;
+    let after_restart = pass(&mut restarted, &objects).await;
+    assert!(
+        after_restart.is_empty(),
+        "a restart knows every object from the list: {after_restart:?}"
+    );
+    assert_eq!(after_restart.unchanged, 2);
+    assert_eq!(server.counts().writes(), 0);
+}
+
+#[tokio::test]
+async fn a_users_service_entry_with_our_name_is_never_touched() {
+    let server = StandIn::start().await;
+    let client = kube::Client::try_from(server.kube_config()).unwrap();
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        client,
+        NS,
+        &registry_sync_kubernetes::api_resource(registry_sync_istio::Kind::ServiceEntry),
+    );
+    let users: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": "a", "namespace": NS, "labels": {"team": "payments"}},
+        "spec": {"hosts": ["a.example.com"], "resolution": "DNS", "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}]}
+    }))
+    .unwrap();
+    api.create(&Default::default(), &users).await.unwrap();
+    let before = server.object(Resource::ServiceEntry, NS, "a").unwrap();
+
+    let mut sink = connect(&server).await;
+    server.reset_counts();
+    sink.refresh().await;
+    let objects = [entry("a", &["10.0.0.1"])];
+    let first = plan(&desired(&objects), sink.held(), &Owner::new("default"), &scope());
+    assert!(
+        first.is_empty(),
+        "the sink sees the user's object, so nothing is sent: {first:?}"
+    );
+    assert_eq!(first.conflicts.len(), 1, "reported as a conflict");
+    let report = sink.apply(&first).await.unwrap();
+    assert_eq!((report.created, report.updated), (0, 0));
+    assert_eq!(server.counts().writes(), 0);
+    let after = server.object(Resource::ServiceEntry, NS, "a").unwrap();
+    assert_eq!(before, after, "the user's object is byte for byte unchanged");
+}
+
+#[tokio::test]
+async fn transient_faults_are_retried_until_the_writes_land() {
+    let server = StandIn::start().await;
+    let mut sink = connect(&server).await;
+    server.faults().fail_next_writes(2);
+    server.faults().throttle_next(2, 1);
+    let objects = [
+        entry("a", &["10.0.0.1"]),
+        entry("b", &["10.0.0.2"]),
+        entry("c", &["10.0.0.3"]),
+    ];
+    pass(&mut sink, &objects).await;
+    for name in ["a", "b", "c"] {
+        assert!(
+            server.object(Resource::ServiceEntry, NS, name).is_some(),
+            "{name} written despite the faults"
+        );
+    }
+    assert!(
+        server.counts().get(Verb::Apply) > 3,
+        "the failed attempts were retried"
+    );
+    let again = pass(&mut sink, &objects).await;
+    assert!(again.is_empty());
+}
+
+#[tokio::test]
+async fn a_dropped_watch_resumes_and_the_view_stays_right() {
+    let server = StandIn::start().await;
+    let mut sink = connect(&server).await;
+    let objects = [entry("a", &["10.0.0.1"]), entry("b", &["10.0.0.2"])];
+    pass(&mut sink, &objects).await;
+    server.faults().drop_watches();
+    // Someone deletes one of our objects while the watch is down.
+    let client = kube::Client::try_from(server.kube_config()).unwrap();
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        client,
+        NS,
+        &registry_sync_kubernetes::api_resource(registry_sync_istio::Kind::ServiceEntry),
+    );
+    api.delete("b", &Default::default()).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        sink.refresh().await;
+        if !sink.held().keys().any(|k| k.name == "b") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watch never caught up: {:?}",
+            sink.held().keys()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let plan = pass(&mut sink, &objects).await;
+    assert_eq!(plan.creates.len(), 1, "the deleted object is recreated: {plan:?}");
+    assert!(server.object(Resource::ServiceEntry, NS, "b").is_some());
+}

@@ -1,0 +1,66 @@
+//! The admin endpoint of `run`: `/metrics` (Prometheus text), `/healthz` (the process
+//! serves) and `/readyz` (the first complete sync is done).
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// Binds `listen` and serves until `cancel` fires. Binding errors are returned at once
+/// so a port clash stops the start-up with a clear message.
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: Metrics,
+    cancel: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let bound = listener.local_addr()?;
+    let ready = metrics.clone();
+    let router = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.is_ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n").into_response()
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "waiting for the first complete sync\n",
+                        )
+                            .into_response()
+                    }
+                }
+            }),
+        );
+    tokio::spawn(async move {
+        let shutdown = async move { cancel.cancelled().await };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!("admin endpoint stopped: {e}");
+        }
+    });
+    tracing::info!(address = %bound, "serving /metrics, /healthz, /readyz");
+    Ok(bound)
+}

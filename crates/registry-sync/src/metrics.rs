@@ -1,0 +1,292 @@
+//! What `run` tells Prometheus: per registry whether it answers, when it last did, what
+//! it holds and what was skipped; per sink the writes by verb and result, conflicts and
+//! plan sizes; and how long a registry event takes to reach every sink.
+//!
+//! Label values are bounded: registry and sink names come from the config, and skip
+//! reasons are folded into a few categories, so no registry data can blow up the
+//! series count. No label or value ever carries a secret.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use registry_sync_catalog::Skipped;
+use registry_sync_plan::Plan;
+use registry_sync_sinks::ApplyReport;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryLabels {
+    pub registry: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkipLabels {
+    pub registry: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub sink: String,
+    pub verb: &'static str,
+    pub result: &'static str,
+}
+
+/// All metrics of one process, cheap to clone (shared series).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub registry_up: Family<RegistryLabels, Gauge>,
+    pub registry_last_sync: Family<RegistryLabels, Gauge<f64, AtomicU64>>,
+    pub registry_services: Family<RegistryLabels, Gauge>,
+    pub registry_instances: Family<RegistryLabels, Gauge>,
+    pub skipped: Family<SkipLabels, Counter>,
+    pub writes: Family<WriteLabels, Counter>,
+    pub conflicts: Family<SinkLabels, Gauge>,
+    pub plan_writes: Family<SinkLabels, Histogram>,
+    pub propagation: Histogram,
+    pub leader: Gauge,
+    ready: Arc<AtomicBool>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn plan_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 4.0, 9))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("registry_sync");
+        let metrics = Metrics {
+            registry: Arc::new(Registry::default()),
+            registry_up: Family::default(),
+            registry_last_sync: Family::default(),
+            registry_services: Family::default(),
+            registry_instances: Family::default(),
+            skipped: Family::default(),
+            writes: Family::default(),
+            conflicts: Family::default(),
+            plan_writes: Family::new_with_constructor(plan_histogram),
+            // 0.5 ms to ~65 s.
+            propagation: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+            leader: Gauge::default(),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        registry.register(
+            "registry_up",
+            "1 while the registry answers, 0 while it fails (its last state is kept)",
+            metrics.registry_up.clone(),
+        );
+        registry.register(
+            "registry_last_sync_timestamp_seconds",
+            "When the registry last delivered a complete view",
+            metrics.registry_last_sync.clone(),
+        );
+        registry.register(
+            "registry_services",
+            "Services in the registry's last view",
+            metrics.registry_services.clone(),
+        );
+        registry.register(
+            "registry_instances",
+            "Instances in the registry's last view",
+            metrics.registry_instances.clone(),
+        );
+        registry.register(
+            "skipped_items",
+            "Registry items left out, by coarse reason",
+            metrics.skipped.clone(),
+        );
+        registry.register(
+            "sink_writes",
+            "Writes to a sink by verb and result",
+            metrics.writes.clone(),
+        );
+        registry.register(
+            "sink_conflicts",
+            "Objects not written because someone else owns their name",
+            metrics.conflicts.clone(),
+        );
+        registry.register(
+            "sink_plan_writes",
+            "Writes per applied plan",
+            metrics.plan_writes.clone(),
+        );
+        registry.register(
+            "propagation_seconds",
+            "From a registry event reaching registry-sync to every sink having applied it",
+            metrics.propagation.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica is the leader (or leader election is off)",
+            metrics.leader.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            ..metrics
+        }
+    }
+
+    pub fn registry_synced(&self, registry: &str, services: usize, instances: usize, skipped: &[Skipped]) {
+        let labels = RegistryLabels {
+            registry: registry.to_string(),
+        };
+        self.registry_up.get_or_create(&labels).set(1);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs_f64();
+        self.registry_last_sync.get_or_create(&labels).set(now);
+        self.registry_services.get_or_create(&labels).set(services as i64);
+        self.registry_instances
+            .get_or_create(&labels)
+            .set(instances as i64);
+        for skip in skipped {
+            self.skip(skip);
+        }
+    }
+
+    pub fn skip(&self, skip: &Skipped) {
+        let labels = SkipLabels {
+            registry: skip.registry.clone(),
+            reason: skip_category(&skip.reason),
+        };
+        self.skipped.get_or_create(&labels).inc();
+    }
+
+    pub fn registry_failed(&self, registry: &str) {
+        self.registry_up
+            .get_or_create(&RegistryLabels {
+                registry: registry.to_string(),
+            })
+            .set(0);
+    }
+
+    pub fn applied(&self, sink: &str, plan: &Plan, report: &ApplyReport) {
+        let sink_labels = SinkLabels {
+            sink: sink.to_string(),
+        };
+        self.conflicts
+            .get_or_create(&sink_labels)
+            .set(plan.conflicts.len() as i64);
+        self.plan_writes
+            .get_or_create(&sink_labels)
+            .observe(plan.writes() as f64);
+        let count = |verb: &'static str, result: &'static str, n: usize| {
+            if n > 0 {
+                self.writes
+                    .get_or_create(&WriteLabels {
+                        sink: sink.to_string(),
+                        verb,
+                        result,
+                    })
+                    .inc_by(n as u64);
+            }
+        };
+        count("create", "ok", report.created);
+        count("update", "ok", report.updated);
+        count("delete", "ok", report.deleted);
+        count("any", "error", report.failed.len());
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// A bounded category for a skip reason, for the metric label.
+pub fn skip_category(reason: &str) -> &'static str {
+    let r = reason.to_ascii_lowercase();
+    if r.contains("reserved") {
+        "reserved_port"
+    } else if r.contains("port") && (r.contains("range") || r.contains("not a number")) {
+        "invalid_port"
+    } else if r.contains("address") {
+        "invalid_address"
+    } else if r.contains("host") {
+        "invalid_host"
+    } else if r.contains("unknown key") || r.contains("json") || r.contains("yaml") || r.contains("url") {
+        "malformed"
+    } else if r.contains("twice") || r.contains("same id") {
+        "duplicate"
+    } else if r.contains("port") {
+        "port_not_published"
+    } else {
+        "other"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_exposed_with_the_registry_sync_prefix() {
+        let metrics = Metrics::new();
+        metrics.registry_synced("legacy", 3, 7, &[]);
+        metrics.registry_failed("other");
+        let text = metrics.encode();
+        assert!(
+            text.contains("registry_sync_registry_up{registry=\"legacy\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("registry_sync_registry_up{registry=\"other\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("registry_sync_registry_instances{registry=\"legacy\"} 7"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn skip_reasons_fold_into_few_categories() {
+        assert_eq!(
+            skip_category("port 15000 (\"admin\") is reserved by Istio's sidecar"),
+            "reserved_port"
+        );
+        assert_eq!(
+            skip_category("ports.http: port 0 is out of range: must be 1-65535"),
+            "invalid_port"
+        );
+        assert_eq!(
+            skip_category("address \"10.0.0.300\" looks like a dotted number"),
+            "invalid_address"
+        );
+        assert_eq!(
+            skip_category("host label \"x\" is longer than 63 characters"),
+            "invalid_host"
+        );
+        assert_eq!(skip_category("something new"), "other");
+    }
+}

@@ -1,0 +1,134 @@
+//! Opens the configured sinks: for writing (`run`, `once`) or only to read what they
+//! hold (`plan`, which needs no write access anywhere).
+
+use std::collections::BTreeMap;
+
+use registry_sync_istio::{HeldObject, ObjectKey};
+use registry_sync_plan::Plan;
+use registry_sync_sinks::{ApplyReport, AsyncSink, FilesSink, Sink, SinkError, StdoutSink};
+
+use crate::commands::CommandError;
+use crate::config::Config;
+use crate::pipeline::NamedSink;
+
+/// Decides who may write to the Kubernetes sink; `None` when leader election is off.
+#[cfg(feature = "kubernetes")]
+pub type Leadership = Option<registry_sync_kubernetes::Leadership>;
+#[cfg(not(feature = "kubernetes"))]
+pub type Leadership = Option<NoLeaderElection>;
+
+/// Without the Kubernetes sink there is nothing to elect a leader for.
+#[cfg(not(feature = "kubernetes"))]
+#[derive(Clone, Debug)]
+pub struct NoLeaderElection;
+
+/// Opens every configured sink for writing.
+pub async fn open_sinks(config: &Config, leadership: Leadership) -> Result<Vec<NamedSink>, CommandError> {
+    let mut sinks = Vec::new();
+    if let Some(dir) = &config.sinks.files {
+        sinks.push(NamedSink {
+            name: format!("files:{}", dir.display()),
+            sink: Box::new(FilesSink::open(dir)?),
+        });
+    }
+    if config.sinks.stdout {
+        sinks.push(NamedSink {
+            name: "stdout".into(),
+            sink: Box::new(StdoutSink::stdout()),
+        });
+    }
+    if let Some(sink) = open_kubernetes(config, leadership).await? {
+        sinks.push(sink);
+    }
+    if sinks.is_empty() {
+        return Err(CommandError::NoSink(config.path.display().to_string()));
+    }
+    Ok(sinks)
+}
+
+/// Holds nothing and takes no writes: what `plan` diffs against when the output does
+/// not exist yet or no sink is configured.
+struct Nothing(BTreeMap<ObjectKey, HeldObject>);
+
+impl Sink for Nothing {
+    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
+        &self.0
+    }
+
+    fn apply(&mut self, _plan: &Plan) -> Result<ApplyReport, SinkError> {
+        Ok(ApplyReport::default())
+    }
+}
+
+/// What `plan` diffs against: the sinks that hold state. A missing output directory is
+/// an empty one (and is not created); the Kubernetes sink only lists and watches.
+/// stdout holds nothing, so with no stateful sink the plan is against nothing:
+/// everything would be created.
+pub async fn open_sinks_read_only(config: &Config) -> Result<Vec<NamedSink>, CommandError> {
+    let mut sinks = Vec::new();
+    if let Some(dir) = &config.sinks.files {
+        let sink: Box<dyn AsyncSink> = if dir.is_dir() {
+            Box::new(FilesSink::open(dir)?)
+        } else if dir.exists() {
+            return Err(CommandError::NotADirectory(dir.display().to_string()));
+        } else {
+            Box::new(Nothing(BTreeMap::new()))
+        };
+        sinks.push(NamedSink {
+            name: format!("files:{}", dir.display()),
+            sink,
+        });
+    }
+    if let Some(sink) = open_kubernetes(config, None).await? {
+        sinks.push(sink);
+    }
+    if sinks.is_empty() {
+        sinks.push(NamedSink {
+            name: "(no stateful sink)".into(),
+            sink: Box::new(Nothing(BTreeMap::new())),
+        });
+    }
+    Ok(sinks)
+}
+
+#[cfg(feature = "kubernetes")]
+async fn open_kubernetes(config: &Config, leadership: Leadership) -> Result<Option<NamedSink>, CommandError> {
+    use registry_sync_kubernetes::{KubeSink, KubeSinkSettings};
+
+    let Some(kube) = &config.sinks.kubernetes else {
+        return Ok(None);
+    };
+    let client = registry_sync_kubernetes::client(kube.kubeconfig.as_deref())
+        .await
+        .map_err(CommandError::Kubernetes)?;
+    let settings = KubeSinkSettings {
+        namespaces: config
+            .registries
+            .iter()
+            .map(|r| r.settings.namespace.clone())
+            .collect(),
+        qps: kube.qps,
+        burst: kube.burst,
+        concurrency: kube.concurrency,
+        ..KubeSinkSettings::default()
+    };
+    let sink = KubeSink::connect(client, settings, leadership).await?;
+    Ok(Some(NamedSink {
+        name: "kubernetes".into(),
+        sink: Box::new(sink),
+    }))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn open_kubernetes(
+    config: &Config,
+    _leadership: Leadership,
+) -> Result<Option<NamedSink>, CommandError> {
+    match &config.sinks.kubernetes {
+        Some(_) => Err(CommandError::Kubernetes(
+            "this build of registry-sync does not include the Kubernetes sink (Cargo feature `kubernetes`)"
+                .into(),
+        )),
+        None => Ok(None),
+    }
+}

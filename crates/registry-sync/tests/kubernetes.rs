@@ -1,0 +1,263 @@
+//! End-to-end: the real binary with the Kubernetes sink against the API server
+//! stand-in (test support; no kube-apiserver can be installed here), reached through a
+//! kubeconfig file exactly as a cluster would be.
+
+mod support;
+
+use std::time::Duration;
+
+use registry_sync_kube_standin::{Resource, StandIn, Verb};
+use support::*;
+
+/// A workspace whose config writes to the stand-in, with the given extra config text.
+fn workspace(server: &StandIn, services_text: &str, extra: &str) -> Workspace {
+    let ws = Workspace::new();
+    ws.write(
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1
+kind: Config
+clusters: [{{name: standin, cluster: {{server: \"{}\"}}}}]
+users: [{{name: test, user: {{}}}}]
+contexts: [{{name: test, context: {{cluster: standin, user: test, namespace: default}}}}]
+current-context: test
+",
+            server.url()
+        ),
+    );
+    ws.write_config(&format!(
+        "registries:
+  - name: legacy
+    kind: file
+    path: services.yaml
+    namespace: mesh
+sinks:
+  kubernetes:
+    kubeconfig: kubeconfig
+    leader_election: {{enabled: false}}
+{extra}"
+    ));
+    ws.write_services(services_text);
+    ws
+}
+
+/// Runs a subcommand on a blocking thread, so the in-process stand-in keeps serving.
+async fn cmd(ws: &Workspace, args: &[&str]) -> Output {
+    let dir = ws.path().to_path_buf();
+    let mut full = args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    full.push("--config".into());
+    full.push(ws.config_path().display().to_string());
+    tokio::task::spawn_blocking(move || registry_sync(&dir, full))
+        .await
+        .unwrap()
+}
+
+fn names(server: &StandIn, resource: Resource) -> Vec<String> {
+    let mut names: Vec<String> = server
+        .objects(resource)
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_creates_the_objects_and_a_second_once_writes_nothing() {
+    let server = StandIn::start().await;
+    let ws = workspace(&server, &services(8080, true), "");
+    let first = cmd(&ws, &["once"]).await;
+    assert_eq!(first.code(), Some(0), "{first}");
+    assert_eq!(
+        names(&server, Resource::ServiceEntry),
+        ["legacy.orders", "legacy.payments", "legacy.reports"]
+    );
+    let object = server
+        .object(Resource::ServiceEntry, "mesh", "legacy.orders")
+        .unwrap();
+    assert_eq!(
+        object["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "registry-sync"
+    );
+    assert_eq!(
+        object["metadata"]["labels"]["registry-sync.io/instance"],
+        "default"
+    );
+
+    server.reset_counts();
+    let second = cmd(&ws, &["once"]).await;
+    assert_eq!(second.code(), Some(0), "{second}");
+    assert_eq!(
+        server.counts().writes(),
+        0,
+        "a restart with nothing changed writes nothing:\n{second}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_against_the_cluster_shows_the_diff_and_writes_nothing() {
+    let server = StandIn::start().await;
+    let ws = workspace(&server, &services(8080, true), "");
+    let before = cmd(&ws, &["plan"]).await;
+    assert_eq!(before.code(), Some(2), "{before}");
+    assert_eq!(
+        before
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("+ ServiceEntry mesh/"))
+            .count(),
+        3,
+        "{before}"
+    );
+    assert_eq!(server.counts().writes(), 0, "plan never writes");
+
+    assert_eq!(cmd(&ws, &["once"]).await.code(), Some(0));
+    ws.write_services(&services(9090, false));
+    let after = cmd(&ws, &["plan"]).await;
+    assert_eq!(after.code(), Some(2), "{after}");
+    assert!(
+        after
+            .stdout
+            .contains("~ ServiceEntry mesh/legacy.orders (update)"),
+        "{after}"
+    );
+    assert!(
+        after
+            .stdout
+            .contains("- ServiceEntry mesh/legacy.payments (delete)"),
+        "{after}"
+    );
+    assert!(after.stdout.contains("1 unchanged"), "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_fails_deletes_nothing_in_the_cluster() {
+    let server = StandIn::start().await;
+    let ws = workspace(&server, &services(8080, true), "");
+    assert_eq!(cmd(&ws, &["once"]).await.code(), Some(0));
+    ws.write_services("services: [this is not\n");
+    server.reset_counts();
+    let broken = cmd(&ws, &["once"]).await;
+    assert_eq!(broken.code(), Some(1), "{broken}");
+    assert_eq!(server.counts().get(Verb::Delete), 0);
+    assert_eq!(names(&server, Resource::ServiceEntry).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mass_deletion_guard_holds_until_confirmed() {
+    let server = StandIn::start().await;
+    let ws = workspace(&server, &services(8080, true), "");
+    assert_eq!(cmd(&ws, &["once"]).await.code(), Some(0));
+    ws.write_services("services: []\n");
+
+    let held = cmd(&ws, &["once"]).await;
+    assert_eq!(server.counts().get(Verb::Delete), 0, "{held}");
+    assert!(held.stderr.contains("mass deletion held back"), "{held}");
+    let plan = cmd(&ws, &["plan"]).await;
+    assert!(plan.stdout.contains("held back until confirmed"), "{plan}");
+
+    let confirmed = cmd(&ws, &["once", "--confirm-mass-delete"]).await;
+    assert_eq!(confirmed.code(), Some(0), "{confirmed}");
+    assert_eq!(server.counts().get(Verb::Delete), 3);
+    assert!(names(&server, Resource::ServiceEntry).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_follows_the_registry_into_the_cluster_and_coalesces_bursts() {
+    let server = StandIn::start().await;
+    let ws = workspace(&server, &services(8080, true), "admin:\n  listen: 127.0.0.1:0\n");
+    let dir = ws.path().to_path_buf();
+    let config = ws.config_path();
+    let mut child = tokio::task::spawn_blocking(move || {
+        ChildGuard::spawn(
+            &dir,
+            [
+                std::ffi::OsStr::new("run"),
+                std::ffi::OsStr::new("--config"),
+                config.as_os_str(),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while names(&server, Resource::ServiceEntry).len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never synced:\n{}",
+            child.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The admin endpoint: ready after the first complete sync, metrics exposed.
+    let address = child
+        .stderr()
+        .lines()
+        .find(|l| l.contains("serving /metrics"))
+        .and_then(|l| l.split("address=").nth(1))
+        .map(|a| a.trim().to_string())
+        .expect("the admin address is logged");
+    let get = |path: &str| -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).expect("the admin endpoint accepts");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    let ready = get("/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    let metrics = get("/metrics");
+    assert!(
+        metrics.contains("registry_sync_registry_up{registry=\"legacy\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("registry_sync_sink_writes_total{sink=\"kubernetes\",verb=\"create\",result=\"ok\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("registry_sync_propagation_seconds_count"),
+        "{metrics}"
+    );
+
+    // A burst of 50 port changes: the last one wins, and far fewer than 50 writes land.
+    server.reset_counts();
+    for port in 9000..9050 {
+        ws.write_services_atomically(&services(port, true));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let orders = server
+            .object(Resource::ServiceEntry, "mesh", "legacy.orders")
+            .unwrap();
+        if orders["spec"]["ports"][0]["number"] == 9049 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the last change never arrived:\n{}",
+            child.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let applies = server.counts().get(Verb::Apply);
+    assert!(
+        (1..50).contains(&applies),
+        "{applies} writes for a burst of 50 changes"
+    );
+
+    child.terminate();
+    let status = tokio::task::spawn_blocking(move || child.wait_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(status.map(|s| s.code()), Some(Some(0)));
+}
