@@ -2,18 +2,17 @@
 //! takes over, a leader cut off from the API server stops writing before anyone else
 //! can start.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+mod support;
+
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use registry_sync_istio::{
-    Desired, INSTANCE_LABEL, IstioObject, Location, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta,
-    REGISTRY_LABEL, Resolution, ServiceEntrySpec, Spec,
-};
+use registry_sync_istio::Desired;
 use registry_sync_kube_standin::{Resource, StandIn, Verb};
 use registry_sync_kubernetes::{KubeSink, KubeSinkSettings, LeaderSettings, Leadership, leader};
-use registry_sync_plan::{DeleteScope, Owner, plan};
+use registry_sync_plan::{Owner, plan};
 use registry_sync_sinks::{AsyncSink, SinkError};
+use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -135,33 +134,6 @@ async fn a_leader_cut_off_stops_writing_before_its_lease_can_pass_to_another() {
     stop_b.cancel();
 }
 
-fn entry(name: &str) -> IstioObject {
-    let labels: BTreeMap<String, String> = [
-        (MANAGED_BY_LABEL, MANAGED_BY_VALUE),
-        (REGISTRY_LABEL, "legacy"),
-        (INSTANCE_LABEL, "default"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    IstioObject::new(
-        ObjectMeta {
-            name: name.into(),
-            namespace: "mesh".into(),
-            labels,
-            annotations: BTreeMap::new(),
-        },
-        Spec::ServiceEntry(ServiceEntrySpec {
-            hosts: vec![format!("{name}.legacy")],
-            location: Location::MeshInternal,
-            resolution: Resolution::Static,
-            ports: vec![],
-            endpoints: vec![],
-            workload_selector: None,
-        }),
-    )
-}
-
 async fn sink(server: &StandIn, leadership: Leadership) -> KubeSink {
     let settings = KubeSinkSettings {
         namespaces: BTreeSet::from(["mesh".to_string()]),
@@ -181,16 +153,8 @@ async fn only_the_leader_writes_and_a_failover_writes_nothing_twice() {
     wait_for("a leads", Duration::from_secs(5), || a.is_leader()).await;
     let b = leader::start(client_via(&server, None), settings("b"), stop_b.clone());
     let (mut sink_a, mut sink_b) = (sink(&server, a.clone()).await, sink(&server, b.clone()).await);
-    let desired: Desired = ["x", "y"]
-        .map(entry)
-        .into_iter()
-        .map(|o| (o.key(), Arc::new(o)))
-        .collect();
-    let scope = DeleteScope {
-        complete: BTreeSet::from(["legacy".into()]),
-        configured: BTreeSet::from(["legacy".into()]),
-        mass_delete_guard: None,
-    };
+    let desired: Desired = desired(&[entry("x", &[]), entry("y", &[])]);
+    let scope = scope();
     let owner = Owner::new("default");
     server.reset_counts();
 

@@ -1,70 +1,17 @@
 //! The Kubernetes sink against the API server stand-in, over real HTTP, exactly as
 //! against a cluster: round trips, zero-write passes, ownership, faults.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+mod support;
+
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use registry_sync_istio::{
-    Desired, Endpoint, INSTANCE_LABEL, IstioObject, Location, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta,
-    REGISTRY_LABEL, Resolution, ServiceEntrySpec, ServicePort, Spec,
-};
+use registry_sync_istio::IstioObject;
 use registry_sync_kube_standin::{Resource, StandIn, Verb};
 use registry_sync_kubernetes::{KubeSink, KubeSinkSettings};
-use registry_sync_plan::{DeleteScope, Owner, Plan, plan};
+use registry_sync_plan::{Owner, Plan, plan};
 use registry_sync_sinks::AsyncSink;
-
-const NS: &str = "mesh";
-
-fn entry(name: &str, addresses: &[&str]) -> IstioObject {
-    let labels: BTreeMap<String, String> = [
-        (MANAGED_BY_LABEL, MANAGED_BY_VALUE),
-        (REGISTRY_LABEL, "legacy"),
-        (INSTANCE_LABEL, "default"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    IstioObject::new(
-        ObjectMeta {
-            name: name.into(),
-            namespace: NS.into(),
-            labels,
-            annotations: BTreeMap::new(),
-        },
-        Spec::ServiceEntry(ServiceEntrySpec {
-            hosts: vec![format!("{name}.legacy")],
-            location: Location::MeshInternal,
-            resolution: Resolution::Static,
-            ports: vec![ServicePort {
-                number: 8080,
-                protocol: "HTTP".into(),
-                name: "http-8080".into(),
-            }],
-            endpoints: addresses
-                .iter()
-                .map(|a| Endpoint {
-                    address: a.to_string(),
-                    ports: [("http-8080".to_string(), 8080)].into_iter().collect(),
-                    ..Default::default()
-                })
-                .collect(),
-            workload_selector: None,
-        }),
-    )
-}
-
-fn desired(objects: &[IstioObject]) -> Desired {
-    objects.iter().map(|o| (o.key(), Arc::new(o.clone()))).collect()
-}
-
-fn scope() -> DeleteScope {
-    DeleteScope {
-        complete: BTreeSet::from(["legacy".to_string()]),
-        configured: BTreeSet::from(["legacy".to_string()]),
-        mass_delete_guard: None,
-    }
-}
+use support::*;
 
 fn settings() -> KubeSinkSettings {
     KubeSinkSettings {

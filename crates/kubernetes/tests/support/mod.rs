@@ -1,0 +1,63 @@
+//! Objects and scopes the Kubernetes sink tests share.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use registry_sync_istio::{
+    Desired, Endpoint, INSTANCE_LABEL, IstioObject, Location, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta,
+    REGISTRY_LABEL, Resolution, ServiceEntrySpec, ServicePort, Spec,
+};
+use registry_sync_plan::DeleteScope;
+
+pub const NS: &str = "mesh";
+
+pub fn entry(name: &str, addresses: &[&str]) -> IstioObject {
+    let labels: BTreeMap<String, String> = [
+        (MANAGED_BY_LABEL, MANAGED_BY_VALUE),
+        (REGISTRY_LABEL, "legacy"),
+        (INSTANCE_LABEL, "default"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    IstioObject::new(
+        ObjectMeta {
+            name: name.into(),
+            namespace: NS.into(),
+            labels,
+            annotations: BTreeMap::new(),
+        },
+        Spec::ServiceEntry(ServiceEntrySpec {
+            hosts: vec![format!("{name}.legacy")],
+            location: Location::MeshInternal,
+            resolution: Resolution::Static,
+            ports: vec![ServicePort {
+                number: 8080,
+                protocol: "HTTP".into(),
+                name: "http-8080".into(),
+            }],
+            endpoints: addresses
+                .iter()
+                .map(|a| Endpoint {
+                    address: a.to_string(),
+                    ports: [("http-8080".to_string(), 8080)].into_iter().collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            workload_selector: None,
+        }),
+    )
+}
+
+pub fn desired(objects: &[IstioObject]) -> Desired {
+    objects.iter().map(|o| (o.key(), Arc::new(o.clone()))).collect()
+}
+
+pub fn scope() -> DeleteScope {
+    DeleteScope {
+        complete: BTreeSet::from(["legacy".to_string()]),
+        configured: BTreeSet::from(["legacy".to_string()]),
+        mass_delete_guard: None,
+    }
+}
