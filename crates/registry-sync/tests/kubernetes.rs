@@ -210,8 +210,20 @@ async fn run_follows_the_registry_into_the_cluster_and_coalesces_bursts() {
         stream.read_to_string(&mut response).unwrap();
         response
     };
-    let ready = get("/readyz");
-    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    // The objects can land a moment before the pass that wrote them reports back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = get("/readyz");
+        if ready.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {ready}\n{}",
+            child.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(get("/healthz").starts_with("HTTP/1.1 200"));
     let metrics = get("/metrics");
     assert!(

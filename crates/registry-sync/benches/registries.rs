@@ -1,0 +1,332 @@
+//! Propagation through the watching registries, against real servers started for the
+//! run (etcd and ZooKeeper from the Debian packages scripts/test installs):
+//! `cargo bench -p registry-sync --bench registries`.
+//!
+//! For each registry, CHANGES times: one instance's port changes in the registry; timed
+//! from the write until registry-sync has applied the changed object to a sink (source →
+//! catalog → translate → plan → apply). Beside it, a bare watch client of the same
+//! registry measures the registry's own notification latency, and the table reports
+//! the ratio of the p99s. Then the registry is left alone for IDLE seconds and the
+//! requests registry-sync's source sends it are counted from the server's own counters.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use registry_sync::config::Config;
+use registry_sync::pipeline::{NamedSink, Pipeline};
+use registry_sync_istio::{HeldObject, ObjectKey, Spec};
+use registry_sync_plan::Plan;
+use registry_sync_sinks::{ApplyReport, Sink, SinkError};
+use registry_sync_sources::SourceEvent;
+use registry_sync_sources::etcd::{EtcdConfig, EtcdSource, ValueFormat};
+use registry_sync_sources::testing::{TestEtcd, TestZookeeper};
+use registry_sync_sources::zookeeper::{ZkLayout, ZookeeperConfig, ZookeeperSource};
+use std::collections::BTreeMap;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Remembers the endpoint port of the last applied ServiceEntry.
+struct PortSink {
+    held: BTreeMap<ObjectKey, HeldObject>,
+    port: Arc<AtomicUsize>,
+}
+
+impl Sink for PortSink {
+    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
+        &self.held
+    }
+
+    fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, SinkError> {
+        for object in plan.creates.iter().chain(&plan.updates) {
+            if let Spec::ServiceEntry(se) = &object.spec
+                && let Some(port) = se
+                    .endpoints
+                    .first()
+                    .and_then(|e| e.ports.iter().next().map(|(_, p)| *p))
+            {
+                self.port.store(port as usize, Ordering::SeqCst);
+            }
+            let held = HeldObject {
+                key: object.key(),
+                labels: object.metadata.labels.clone(),
+                content_hash: Some(object.content_hash().to_string()),
+            };
+            self.held.insert(object.key(), held);
+        }
+        Ok(ApplyReport {
+            created: plan.creates.len(),
+            updated: plan.updates.len(),
+            ..Default::default()
+        })
+    }
+}
+
+/// Runs a source into a pipeline with a [`PortSink`] until `cancel`.
+fn run_pipeline(
+    config: Config,
+    mut rx: mpsc::Receiver<SourceEvent>,
+    port: Arc<AtomicUsize>,
+    cancel: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut pipeline = Pipeline::new(&config);
+        let mut sinks = vec![NamedSink {
+            name: "bench".into(),
+            sink: Box::new(PortSink {
+                held: BTreeMap::new(),
+                port,
+            }),
+        }];
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return,
+                event = rx.recv() => match event { Some(e) => e, None => return },
+            };
+            let mut changed = false;
+            for event in std::iter::once(event).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                if let SourceEvent::Snapshot { registry, snapshot } = event {
+                    changed |= pipeline.registry_synced(&registry, snapshot);
+                }
+            }
+            if changed {
+                pipeline.sync(&mut sinks).await;
+            }
+        }
+    });
+}
+
+async fn wait_port(port: &AtomicUsize, want: usize) {
+    while port.load(Ordering::SeqCst) != want {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+struct Row {
+    registry: &'static str,
+    bare: Vec<Duration>,
+    synced: Vec<Duration>,
+    idle_requests_per_s: String,
+}
+
+async fn bench_etcd(changes: usize, idle: Duration) -> Row {
+    let server = TestEtcd::start().expect("etcd is installed (scripts/test installs it)");
+    let url = server.url();
+    let mut client = etcd_client::Client::connect([url.clone()], None).await.unwrap();
+    let value = |port: usize| format!("{{\"Addr\":\"10.0.0.1:{port}\",\"Metadata\":{{}}}}");
+
+    // The registry's own latency: a bare watch client.
+    let mut stream = client
+        .watch("/bare/", Some(etcd_client::WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let mut bare = Vec::with_capacity(changes);
+    for n in 0..changes {
+        let t = Instant::now();
+        client
+            .put("/bare/orders/1", value(10000 + n), None)
+            .await
+            .unwrap();
+        stream.message().await.unwrap();
+        bare.push(t.elapsed());
+    }
+
+    client.put("/services/orders/1", value(9000), None).await.unwrap();
+    let config = Config::parse(
+        Path::new("bench.yaml"),
+        &format!("registries:\n  - {{name: kv, kind: etcd, address: \"{url}\", prefix: /services, namespace: mesh}}\n"),
+    )
+    .unwrap();
+    let source = EtcdSource::new(
+        "kv",
+        EtcdConfig {
+            endpoints: vec![url],
+            prefix: "/services".into(),
+            credentials: None,
+            tls: None,
+            format: ValueFormat::NamingEndpoints,
+        },
+    );
+    let (tx, rx) = mpsc::channel(64);
+    let cancel = CancellationToken::new();
+    let port = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(source.watch(tx, cancel.clone()));
+    run_pipeline(config, rx, port.clone(), cancel.clone());
+    wait_port(&port, 9000).await;
+    let mut synced = Vec::with_capacity(changes);
+    for n in 0..changes {
+        let want = 10000 + n;
+        let t = Instant::now();
+        client.put("/services/orders/1", value(want), None).await.unwrap();
+        wait_port(&port, want).await;
+        synced.push(t.elapsed());
+    }
+    // Idle: requests the server handled while nothing changed (its own gRPC counter).
+    let metrics = |url: &str| -> f64 {
+        let out = std::process::Command::new("curl")
+            .args(["-s", &format!("{url}/metrics")])
+            .output();
+        out.ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.starts_with("grpc_server_handled_total") || l.starts_with("grpc_server_started_total")
+            })
+            .filter(|l| l.starts_with("grpc_server_started_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = metrics(&server.url());
+    tokio::time::sleep(idle).await;
+    let after = metrics(&server.url());
+    cancel.cancel();
+    Row {
+        registry: "etcd (prefix watch)",
+        bare,
+        synced,
+        idle_requests_per_s: format!("{:.2}", (after - before) / idle.as_secs_f64()),
+    }
+}
+
+async fn bench_zookeeper(changes: usize, idle: Duration) -> Row {
+    use zookeeper_client::{Acls, AddWatchMode, Client, CreateMode};
+    let server = TestZookeeper::start().expect("ZooKeeper is installed (scripts/test installs it)");
+    let address = server.address();
+    let zk = Client::connector().connect(&address).await.unwrap();
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let spring = |port: usize| {
+        format!(r#"{{"name":"orders","id":"a1","address":"10.0.0.1","port":{port},"payload":{{"@class":"org.springframework.cloud.zookeeper.discovery.ZookeeperInstance","metadata":{{}}}}}}"#)
+            .into_bytes()
+    };
+    zk.mkdir("/bare/orders", &persistent).await.unwrap();
+    zk.create("/bare/orders/a1", &spring(1), &persistent)
+        .await
+        .unwrap();
+    let mut watcher = zk
+        .watch("/bare", AddWatchMode::PersistentRecursive)
+        .await
+        .unwrap();
+    let mut bare = Vec::with_capacity(changes);
+    for n in 0..changes {
+        let t = Instant::now();
+        zk.set_data("/bare/orders/a1", &spring(10000 + n), None)
+            .await
+            .unwrap();
+        watcher.changed().await;
+        bare.push(t.elapsed());
+    }
+
+    zk.mkdir("/services/orders", &persistent).await.unwrap();
+    zk.create("/services/orders/a1", &spring(9000), &persistent)
+        .await
+        .unwrap();
+    let config = Config::parse(
+        Path::new("bench.yaml"),
+        &format!("registries:\n  - {{name: spring, kind: zookeeper, address: \"{address}\", layout: curator, root: /services, namespace: mesh}}\n"),
+    )
+    .unwrap();
+    let source = ZookeeperSource::new(
+        "spring",
+        ZookeeperConfig {
+            address: address.clone(),
+            chroot: None,
+            layout: ZkLayout::Curator,
+            root: "/services".into(),
+            credentials: None,
+            session_timeout: Duration::from_secs(10),
+        },
+    );
+    let (tx, rx) = mpsc::channel(64);
+    let cancel = CancellationToken::new();
+    let port = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(source.watch(tx, cancel.clone()));
+    run_pipeline(config, rx, port.clone(), cancel.clone());
+    wait_port(&port, 9000).await;
+    let mut synced = Vec::with_capacity(changes);
+    for n in 0..changes {
+        let want = 10000 + n;
+        let t = Instant::now();
+        zk.set_data("/services/orders/a1", &spring(want), None)
+            .await
+            .unwrap();
+        wait_port(&port, want).await;
+        synced.push(t.elapsed());
+    }
+    // Idle: packets the server received, from its `mntr` counters (includes both this
+    // benchmark's sessions' pings, so it is an upper bound for the source alone).
+    let packets = |address: &str| -> f64 {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream.write_all(b"mntr").unwrap();
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text.lines()
+            .find(|l| l.starts_with("zk_packets_received"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let before = packets(&address);
+    tokio::time::sleep(idle).await;
+    let after = packets(&address);
+    cancel.cancel();
+    Row {
+        registry: "ZooKeeper (persistent recursive watch, Curator layout)",
+        bare,
+        synced,
+        idle_requests_per_s: format!(
+            "≤ {:.2} (session pings of two clients)",
+            (after - before - 1.0).max(0.0) / idle.as_secs_f64()
+        ),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let changes = env_usize("BENCH_CHANGES", 300);
+    let idle = Duration::from_secs(env_usize("BENCH_IDLE_SECONDS", 10) as u64);
+    let mut rows = vec![
+        bench_etcd(changes, idle).await,
+        bench_zookeeper(changes, idle).await,
+    ];
+    println!();
+    println!("registry write → object applied by registry-sync, {changes} changes each, on loopback");
+    println!();
+    println!(
+        "| registry | bare watch p50 / p99 | registry-sync p50 / p99 | p99 ratio | idle requests/s to the registry |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for row in &mut rows {
+        row.bare.sort();
+        row.synced.sort();
+        let (b99, s99) = (percentile(&row.bare, 0.99), percentile(&row.synced, 0.99));
+        println!(
+            "| {} | {} / {} | {} / {} | {:.2} | {} |",
+            row.registry,
+            ms(percentile(&row.bare, 0.5)),
+            ms(b99),
+            ms(percentile(&row.synced, 0.5)),
+            ms(s99),
+            s99.as_secs_f64() / b99.as_secs_f64(),
+            row.idle_requests_per_s
+        );
+    }
+    println!();
+}
