@@ -48,6 +48,7 @@ as_root() {
 #   protoc     protoc and the well-known .proto files (etcd-client's build needs both)
 #   etcd       the etcd server and etcdctl
 #   zookeeper  ZooKeeper 3.8 (runs on the machine's Java)
+#   dnsmasq    dnsmasq-base: a DNS server serving SRV/A/AAAA records from a conf file
 need_packages() {
   local what
   for what in "$@"; do
@@ -58,6 +59,9 @@ need_packages() {
         ;;
       etcd)
         command -v etcd >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(etcd-server etcd-client)
+        ;;
+      dnsmasq)
+        [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(dnsmasq-base)
         ;;
       zookeeper)
         [ -f /usr/share/java/zookeeper.jar ] || TEST_SERVER_PACKAGES+=(zookeeper zookeeper-bin)
@@ -175,4 +179,43 @@ EOF
   wait_until 60 ZooKeeper "$SPAWNED_PID" "$dir/zookeeper.log" zookeeper_ok "$port"
   export REGISTRY_SYNC_TEST_ZOOKEEPER="127.0.0.1:$port"
   echo "zookeeper: $REGISTRY_SYNC_TEST_ZOOKEEPER (pid $SPAWNED_PID)" >&2
+}
+
+# dnsmasq reads its records only at start, so the DNS tests run private servers with
+# their own records (TestDnsmasq in crates/sources/src/testing.rs). This one proves the
+# binary serves on this machine: it answers an SRV query over TCP from a generated conf
+# file, loopback only, records with a TTL of 1 s. Exports the binary's path.
+start_dnsmasq() {
+  local dir port binary
+  binary="$(command -v dnsmasq || echo /usr/sbin/dnsmasq)"
+  make_server_dir dnsmasq
+  dir="$SERVER_DIR"
+  port="$(free_port)"
+  cat >"$dir/dnsmasq.conf" <<EOF
+port=$port
+listen-address=127.0.0.1
+bind-interfaces
+local-ttl=1
+local=/example/
+srv-host=_http._tcp.probe.example,a.probe.example,8080
+host-record=a.probe.example,127.0.0.2
+EOF
+  spawn_server "$dir/dnsmasq.log" "$binary" --no-resolv --no-hosts --keep-in-foreground \
+    --pid-file= --user=root "--conf-file=$dir/dnsmasq.conf"
+  wait_until 30 dnsmasq "$SPAWNED_PID" "$dir/dnsmasq.log" dnsmasq_answers "$port"
+  export REGISTRY_SYNC_TEST_DNSMASQ="$binary"
+  echo "dnsmasq: $binary, probe on 127.0.0.1:$port (pid $SPAWNED_PID)" >&2
+}
+
+# dnsmasq_answers PORT: an SRV query for the probe name over TCP gets one answer.
+dnsmasq_answers() {
+  python3 - "$1" <<'EOF'
+import socket, struct, sys
+name = b"".join(bytes([len(l)]) + l for l in b"_http._tcp.probe.example".split(b".")) + b"\0"
+query = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0) + name + struct.pack(">HH", 33, 1)
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+s.sendall(struct.pack(">H", len(query)) + query)
+answer = s.recv(4096)
+sys.exit(0 if len(answer) > 12 and struct.unpack(">H", answer[8:10])[0] == 1 else 1)
+EOF
 }

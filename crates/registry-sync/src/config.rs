@@ -34,6 +34,9 @@ pub enum RegistryKind {
     File,
     Etcd,
     Zookeeper,
+    Dns,
+    Consul,
+    Eureka,
 }
 
 impl fmt::Display for RegistryKind {
@@ -42,6 +45,9 @@ impl fmt::Display for RegistryKind {
             RegistryKind::File => "file",
             RegistryKind::Etcd => "etcd",
             RegistryKind::Zookeeper => "zookeeper",
+            RegistryKind::Dns => "dns",
+            RegistryKind::Consul => "consul",
+            RegistryKind::Eureka => "eureka",
         })
     }
 }
@@ -125,6 +131,23 @@ struct RawRegistry {
     root: Option<Spanned<String>>,
     chroot: Option<Spanned<String>>,
     session_timeout: Option<Spanned<String>>,
+    // Keys of the `dns` registry.
+    nameserver: Option<Spanned<String>>,
+    names: Option<Spanned<Vec<String>>>,
+    min_refresh: Option<Spanned<String>>,
+    max_refresh: Option<Spanned<String>>,
+    // Keys of the `consul` and `eureka` registries; see config/registries/http.rs.
+    datacenter: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    token_env: Option<Spanned<String>>,
+    consul_namespace: Option<Spanned<String>>,
+    partition: Option<Spanned<String>>,
+    health: Option<Spanned<Vec<String>>>,
+    services: Option<Spanned<Vec<String>>>,
+    tags: Option<Spanned<Vec<String>>>,
+    wait: Option<Spanned<String>>,
+    refresh: Option<Spanned<String>>,
+    instance_address: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -188,6 +211,12 @@ pub enum SourceConfig {
     Etcd(Box<registry_sync_sources::etcd::EtcdConfig>),
     #[cfg(feature = "zookeeper")]
     Zookeeper(Box<registry_sync_sources::zookeeper::ZookeeperConfig>),
+    #[cfg(feature = "dns")]
+    Dns(Box<registry_sync_sources::dns::DnsConfig>),
+    #[cfg(feature = "consul")]
+    Consul(Box<registry_sync_sources::consul::ConsulConfig>),
+    #[cfg(feature = "eureka")]
+    Eureka(Box<registry_sync_sources::eureka::EurekaConfig>),
 }
 
 #[derive(Clone, Debug)]
@@ -447,6 +476,18 @@ impl Config {
                 RegistryKind::Etcd => return Err(check.not_built(kind)),
                 #[cfg(not(feature = "zookeeper"))]
                 RegistryKind::Zookeeper => return Err(check.not_built(kind)),
+                #[cfg(feature = "dns")]
+                RegistryKind::Dns => check.dns()?,
+                #[cfg(not(feature = "dns"))]
+                RegistryKind::Dns => return Err(check.not_built(kind)),
+                #[cfg(feature = "consul")]
+                RegistryKind::Consul => check.consul()?,
+                #[cfg(not(feature = "consul"))]
+                RegistryKind::Consul => return Err(check.not_built(kind)),
+                #[cfg(feature = "eureka")]
+                RegistryKind::Eureka => check.eureka()?,
+                #[cfg(not(feature = "eureka"))]
+                RegistryKind::Eureka => return Err(check.not_built(kind)),
                 RegistryKind::File => {
                     let Some(p) = &r.path else {
                         return Err(invalid(

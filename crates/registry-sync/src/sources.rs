@@ -37,6 +37,27 @@ pub async fn load(registry: &RegistryConfig) -> Result<RegistrySnapshot, String>
                 .await
                 .map_err(|e| e.to_string())
         }
+        #[cfg(feature = "dns")]
+        SourceConfig::Dns(config) => {
+            registry_sync_sources::dns::DnsSource::new(&registry.name, (**config).clone())
+                .load()
+                .await
+                .map_err(|e| e.to_string())
+        }
+        #[cfg(feature = "consul")]
+        SourceConfig::Consul(config) => {
+            registry_sync_sources::consul::ConsulSource::new(&registry.name, (**config).clone())
+                .load()
+                .await
+                .map_err(|e| e.to_string())
+        }
+        #[cfg(feature = "eureka")]
+        SourceConfig::Eureka(config) => {
+            registry_sync_sources::eureka::EurekaSource::new(&registry.name, (**config).clone())
+                .load()
+                .await
+                .map_err(|e| e.to_string())
+        }
     }
 }
 
@@ -61,6 +82,21 @@ pub fn spawn_watch(
         SourceConfig::Zookeeper(config) => {
             let source =
                 registry_sync_sources::zookeeper::ZookeeperSource::new(&registry.name, (**config).clone());
+            tokio::spawn(source.watch(tx, cancel))
+        }
+        #[cfg(feature = "dns")]
+        SourceConfig::Dns(config) => {
+            let source = registry_sync_sources::dns::DnsSource::new(&registry.name, (**config).clone());
+            tokio::spawn(source.watch(tx, cancel))
+        }
+        #[cfg(feature = "consul")]
+        SourceConfig::Consul(config) => {
+            let source = registry_sync_sources::consul::ConsulSource::new(&registry.name, (**config).clone());
+            tokio::spawn(source.watch(tx, cancel))
+        }
+        #[cfg(feature = "eureka")]
+        SourceConfig::Eureka(config) => {
+            let source = registry_sync_sources::eureka::EurekaSource::new(&registry.name, (**config).clone());
             tokio::spawn(source.watch(tx, cancel))
         }
         #[cfg(not(feature = "file"))]

@@ -20,18 +20,51 @@ use registry_sync_catalog::RegistrySnapshot;
 #[cfg(feature = "file")]
 pub mod file;
 
+#[cfg(feature = "consul")]
+pub mod consul;
+#[cfg(feature = "dns")]
+pub mod dns;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "eureka")]
+pub mod eureka;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;
 
-#[cfg(any(feature = "etcd", feature = "zookeeper"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "zookeeper",
+    feature = "dns",
+    feature = "consul",
+    feature = "eureka"
+))]
+// A build with fewer registries uses only part of it.
+#[cfg_attr(not(all(feature = "etcd", feature = "zookeeper")), allow(dead_code))]
 mod emit;
-#[cfg(any(feature = "etcd", feature = "zookeeper"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "zookeeper",
+    feature = "consul",
+    feature = "eureka"
+))]
+#[cfg_attr(not(all(feature = "etcd", feature = "zookeeper")), allow(dead_code))]
 mod json;
-#[cfg(any(feature = "etcd", feature = "zookeeper"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "zookeeper",
+    feature = "consul",
+    feature = "eureka"
+))]
 pub mod secret;
-#[cfg(any(feature = "etcd", feature = "zookeeper"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "zookeeper",
+    feature = "dns",
+    feature = "consul",
+    feature = "eureka"
+))]
+// A build with fewer registries uses only part of it.
+#[cfg_attr(not(all(feature = "etcd", feature = "zookeeper")), allow(dead_code))]
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -93,10 +93,35 @@ impl Services {
         }
     }
 
-    #[cfg(feature = "zookeeper")]
+    #[cfg(any(
+        feature = "zookeeper",
+        feature = "dns",
+        feature = "consul",
+        feature = "eureka"
+    ))]
     pub(crate) fn remove_service(&mut self, service: &str) {
         if self.services.remove(service).is_some() {
             self.dirty = true;
+        }
+    }
+
+    #[cfg(any(feature = "dns", feature = "consul", feature = "eureka"))]
+    /// Replaces one service's items with a complete new set, creating the service if
+    /// needed: a DNS answer is always the whole service, and an empty set (an SRV
+    /// target `.`) still names one.
+    pub(crate) fn replace_service(&mut self, service: &str, items: BTreeMap<String, Item>) {
+        match self.services.get_mut(service) {
+            Some(entry) if entry.items == items => {}
+            Some(entry) => {
+                entry.items = items;
+                entry.built = None;
+                self.dirty = true;
+            }
+            None => {
+                let entry = Entry { items, built: None };
+                self.services.insert(service.to_string(), entry);
+                self.dirty = true;
+            }
         }
     }
 

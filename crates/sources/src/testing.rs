@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 pub const ETCD_VAR: &str = "REGISTRY_SYNC_TEST_ETCD";
 pub const ZOOKEEPER_VAR: &str = "REGISTRY_SYNC_TEST_ZOOKEEPER";
+/// The path of the `dnsmasq` binary that `scripts/test` installed and checked.
+pub const DNSMASQ_VAR: &str = "REGISTRY_SYNC_TEST_DNSMASQ";
 
 /// How long a private server may take to become ready (ZooKeeper's JVM takes ~2 s).
 const READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -229,6 +231,86 @@ impl TestZookeeper {
 }
 
 impl Drop for TestZookeeper {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private dnsmasq serving the records a test gives it, on a free loopback port.
+///
+/// dnsmasq reads its records only at start, so [`TestDnsmasq::restart`] with new
+/// records is how a test changes them. Records are dnsmasq configuration lines
+/// (`srv-host=…`, `host-record=…`); names under `example` that no record names are
+/// answered `NXDOMAIN` (`local=/example/`), others `REFUSED`. Every record has a TTL of
+/// 1 s (`local-ttl=1`), so a change is visible quickly.
+pub struct TestDnsmasq {
+    binary: String,
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl TestDnsmasq {
+    /// Starts one, or returns `None` (skipped) when `REGISTRY_SYNC_TEST_DNSMASQ` is not
+    /// set (a failure under CI).
+    pub fn start(records: &str) -> Option<TestDnsmasq> {
+        let binary = shared_server(DNSMASQ_VAR)?;
+        let mut dnsmasq = TestDnsmasq {
+            binary,
+            dir: scratch_dir("dnsmasq"),
+            port: free_port(),
+            child: None,
+        };
+        dnsmasq.resume(records);
+        Some(dnsmasq)
+    }
+
+    /// `127.0.0.1:<port>`, for `nameserver`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server: queries then fail (the port is closed).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server if it runs and starts it on the same port with `records`.
+    pub fn restart(&mut self, records: &str) {
+        self.stop();
+        self.resume(records);
+    }
+
+    fn resume(&mut self, records: &str) {
+        let config = format!(
+            "port={port}\nlisten-address=127.0.0.1\nbind-interfaces\nlocal-ttl=1\nlocal=/example/\n{records}\n",
+            port = self.port
+        );
+        let path = self.dir.join("dnsmasq.conf");
+        std::fs::write(&path, config).expect("write dnsmasq.conf");
+        let mut child = Command::new(&self.binary)
+            .args(["--no-resolv", "--no-hosts", "--keep-in-foreground", "--pid-file="])
+            .arg("--user=root")
+            .arg(format!("--conf-file={}", path.display()))
+            .stdin(Stdio::null())
+            .stdout(log_file(&self.dir, "dnsmasq.log"))
+            .stderr(log_file(&self.dir, "dnsmasq.log"))
+            .spawn()
+            .expect("start dnsmasq (scripts/test installs dnsmasq-base)");
+        let port = self.port;
+        wait_ready("dnsmasq", &mut child, || {
+            let address = SocketAddr::from(([127, 0, 0, 1], port));
+            TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+        });
+        self.child = Some(child);
+    }
+}
+
+impl Drop for TestDnsmasq {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -11,13 +11,20 @@
 )]
 
 use std::path::Path;
-#[cfg(feature = "zookeeper")]
+#[cfg(any(
+    feature = "zookeeper",
+    feature = "dns",
+    feature = "consul",
+    feature = "eureka"
+))]
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::{ConfigError, RawRegistry, RegistryKind, SourceConfig};
+
+mod http;
 
 /// `address`: one string (a ZooKeeper connect string, or etcd URLs separated by
 /// commas) or a list.
@@ -59,6 +66,7 @@ const ETCD_KEYS: &[&str] = &[
     "cert_file",
     "key_file",
 ];
+const DNS_KEYS: &[&str] = &["nameserver", "names", "min_refresh", "max_refresh"];
 const ZOOKEEPER_KEYS: &[&str] = &[
     "address",
     "layout",
@@ -115,6 +123,21 @@ impl Check<'_> {
             ("root", line(&r.root)),
             ("chroot", line(&r.chroot)),
             ("session_timeout", line(&r.session_timeout)),
+            ("nameserver", line(&r.nameserver)),
+            ("names", r.names.as_ref().map(|n| n.referenced.line())),
+            ("min_refresh", line(&r.min_refresh)),
+            ("max_refresh", line(&r.max_refresh)),
+            ("datacenter", line(&r.datacenter)),
+            ("token_file", line(&r.token_file)),
+            ("token_env", line(&r.token_env)),
+            ("consul_namespace", line(&r.consul_namespace)),
+            ("partition", line(&r.partition)),
+            ("health", r.health.as_ref().map(|n| n.referenced.line())),
+            ("services", r.services.as_ref().map(|n| n.referenced.line())),
+            ("tags", r.tags.as_ref().map(|n| n.referenced.line())),
+            ("wait", line(&r.wait)),
+            ("refresh", line(&r.refresh)),
+            ("instance_address", line(&r.instance_address)),
         ]
         .into_iter()
         .filter_map(|(key, line)| line.map(|l| (key, l)))
@@ -127,6 +150,9 @@ impl Check<'_> {
             RegistryKind::File => FILE_KEYS,
             RegistryKind::Etcd => ETCD_KEYS,
             RegistryKind::Zookeeper => ZOOKEEPER_KEYS,
+            RegistryKind::Dns => DNS_KEYS,
+            RegistryKind::Consul => http::CONSUL_KEYS,
+            RegistryKind::Eureka => http::EUREKA_KEYS,
         };
         match self.set_keys().into_iter().find(|(key, _)| !own.contains(key)) {
             Some((key, line)) => Err(self.error(
@@ -161,7 +187,7 @@ impl Check<'_> {
     }
 
     /// `username` with exactly one of `password_file` / `password_env`.
-    #[cfg(any(feature = "etcd", feature = "zookeeper"))]
+    #[cfg(any(feature = "etcd", feature = "zookeeper", feature = "eureka"))]
     fn credentials(&self) -> Result<Option<registry_sync_sources::secret::Credentials>, ConfigError> {
         use registry_sync_sources::secret::{Credentials, SecretSource};
         let r = self.raw;
@@ -386,6 +412,91 @@ impl Check<'_> {
         })))
     }
 
+    #[cfg(feature = "dns")]
+    pub(super) fn dns(&self) -> Result<SourceConfig, ConfigError> {
+        use registry_sync_sources::dns::{DEFAULT_MAX_REFRESH, DEFAULT_MIN_REFRESH, DnsConfig, SrvName};
+        let r = self.raw;
+        let nameserver = match &r.nameserver {
+            None => None,
+            Some(v) => {
+                let text = v.value.trim();
+                let parsed = text
+                    .parse::<std::net::SocketAddr>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()));
+                Some(parsed.map_err(|_| {
+                    self.error(
+                        v.referenced.line(),
+                        "nameserver",
+                        format!("{text:?} must be an IP address with an optional port, e.g. \"10.0.0.53\" or \"127.0.0.1:5353\""),
+                    )
+                })?)
+            }
+        };
+        let Some(raw_names) = &r.names else {
+            return Err(self.error(
+                self.kind_line(),
+                "names",
+                "is required: the SRV names to follow, e.g. [_http._tcp.billing.example]",
+            ));
+        };
+        let line = raw_names.referenced.line();
+        if raw_names.value.is_empty() {
+            return Err(self.error(line, "names", "must list at least one SRV name"));
+        }
+        let mut names: Vec<SrvName> = Vec::new();
+        for raw in &raw_names.value {
+            let name = SrvName::parse(raw).map_err(|message| self.error(line, "names", message))?;
+            if let Some(other) = names.iter().find(|n| n.service() == name.service()) {
+                return Err(self.error(
+                    line,
+                    "names",
+                    format!(
+                        "{} and {} both name the service {}; list one SRV name per service",
+                        other.name(),
+                        name.name(),
+                        name.service()
+                    ),
+                ));
+            }
+            names.push(name);
+        }
+        let bounds = std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(86_400);
+        let duration = |value: &Option<Spanned<String>>, field: &str, default: Duration| match value {
+            None => Ok(default),
+            Some(v) => parse_duration(&v.value)
+                .filter(|d| bounds.contains(d))
+                .ok_or_else(|| {
+                    self.error(
+                        v.referenced.line(),
+                        field,
+                        format!(
+                            "{:?} must be a duration from 100ms to 1440m, e.g. 5s or 2m",
+                            v.value
+                        ),
+                    )
+                }),
+        };
+        let min_refresh = duration(&r.min_refresh, "min_refresh", DEFAULT_MIN_REFRESH)?;
+        let max_refresh = duration(&r.max_refresh, "max_refresh", DEFAULT_MAX_REFRESH)?;
+        if min_refresh > max_refresh {
+            let line = r
+                .min_refresh
+                .as_ref()
+                .map_or(self.kind_line(), |v| v.referenced.line());
+            return Err(self.error(
+                line,
+                "min_refresh",
+                format!("{min_refresh:?} is longer than `max_refresh` ({max_refresh:?})"),
+            ));
+        }
+        Ok(SourceConfig::Dns(Box::new(DnsConfig {
+            nameserver,
+            names,
+            min_refresh,
+            max_refresh,
+        })))
+    }
+
     /// The default host template where it depends on more than the kind.
     pub(super) fn default_hosts(&self, kind: RegistryKind) -> &'static str {
         match kind {
@@ -402,6 +513,11 @@ impl Check<'_> {
                 "{service}"
             }
             RegistryKind::Zookeeper => "{service}.{registry}",
+            // The service is the SRV name's domain, already a DNS name.
+            RegistryKind::Dns => "{service}",
+            // Consul's own DNS name for a service.
+            RegistryKind::Consul => "{service}.service.consul",
+            RegistryKind::Eureka => "{service}.eureka",
         }
     }
 
@@ -419,7 +535,12 @@ impl Check<'_> {
 }
 
 /// `10s`, `2500ms`, `1m`.
-#[cfg(feature = "zookeeper")]
+#[cfg(any(
+    feature = "zookeeper",
+    feature = "dns",
+    feature = "consul",
+    feature = "eureka"
+))]
 fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
@@ -435,3 +556,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(all(test, feature = "etcd", feature = "zookeeper"))]
 #[path = "registries_tests.rs"]
 mod tests;
+
+#[cfg(all(test, feature = "dns"))]
+#[path = "dns_tests.rs"]
+mod dns_tests;

@@ -1,0 +1,202 @@
+//! The two Consul requests registry-sync makes, typed, with blocking-query parameters.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::parse::{self, Parsed};
+use super::{ConsulConfig, ConsulError};
+use crate::secret::SecretSource;
+
+/// Bounds a request that is not held by the server (the first query, `check`).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a path segment may carry unescaped (RFC 3986 unreserved characters).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// An answer with the `X-Consul-Index` it came with.
+pub(super) struct Answer<T> {
+    pub index: u64,
+    pub body: T,
+}
+
+/// A cheap handle: clones share one connection pool.
+#[derive(Clone)]
+pub(super) struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    registry: String,
+    base: String,
+    token: Option<SecretSource>,
+    params: Vec<(&'static str, String)>,
+    filter: parse::Filter,
+}
+
+impl Client {
+    pub(super) fn new(registry: &str, config: &ConsulConfig) -> Result<Client, ConsulError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true);
+        if let Some(path) = &config.ca_file {
+            let ca_error = |error: String| ConsulError::CaFile {
+                registry: registry.to_string(),
+                path: path.clone(),
+                error,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|e| ca_error(e.to_string()))?;
+            builder = builder.add_root_certificate(certificate);
+        }
+        let http = builder.build().map_err(|error| ConsulError::Unreachable {
+            registry: registry.to_string(),
+            address: config.address.clone(),
+            action: "setting up the HTTP client".into(),
+            error: error.to_string(),
+        })?;
+        let mut params = Vec::new();
+        for (key, value) in [
+            ("dc", &config.datacenter),
+            ("ns", &config.namespace),
+            ("partition", &config.partition),
+        ] {
+            if let Some(value) = value {
+                params.push((key, value.clone()));
+            }
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                registry: registry.to_string(),
+                base: config.address.trim_end_matches('/').to_string(),
+                token: config.token.clone(),
+                params,
+                filter: parse::Filter {
+                    health: config.health.clone(),
+                    tags: config.tags.clone(),
+                },
+            }),
+        })
+    }
+
+    /// `GET /v1/catalog/services`: every service name with the union of its tags.
+    pub(super) async fn catalog(
+        &self,
+        index: u64,
+        wait: Duration,
+    ) -> Result<Answer<BTreeMap<String, Vec<String>>>, ConsulError> {
+        let action = "the catalog service list";
+        let (index, body) = self.get("/v1/catalog/services", action, index, wait).await?;
+        let services = parse::catalog(&body).map_err(|error| self.json_error(action, error))?;
+        Ok(Answer {
+            index,
+            body: services,
+        })
+    }
+
+    /// `GET /v1/health/service/<name>`: the service's instances with their checks.
+    pub(super) async fn health(
+        &self,
+        name: &str,
+        index: u64,
+        wait: Duration,
+    ) -> Result<Answer<Parsed>, ConsulError> {
+        let action = format!("the health of service {name:?}");
+        let path = format!("/v1/health/service/{}", utf8_percent_encode(name, SEGMENT));
+        let (index, body) = self.get(&path, &action, index, wait).await?;
+        let parsed = parse::health(&self.inner.registry, name, &body, &self.inner.filter)
+            .map_err(|error| self.json_error(&action, error))?;
+        Ok(Answer { index, body: parsed })
+    }
+
+    async fn get(
+        &self,
+        path: &str,
+        action: &str,
+        index: u64,
+        wait: Duration,
+    ) -> Result<(u64, Vec<u8>), ConsulError> {
+        let inner = &self.inner;
+        let mut request = inner
+            .http
+            .get(format!("{}{path}", inner.base))
+            .query(&inner.params);
+        if index > 0 {
+            // Consul adds up to wait/16 of jitter; the timeout leaves room for it.
+            request = request
+                .query(&[
+                    ("index", index.to_string()),
+                    ("wait", format!("{}ms", wait.as_millis())),
+                ])
+                .timeout(wait + wait / 16 + REQUEST_TIMEOUT);
+        } else {
+            request = request.timeout(REQUEST_TIMEOUT);
+        }
+        if let Some(source) = &inner.token {
+            let token = source.read().map_err(|error| ConsulError::Token {
+                registry: inner.registry.clone(),
+                error,
+            })?;
+            request = request.header("X-Consul-Token", token.expose());
+        }
+        let unreachable = |error: reqwest::Error| ConsulError::Unreachable {
+            registry: inner.registry.clone(),
+            address: inner.base.clone(),
+            action: action.to_string(),
+            error: error.without_url().to_string(),
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let index = response
+            .headers()
+            .get("x-consul-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let body = response.bytes().await.map_err(unreachable)?;
+        if !status.is_success() {
+            let text: String = String::from_utf8_lossy(&body).trim().chars().take(200).collect();
+            let (registry, address, action, status) = (
+                inner.registry.clone(),
+                inner.base.clone(),
+                action.to_string(),
+                status.as_u16(),
+            );
+            return Err(match status {
+                401 | 403 => ConsulError::Acl {
+                    registry,
+                    address,
+                    action,
+                    status,
+                    body: text,
+                },
+                _ => ConsulError::Status {
+                    registry,
+                    address,
+                    action,
+                    status,
+                    body: text,
+                },
+            });
+        }
+        Ok((index, body.to_vec()))
+    }
+
+    fn json_error(&self, action: &str, error: String) -> ConsulError {
+        ConsulError::Json {
+            registry: self.inner.registry.clone(),
+            address: self.inner.base.clone(),
+            action: action.to_string(),
+            error,
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Following Consul: one blocking query on the catalog, one per watched service, each
+//! in its own task, reporting to one coordinator that owns the state and the emitter.
+//!
+//! The coordinator applies every report already queued before it sends one snapshot,
+//! so the first change of a burst goes out at once and the rest of the burst costs one
+//! snapshot. The first snapshot waits until every service of the first catalog answer
+//! has been read, so a consumer never sees a half-listed registry.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::client::{Answer, Client};
+use super::parse::Parsed;
+use super::{ConsulError, ConsulSource, QUERY_FLOOR};
+use crate::SourceEvent;
+use crate::emit::{Backoff, Emitter};
+use crate::state::Services;
+
+type Catalog = std::collections::BTreeMap<String, Vec<String>>;
+
+enum Report {
+    Catalog(Result<Catalog, ConsulError>),
+    Service {
+        name: String,
+        /// When the request that failed was sent: a failure older than the last
+        /// catalog answer is a straggler of an outage that is already over.
+        sent: Instant,
+        result: Result<Parsed, ConsulError>,
+    },
+}
+
+/// The index bookkeeping of one blocking query, as Consul's documentation asks.
+pub(super) struct Index {
+    value: u64,
+    last_change: Option<Instant>,
+}
+
+impl Index {
+    pub(super) fn new() -> Index {
+        Index {
+            value: 0,
+            last_change: None,
+        }
+    }
+
+    pub(super) fn value(&self) -> u64 {
+        self.value
+    }
+
+    /// Takes an answer's index; returns whether the data may have changed (the index
+    /// moved) and when the next query may start. Backwards resets to 0; 0 becomes 1.
+    pub(super) fn advance(&mut self, answered: u64, sent: Instant, now: Instant) -> (bool, Instant) {
+        let changed = answered != self.value;
+        self.value = match answered {
+            0 => 1,
+            n if n < self.value => 0,
+            n => n,
+        };
+        let follows_change = self
+            .last_change
+            .is_some_and(|t| now.duration_since(t) < QUERY_FLOOR);
+        let next = if changed && !follows_change {
+            now
+        } else {
+            sent + QUERY_FLOOR
+        };
+        if changed {
+            self.last_change = Some(now);
+        }
+        (changed, next)
+    }
+
+    /// After a failure the next query asks for everything, without blocking.
+    pub(super) fn reset(&mut self) {
+        self.value = 0;
+    }
+}
+
+pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, cancel: CancellationToken) {
+    let mut emitter = Emitter::new(&source.registry, tx.clone(), cancel.clone());
+    let client = match Client::new(&source.registry, &source.config) {
+        Ok(client) => client,
+        Err(error) => {
+            // A bad CA file does not heal by retrying; report and wait for the end.
+            if emitter.failed(error.to_string()).await.is_ok() {
+                cancel.cancelled().await;
+            }
+            return;
+        }
+    };
+    let tasks = cancel.child_token();
+    let _stop_tasks = tasks.clone().drop_guard();
+    let (reports, mut inbox) = mpsc::channel(1024);
+    tokio::spawn(catalog_task(
+        client.clone(),
+        source.config.wait,
+        reports.clone(),
+        tasks.clone(),
+    ));
+
+    let mut state = Services::new(&source.registry);
+    let mut watched: HashMap<String, DropGuard> = HashMap::new();
+    let mut unread: HashSet<String> = HashSet::new();
+    let mut listed = false;
+    let mut catalog_at = Instant::now();
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            () = tx.closed() => return,
+            report = inbox.recv() => match report { Some(r) => r, None => return },
+        };
+        let mut next = Some(first);
+        let mut failure = None;
+        while let Some(report) = next.take() {
+            match report {
+                Report::Catalog(Ok(catalog)) => {
+                    catalog_at = Instant::now();
+                    listed = true;
+                    let selected: HashSet<String> = catalog
+                        .into_iter()
+                        .filter(|(name, tags)| source.config.selects(name, tags))
+                        .map(|(name, _)| name)
+                        .collect();
+                    watched.retain(|name, _| {
+                        let keep = selected.contains(name);
+                        if !keep {
+                            state.remove_service(name);
+                            unread.remove(name);
+                        }
+                        keep
+                    });
+                    for name in selected {
+                        if !watched.contains_key(&name) {
+                            let token = tasks.child_token();
+                            let task = service_task(
+                                client.clone(),
+                                name.clone(),
+                                source.config.wait,
+                                reports.clone(),
+                                token.clone(),
+                            );
+                            tokio::spawn(task);
+                            watched.insert(name.clone(), token.drop_guard());
+                            unread.insert(name);
+                        }
+                    }
+                }
+                Report::Service {
+                    name,
+                    result: Ok(parsed),
+                    ..
+                } => {
+                    // A report from a task already stopped is ignored.
+                    if watched.contains_key(&name) {
+                        unread.remove(&name);
+                        match parsed {
+                            Parsed::Items(items) => state.replace_service(&name, items),
+                            Parsed::Infrastructure => state.remove_service(&name),
+                        }
+                    }
+                }
+                Report::Service {
+                    sent,
+                    result: Err(error),
+                    ..
+                } if sent < catalog_at => {
+                    tracing::debug!(registry = %source.registry, "ignoring a failure from before the last catalog answer: {error}");
+                }
+                Report::Catalog(Err(error))
+                | Report::Service {
+                    result: Err(error), ..
+                } => {
+                    failure = Some(error);
+                }
+            }
+            next = inbox.try_recv().ok();
+        }
+        if let Some(error) = failure {
+            if emitter.failed(error.to_string()).await.is_err() {
+                return;
+            }
+        } else if listed && unread.is_empty() && emitter.snapshot(&mut state).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn catalog_task(
+    client: Client,
+    wait: Duration,
+    reports: mpsc::Sender<Report>,
+    cancel: CancellationToken,
+) {
+    follow(
+        cancel,
+        reports,
+        |index| {
+            let client = client.clone();
+            async move {
+                client.catalog(index, wait).await.map(|a| Answer {
+                    index: a.index,
+                    body: a.body,
+                })
+            }
+        },
+        |_sent, result| Report::Catalog(result),
+    )
+    .await;
+}
+
+async fn service_task(
+    client: Client,
+    name: String,
+    wait: Duration,
+    reports: mpsc::Sender<Report>,
+    cancel: CancellationToken,
+) {
+    let query = name.clone();
+    follow(
+        cancel,
+        reports,
+        |index| {
+            let client = client.clone();
+            let name = query.clone();
+            async move { client.health(&name, index, wait).await }
+        },
+        |sent, result| Report::Service {
+            name: name.clone(),
+            sent,
+            result,
+        },
+    )
+    .await;
+}
+
+/// The loop every blocking query runs: ask, report what changed, respect the floor,
+/// back off after a failure and then ask again from index 0.
+async fn follow<T, Q, F>(
+    cancel: CancellationToken,
+    reports: mpsc::Sender<Report>,
+    query: Q,
+    report: impl Fn(Instant, Result<T, ConsulError>) -> Report,
+) where
+    Q: Fn(u64) -> F,
+    F: std::future::Future<Output = Result<Answer<T>, ConsulError>>,
+{
+    let mut index = Index::new();
+    let mut backoff = Backoff::new();
+    loop {
+        let sent = Instant::now();
+        let answer = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            answer = query(index.value()) => answer,
+        };
+        let (message, next) = match answer {
+            Ok(answer) => {
+                backoff.reset();
+                let (changed, next) = index.advance(answer.index, sent, Instant::now());
+                (changed.then(|| report(sent, Ok(answer.body))), next)
+            }
+            Err(error) => {
+                index.reset();
+                (
+                    Some(report(sent, Err(error))),
+                    Instant::now() + backoff.next_delay(),
+                )
+            }
+        };
+        if let Some(message) = message {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                sent = reports.send(message) => if sent.is_err() { return },
+            }
+        }
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep_until(next) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_that_goes_backwards_resets_to_zero_and_zero_becomes_one() {
+        let start = Instant::now();
+        let mut index = Index::new();
+        assert!(index.advance(10, start, start).0);
+        assert_eq!(index.value(), 10);
+        assert!(index.advance(3, start, start + Duration::from_secs(1)).0);
+        assert_eq!(index.value(), 0, "backwards: ask for everything again");
+        index.advance(0, start, start + Duration::from_secs(2));
+        assert_eq!(
+            index.value(),
+            1,
+            "a zero index would make every query return at once"
+        );
+    }
+
+    #[test]
+    fn the_first_change_is_asked_after_at_once_and_unchanged_answers_wait_out_the_floor() {
+        let t0 = Instant::now();
+        let mut index = Index::new();
+        let (_, next) = index.advance(5, t0, t0);
+        assert_eq!(next, t0, "a change: ask again at once");
+        let t1 = t0 + Duration::from_millis(10);
+        let (changed, next) = index.advance(6, t1, t1);
+        assert!(changed);
+        assert_eq!(next, t1 + QUERY_FLOOR, "a second change within the floor waits");
+        let t2 = t1 + Duration::from_secs(1);
+        let (changed, next) = index.advance(6, t2, t2);
+        assert!(!changed);
+        assert_eq!(next, t2 + QUERY_FLOOR, "an unchanged answer never spins");
+    }
+}
