@@ -10,7 +10,11 @@ use registry_sync_translate::{EndpointMode, HostTemplate, RegistrySettings, Sett
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+mod kubernetes;
 mod registries;
+
+pub use kubernetes::{KubernetesConfig, LeaderElectionConfig};
+use kubernetes::{RawKubernetesSink, kubernetes_config};
 
 /// A configuration problem, with where it is.
 #[derive(Debug, thiserror::Error)]
@@ -163,40 +167,6 @@ struct RawSinks {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawKubernetesSink {
-    #[serde(default)]
-    kubeconfig: Option<Spanned<String>>,
-    #[serde(default)]
-    instance: Option<Spanned<String>>,
-    #[serde(default)]
-    qps: Option<Spanned<f64>>,
-    #[serde(default)]
-    burst: Option<u32>,
-    #[serde(default)]
-    concurrency: Option<Spanned<usize>>,
-    #[serde(default)]
-    leader_election: Option<RawLeaderElection>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLeaderElection {
-    #[serde(default = "default_true")]
-    enabled: bool,
-    #[serde(default)]
-    namespace: Option<Spanned<String>>,
-    #[serde(default)]
-    lease: Option<Spanned<String>>,
-    #[serde(default)]
-    lease_duration_seconds: Option<Spanned<u64>>,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawFilesSink {
     dir: Spanned<String>,
 }
@@ -241,26 +211,6 @@ impl SinksConfig {
     }
 }
 
-/// `sinks.kubernetes`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct KubernetesConfig {
-    /// `None`: KUBECONFIG, then ~/.kube/config, then in-cluster.
-    pub kubeconfig: Option<PathBuf>,
-    pub qps: f64,
-    pub burst: u32,
-    pub concurrency: usize,
-    pub leader_election: Option<LeaderElectionConfig>,
-}
-
-/// `sinks.kubernetes.leader_election`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaderElectionConfig {
-    /// Namespace of the Lease; `None`: the pod's own namespace (POD_NAMESPACE).
-    pub namespace: Option<String>,
-    pub lease: String,
-    pub lease_duration_seconds: u64,
-}
-
 /// `safety`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SafetyConfig {
@@ -290,85 +240,6 @@ pub struct Config {
     pub safety: SafetyConfig,
     /// Where `run` serves /metrics, /healthz and /readyz; `None`: not served.
     pub admin_listen: Option<std::net::SocketAddr>,
-}
-
-/// Validates `sinks.kubernetes`.
-fn kubernetes_config(
-    raw: RawKubernetesSink,
-    base: &Path,
-    invalid: &impl Fn(u64, String, String) -> ConfigError,
-) -> Result<KubernetesConfig, ConfigError> {
-    let qps = match raw.qps {
-        Some(q) if !(q.value.is_finite() && q.value >= 0.0) => {
-            return Err(invalid(
-                q.referenced.line(),
-                "sinks.kubernetes.qps".into(),
-                "must be 0 (no limit) or more".into(),
-            ));
-        }
-        Some(q) => q.value,
-        None => 50.0,
-    };
-    let concurrency = match raw.concurrency {
-        Some(c) if c.value == 0 || c.value > 256 => {
-            return Err(invalid(
-                c.referenced.line(),
-                "sinks.kubernetes.concurrency".into(),
-                "must be 1 to 256".into(),
-            ));
-        }
-        Some(c) => c.value,
-        None => 8,
-    };
-    let leader_election = match raw.leader_election {
-        Some(le) if !le.enabled => None,
-        le => {
-            let le = le.unwrap_or(RawLeaderElection {
-                enabled: true,
-                namespace: None,
-                lease: None,
-                lease_duration_seconds: None,
-            });
-            let duration = match le.lease_duration_seconds {
-                Some(d) if d.value < 2 || d.value > 3600 => {
-                    return Err(invalid(
-                        d.referenced.line(),
-                        "sinks.kubernetes.leader_election.lease_duration_seconds".into(),
-                        "must be 2 to 3600".into(),
-                    ));
-                }
-                Some(d) => d.value,
-                None => 15,
-            };
-            if let Some(ns) = le.namespace.as_ref().filter(|ns| !is_dns_label(&ns.value)) {
-                return Err(invalid(
-                    ns.referenced.line(),
-                    "sinks.kubernetes.leader_election.namespace".into(),
-                    format!("{:?} is not a valid namespace name", ns.value),
-                ));
-            }
-            Some(LeaderElectionConfig {
-                namespace: le.namespace.map(|ns| ns.value),
-                lease: le.lease.map_or_else(|| "registry-sync".to_string(), |l| l.value),
-                lease_duration_seconds: duration,
-            })
-        }
-    };
-    Ok(KubernetesConfig {
-        kubeconfig: raw.kubeconfig.map(|k| expand_home(base, &k.value)),
-        qps,
-        burst: raw.burst.unwrap_or(100),
-        concurrency,
-        leader_election,
-    })
-}
-
-/// `~/x` is relative to the home directory, other relative paths to the config file.
-fn expand_home(base: &Path, path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => base.join(path),
-    }
 }
 
 /// DNS-1123 label: what registry names and Kubernetes namespaces must be.
