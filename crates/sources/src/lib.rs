@@ -41,6 +41,8 @@ pub mod zookeeper;
 // A build with fewer registries uses only part of it.
 #[cfg_attr(not(all(feature = "etcd", feature = "zookeeper")), allow(dead_code))]
 mod emit;
+#[cfg(any(feature = "consul", feature = "eureka"))]
+mod http;
 #[cfg(any(
     feature = "etcd",
     feature = "zookeeper",

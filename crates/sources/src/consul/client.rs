@@ -44,25 +44,21 @@ struct Inner {
 
 impl Client {
     pub(super) fn new(registry: &str, config: &ConsulConfig) -> Result<Client, ConsulError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        if let Some(path) = &config.ca_file {
-            let ca_error = |error: String| ConsulError::CaFile {
-                registry: registry.to_string(),
-                path: path.clone(),
-                error,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|e| ca_error(e.to_string()))?;
-            builder = builder.add_root_certificate(certificate);
-        }
-        let http = builder.build().map_err(|error| ConsulError::Unreachable {
-            registry: registry.to_string(),
-            address: config.address.clone(),
-            action: "setting up the HTTP client".into(),
-            error: error.to_string(),
-        })?;
+        // Blocking queries set their own, longer timeout per request.
+        let http =
+            crate::http::client(config.ca_file.as_deref(), CONNECT_TIMEOUT, None).map_err(|e| match e {
+                crate::http::ClientError::CaFile(error) => ConsulError::CaFile {
+                    registry: registry.to_string(),
+                    path: config.ca_file.clone().unwrap_or_default(),
+                    error,
+                },
+                crate::http::ClientError::Build(error) => ConsulError::Unreachable {
+                    registry: registry.to_string(),
+                    address: config.address.clone(),
+                    action: "setting up the HTTP client".into(),
+                    error,
+                },
+            })?;
         let mut params = Vec::new();
         for (key, value) in [
             ("dc", &config.datacenter),

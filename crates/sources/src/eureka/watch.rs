@@ -20,26 +20,20 @@ pub(super) struct Client {
 
 impl Client {
     pub(super) fn new(registry: &str, config: &EurekaConfig) -> Result<Client, EurekaError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .tcp_nodelay(true);
-        if let Some(path) = &config.ca_file {
-            let ca_error = |error: String| EurekaError::CaFile {
-                registry: registry.to_string(),
-                path: path.clone(),
-                error,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|e| ca_error(e.to_string()))?;
-            builder = builder.add_root_certificate(certificate);
-        }
-        let http = builder.build().map_err(|error| EurekaError::Unreachable {
-            registry: registry.to_string(),
-            address: config.address.clone(),
-            action: "setting up the HTTP client".into(),
-            error: error.to_string(),
-        })?;
+        let http = crate::http::client(config.ca_file.as_deref(), CONNECT_TIMEOUT, Some(REQUEST_TIMEOUT))
+            .map_err(|e| match e {
+                crate::http::ClientError::CaFile(error) => EurekaError::CaFile {
+                    registry: registry.to_string(),
+                    path: config.ca_file.clone().unwrap_or_default(),
+                    error,
+                },
+                crate::http::ClientError::Build(error) => EurekaError::Unreachable {
+                    registry: registry.to_string(),
+                    address: config.address.clone(),
+                    action: "setting up the HTTP client".into(),
+                    error,
+                },
+            })?;
         Ok(Client {
             http,
             registry: registry.to_string(),
