@@ -49,6 +49,8 @@ as_root() {
 #   etcd       the etcd server and etcdctl
 #   zookeeper  ZooKeeper 3.8 (runs on the machine's Java)
 #   dnsmasq    dnsmasq-base: a DNS server serving SRV/A/AAAA records from a conf file
+#   moto       python3 and its venv module, when moto is not installed yet (install_moto
+#              then installs moto itself from PyPI)
 need_packages() {
   local what
   for what in "$@"; do
@@ -62,6 +64,12 @@ need_packages() {
         ;;
       dnsmasq)
         [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(dnsmasq-base)
+        ;;
+      moto)
+        if ! moto_server_path >/dev/null; then
+          command -v python3 >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(python3)
+          python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(python3-venv)
+        fi
         ;;
       zookeeper)
         [ -f /usr/share/java/zookeeper.jar ] || TEST_SERVER_PACKAGES+=(zookeeper zookeeper-bin)
@@ -218,4 +226,89 @@ s.sendall(struct.pack(">H", len(query)) + query)
 answer = s.recv(4096)
 sys.exit(0 if len(answer) > 12 and struct.unpack(">H", answer[8:10])[0] == 1 else 1)
 EOF
+}
+
+# moto, an AWS API emulator that serves Cloud Map, comes from PyPI (`moto[server]`). One
+# already on PATH is used as it is; otherwise it goes into a virtualenv under the cache
+# directory, which works where the system Python refuses `pip install` (PEP 668).
+MOTO_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/registry-sync/moto-venv"
+
+# Prints the moto_server to run; fails when there is none.
+moto_server_path() {
+  if command -v moto_server >/dev/null 2>&1; then
+    command -v moto_server
+  elif [ -x "$MOTO_VENV/bin/moto_server" ]; then
+    echo "$MOTO_VENV/bin/moto_server"
+  else
+    return 1
+  fi
+}
+
+install_moto() {
+  if moto_server_path >/dev/null; then
+    return 0
+  fi
+  echo "installing moto[server] into $MOTO_VENV (1-2 minutes)" >&2
+  mkdir -p "$(dirname "$MOTO_VENV")"
+  # A half-made virtualenv from an interrupted run is made again.
+  rm -rf "$MOTO_VENV"
+  python3 -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]'
+  moto_server_path >/dev/null || {
+    echo "moto was installed into $MOTO_VENV but has no moto_server" >&2
+    return 1
+  }
+}
+
+# moto_ready PORT: moto's own API answers on PORT.
+moto_ready() { tcp_ask "$1" 'GET /moto-api/ HTTP/1.0\r\n\r\n' | grep -q '^HTTP/1.[01] 200'; }
+
+# Loopback only. Tests that need a clean or a stoppable server start their own
+# (TestMoto in crates/sources/src/testing/moto.rs) from the exported binary.
+start_moto() {
+  local dir port binary
+  binary="$(moto_server_path)"
+  make_server_dir moto
+  dir="$SERVER_DIR"
+  port="$(free_port)"
+  spawn_server "$dir/moto.log" "$binary" -H 127.0.0.1 -p "$port"
+  wait_until 60 moto "$SPAWNED_PID" "$dir/moto.log" moto_ready "$port"
+  export REGISTRY_SYNC_TEST_MOTO="http://127.0.0.1:$port"
+  export REGISTRY_SYNC_TEST_MOTO_SERVER="$binary"
+  echo "moto: $REGISTRY_SYNC_TEST_MOTO (pid $SPAWNED_PID)" >&2
+}
+
+# rnacos, a Nacos server in Rust (1.x HTTP open API and 2.x gRPC), comes from crates.io:
+# `cargo install` builds it, only when it is not already on PATH or in ~/.cargo/bin.
+install_rnacos() {
+  if command -v rnacos >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/rnacos" ]; then
+    return 0
+  fi
+  echo "installing rnacos with cargo install: a release build that takes 10-20 minutes on a fresh machine" >&2
+  cargo install rnacos --locked
+}
+
+# rnacos_ready PORT: the HTTP open API answers on PORT.
+rnacos_ready() { tcp_ask "$1" 'GET /nacos/v1/ns/service/list HTTP/1.0\r\n\r\n' | grep -q '^HTTP/1'; }
+
+# Loopback only, its data in a scratch directory (the defaults bind 0.0.0.0:8848 and
+# write under ~/.local), the gRPC port at HTTP + 1000 as Nacos clients assume, and no
+# TCP probe of persistent instances (tests register made-up addresses).
+start_rnacos() {
+  local dir http console binary
+  binary="$(command -v rnacos || echo "$HOME/.cargo/bin/rnacos")"
+  make_server_dir rnacos
+  dir="$SERVER_DIR"
+  http="$(free_port)"
+  until [ "$http" -le 64535 ] && python3 -c "import socket; socket.socket().bind(('127.0.0.1', $http + 1000))" 2>/dev/null; do
+    http="$(free_port)"
+  done
+  console="$(free_port)"
+  spawn_server "$dir/rnacos.log" env RNACOS_HTTP_PORT="$http" RNACOS_GRPC_PORT="$((http + 1000))" \
+    RNACOS_HTTP_CONSOLE_PORT="$console" RNACOS_SDK_HOST=127.0.0.1 RNACOS_CONSOLE_HOST=127.0.0.1 \
+    RNACOS_DATA_DIR="$dir/data" RNACOS_ENABLE_OPEN_API_AUTH=false RNACOS_ENV_FILE="$dir/no-env-file" \
+    RNACOS_NAMING_PERPETUAL_INSTANCE_PROBE_INTERVAL_SECOND=86400 "$binary"
+  wait_until 60 rnacos "$SPAWNED_PID" "$dir/rnacos.log" rnacos_ready "$http"
+  export REGISTRY_SYNC_TEST_NACOS="127.0.0.1:$http"
+  echo "rnacos: $REGISTRY_SYNC_TEST_NACOS, gRPC on $((http + 1000)) (pid $SPAWNED_PID)" >&2
 }

@@ -1,5 +1,6 @@
 //! Propagation through the watching registries, against real servers started for the
-//! run (etcd and ZooKeeper from the Debian packages scripts/test installs):
+//! run (etcd and ZooKeeper from the Debian packages scripts/test installs, moto for
+//! Cloud Map from PyPI, rnacos for Nacos from crates.io):
 //! `cargo bench -p registry-sync --bench registries`.
 //!
 //! For each registry, CHANGES times: one instance's port changes in the registry; timed
@@ -26,6 +27,11 @@ use registry_sync_sources::zookeeper::{ZkLayout, ZookeeperConfig, ZookeeperSourc
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+#[path = "registries/cloudmap.rs"]
+mod cloudmap;
+#[path = "registries/nacos.rs"]
+mod nacos;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -396,12 +402,28 @@ async fn bench_http(name: &'static str, changes: usize, idle: Duration) -> Row {
 async fn main() {
     let changes = env_usize("BENCH_CHANGES", 300);
     let idle = Duration::from_secs(env_usize("BENCH_IDLE_SECONDS", 10) as u64);
-    let mut rows = vec![
-        bench_etcd(changes, idle).await,
-        bench_zookeeper(changes, idle).await,
-        bench_http("consul", changes, idle).await,
-        bench_http("eureka", changes.min(60), idle).await,
-    ];
+    // BENCH_ONLY=nacos,etcd runs only those rows; every row by default.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |name: &str| only.trim().is_empty() || only.split(',').any(|o| o.trim() == name);
+    let mut rows = Vec::new();
+    if run("etcd") {
+        rows.push(bench_etcd(changes, idle).await);
+    }
+    if run("zookeeper") {
+        rows.push(bench_zookeeper(changes, idle).await);
+    }
+    if run("consul") {
+        rows.push(bench_http("consul", changes, idle).await);
+    }
+    if run("eureka") {
+        rows.push(bench_http("eureka", changes.min(60), idle).await);
+    }
+    if run("cloudmap") {
+        rows.push(cloudmap::bench_cloudmap(changes, idle).await);
+    }
+    if run("nacos") {
+        rows.push(nacos::bench_nacos(changes, idle).await);
+    }
     println!();
     println!("registry write → object applied by registry-sync, {changes} changes each, on loopback");
     println!();

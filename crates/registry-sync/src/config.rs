@@ -41,6 +41,9 @@ pub enum RegistryKind {
     Dns,
     Consul,
     Eureka,
+    #[serde(rename = "cloudmap")]
+    CloudMap,
+    Nacos,
 }
 
 impl fmt::Display for RegistryKind {
@@ -52,6 +55,8 @@ impl fmt::Display for RegistryKind {
             RegistryKind::Dns => "dns",
             RegistryKind::Consul => "consul",
             RegistryKind::Eureka => "eureka",
+            RegistryKind::CloudMap => "cloudmap",
+            RegistryKind::Nacos => "nacos",
         })
     }
 }
@@ -152,6 +157,14 @@ struct RawRegistry {
     wait: Option<Spanned<String>>,
     refresh: Option<Spanned<String>>,
     instance_address: Option<Spanned<String>>,
+    // Keys of the `cloudmap` registry; see config/registries/cloudmap.rs.
+    region: Option<Spanned<String>>,
+    namespaces: Option<Spanned<Vec<String>>>,
+    endpoint: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    // Keys of the `nacos` registry (with `interval`); see config/registries/nacos.rs.
+    namespace_id: Option<Spanned<String>>,
+    groups: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -187,6 +200,10 @@ pub enum SourceConfig {
     Consul(Box<registry_sync_sources::consul::ConsulConfig>),
     #[cfg(feature = "eureka")]
     Eureka(Box<registry_sync_sources::eureka::EurekaConfig>),
+    #[cfg(feature = "cloudmap")]
+    CloudMap(Box<registry_sync_sources::cloudmap::CloudMapConfig>),
+    #[cfg(feature = "nacos")]
+    Nacos(Box<registry_sync_sources::nacos::NacosConfig>),
 }
 
 #[derive(Clone, Debug)]
@@ -359,6 +376,14 @@ impl Config {
                 RegistryKind::Eureka => check.eureka()?,
                 #[cfg(not(feature = "eureka"))]
                 RegistryKind::Eureka => return Err(check.not_built(kind)),
+                #[cfg(feature = "cloudmap")]
+                RegistryKind::CloudMap => check.cloudmap()?,
+                #[cfg(not(feature = "cloudmap"))]
+                RegistryKind::CloudMap => return Err(check.not_built(kind)),
+                #[cfg(feature = "nacos")]
+                RegistryKind::Nacos => check.nacos()?,
+                #[cfg(not(feature = "nacos"))]
+                RegistryKind::Nacos => return Err(check.not_built(kind)),
                 RegistryKind::File => {
                     let Some(p) = &r.path else {
                         return Err(invalid(

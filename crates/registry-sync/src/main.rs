@@ -78,9 +78,12 @@ enum Command {
 
 fn init_logging(verbose: u8, format: LogFormat) {
     let default = match verbose {
-        0 => "info",
-        1 => "info,registry_sync=debug",
-        _ => "debug,registry_sync=trace",
+        // nacos-sdk logs every push and, while Nacos is down, every failed retry of
+        // every subscription; the Nacos source reports failures itself. Never below
+        // info even with -vv: its debug output is not vetted for access tokens.
+        0 => "info,nacos_sdk=off",
+        1 => "info,registry_sync=debug,nacos_sdk=off",
+        _ => "debug,registry_sync=trace,nacos_sdk=info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()

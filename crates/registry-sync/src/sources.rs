@@ -58,6 +58,20 @@ pub async fn load(registry: &RegistryConfig) -> Result<RegistrySnapshot, String>
                 .await
                 .map_err(|e| e.to_string())
         }
+        #[cfg(feature = "cloudmap")]
+        SourceConfig::CloudMap(config) => {
+            registry_sync_sources::cloudmap::CloudMapSource::new(&registry.name, (**config).clone())
+                .load()
+                .await
+                .map_err(|e| e.to_string())
+        }
+        #[cfg(feature = "nacos")]
+        SourceConfig::Nacos(config) => {
+            registry_sync_sources::nacos::NacosSource::new(&registry.name, (**config).clone())
+                .load()
+                .await
+                .map_err(|e| e.to_string())
+        }
     }
 }
 
@@ -97,6 +111,17 @@ pub fn spawn_watch(
         #[cfg(feature = "eureka")]
         SourceConfig::Eureka(config) => {
             let source = registry_sync_sources::eureka::EurekaSource::new(&registry.name, (**config).clone());
+            tokio::spawn(source.watch(tx, cancel))
+        }
+        #[cfg(feature = "cloudmap")]
+        SourceConfig::CloudMap(config) => {
+            let source =
+                registry_sync_sources::cloudmap::CloudMapSource::new(&registry.name, (**config).clone());
+            tokio::spawn(source.watch(tx, cancel))
+        }
+        #[cfg(feature = "nacos")]
+        SourceConfig::Nacos(config) => {
+            let source = registry_sync_sources::nacos::NacosSource::new(&registry.name, (**config).clone());
             tokio::spawn(source.watch(tx, cancel))
         }
         #[cfg(not(feature = "file"))]

@@ -20,6 +20,8 @@ use registry_sync_catalog::RegistrySnapshot;
 #[cfg(feature = "file")]
 pub mod file;
 
+#[cfg(feature = "cloudmap")]
+pub mod cloudmap;
 #[cfg(feature = "consul")]
 pub mod consul;
 #[cfg(feature = "dns")]
@@ -28,6 +30,8 @@ pub mod dns;
 pub mod etcd;
 #[cfg(feature = "eureka")]
 pub mod eureka;
+#[cfg(feature = "nacos")]
+pub mod nacos;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;
 
@@ -36,7 +40,9 @@ pub mod zookeeper;
     feature = "zookeeper",
     feature = "dns",
     feature = "consul",
-    feature = "eureka"
+    feature = "eureka",
+    feature = "nacos",
+    feature = "cloudmap"
 ))]
 // A build with fewer registries uses only part of it.
 #[cfg_attr(not(all(feature = "etcd", feature = "zookeeper")), allow(dead_code))]
@@ -55,7 +61,8 @@ mod json;
     feature = "etcd",
     feature = "zookeeper",
     feature = "consul",
-    feature = "eureka"
+    feature = "eureka",
+    feature = "nacos"
 ))]
 pub mod secret;
 #[cfg(any(
@@ -63,7 +70,9 @@ pub mod secret;
     feature = "zookeeper",
     feature = "dns",
     feature = "consul",
-    feature = "eureka"
+    feature = "eureka",
+    feature = "nacos",
+    feature = "cloudmap"
 ))]
 // A build with fewer registries uses only part of it.
 #[cfg_attr(not(all(feature = "etcd", feature = "zookeeper")), allow(dead_code))]

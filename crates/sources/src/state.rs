@@ -21,6 +21,9 @@ struct Entry {
     items: BTreeMap<String, Item>,
     /// The service as last built, with what building it refused; `None` after a change.
     built: Option<(Arc<Service>, Vec<Skipped>)>,
+    /// The registry-side namespace (a Nacos group) and name the service is built with,
+    /// when they differ from its key here; `None`: the key is the name, no namespace.
+    scope: Option<(Option<String>, String)>,
 }
 
 /// Every service of one registry, as items, with the last built form of each.
@@ -76,7 +79,12 @@ impl Services {
                     None
                 }
             };
-            self.services.insert(name, Entry { items, built });
+            let entry = Entry {
+                items,
+                built,
+                scope: None,
+            };
+            self.services.insert(name, entry);
         }
         if !old.is_empty() {
             self.dirty = true;
@@ -97,7 +105,9 @@ impl Services {
         feature = "zookeeper",
         feature = "dns",
         feature = "consul",
-        feature = "eureka"
+        feature = "eureka",
+        feature = "nacos",
+        feature = "cloudmap"
     ))]
     pub(crate) fn remove_service(&mut self, service: &str) {
         if self.services.remove(service).is_some() {
@@ -118,8 +128,44 @@ impl Services {
                 self.dirty = true;
             }
             None => {
-                let entry = Entry { items, built: None };
+                let entry = Entry {
+                    items,
+                    built: None,
+                    scope: None,
+                };
                 self.services.insert(service.to_string(), entry);
+                self.dirty = true;
+            }
+        }
+    }
+
+    #[cfg(any(feature = "nacos", feature = "cloudmap"))]
+    /// Like [`Services::replace_service`], for a registry that scopes service names by
+    /// a namespace or group (Nacos): `key` is unique within this state, and the built
+    /// service carries `namespace` and `name`.
+    pub(crate) fn replace_scoped_service(
+        &mut self,
+        key: &str,
+        namespace: Option<&str>,
+        name: &str,
+        items: BTreeMap<String, Item>,
+    ) {
+        let scope = Some((namespace.map(str::to_string), name.to_string()));
+        match self.services.get_mut(key) {
+            Some(entry) if entry.items == items && entry.scope == scope => {}
+            Some(entry) => {
+                entry.items = items;
+                entry.scope = scope;
+                entry.built = None;
+                self.dirty = true;
+            }
+            None => {
+                let entry = Entry {
+                    items,
+                    built: None,
+                    scope,
+                };
+                self.services.insert(key.to_string(), entry);
                 self.dirty = true;
             }
         }
@@ -183,10 +229,14 @@ impl Services {
     pub(crate) fn snapshot(&mut self) -> RegistrySnapshot {
         let mut services = Vec::with_capacity(self.services.len());
         let mut skipped: Vec<Skipped> = self.orphans.values().cloned().collect();
-        for (name, entry) in &mut self.services {
+        for (key, entry) in &mut self.services {
+            let (namespace, name) = match &entry.scope {
+                Some((namespace, name)) => (namespace.as_deref(), name.as_str()),
+                None => (None, key.as_str()),
+            };
             let (service, refused) = entry
                 .built
-                .get_or_insert_with(|| build(&self.registry, name, &entry.items));
+                .get_or_insert_with(|| build(&self.registry, namespace, name, &entry.items));
             services.push(Arc::clone(service));
             skipped.extend(refused.iter().cloned());
         }
@@ -195,7 +245,12 @@ impl Services {
     }
 }
 
-fn build(registry: &str, name: &str, items: &BTreeMap<String, Item>) -> (Arc<Service>, Vec<Skipped>) {
+fn build(
+    registry: &str,
+    namespace: Option<&str>,
+    name: &str,
+    items: &BTreeMap<String, Item>,
+) -> (Arc<Service>, Vec<Skipped>) {
     let mut skipped = Vec::new();
     let mut instances = Vec::with_capacity(items.len());
     for item in items.values() {
@@ -206,7 +261,7 @@ fn build(registry: &str, name: &str, items: &BTreeMap<String, Item>) -> (Arc<Ser
     }
     let mut service = Service {
         name: name.to_string(),
-        namespace: None,
+        namespace: namespace.map(str::to_string),
         labels: Metadata::new(),
         instances,
     };

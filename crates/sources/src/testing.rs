@@ -23,6 +23,14 @@ pub const ZOOKEEPER_VAR: &str = "REGISTRY_SYNC_TEST_ZOOKEEPER";
 /// The path of the `dnsmasq` binary that `scripts/test` installed and checked.
 pub const DNSMASQ_VAR: &str = "REGISTRY_SYNC_TEST_DNSMASQ";
 
+#[cfg(feature = "cloudmap")]
+mod moto;
+#[cfg(feature = "cloudmap")]
+pub use moto::{CloudMapWriter, MOTO_ENV, MOTO_REGION, MOTO_SERVER_VAR, MOTO_VAR, TestMoto};
+
+mod nacos;
+pub use nacos::{NACOS_VAR, NacosInstance, NacosWriter, TestNacos, rnacos_binary};
+
 /// How long a private server may take to become ready (ZooKeeper's JVM takes ~2 s).
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 

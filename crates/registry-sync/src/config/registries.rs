@@ -15,7 +15,9 @@ use std::path::Path;
     feature = "zookeeper",
     feature = "dns",
     feature = "consul",
-    feature = "eureka"
+    feature = "eureka",
+    feature = "cloudmap",
+    feature = "nacos"
 ))]
 use std::time::Duration;
 
@@ -24,7 +26,9 @@ use serde_saphyr::Spanned;
 
 use super::{ConfigError, RawRegistry, RegistryKind, SourceConfig};
 
+mod cloudmap;
 mod http;
+mod nacos;
 
 /// `address`: one string (a ZooKeeper connect string, or etcd URLs separated by
 /// commas) or a list.
@@ -138,6 +142,12 @@ impl Check<'_> {
             ("wait", line(&r.wait)),
             ("refresh", line(&r.refresh)),
             ("instance_address", line(&r.instance_address)),
+            ("region", line(&r.region)),
+            ("namespaces", r.namespaces.as_ref().map(|n| n.referenced.line())),
+            ("endpoint", line(&r.endpoint)),
+            ("interval", line(&r.interval)),
+            ("namespace_id", line(&r.namespace_id)),
+            ("groups", r.groups.as_ref().map(|n| n.referenced.line())),
         ]
         .into_iter()
         .filter_map(|(key, line)| line.map(|l| (key, l)))
@@ -153,6 +163,8 @@ impl Check<'_> {
             RegistryKind::Dns => DNS_KEYS,
             RegistryKind::Consul => http::CONSUL_KEYS,
             RegistryKind::Eureka => http::EUREKA_KEYS,
+            RegistryKind::CloudMap => cloudmap::CLOUDMAP_KEYS,
+            RegistryKind::Nacos => nacos::NACOS_KEYS,
         };
         match self.set_keys().into_iter().find(|(key, _)| !own.contains(key)) {
             Some((key, line)) => Err(self.error(
@@ -187,7 +199,12 @@ impl Check<'_> {
     }
 
     /// `username` with exactly one of `password_file` / `password_env`.
-    #[cfg(any(feature = "etcd", feature = "zookeeper", feature = "eureka"))]
+    #[cfg(any(
+        feature = "etcd",
+        feature = "zookeeper",
+        feature = "eureka",
+        feature = "nacos"
+    ))]
     fn credentials(&self) -> Result<Option<registry_sync_sources::secret::Credentials>, ConfigError> {
         use registry_sync_sources::secret::{Credentials, SecretSource};
         let r = self.raw;
@@ -518,6 +535,10 @@ impl Check<'_> {
             // Consul's own DNS name for a service.
             RegistryKind::Consul => "{service}.service.consul",
             RegistryKind::Eureka => "{service}.eureka",
+            // The name Cloud Map's own DNS gives a service of a DNS namespace.
+            RegistryKind::CloudMap => "{service}.{namespace}",
+            // `{namespace}` is the Nacos group, empty (and left out) for DEFAULT_GROUP.
+            RegistryKind::Nacos => "{service}.{namespace}.nacos",
         }
     }
 
@@ -539,7 +560,9 @@ impl Check<'_> {
     feature = "zookeeper",
     feature = "dns",
     feature = "consul",
-    feature = "eureka"
+    feature = "eureka",
+    feature = "cloudmap",
+    feature = "nacos"
 ))]
 fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -560,3 +583,7 @@ mod tests;
 #[cfg(all(test, feature = "dns"))]
 #[path = "dns_tests.rs"]
 mod dns_tests;
+
+#[cfg(all(test, feature = "cloudmap"))]
+#[path = "cloudmap_tests.rs"]
+mod cloudmap_tests;

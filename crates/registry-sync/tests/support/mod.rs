@@ -121,8 +121,19 @@ impl ChildGuard {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        ChildGuard::spawn_with_env(cwd, args, &[])
+    }
+
+    /// Like [`ChildGuard::spawn`], with extra environment variables (dummy cloud
+    /// credentials for an emulator, say).
+    pub fn spawn_with_env<I, S>(cwd: &Path, args: I, env: &[(&str, &str)]) -> ChildGuard
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut child = command(cwd)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -285,6 +296,35 @@ impl Workspace {
                 OsStr::new("--config"),
                 self.config_path().as_os_str(),
             ],
+        )
+    }
+
+    /// Runs `registry-sync <subcommand> --config sync.yaml` with extra environment
+    /// variables.
+    pub fn cmd_with_env(&self, subcommand: &str, env: &[(&str, &str)]) -> Output {
+        let output = command(self.path())
+            .args([subcommand, "--config"])
+            .arg(self.config_path())
+            .envs(env.iter().copied())
+            .output()
+            .expect("the registry-sync binary runs");
+        Output {
+            status: output.status,
+            stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+        }
+    }
+
+    /// Starts `registry-sync run --config sync.yaml` with extra environment variables.
+    pub fn spawn_run_with_env(&self, env: &[(&str, &str)]) -> ChildGuard {
+        ChildGuard::spawn_with_env(
+            self.path(),
+            [
+                OsStr::new("run"),
+                OsStr::new("--config"),
+                self.config_path().as_os_str(),
+            ],
+            env,
         )
     }
 

@@ -62,8 +62,13 @@ impl Check<'_> {
     }
 
     /// A list of non-empty strings, or `None` when not given.
-    #[cfg(any(feature = "consul", feature = "eureka"))]
-    fn list(
+    #[cfg(any(
+        feature = "consul",
+        feature = "eureka",
+        feature = "cloudmap",
+        feature = "nacos"
+    ))]
+    pub(super) fn list(
         &self,
         value: &Option<Spanned<Vec<String>>>,
         field: &str,
@@ -79,8 +84,13 @@ impl Check<'_> {
         Ok(Some(value.value.iter().map(|v| v.trim().to_string()).collect()))
     }
 
-    #[cfg(any(feature = "consul", feature = "eureka"))]
-    fn duration_in(
+    #[cfg(any(
+        feature = "consul",
+        feature = "eureka",
+        feature = "cloudmap",
+        feature = "nacos"
+    ))]
+    pub(super) fn duration_in(
         &self,
         value: &Option<Spanned<String>>,
         field: &str,
