@@ -120,23 +120,7 @@ impl Services {
     /// needed: a DNS answer is always the whole service, and an empty set (an SRV
     /// target `.`) still names one.
     pub(crate) fn replace_service(&mut self, service: &str, items: BTreeMap<String, Item>) {
-        match self.services.get_mut(service) {
-            Some(entry) if entry.items == items => {}
-            Some(entry) => {
-                entry.items = items;
-                entry.built = None;
-                self.dirty = true;
-            }
-            None => {
-                let entry = Entry {
-                    items,
-                    built: None,
-                    scope: None,
-                };
-                self.services.insert(service.to_string(), entry);
-                self.dirty = true;
-            }
-        }
+        self.replace_entry(service, None, items);
     }
 
     #[cfg(any(feature = "nacos", feature = "cloudmap"))]
@@ -151,6 +135,23 @@ impl Services {
         items: BTreeMap<String, Item>,
     ) {
         let scope = Some((namespace.map(str::to_string), name.to_string()));
+        self.replace_entry(key, scope, items);
+    }
+
+    #[cfg(any(
+        feature = "dns",
+        feature = "consul",
+        feature = "eureka",
+        feature = "nacos",
+        feature = "cloudmap"
+    ))]
+    /// Replaces one entry's items and scope; a no-op when both are what is held.
+    fn replace_entry(
+        &mut self,
+        key: &str,
+        scope: Option<(Option<String>, String)>,
+        items: BTreeMap<String, Item>,
+    ) {
         match self.services.get_mut(key) {
             Some(entry) if entry.items == items && entry.scope == scope => {}
             Some(entry) => {

@@ -50,6 +50,14 @@ async fn move_port(writer: &NacosWriter, service: &'static str, old: Option<usiz
     .expect("the write ran");
 }
 
+/// rnacos gathers changes for 500 ms and pushes on a 500 ms tick, so when a write lands
+/// decides much of its latency. A loop that writes the instant it sees the last push
+/// lands every write at the same point of the tick; each write first waits a different
+/// share of the tick (the same shares for both columns), so writes land anywhere in it.
+async fn spread_over_the_push_tick(n: usize) {
+    tokio::time::sleep(Duration::from_millis((n as u64 * 211) % 500)).await;
+}
+
 /// gRPC requests handled plus HTTP requests served, from rnacos's `/metrics`.
 async fn requests(writer: &NacosWriter) -> f64 {
     let writer = writer.clone();
@@ -88,6 +96,7 @@ pub(super) async fn bench_nacos(changes: usize, idle: Duration) -> Row {
     for n in 0..changes {
         let want = 10000 + n as i32;
         let old = if n == 0 { 9000 } else { want as usize - 1 };
+        spread_over_the_push_tick(n).await;
         let t = Instant::now();
         move_port(&writer, "bare", Some(old), want as usize).await;
         while let Some(ports) = pushed.recv().await {
@@ -120,6 +129,7 @@ pub(super) async fn bench_nacos(changes: usize, idle: Duration) -> Row {
     for n in 0..changes {
         let want = 10000 + n;
         let old = if n == 0 { 9000 } else { want - 1 };
+        spread_over_the_push_tick(n).await;
         let t = Instant::now();
         move_port(&writer, "orders", Some(old), want).await;
         wait_port(&port, want).await;
