@@ -20,7 +20,10 @@ pub use object::{
 /// every sink's plan and in the sink's write queue; cloning it would cost its size each time.
 pub type Desired = std::collections::BTreeMap<ObjectKey, std::sync::Arc<IstioObject>>;
 
-pub use yaml::{HeldObject, RenderError, held_from_json, parse_held, render_documents, render_object};
+pub use yaml::{
+    HeldObject, RenderError, held_from_json, parse_held, registry_of_source, render_documents, render_object,
+    split_sources,
+};
 
 pub const API_GROUP: &str = "networking.istio.io";
 pub const API_VERSION: &str = "networking.istio.io/v1";

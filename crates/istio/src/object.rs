@@ -173,6 +173,24 @@ impl IstioObject {
         }
     }
 
+    /// The registry services it was made from, from its sources annotation.
+    pub fn sources(&self) -> impl Iterator<Item = &str> {
+        self.metadata
+            .annotations
+            .get(crate::SOURCES_ANNOTATION)
+            .map(|v| crate::yaml::split_sources(v))
+            .into_iter()
+            .flatten()
+    }
+
+    /// Endpoints it carries: inline endpoints of a ServiceEntry, 1 for a WorkloadEntry.
+    pub fn endpoint_count(&self) -> usize {
+        match &self.spec {
+            Spec::ServiceEntry(spec) => spec.endpoints.len(),
+            Spec::WorkloadEntry(_) => 1,
+        }
+    }
+
     /// The content hash stamped by [`IstioObject::new`].
     pub fn content_hash(&self) -> &str {
         self.metadata

@@ -3,7 +3,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::object::spec_hash;
-use crate::{CONTENT_HASH_ANNOTATION, IstioObject, Kind, ObjectKey, SPEC_HASH_ANNOTATION, Spec};
+use crate::{
+    CONTENT_HASH_ANNOTATION, IstioObject, Kind, ObjectKey, SOURCES_ANNOTATION, SPEC_HASH_ANNOTATION, Spec,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -42,12 +44,46 @@ pub struct HeldObject {
     pub key: ObjectKey,
     pub labels: BTreeMap<String, String>,
     pub content_hash: Option<String>,
+    /// The registry services it was made from (`registry:service`), from its
+    /// [`SOURCES_ANNOTATION`]: a merged object may only be rewritten once every one of
+    /// them has been heard from, and this is how the plan knows them after a restart.
+    pub sources: Vec<String>,
+    /// Endpoints it carries (inline endpoints of a ServiceEntry, 1 for a WorkloadEntry),
+    /// so the mass-change guard can see a registry's endpoints vanish, not just objects.
+    pub endpoints: usize,
 }
 
 impl HeldObject {
+    /// What a sink holds right after writing `object`.
+    pub fn written(object: &IstioObject) -> HeldObject {
+        HeldObject {
+            key: object.key(),
+            labels: object.metadata.labels.clone(),
+            content_hash: Some(object.content_hash().to_string()),
+            sources: object.sources().map(str::to_string).collect(),
+            endpoints: object.endpoint_count(),
+        }
+    }
+
     pub fn label(&self, key: &str) -> Option<&str> {
         self.labels.get(key).map(String::as_str)
     }
+
+    /// The registries named by [`HeldObject::sources`].
+    pub fn source_registries(&self) -> impl Iterator<Item = &str> {
+        self.sources.iter().map(|s| registry_of_source(s))
+    }
+}
+
+/// The registry part of one `registry:service` entry of [`SOURCES_ANNOTATION`]. Registry
+/// names never contain `:` (the config refuses them), service names may.
+pub fn registry_of_source(source: &str) -> &str {
+    source.split_once(':').map_or(source, |(registry, _)| registry)
+}
+
+/// The entries of a [`SOURCES_ANNOTATION`] value.
+pub fn split_sources(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
 #[derive(Deserialize)]
@@ -94,6 +130,20 @@ fn held_from_loose(loose: LooseObject) -> Option<HeldObject> {
         _ => return None,
     };
     let mut meta = loose.metadata;
+    let endpoints = match kind {
+        Kind::WorkloadEntry => 1,
+        Kind::ServiceEntry => loose
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.get("endpoints"))
+            .and_then(serde_json::Value::as_array)
+            .map_or(0, Vec::len),
+    };
+    let sources = meta
+        .annotations
+        .get(SOURCES_ANNOTATION)
+        .map(|v| split_sources(v).map(str::to_string).collect())
+        .unwrap_or_default();
     let stamped = meta.annotations.remove(CONTENT_HASH_ANNOTATION);
     let actual_spec = loose.spec.and_then(|spec| spec_hash_of(kind, spec));
     let spec_intact =
@@ -108,6 +158,8 @@ fn held_from_loose(loose: LooseObject) -> Option<HeldObject> {
         // holds no content hash, differs from the desired one and is written back.
         content_hash: stamped.filter(|_| spec_intact),
         labels: meta.labels,
+        sources,
+        endpoints,
     })
 }
 
@@ -162,6 +214,8 @@ mod tests {
         assert!(text.contains("apiVersion: networking.istio.io/v1"), "{text}");
         assert!(text.contains("resolution: STATIC"), "{text}");
         let held = parse_held(&text).unwrap();
+        assert_eq!(held, HeldObject::written(&object));
+        assert_eq!(held.endpoints, 1);
         assert_eq!(held.key, object.key());
         assert_eq!(held.content_hash.as_deref(), Some(object.content_hash()));
         assert_eq!(held.label(crate::MANAGED_BY_LABEL), Some("registry-sync"));

@@ -39,6 +39,13 @@ impl Plan {
             );
             (k.key.clone(), line)
         }));
+        lines.extend(self.orphans.iter().map(|o| {
+            let line = format!(
+                "? orphan {} (registry {:?} is no longer configured; `registry-sync prune` deletes it)",
+                o.key, o.registry
+            );
+            (o.key.clone(), line)
+        }));
         lines.sort_by(|a, b| a.0.cmp(&b.0));
 
         let mut out = String::new();
@@ -58,14 +65,11 @@ impl Plan {
         if !self.kept.is_empty() {
             let _ = write!(out, ", {} kept", self.kept.len());
         }
+        if !self.orphans.is_empty() {
+            let _ = write!(out, ", {} orphans", self.orphans.len());
+        }
         for held_back in &self.held_back {
-            let _ = write!(
-                out,
-                "\n! registry {:?}: {} of its {} objects would be deleted at once; held back until confirmed (--confirm-mass-delete, or `safety: {{confirm_mass_delete: true}}`)",
-                held_back.registry,
-                held_back.keys.len(),
-                held_back.owned
-            );
+            let _ = write!(out, "\n! {}", held_back.describe());
         }
         out.push('\n');
         out

@@ -8,6 +8,9 @@
 #![forbid(unsafe_code)]
 
 mod diff;
+mod guard;
+
+pub use guard::{MIN_HELD_ENDPOINTS, MIN_HELD_OBJECTS, MassChangeGuard, Totals};
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,21 +67,27 @@ impl Owner {
     }
 }
 
-/// Which owned-but-undesired objects may be deleted. Safety rule: nothing of a registry is
-/// deleted unless that registry has delivered a complete, successful view — an unreachable
-/// registry looks exactly like one whose services all vanished, and must not empty the mesh.
+/// Which owned objects may be written or deleted. Safety rules:
+///
+/// - nothing of a registry is deleted unless that registry's latest view is complete and
+///   successful: an unreachable registry looks exactly like one whose services all
+///   vanished, and must not empty the mesh;
+/// - an object fed by a registry (by its sources annotation) that has not delivered a
+///   complete view since start is left as the sink holds it: a merged host rewritten
+///   without the registry that is down would lose that registry's endpoints;
+/// - an object of a registry the configuration no longer names is an orphan: listed,
+///   deleted only by a deliberate prune (a renamed registry must not silently delete,
+///   and a mistyped one must not empty the mesh).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeleteScope {
     /// Registries whose latest view is complete and successful.
     pub complete: BTreeSet<String>,
-    /// Registries in the current configuration. Objects of a registry that was removed from
-    /// the configuration will never be reported again, so they are deletable.
+    /// Registries that have delivered at least one complete view since start.
+    pub delivered: BTreeSet<String>,
+    /// Registries in the current configuration.
     pub configured: BTreeSet<String>,
-    /// The largest share of a registry's objects, in percent, one plan may delete. A
-    /// registry that answers "nothing" after having hundreds of services is far more
-    /// often broken than emptied; such deletions wait for a confirmation. `None`: no
-    /// limit (confirmed).
-    pub mass_delete_guard: Option<u32>,
+    /// Delete orphans (objects of registries no longer configured) instead of listing them.
+    pub prune_orphans: bool,
 }
 
 impl DeleteScope {
@@ -87,6 +96,59 @@ impl DeleteScope {
     fn protecting_registry<'a>(&self, held: &'a HeldObject) -> Option<&'a str> {
         let registry = held.label(REGISTRY_LABEL)?;
         (!self.complete.contains(registry) && self.configured.contains(registry)).then_some(registry)
+    }
+
+    /// The object's registry (empty when it names none) when the configuration does not
+    /// name it.
+    fn orphaned<'a>(&self, held: &'a HeldObject) -> Option<&'a str> {
+        let registry = held.label(REGISTRY_LABEL).unwrap_or_default();
+        (!self.configured.contains(registry)).then_some(registry)
+    }
+
+    fn waiting(&self, registry: &str) -> bool {
+        self.configured.contains(registry) && !self.delivered.contains(registry)
+    }
+
+    /// A configured registry feeding `held` that has not been heard from since start.
+    fn waiting_contributor<'a>(&self, held: &'a HeldObject) -> Option<&'a str> {
+        held.label(REGISTRY_LABEL)
+            .into_iter()
+            .chain(held.source_registries())
+            .find(|registry| self.waiting(registry))
+    }
+}
+
+/// Held objects that must stay as they are until a registry is heard from, and the
+/// registry services they carry: a desired object made from one of those services (the
+/// same host under another name, a WorkloadEntry with another selector) must not be
+/// written beside them either.
+struct Frozen<'h> {
+    /// `registry:service` → the registry it waits for.
+    contributions: BTreeMap<&'h str, &'h str>,
+}
+
+impl<'h> Frozen<'h> {
+    fn new(
+        held: &'h BTreeMap<ObjectKey, HeldObject>,
+        owner: &Owner,
+        scope: &DeleteScope,
+    ) -> Option<Frozen<'h>> {
+        if scope.configured.iter().all(|r| scope.delivered.contains(r)) {
+            return None;
+        }
+        let mut contributions = BTreeMap::new();
+        for have in held.values().filter(|h| owner.owns(h)) {
+            if let Some(registry) = scope.waiting_contributor(have) {
+                for source in &have.sources {
+                    contributions.insert(source.as_str(), registry);
+                }
+            }
+        }
+        Some(Frozen { contributions })
+    }
+
+    fn waiting_for(&self, want: &IstioObject) -> Option<&'h str> {
+        want.sources().find_map(|s| self.contributions.get(s).copied())
     }
 }
 
@@ -109,14 +171,40 @@ pub struct Kept {
     pub registry: String,
 }
 
-/// Deletions of one registry held back by the mass-deletion guard.
+/// Changes of one registry held back by the mass-change guard.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldBack {
     pub registry: String,
-    /// The objects that would have been deleted.
+    /// The objects that would have been deleted or lost endpoints.
     pub keys: Vec<ObjectKey>,
-    /// How many objects of this registry the sink holds.
-    pub owned: usize,
+    /// The most the sink held of this registry within the guard's window.
+    pub peak: Totals,
+    /// What the sink would hold of it after the plan.
+    pub after: Totals,
+}
+
+impl HeldBack {
+    /// One sentence for logs, `plan` and errors: which registry, how much, what to do.
+    pub fn describe(&self) -> String {
+        format!(
+            "registry {:?}: {} changes held back, they would leave {} of its {} objects and {} of its {} endpoints \
+             (the most seen recently); if this is intended, confirm with --confirm-mass-delete \
+             (or `safety: {{confirm_mass_delete: true}}`)",
+            self.registry,
+            self.keys.len(),
+            self.after.objects,
+            self.peak.objects,
+            self.after.endpoints,
+            self.peak.endpoints,
+        )
+    }
+}
+
+/// An owned object of a registry the configuration no longer names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Orphan {
+    pub key: ObjectKey,
+    pub registry: String,
 }
 
 /// The writes that bring a sink to the desired state. Every list is sorted by key, so the
@@ -129,8 +217,10 @@ pub struct Plan {
     pub unchanged: usize,
     pub conflicts: Vec<Conflict>,
     pub kept: Vec<Kept>,
-    /// Deletions the mass-deletion guard held back, per registry.
+    /// Changes the mass-change guard held back, per registry.
     pub held_back: Vec<HeldBack>,
+    /// Objects of registries no longer configured, left in place (see [`DeleteScope`]).
+    pub orphans: Vec<Orphan>,
 }
 
 impl Plan {
@@ -183,9 +273,9 @@ fn plan_sorted_unique<'k>(
     scope: &DeleteScope,
 ) -> Plan {
     let mut plan = Plan::default();
+    let frozen = Frozen::new(held, owner, scope);
     for key in keys {
         match (desired.get(key), held.get(key)) {
-            (Some(want), None) => plan.creates.push(want.clone()),
             // Ownership first: a foreign object that happens to carry our hash annotation
             // (a copy of one of ours, say) is still not ours to call unchanged.
             (Some(_), Some(have)) if !owner.owns(have) => {
@@ -194,71 +284,45 @@ fn plan_sorted_unique<'k>(
                     reason: owner.disown_reason(have),
                 });
             }
-            (Some(want), Some(have)) => {
-                if have.content_hash.as_deref() == Some(want.content_hash()) {
-                    plan.unchanged += 1;
-                } else {
-                    plan.updates.push(want.clone());
-                }
+            (Some(want), Some(have)) if have.content_hash.as_deref() == Some(want.content_hash()) => {
+                plan.unchanged += 1;
             }
-            (None, Some(have)) if owner.owns(have) => match scope.protecting_registry(have) {
-                None => plan.deletes.push(key.clone()),
+            (_, Some(have))
+                if owner.owns(have) && frozen.is_some() && scope.waiting_contributor(have).is_some() =>
+            {
+                plan.kept.push(Kept {
+                    key: key.clone(),
+                    registry: scope.waiting_contributor(have).unwrap_or_default().to_string(),
+                });
+            }
+            (Some(want), held) => match frozen.as_ref().and_then(|f| f.waiting_for(want)) {
                 Some(registry) => plan.kept.push(Kept {
                     key: key.clone(),
                     registry: registry.to_string(),
                 }),
+                None if held.is_some() => plan.updates.push(want.clone()),
+                None => plan.creates.push(want.clone()),
             },
+            (None, Some(have)) if owner.owns(have) => {
+                if let Some(registry) = scope.protecting_registry(have) {
+                    plan.kept.push(Kept {
+                        key: key.clone(),
+                        registry: registry.to_string(),
+                    });
+                } else if let Some(registry) = scope.orphaned(have).filter(|_| !scope.prune_orphans) {
+                    plan.orphans.push(Orphan {
+                        key: key.clone(),
+                        registry: registry.to_string(),
+                    });
+                } else {
+                    plan.deletes.push(key.clone());
+                }
+            }
             // Not ours and not wanted: none of our business.
             (None, Some(_)) | (None, None) => {}
         }
     }
-    if let Some(max_percent) = scope.mass_delete_guard {
-        hold_back_mass_deletes(&mut plan, held, owner, max_percent);
-    }
     plan
-}
-
-/// Moves a registry's deletions into [`Plan::held_back`] when they exceed `max_percent`
-/// of what the sink holds of that registry. A single deletion is never held back:
-/// removing the last service of a small registry is ordinary.
-fn hold_back_mass_deletes(
-    plan: &mut Plan,
-    held: &BTreeMap<ObjectKey, HeldObject>,
-    owner: &Owner,
-    max_percent: u32,
-) {
-    if plan.deletes.len() < 2 {
-        return;
-    }
-    let mut by_registry: BTreeMap<String, Vec<ObjectKey>> = BTreeMap::new();
-    for key in &plan.deletes {
-        let registry = held
-            .get(key)
-            .and_then(|h| h.label(REGISTRY_LABEL))
-            .unwrap_or_default();
-        by_registry
-            .entry(registry.to_string())
-            .or_default()
-            .push(key.clone());
-    }
-    let mut owned: BTreeMap<&str, usize> = BTreeMap::new();
-    for object in held.values().filter(|h| owner.owns(h)) {
-        *owned
-            .entry(object.label(REGISTRY_LABEL).unwrap_or_default())
-            .or_default() += 1;
-    }
-    for (registry, keys) in by_registry {
-        let total = owned.get(registry.as_str()).copied().unwrap_or_default();
-        if keys.len() >= 2 && keys.len() as u64 * 100 > u64::from(max_percent) * total as u64 {
-            let held_back: BTreeSet<&ObjectKey> = keys.iter().collect();
-            plan.deletes.retain(|k| !held_back.contains(k));
-            plan.held_back.push(HeldBack {
-                registry,
-                keys,
-                owned: total,
-            });
-        }
-    }
 }
 
 /// Merges two sorted, duplicate-free key streams into one, in linear time.

@@ -6,6 +6,8 @@ use registry_sync_istio::{
     ObjectKey, ObjectMeta, REGISTRY_LABEL, Resolution, ServiceEntrySpec, Spec,
 };
 
+use std::time::{Duration, Instant};
+
 use super::*;
 
 const US: &str = "prod-a";
@@ -60,11 +62,7 @@ fn key(kind: Kind, name: &str) -> ObjectKey {
 }
 
 fn held_as_written(object: &IstioObject) -> HeldObject {
-    HeldObject {
-        key: object.key(),
-        labels: object.metadata.labels.clone(),
-        content_hash: Some(object.content_hash().to_string()),
-    }
+    HeldObject::written(object)
 }
 
 fn held(key: ObjectKey, labels: BTreeMap<String, String>, hash: Option<&str>) -> HeldObject {
@@ -72,6 +70,8 @@ fn held(key: ObjectKey, labels: BTreeMap<String, String>, hash: Option<&str>) ->
         key,
         labels,
         content_hash: hash.map(str::to_string),
+        sources: Vec::new(),
+        endpoints: 1,
     }
 }
 
@@ -89,8 +89,9 @@ fn holding(objects: impl IntoIterator<Item = HeldObject>) -> BTreeMap<ObjectKey,
 fn scope(complete: &[&str], configured: &[&str]) -> DeleteScope {
     DeleteScope {
         complete: complete.iter().map(|s| s.to_string()).collect(),
+        delivered: configured.iter().map(|s| s.to_string()).collect(),
         configured: configured.iter().map(|s| s.to_string()).collect(),
-        mass_delete_guard: None,
+        prune_orphans: false,
     }
 }
 
@@ -235,19 +236,46 @@ fn undesired_owned_object_of_a_registry_without_a_complete_view_is_kept() {
 }
 
 #[test]
-fn undesired_owned_object_of_a_registry_removed_from_the_config_is_deleted() {
+fn an_object_of_a_registry_removed_from_the_config_is_an_orphan_listed_not_deleted() {
     let gone = held(key(Kind::ServiceEntry, "gone"), ours("eureka"), Some("1"));
     let plan = plan(
         &BTreeMap::new(),
         &holding([gone.clone()]),
         &owner(),
-        &scope(&[], &["consul"]),
+        &scope(&["consul"], &["consul"]),
     );
-    assert_eq!(plan.deletes, vec![gone.key]);
+    assert!(plan.deletes.is_empty(), "{plan:?}");
+    assert_eq!(
+        plan.orphans,
+        vec![Orphan {
+            key: gone.key.clone(),
+            registry: "eureka".into()
+        }]
+    );
+    assert!(
+        plan.render_diff()
+            .contains("? orphan ServiceEntry mesh/gone (registry \"eureka\"")
+    );
 }
 
 #[test]
-fn undesired_owned_object_without_a_registry_label_is_deleted() {
+fn a_prune_deletes_orphans() {
+    let gone = held(key(Kind::ServiceEntry, "gone"), ours("eureka"), Some("1"));
+    let plan = plan(
+        &BTreeMap::new(),
+        &holding([gone.clone()]),
+        &owner(),
+        &DeleteScope {
+            prune_orphans: true,
+            ..scope(&["consul"], &["consul"])
+        },
+    );
+    assert_eq!(plan.deletes, vec![gone.key]);
+    assert!(plan.orphans.is_empty());
+}
+
+#[test]
+fn an_owned_object_without_a_registry_label_is_an_orphan() {
     let mut l = ours("consul");
     l.remove(REGISTRY_LABEL);
     let gone = held(key(Kind::ServiceEntry, "gone"), l, Some("1"));
@@ -255,9 +283,10 @@ fn undesired_owned_object_without_a_registry_label_is_deleted() {
         &BTreeMap::new(),
         &holding([gone.clone()]),
         &owner(),
-        &scope(&[], &["consul"]),
+        &scope(&["consul"], &["consul"]),
     );
-    assert_eq!(plan.deletes, vec![gone.key]);
+    assert!(plan.deletes.is_empty());
+    assert_eq!(plan.orphans.len(), 1);
 }
 
 #[test]
@@ -395,13 +424,6 @@ fn diff_of_an_empty_plan_is_only_the_summary() {
     );
 }
 
-fn guarded(max_percent: u32) -> DeleteScope {
-    DeleteScope {
-        mass_delete_guard: Some(max_percent),
-        ..all_complete()
-    }
-}
-
 fn held_many(registry: &str, n: usize) -> BTreeMap<ObjectKey, HeldObject> {
     holding((0..n).map(|i| {
         held(
@@ -412,14 +434,60 @@ fn held_many(registry: &str, n: usize) -> BTreeMap<ObjectKey, HeldObject> {
     }))
 }
 
+fn guard() -> MassChangeGuard {
+    MassChangeGuard::new(50, Duration::from_secs(300))
+}
+
+fn guarded_plan(
+    guard: &mut MassChangeGuard,
+    want: &registry_sync_istio::Desired,
+    held: &BTreeMap<ObjectKey, HeldObject>,
+    now: Instant,
+) -> Plan {
+    let mut plan = plan(want, held, &owner(), &all_complete());
+    guard.hold(&mut plan, held, &owner(), now);
+    plan
+}
+
+/// What the sink holds after `plan` is applied.
+fn applied(held: &BTreeMap<ObjectKey, HeldObject>, plan: &Plan) -> BTreeMap<ObjectKey, HeldObject> {
+    let mut held = held.clone();
+    for object in plan.creates.iter().chain(&plan.updates) {
+        held.insert(object.key(), HeldObject::written(object));
+    }
+    for key in &plan.deletes {
+        held.remove(key);
+    }
+    held
+}
+
+fn consul_entries(range: std::ops::Range<usize>, endpoints: usize) -> Vec<IstioObject> {
+    range
+        .map(|i| {
+            let mut o = service_entry(&format!("consul-{i}"), "10.0.0.1");
+            if let Spec::ServiceEntry(spec) = &mut o.spec {
+                spec.endpoints = (0..endpoints)
+                    .map(|n| Endpoint {
+                        address: format!("10.0.0.{n}"),
+                        ..Default::default()
+                    })
+                    .collect();
+            }
+            IstioObject::new(o.metadata.clone(), o.spec.clone())
+        })
+        .collect()
+}
+
 #[test]
 fn deleting_more_than_the_allowed_share_of_a_registry_is_held_back() {
     let held = held_many("consul", 10);
-    let plan = plan(&desired([]), &held, &owner(), &guarded(50));
+    let plan = guarded_plan(&mut guard(), &desired([]), &held, Instant::now());
     assert!(plan.deletes.is_empty(), "{plan:?}");
     assert_eq!(plan.held_back.len(), 1);
     assert_eq!(plan.held_back[0].registry, "consul");
-    assert_eq!((plan.held_back[0].keys.len(), plan.held_back[0].owned), (10, 10));
+    assert_eq!(plan.held_back[0].keys.len(), 10);
+    assert_eq!(plan.held_back[0].peak.objects, 10);
+    assert_eq!(plan.held_back[0].after.objects, 0);
     assert!(plan.is_empty(), "held-back deletions are not writes");
     assert!(plan.render_diff().contains("held back"), "{}", plan.render_diff());
 }
@@ -434,7 +502,7 @@ fn deleting_up_to_the_allowed_share_goes_ahead() {
             o
         })
         .collect();
-    let plan = plan(&desired(keep), &held, &owner(), &guarded(50));
+    let plan = guarded_plan(&mut guard(), &desired(keep), &held, Instant::now());
     assert_eq!(plan.deletes.len(), 5, "exactly half may go");
     assert!(plan.held_back.is_empty());
 }
@@ -442,7 +510,7 @@ fn deleting_up_to_the_allowed_share_goes_ahead() {
 #[test]
 fn a_single_deletion_is_never_held_back() {
     let held = held_many("consul", 1);
-    let plan = plan(&desired([]), &held, &owner(), &guarded(50));
+    let plan = guarded_plan(&mut guard(), &desired([]), &held, Instant::now());
     assert_eq!(plan.deletes.len(), 1);
 }
 
@@ -451,5 +519,198 @@ fn without_a_guard_a_mass_deletion_goes_ahead() {
     let held = held_many("consul", 10);
     let plan = plan(&desired([]), &held, &owner(), &all_complete());
     assert_eq!(plan.deletes.len(), 10);
+    assert!(plan.held_back.is_empty());
+}
+
+#[test]
+fn a_registry_eroding_over_several_passes_is_held_once_the_window_has_lost_too_much() {
+    let mut guard = guard();
+    let start = Instant::now();
+    let mut held = holding(consul_entries(0..20, 1).iter().map(HeldObject::written));
+    let mut left = 20;
+    let mut passes = 0;
+    loop {
+        left -= 3;
+        passes += 1;
+        let want = desired(consul_entries(0..left, 1));
+        let plan = guarded_plan(&mut guard, &want, &held, start + Duration::from_secs(passes * 10));
+        if !plan.held_back.is_empty() {
+            assert_eq!(
+                plan.held_back[0].peak.objects, 20,
+                "judged against the window's peak"
+            );
+            break;
+        }
+        assert!(left >= 10, "erosion to {left} of 20 went ahead");
+        held = applied(&held, &plan);
+    }
+    assert_eq!(held.len(), 11, "passes 20 → 17 → 14 → 11 went ahead, 8 was held");
+}
+
+#[test]
+fn erosion_slower_than_the_window_goes_ahead() {
+    let mut guard = guard();
+    let start = Instant::now();
+    let mut held = holding(consul_entries(0..20, 1).iter().map(HeldObject::written));
+    for (pass, left) in [16usize, 13, 10, 8, 6, 5].into_iter().enumerate() {
+        let want = desired(consul_entries(0..left, 1));
+        let now = start + Duration::from_secs(pass as u64 * 301);
+        let plan = guarded_plan(&mut guard, &want, &held, now);
+        assert!(plan.held_back.is_empty(), "pass to {left}: {plan:?}");
+        held = applied(&held, &plan);
+    }
+    assert_eq!(held.len(), 5);
+}
+
+#[test]
+fn every_instance_turning_unhealthy_at_once_is_held_though_no_object_is_deleted() {
+    let held = holding(consul_entries(0..4, 5).iter().map(HeldObject::written));
+    let emptied = desired(consul_entries(0..4, 0));
+    let plan = guarded_plan(&mut guard(), &emptied, &held, Instant::now());
+    assert!(plan.updates.is_empty(), "{plan:?}");
+    assert_eq!(plan.held_back.len(), 1);
+    assert_eq!(plan.held_back[0].keys.len(), 4);
+    assert_eq!(
+        (
+            plan.held_back[0].peak.endpoints,
+            plan.held_back[0].after.endpoints
+        ),
+        (20, 0)
+    );
+    assert!(
+        plan.render_diff().contains("0 of its 20 endpoints"),
+        "{}",
+        plan.render_diff()
+    );
+}
+
+#[test]
+fn growing_updates_and_creates_go_ahead_while_a_registrys_losses_are_held() {
+    let held = holding(consul_entries(0..4, 5).iter().map(HeldObject::written));
+    let mut want = consul_entries(0..4, 0);
+    want.extend(consul_entries(4..5, 5));
+    let plan = guarded_plan(&mut guard(), &desired(want), &held, Instant::now());
+    assert_eq!(plan.creates.len(), 1);
+    assert!(plan.updates.is_empty());
+    assert_eq!(plan.held_back.len(), 1);
+}
+
+#[test]
+fn a_namespace_move_that_creates_what_it_deletes_is_not_a_mass_deletion() {
+    let held = holding(consul_entries(0..10, 2).iter().map(HeldObject::written));
+    let moved: Vec<IstioObject> = consul_entries(0..10, 2)
+        .into_iter()
+        .map(|o| {
+            let mut meta = o.metadata.clone();
+            meta.namespace = "elsewhere".into();
+            IstioObject::new(meta, o.spec.clone())
+        })
+        .collect();
+    let plan = guarded_plan(&mut guard(), &desired(moved), &held, Instant::now());
+    assert_eq!((plan.creates.len(), plan.deletes.len()), (10, 10));
+    assert!(plan.held_back.is_empty());
+}
+
+fn merged_entry(name: &str, sources: &str, addresses: &[&str]) -> IstioObject {
+    let mut o = service_entry(name, "10.0.0.1");
+    o.metadata
+        .annotations
+        .insert(registry_sync_istio::SOURCES_ANNOTATION.into(), sources.into());
+    if let Spec::ServiceEntry(spec) = &mut o.spec {
+        spec.endpoints = addresses
+            .iter()
+            .map(|a| Endpoint {
+                address: a.to_string(),
+                ..Default::default()
+            })
+            .collect();
+    }
+    IstioObject::new(o.metadata.clone(), o.spec.clone())
+}
+
+fn waiting_for_nacos() -> DeleteScope {
+    DeleteScope {
+        complete: ["consul".to_string()].into(),
+        delivered: ["consul".to_string()].into(),
+        configured: ["consul".to_string(), "nacos".to_string()].into(),
+        prune_orphans: false,
+    }
+}
+
+#[test]
+fn a_merged_object_is_not_rewritten_until_every_contributor_has_been_heard_from() {
+    let both = merged_entry("orders", "consul:orders,nacos:orders", &["10.0.0.1", "10.0.0.2"]);
+    let consul_only = merged_entry("orders", "consul:orders", &["10.0.0.1"]);
+    let have = holding([held_as_written(&both)]);
+    let plan = plan(&desired([consul_only]), &have, &owner(), &waiting_for_nacos());
+    assert!(plan.is_empty(), "{plan:?}");
+    assert_eq!(
+        plan.kept,
+        vec![Kept {
+            key: both.key(),
+            registry: "nacos".into()
+        }]
+    );
+}
+
+#[test]
+fn a_merged_host_is_not_created_under_another_name_while_its_first_contributor_is_unheard() {
+    // Merged under nacos's name; consul alone would name it differently.
+    let mut both = merged_entry("nacos-orders", "consul:orders,nacos:orders", &["10.0.0.1"]);
+    both.metadata.labels = ours("nacos");
+    let both = IstioObject::new(both.metadata.clone(), both.spec.clone());
+    let consul_only = merged_entry("consul-orders", "consul:orders", &["10.0.0.1"]);
+    let have = holding([held_as_written(&both)]);
+    let plan = plan(
+        &desired([consul_only.clone()]),
+        &have,
+        &owner(),
+        &waiting_for_nacos(),
+    );
+    assert!(plan.creates.is_empty(), "{plan:?}");
+    assert!(plan.deletes.is_empty(), "{plan:?}");
+    assert!(
+        plan.kept
+            .iter()
+            .any(|k| k.key == consul_only.key() && k.registry == "nacos")
+    );
+}
+
+#[test]
+fn once_every_contributor_is_heard_from_the_merged_object_is_written() {
+    let both = merged_entry("orders", "consul:orders,nacos:orders", &["10.0.0.1", "10.0.0.2"]);
+    let consul_only = merged_entry("orders", "consul:orders", &["10.0.0.1"]);
+    let have = holding([held_as_written(&both)]);
+    let heard = scope(&["consul", "nacos"], &["consul", "nacos"]);
+    let plan = plan(&desired([consul_only]), &have, &owner(), &heard);
+    assert_eq!(plan.updates.len(), 1);
+}
+
+#[test]
+fn objects_of_registries_that_were_heard_from_are_written_while_another_is_unheard() {
+    let other = merged_entry("payments", "consul:payments", &["10.0.0.9"]);
+    let plan = plan(
+        &desired([other]),
+        &BTreeMap::new(),
+        &owner(),
+        &waiting_for_nacos(),
+    );
+    assert_eq!(plan.creates.len(), 1);
+}
+
+#[test]
+fn a_small_service_scaling_down_goes_ahead() {
+    let held = holding(consul_entries(0..1, 3).iter().map(HeldObject::written));
+    let plan = guarded_plan(
+        &mut guard(),
+        &desired(consul_entries(0..1, 1)),
+        &held,
+        Instant::now(),
+    );
+    assert_eq!(
+        plan.updates.len(),
+        1,
+        "3 → 1 endpoints is below the endpoint floor"
+    );
     assert!(plan.held_back.is_empty());
 }

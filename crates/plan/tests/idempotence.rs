@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use registry_sync_istio::{
     Endpoint, HeldObject, INSTANCE_LABEL, IstioObject, Kind, Location, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
-    ObjectKey, ObjectMeta, REGISTRY_LABEL, Resolution, ServiceEntrySpec, Spec,
+    ObjectKey, ObjectMeta, REGISTRY_LABEL, Resolution, SOURCES_ANNOTATION, ServiceEntrySpec, Spec,
 };
 use registry_sync_plan::{DeleteScope, Owner, Plan, plan, plan_keys};
 
@@ -66,7 +66,7 @@ fn object(kind: Kind, name: &str, octet: u8, registry: &str) -> IstioObject {
         name: name.into(),
         namespace: "mesh".into(),
         labels,
-        ..Default::default()
+        annotations: [(SOURCES_ANNOTATION.to_string(), format!("{registry}:{name}"))].into(),
     };
     let endpoint = Endpoint {
         address: format!("10.0.0.{octet}"),
@@ -136,6 +136,12 @@ fn build(slots: &[Slot]) -> State {
                     key,
                     labels,
                     content_hash,
+                    sources: h
+                        .registry
+                        .map(|r| format!("{}:{name}", REGISTRIES[r]))
+                        .into_iter()
+                        .collect(),
+                    endpoints: 1,
                 },
             );
         }
@@ -146,11 +152,7 @@ fn build(slots: &[Slot]) -> State {
 /// What a sink does with a plan, reduced to its effect on what it holds.
 fn simulate_apply(held: &mut BTreeMap<ObjectKey, HeldObject>, plan: &Plan) {
     for object in plan.creates.iter().chain(&plan.updates) {
-        let written = HeldObject {
-            key: object.key(),
-            labels: object.metadata.labels.clone(),
-            content_hash: Some(object.content_hash().to_string()),
-        };
+        let written = HeldObject::written(object);
         held.insert(object.key(), written);
     }
     for key in &plan.deletes {
@@ -158,11 +160,18 @@ fn simulate_apply(held: &mut BTreeMap<ObjectKey, HeldObject>, plan: &Plan) {
     }
 }
 
-fn delete_scope(complete: &BTreeSet<usize>) -> DeleteScope {
+/// `heard`: registries heard from since start beside the complete ones (a registry
+/// failing now was complete before).
+fn delete_scope(complete: &BTreeSet<usize>, heard: &BTreeSet<usize>) -> DeleteScope {
     DeleteScope {
         complete: complete.iter().map(|&i| REGISTRIES[i].to_string()).collect(),
+        delivered: complete
+            .iter()
+            .chain(heard)
+            .map(|&i| REGISTRIES[i].to_string())
+            .collect(),
         configured: ["consul", "nacos"].iter().map(|s| s.to_string()).collect(),
-        mass_delete_guard: None,
+        prune_orphans: false,
     }
 }
 
@@ -171,10 +180,11 @@ proptest! {
     fn applying_a_plan_and_planning_again_writes_nothing(
         slots in proptest::collection::vec(slot(), 0..40),
         complete in proptest::collection::btree_set(0usize..2, 0..=2),
+        heard in proptest::collection::btree_set(0usize..2, 0..=2),
     ) {
         let (desired, mut held) = build(&slots);
         let owner = Owner::new(US);
-        let scope = delete_scope(&complete);
+        let scope = delete_scope(&complete, &heard);
         let first = plan(&desired, &held, &owner, &scope);
         simulate_apply(&mut held, &first);
         let second = plan(&desired, &held, &owner, &scope);
@@ -187,10 +197,11 @@ proptest! {
     fn objects_we_do_not_own_are_never_updated_or_deleted(
         slots in proptest::collection::vec(slot(), 0..40),
         complete in proptest::collection::btree_set(0usize..2, 0..=2),
+        heard in proptest::collection::btree_set(0usize..2, 0..=2),
     ) {
         let (desired, held) = build(&slots);
         let owner = Owner::new(US);
-        let first = plan(&desired, &held, &owner, &delete_scope(&complete));
+        let first = plan(&desired, &held, &owner, &delete_scope(&complete, &heard));
         for key in first.updates.iter().map(|o| o.key()).chain(first.deletes.iter().cloned()) {
             prop_assert!(owner.owns(&held[&key]), "{key} is not ours but the plan writes it");
         }
@@ -200,7 +211,9 @@ proptest! {
         for conflict in &first.conflicts {
             prop_assert!(!owner.owns(&held[&conflict.key]));
         }
-        let accounted = first.creates.len() + first.updates.len() + first.unchanged + first.conflicts.len();
+        let kept_desired = first.kept.iter().filter(|k| desired.contains_key(&k.key)).count();
+        let accounted =
+            first.creates.len() + first.updates.len() + first.unchanged + first.conflicts.len() + kept_desired;
         prop_assert_eq!(accounted, desired.len());
     }
 
@@ -208,10 +221,11 @@ proptest! {
     fn planning_every_key_one_at_a_time_adds_up_to_the_full_plan(
         slots in proptest::collection::vec(slot(), 0..40),
         complete in proptest::collection::btree_set(0usize..2, 0..=2),
+        heard in proptest::collection::btree_set(0usize..2, 0..=2),
     ) {
         let (desired, held) = build(&slots);
         let owner = Owner::new(US);
-        let scope = delete_scope(&complete);
+        let scope = delete_scope(&complete, &heard);
         let full = plan(&desired, &held, &owner, &scope);
         let mut pieces = Plan::default();
         for key in desired.keys().chain(held.keys()).collect::<BTreeSet<_>>() {
@@ -222,6 +236,7 @@ proptest! {
             pieces.unchanged += one.unchanged;
             pieces.conflicts.extend(one.conflicts);
             pieces.kept.extend(one.kept);
+            pieces.orphans.extend(one.orphans);
         }
         prop_assert_eq!(pieces, full);
     }

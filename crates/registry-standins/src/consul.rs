@@ -11,7 +11,9 @@
 //! which is how a restored snapshot or a new cluster looks to a client.
 //!
 //! ACLs: with [`ConsulStandIn::require_token`], every request needs that token in
-//! `X-Consul-Token` (or `?token=`), else `403 ACL not found`. A `dc` other than the
+//! `X-Consul-Token` (or `?token=`), else `403 ACL not found`. With
+//! [`ConsulStandIn::deny_read`] the token loses read rights on some services: they are
+//! filtered out of `200` answers, which say so in `X-Consul-Results-Filtered-By-ACLs`. A `dc` other than the
 //! stand-in's own answers `500 No path to datacenter`, as Consul does. Not modelled:
 //! namespaces and partitions (the parameters are accepted and ignored, like Consul CE),
 //! the jitter Consul adds to `wait`, `?passing`, filters, and any other endpoint.
@@ -65,6 +67,10 @@ struct Data {
     checks: BTreeMap<String, Check>,
     nodes: BTreeMap<String, String>,
     token: Option<String>,
+    /// Services the token may not read: left out of answers, which then carry
+    /// `X-Consul-Results-Filtered-By-ACLs: true`, as Consul does for a token without
+    /// `service:read` on them.
+    unreadable: std::collections::BTreeSet<String>,
 }
 
 struct Shared {
@@ -137,6 +143,12 @@ impl ConsulStandIn {
     /// Requires this ACL token on every request.
     pub fn require_token(&self, token: &str) {
         lock(&self.shared.data).token = Some(token.to_string());
+    }
+
+    /// The token loses (or regains, with an empty list) read rights on these services.
+    pub fn deny_read(&self, services: &[&str]) {
+        lock(&self.shared.data).unreadable = services.iter().map(|s| s.to_string()).collect();
+        self.shared.changed.send_modify(|n| *n += 1);
     }
 
     /// Adds (or moves) a node, for services registered with [`Self::register_on`].
@@ -332,19 +344,24 @@ impl Shared {
     }
 
     /// Holds until `index_of` moves past `min` or `wait` runs out, then answers.
-    async fn blocking(&self, min: u64, wait: Duration, answer: impl Fn(&Data) -> (u64, Value)) -> Response {
+    async fn blocking(
+        &self,
+        min: u64,
+        wait: Duration,
+        answer: impl Fn(&Data) -> (u64, Value, bool),
+    ) -> Response {
         let mut changes = self.changed.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let (index, body) = answer(&lock(&self.data));
+            let (index, body, filtered) = answer(&lock(&self.data));
             if min == 0 || index > min {
-                return reply(index, body);
+                return reply(index, body, filtered);
             }
             tokio::select! {
-                changed = changes.changed() => if changed.is_err() { return reply(index, body) },
+                changed = changes.changed() => if changed.is_err() { return reply(index, body, filtered) },
                 () = tokio::time::sleep_until(deadline) => {
-                    let (index, body) = answer(&lock(&self.data));
-                    return reply(index, body);
+                    let (index, body, filtered) = answer(&lock(&self.data));
+                    return reply(index, body, filtered);
                 }
             }
         }
@@ -373,9 +390,15 @@ impl Shared {
 /// A refused request: the status and Consul's message.
 type Refusal = (StatusCode, &'static str);
 
-fn reply(index: u64, body: Value) -> Response {
+fn reply(index: u64, body: Value, filtered: bool) -> Response {
     let mut response = (StatusCode::OK, body.to_string()).into_response();
     let headers = response.headers_mut();
+    if filtered {
+        headers.insert(
+            "x-consul-results-filtered-by-acls",
+            HeaderValue::from_static("true"),
+        );
+    }
     headers.insert("content-type", HeaderValue::from_static("application/json"));
     headers.insert("x-consul-index", HeaderValue::from(index.max(1)));
     headers.insert("x-consul-knownleader", HeaderValue::from_static("true"));
@@ -495,13 +518,18 @@ async fn catalog_services(
     shared
         .blocking(min, wait, |data| {
             let mut services: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            let mut filtered = false;
             for registration in data.services.values() {
+                if data.unreadable.contains(&registration.name) {
+                    filtered = true;
+                    continue;
+                }
                 let tags = services.entry(&registration.name).or_default();
                 tags.extend(registration.tags.iter().map(String::as_str));
                 tags.sort_unstable();
                 tags.dedup();
             }
-            (data.catalog_index, json!(services))
+            (data.catalog_index, json!(services), filtered)
         })
         .await
 }
@@ -521,10 +549,11 @@ async fn health_service(
     };
     shared
         .blocking(min, wait, |data| {
+            let filtered = data.unreadable.contains(&name);
             let entries: Vec<Value> = data
                 .services
                 .values()
-                .filter(|r| r.name == name)
+                .filter(|r| r.name == name && !filtered)
                 .map(|r| health_entry(data, r))
                 .collect();
             let index = data
@@ -532,7 +561,7 @@ async fn health_service(
                 .get(&name)
                 .copied()
                 .unwrap_or(data.catalog_index);
-            (index, Value::Array(entries))
+            (index, Value::Array(entries), filtered)
         })
         .await
 }
@@ -569,7 +598,7 @@ fn health_entry(data: &Data, registration: &Registration) -> Value {
 }
 
 async fn leader() -> Response {
-    reply(1, json!("127.0.0.1:8300"))
+    reply(1, json!("127.0.0.1:8300"), false)
 }
 
 fn classify(path: &str) -> String {

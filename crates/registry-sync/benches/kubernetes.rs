@@ -117,7 +117,7 @@ async fn main() {
         "bench",
         RegistrySnapshot::from_shared("bench", shared.clone(), vec![]),
     );
-    assert!(pipeline.sync(&mut sinks).await, "cold sync succeeds");
+    assert!(pipeline.sync(&mut sinks).await.written, "cold sync succeeds");
     let cold = start.elapsed();
     let cold_requests = server.counts().writes();
     let rss_after_cold = peak_rss_mib();
@@ -130,7 +130,7 @@ async fn main() {
         let snapshot = RegistrySnapshot::from_shared("bench", shared.clone(), vec![]);
         let t = Instant::now();
         pipeline.registry_synced("bench", snapshot);
-        assert!(pipeline.sync(&mut sinks).await);
+        assert!(pipeline.sync(&mut sinks).await.written);
         latencies.push(t.elapsed());
     }
     let change_writes = server.counts().writes();

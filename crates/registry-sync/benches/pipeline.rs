@@ -28,11 +28,7 @@ struct Memory {
 impl Memory {
     fn take(&mut self, objects: &[Arc<IstioObject>]) {
         for o in objects {
-            let held = HeldObject {
-                key: o.key(),
-                labels: o.metadata.labels.clone(),
-                content_hash: Some(o.content_hash().to_string()),
-            };
+            let held = HeldObject::written(o);
             self.held.insert(o.key(), held);
         }
     }
@@ -165,7 +161,7 @@ fn main() {
     let translate_cold = t.elapsed();
 
     let t = Instant::now();
-    assert!(block_on(pipeline.sync(&mut sinks)));
+    assert!(block_on(pipeline.sync(&mut sinks)).written);
     let sync_cold = t.elapsed();
     let creates = writes.swap(0, Ordering::Relaxed);
 

@@ -61,11 +61,7 @@ impl Sink for PortSink {
             {
                 self.port.store(port as usize, Ordering::SeqCst);
             }
-            let held = HeldObject {
-                key: object.key(),
-                labels: object.metadata.labels.clone(),
-                content_hash: Some(object.content_hash().to_string()),
-            };
+            let held = HeldObject::written(object);
             self.held.insert(object.key(), held);
         }
         Ok(ApplyReport {

@@ -19,6 +19,10 @@ pub enum Outcome {
     Failed = 1,
     /// `plan` only: changes are pending.
     Pending = 2,
+    /// `once`, `prune`: the mass-change guard held changes back (a registry would lose
+    /// more than `safety.max_delete_share` of its objects or endpoints); everything
+    /// else was written. Confirm with `--confirm-mass-delete` if the change is real.
+    HeldBack = 3,
 }
 
 /// Failures of one-shot commands, each naming what to fix.
@@ -114,14 +118,37 @@ pub async fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, Comma
 /// `once`: one full sync into every sink. Registries that fail keep their objects;
 /// the command then exits 1 after syncing the rest.
 pub async fn once(config: &Config) -> Result<Outcome, CommandError> {
-    let (mut pipeline, errors) = load_all(config).await;
+    let (pipeline, errors) = load_all(config).await;
+    sync_once(config, pipeline, errors).await
+}
+
+/// `prune`: `once`, and also delete the objects of registries the configuration no
+/// longer names (which `run` and `once` only list). Refused while a registry fails:
+/// what it names could not be told apart from what it dropped.
+pub async fn prune(config: &Config) -> Result<Outcome, CommandError> {
+    let (pipeline, errors) = load_all(config).await;
+    if !errors.is_empty() {
+        report_errors(&errors);
+        tracing::error!("prune needs every registry to answer; nothing was written");
+        return Ok(Outcome::Failed);
+    }
+    sync_once(config, pipeline.prune_orphans(), errors).await
+}
+
+async fn sync_once(
+    config: &Config,
+    mut pipeline: Pipeline,
+    errors: Vec<CommandError>,
+) -> Result<Outcome, CommandError> {
     let mut sinks = open_sinks(config, None).await?;
     report_errors(&errors);
-    let written = pipeline.sync(&mut sinks).await;
-    Ok(if written && errors.is_empty() {
-        Outcome::Ok
-    } else {
+    let pass = pipeline.sync(&mut sinks).await;
+    Ok(if !pass.written || !errors.is_empty() {
         Outcome::Failed
+    } else if pass.held_back {
+        Outcome::HeldBack
+    } else {
+        Outcome::Ok
     })
 }
 

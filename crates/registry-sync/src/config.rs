@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use registry_sync_istio::Location;
-use registry_sync_translate::{EndpointMode, HostTemplate, RegistrySettings, Settings};
+use registry_sync_translate::{EndpointMode, HostTemplate, RegistrySettings, SecretKeys, Settings};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -30,6 +30,58 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+}
+
+/// A YAML or schema error in words, without the values of the file: the parser's own
+/// text quotes the offending line and scalar, and the line may hold a token under a
+/// mistyped key. Keys (in backticks) and the position stay; quoted values and numbers
+/// go.
+fn syntax_message(error: &serde_saphyr::Error) -> String {
+    let plain = error
+        .without_snippet()
+        .render_with_options(serde_saphyr::render_options! {
+            snippets: serde_saphyr::SnippetMode::Off,
+        });
+    let redacted = redact_scalars(&plain);
+    match error.location() {
+        Some(at) if !redacted.contains("line") => {
+            format!("line {}, column {}: {redacted}", at.line(), at.column())
+        }
+        _ => redacted,
+    }
+}
+
+/// Replaces every `"…"` / `'…'` span, and the backticked value after a scalar type
+/// word (`integer `5``), with `…`.
+fn redact_scalars(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(['"', '\'', '`']) {
+        let quote = rest[i..].chars().next().unwrap_or('"');
+        let (before, after) = rest.split_at(i);
+        out.push_str(before);
+        let after = &after[1..];
+        let Some(end) = after.find(quote) else {
+            out.push(quote);
+            out.push('…');
+            return out;
+        };
+        let value_word = ["integer", "floating point", "boolean", "character", "value"]
+            .iter()
+            .any(|w| before.trim_end().ends_with(w));
+        if quote == '`' && !value_word {
+            out.push('`');
+            out.push_str(&after[..end]);
+            out.push('`');
+        } else {
+            out.push(quote);
+            out.push('…');
+            out.push(quote);
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -101,6 +153,11 @@ struct RawAdmin {
 struct RawSafety {
     #[serde(default)]
     max_delete_share: Option<Spanned<f64>>,
+    #[serde(default)]
+    window: Option<Spanned<String>>,
+    /// Replaces the built-in list of metadata keys that name secrets.
+    #[serde(default)]
+    secret_keys: Option<Vec<String>>,
     #[serde(default)]
     confirm_mass_delete: bool,
 }
@@ -231,16 +288,24 @@ impl SinksConfig {
 /// `safety`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SafetyConfig {
-    /// A pass may delete at most this share (0–1) of one registry's objects.
+    /// At most this share (0–1) of one registry's objects or endpoints may go within
+    /// `guard_window`.
     pub max_delete_share: f64,
+    /// How far back the mass-change guard looks for a registry's largest view.
+    pub guard_window: std::time::Duration,
     /// Mass deletions go ahead without holding back.
     pub confirm_mass_delete: bool,
 }
+
+/// Long enough to span several passes of an eroding registry and a health-check layer's
+/// flapping; short enough that a real, gradual decommissioning is not held.
+pub const DEFAULT_GUARD_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Default for SafetyConfig {
     fn default() -> Self {
         SafetyConfig {
             max_delete_share: 0.5,
+            guard_window: DEFAULT_GUARD_WINDOW,
             confirm_mass_delete: false,
         }
     }
@@ -282,7 +347,7 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: syntax_message(&e),
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let invalid = |line: u64, key: String, message: String| ConfigError::Invalid {
@@ -292,6 +357,11 @@ impl Config {
             message,
         };
 
+        let secret_keys = raw
+            .safety
+            .secret_keys
+            .as_ref()
+            .map_or_else(SecretKeys::default, SecretKeys::new);
         let instance_set = raw.instance.is_some();
         let instance = match raw.instance {
             Some(instance) if !is_dns_label(&instance.value) => {
@@ -421,6 +491,7 @@ impl Config {
                         Some(RawLocation::MeshInternal) | None => Location::MeshInternal,
                     },
                     sidecar: r.sidecar,
+                    secret_keys: secret_keys.clone(),
                 },
             });
         }
@@ -468,6 +539,16 @@ impl Config {
             }
             share => SafetyConfig {
                 max_delete_share: share.map_or(0.5, |s| s.value),
+                guard_window: match raw.safety.window {
+                    None => DEFAULT_GUARD_WINDOW,
+                    Some(window) => registries::parse_duration(&window.value).ok_or_else(|| {
+                        invalid(
+                            window.referenced.line(),
+                            "safety.window".into(),
+                            "is not a duration: write it as `300s`, `5m` or `2500ms`".into(),
+                        )
+                    })?,
+                },
                 confirm_mass_delete: raw.safety.confirm_mass_delete,
             },
         };

@@ -145,3 +145,51 @@ fn broken_yaml_is_refused_with_its_location() {
     let message = error("registries:\n  - name: [a\n");
     assert!(message.contains("line"), "{message}");
 }
+
+#[test]
+fn a_syntax_error_never_echoes_the_values_of_the_file() {
+    // A token under a mistyped key, and a password where a flag belongs.
+    for text in [
+        "registries:\n  - name: a\n    kind: file\n    path: s.yaml\n    namespace: mesh\n    tokn: \"s3cr3t-t0ken\"\n",
+        "registries:\n  - name: a\n    kind: file\n    path: s.yaml\n    namespace: mesh\n    sidecar: s3cr3t-t0ken\n",
+        "registries:\n  - name: a\n    kind: file\n    path: s.yaml\n    namespace: [s3cr3t-t0ken\n",
+        "instance: {s3cr3t-t0ken: 1}\n",
+    ] {
+        let message = error(text);
+        assert!(!message.contains("s3cr3t"), "{message}");
+        assert!(message.contains("line"), "{message}");
+    }
+    let message = error(
+        "registries:\n  - name: a\n    kind: file\n    path: s.yaml\n    namespace: mesh\n    tokn: x\n",
+    );
+    assert!(message.contains("`tokn`"), "the key is named: {message}");
+}
+
+#[test]
+fn a_registry_address_with_credentials_is_refused_without_echoing_them() {
+    let message = error(
+        "registries:\n  - name: c\n    kind: consul\n    address: http://admin:hunter2@127.0.0.1:8500\n    namespace: mesh\n",
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+    assert!(message.contains("credentials"), "{message}");
+    assert!(message.contains("line 4"), "{message}");
+    assert!(super::registries::has_userinfo("zk-user:pw@10.0.0.1:2181"));
+    assert!(!super::registries::has_userinfo("http://127.0.0.1:8500/path@x"));
+}
+
+#[test]
+fn the_guard_window_and_secret_keys_are_configurable() {
+    let config = parse(
+        "registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\nsafety:\n  window: 10m\n  secret_keys: [sessionid]\n",
+    )
+    .unwrap();
+    assert_eq!(config.safety.guard_window, std::time::Duration::from_secs(600));
+    let keys = &config.registries[0].settings.secret_keys;
+    assert!(keys.matches("SessionId"));
+    assert!(!keys.matches("token"), "the list replaces the built-in one");
+    let message = error(
+        "registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\nsafety:\n  window: soon\n",
+    );
+    assert!(message.contains("safety.window"), "{message}");
+    assert_eq!(parse(GOOD).unwrap().safety.guard_window, DEFAULT_GUARD_WINDOW);
+}

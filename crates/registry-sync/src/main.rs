@@ -66,8 +66,12 @@ struct WriteArgs {
 enum Command {
     /// Watch every registry and keep every sink in step until SIGINT or SIGTERM.
     Run(WriteArgs),
-    /// Read every registry once, sync every sink once, then exit (1 if anything failed).
+    /// Read every registry once, sync every sink once, then exit (1 if anything failed,
+    /// 3 if the mass-change guard held changes back).
     Once(WriteArgs),
+    /// `once`, and also delete objects of registries the configuration no longer names
+    /// (a renamed or removed registry); `plan` lists them as orphans first.
+    Prune(WriteArgs),
     /// Show what a sync would change, writing nothing. Exit 0 in sync, 2 changes pending, 1 error.
     Plan(ConfigArg),
     /// Print every object as multi-document YAML on stdout, sorted by kind, namespace, name.
@@ -100,7 +104,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
     let (arg, confirm_mass_delete) = match &cli.command {
-        Command::Run(w) | Command::Once(w) => (&w.config, w.confirm_mass_delete),
+        Command::Run(w) | Command::Once(w) | Command::Prune(w) => (&w.config, w.confirm_mass_delete),
         Command::Plan(arg) | Command::Render(arg) | Command::Check(arg) => (arg, false),
     };
     let config = match Config::load(&arg.config) {
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
             Command::Render(_) => commands::render(&config, &mut stdout).await,
             Command::Plan(_) => commands::plan(&config, &mut stdout).await,
             Command::Once(_) => commands::once(&config).await,
+            Command::Prune(_) => commands::prune(&config).await,
             Command::Check(_) => commands::check(&config, &mut stdout).await,
             Command::Run(_) => {
                 let cancel = CancellationToken::new();

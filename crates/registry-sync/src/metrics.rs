@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use registry_sync_catalog::Skipped;
-use registry_sync_plan::Plan;
+use registry_sync_plan::{HeldBack, Plan};
 use registry_sync_sinks::ApplyReport;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +55,7 @@ pub struct Metrics {
     pub writes: Family<WriteLabels, Counter>,
     pub conflicts: Family<SinkLabels, Gauge>,
     pub plan_writes: Family<SinkLabels, Histogram>,
+    pub held_back: Family<SinkLabels, Gauge>,
     pub propagation: Histogram,
     pub leader: Gauge,
     ready: Arc<AtomicBool>,
@@ -83,6 +84,7 @@ impl Metrics {
             writes: Family::default(),
             conflicts: Family::default(),
             plan_writes: Family::new_with_constructor(plan_histogram),
+            held_back: Family::default(),
             // 0.5 ms to ~65 s.
             propagation: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             leader: Gauge::default(),
@@ -127,6 +129,11 @@ impl Metrics {
             "sink_plan_writes",
             "Writes per applied plan",
             metrics.plan_writes.clone(),
+        );
+        registry.register(
+            "sink_held_back_changes",
+            "Changes the mass-change guard holds back (a registry losing too many objects or endpoints at once); confirm with --confirm-mass-delete",
+            metrics.held_back.clone(),
         );
         registry.register(
             "propagation_seconds",
@@ -177,6 +184,15 @@ impl Metrics {
                 registry: registry.to_string(),
             })
             .set(0);
+    }
+
+    pub fn held_back(&self, sink: &str, held_back: &[HeldBack]) {
+        let changes: usize = held_back.iter().map(|h| h.keys.len()).sum();
+        self.held_back
+            .get_or_create(&SinkLabels {
+                sink: sink.to_string(),
+            })
+            .set(changes as i64);
     }
 
     pub fn applied(&self, sink: &str, plan: &Plan, report: &ApplyReport) {

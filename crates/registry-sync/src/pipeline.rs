@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use registry_sync_catalog::{RegistrySnapshot, Skipped};
 use registry_sync_istio::{Desired, ObjectKey};
-use registry_sync_plan::{DeleteScope, Owner, Plan, plan, plan_keys};
+use registry_sync_plan::{DeleteScope, MassChangeGuard, Owner, Plan, plan, plan_keys};
 use registry_sync_sinks::{ApplyReport, AsyncSink, SinkError};
 use registry_sync_translate::Index;
 
@@ -25,6 +25,15 @@ use crate::metrics::Metrics;
 pub struct NamedSink {
     pub name: String,
     pub sink: Box<dyn AsyncSink>,
+}
+
+/// What one pass did, over every sink.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassOutcome {
+    /// Every planned write succeeded.
+    pub written: bool,
+    /// The mass-change guard held changes back on some sink.
+    pub held_back: bool,
 }
 
 /// What one pass did to one sink.
@@ -40,14 +49,21 @@ pub struct Pipeline {
     configured: BTreeSet<String>,
     /// Registries whose last answer was a complete, successful view.
     complete: BTreeSet<String>,
+    /// Registries that delivered a complete view at least once since start.
+    delivered: BTreeSet<String>,
     /// What each registry's source refused last time, to log only what is new.
     source_skipped: BTreeMap<String, Vec<Skipped>>,
     /// Objects changed since the last successful pass.
     pending: BTreeSet<ObjectKey>,
     /// The next pass must look at every object, not only `pending`.
     full_next: bool,
-    /// Percent of a registry's objects one pass may delete; `None` when confirmed.
+    /// Percent of a registry's objects or endpoints that may go within the guard's
+    /// window; `None` when confirmed.
     mass_delete_guard: Option<u32>,
+    guard_window: std::time::Duration,
+    /// One mass-change guard per sink (by name): each judges what its own sink holds.
+    guards: BTreeMap<String, MassChangeGuard>,
+    prune_orphans: bool,
     metrics: Option<Metrics>,
 }
 
@@ -68,11 +84,15 @@ impl Pipeline {
             owner: Owner::new(config.instance.clone()),
             configured: config.registry_names(),
             complete: BTreeSet::new(),
+            delivered: BTreeSet::new(),
             source_skipped: BTreeMap::new(),
             pending: BTreeSet::new(),
             full_next: true,
             mass_delete_guard: (!config.safety.confirm_mass_delete)
                 .then(|| (config.safety.max_delete_share * 100.0).round() as u32),
+            guard_window: config.safety.guard_window,
+            guards: BTreeMap::new(),
+            prune_orphans: false,
             metrics: None,
         }
     }
@@ -83,9 +103,17 @@ impl Pipeline {
         self
     }
 
+    /// Deletes orphans (objects of registries no longer configured) instead of listing
+    /// them: `registry-sync prune`.
+    pub fn prune_orphans(mut self) -> Pipeline {
+        self.prune_orphans = true;
+        self
+    }
+
     /// Takes a registry's complete view. Returns whether a pass has anything to do.
     pub fn registry_synced(&mut self, registry: &str, snapshot: RegistrySnapshot) -> bool {
         let newly_complete = self.complete.insert(registry.to_string());
+        self.delivered.insert(registry.to_string());
         let seen = self.source_skipped.remove(registry).unwrap_or_default();
         let new_skips: Vec<Skipped> = snapshot
             .skipped
@@ -140,19 +168,30 @@ impl Pipeline {
     fn delete_scope(&self) -> DeleteScope {
         DeleteScope {
             complete: self.complete.clone(),
+            delivered: self.delivered.clone(),
             configured: self.configured.clone(),
-            mass_delete_guard: self.mass_delete_guard,
+            prune_orphans: self.prune_orphans,
         }
     }
 
-    /// The full plan for one sink, without applying it.
+    fn new_guard(&self) -> Option<MassChangeGuard> {
+        self.mass_delete_guard
+            .map(|percent| MassChangeGuard::new(percent, self.guard_window))
+    }
+
+    /// The full plan for one sink, without applying it; the guard judges it as a fresh
+    /// start would (against what the sink holds now).
     pub fn plan_for(&self, sink: &dyn AsyncSink) -> Plan {
-        plan(
+        let mut plan = plan(
             self.index.desired(),
             sink.held(),
             &self.owner,
             &self.delete_scope(),
-        )
+        );
+        if let Some(mut guard) = self.new_guard() {
+            guard.hold(&mut plan, sink.held(), &self.owner, std::time::Instant::now());
+        }
+        plan
     }
 
     /// Plans and applies for every sink. Returns whether every write succeeded; if not,
@@ -162,12 +201,18 @@ impl Pipeline {
         self.full_next = true;
     }
 
-    pub async fn sync(&mut self, sinks: &mut [NamedSink]) -> bool {
+    pub async fn sync(&mut self, sinks: &mut [NamedSink]) -> PassOutcome {
         let scope = self.delete_scope();
-        let mut ok = true;
+        let mut outcome = PassOutcome {
+            written: true,
+            held_back: false,
+        };
+        // Held-back keys are judged again on the next pass: the hold lasts while the
+        // registry's view stays too small, not one pass.
+        let mut still_pending: BTreeSet<ObjectKey> = BTreeSet::new();
         for named in sinks.iter_mut() {
             named.sink.refresh().await;
-            let plan = if self.full_next {
+            let mut plan = if self.full_next {
                 plan(self.index.desired(), named.sink.held(), &self.owner, &scope)
             } else {
                 plan_keys(
@@ -178,22 +223,44 @@ impl Pipeline {
                     &scope,
                 )
             };
+            if self.mass_delete_guard.is_some() {
+                if !self.guards.contains_key(&named.name)
+                    && let Some(guard) = self.new_guard()
+                {
+                    self.guards.insert(named.name.clone(), guard);
+                }
+                if let Some(guard) = self.guards.get_mut(&named.name) {
+                    guard.hold(
+                        &mut plan,
+                        named.sink.held(),
+                        &self.owner,
+                        std::time::Instant::now(),
+                    );
+                }
+            }
+            for held_back in &plan.held_back {
+                still_pending.extend(held_back.keys.iter().cloned());
+                outcome.held_back = true;
+            }
+            if let Some(metrics) = &self.metrics {
+                metrics.held_back(&named.name, &plan.held_back);
+            }
             match apply(&named.name, named.sink.as_mut(), plan).await {
-                Ok(outcome) => {
+                Ok(applied) => {
                     if let Some(metrics) = &self.metrics {
-                        metrics.applied(&named.name, &outcome.plan, &outcome.report);
+                        metrics.applied(&named.name, &applied.plan, &applied.report);
                     }
-                    ok &= outcome.report.is_complete();
+                    outcome.written &= applied.report.is_complete();
                 }
                 Err(e) => {
                     tracing::error!(sink = %named.name, "{e}");
-                    ok = false;
+                    outcome.written = false;
                 }
             }
         }
-        self.pending.clear();
-        self.full_next = !ok;
-        ok
+        self.pending = still_pending;
+        self.full_next = !outcome.written;
+        outcome
     }
 }
 
@@ -206,9 +273,22 @@ async fn apply(sink_name: &str, sink: &mut dyn AsyncSink, plan: Plan) -> Result<
         tracing::error!(
             sink = sink_name,
             registry = %held_back.registry,
-            deletions = held_back.keys.len(),
-            objects = held_back.owned,
-            "mass deletion held back: the registry's latest view would delete more than the allowed share of its objects; if this is intended, restart with --confirm-mass-delete (or `safety: {{confirm_mass_delete: true}}`)"
+            changes = held_back.keys.len(),
+            objects = held_back.after.objects,
+            objects_peak = held_back.peak.objects,
+            endpoints = held_back.after.endpoints,
+            endpoints_peak = held_back.peak.endpoints,
+            "mass change held back: {}",
+            held_back.describe()
+        );
+    }
+    if let Some(first) = plan.orphans.first() {
+        tracing::warn!(
+            sink = sink_name,
+            orphans = plan.orphans.len(),
+            example = %first.key,
+            registry = %first.registry,
+            "objects of registries this configuration no longer names are left in place; `registry-sync prune --config FILE` deletes them (`plan` lists them)"
         );
     }
     for kept in &plan.kept {

@@ -207,7 +207,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
             waiting_since = None;
             continue;
         }
-        if pipeline.sync(&mut sinks).await {
+        if pipeline.sync(&mut sinks).await.written {
             retry_delay = RETRY_FIRST;
             retry_at = None;
             if let Some(since) = waiting_since.take() {

@@ -151,10 +151,12 @@ async fn the_mass_deletion_guard_holds_until_confirmed() {
     ws.write_services("services: []\n");
 
     let held = cmd(&ws, &["once"]).await;
+    assert_eq!(held.code(), Some(3), "{held}");
     assert_eq!(server.counts().get(Verb::Delete), 0, "{held}");
-    assert!(held.stderr.contains("mass deletion held back"), "{held}");
+    assert!(held.stderr.contains("mass change held back"), "{held}");
     let plan = cmd(&ws, &["plan"]).await;
-    assert!(plan.stdout.contains("held back until confirmed"), "{plan}");
+    assert!(plan.stdout.contains("changes held back"), "{plan}");
+    assert!(plan.stdout.contains("--confirm-mass-delete"), "{plan}");
 
     let confirmed = cmd(&ws, &["once", "--confirm-mass-delete"]).await;
     assert_eq!(confirmed.code(), Some(0), "{confirmed}");

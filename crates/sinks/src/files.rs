@@ -173,14 +173,7 @@ impl FilesSink {
 
         let old = current.filter(|name| name.as_os_str() != target.as_os_str());
         self.files.insert(key.clone(), target);
-        self.held.insert(
-            key.clone(),
-            HeldObject {
-                key: key.clone(),
-                labels: object.metadata.labels.clone(),
-                content_hash: Some(object.content_hash().to_string()),
-            },
-        );
+        self.held.insert(key.clone(), HeldObject::written(object));
         if let Some(old) = old {
             // The old file was just re-read as this object, so it is ours to remove.
             let old_path = self.dir.join(old);

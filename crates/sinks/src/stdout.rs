@@ -59,15 +59,7 @@ impl<W: Write> StdoutSink<W> {
         self.out
             .write_all(document.as_bytes())
             .map_err(|source| SinkError::Output { source })?;
-        let key = object.key();
-        self.held.insert(
-            key.clone(),
-            HeldObject {
-                key,
-                labels: object.metadata.labels.clone(),
-                content_hash: Some(object.content_hash().to_string()),
-            },
-        );
+        self.held.insert(object.key(), HeldObject::written(object));
         Ok(true)
     }
 }

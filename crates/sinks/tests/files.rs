@@ -69,8 +69,9 @@ fn desired(objects: &[IstioObject]) -> registry_sync_istio::Desired {
 fn scope() -> DeleteScope {
     DeleteScope {
         complete: ["consul".to_string()].into(),
+        delivered: ["consul".to_string()].into(),
         configured: ["consul".to_string()].into(),
-        mass_delete_guard: None,
+        prune_orphans: false,
     }
 }
 

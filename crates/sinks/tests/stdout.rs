@@ -2,17 +2,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use registry_sync_istio::{
-    Endpoint, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta, Spec,
-    render_object,
+    Endpoint, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta, REGISTRY_LABEL,
+    Spec, render_object,
 };
 use registry_sync_plan::{DeleteScope, Owner, plan};
 use registry_sync_sinks::{Sink, StdoutSink};
 
 fn workload_entry(name: &str, address: &str) -> IstioObject {
-    let labels = [(MANAGED_BY_LABEL, MANAGED_BY_VALUE), (INSTANCE_LABEL, "prod-a")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let labels = [
+        (MANAGED_BY_LABEL, MANAGED_BY_VALUE),
+        (INSTANCE_LABEL, "prod-a"),
+        (REGISTRY_LABEL, "legacy"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     IstioObject::new(
         ObjectMeta {
             name: name.into(),
@@ -32,7 +36,13 @@ fn stdout_sink_prints_documents_and_deletions_and_holds_what_it_printed() {
     let mut sink = StdoutSink::new(Vec::new());
     assert!(sink.held().is_empty());
     let owner = Owner::new("prod-a");
-    let scope = DeleteScope::default();
+    let legacy = std::collections::BTreeSet::from(["legacy".to_string()]);
+    let scope = DeleteScope {
+        complete: legacy.clone(),
+        delivered: legacy.clone(),
+        configured: legacy,
+        prune_orphans: false,
+    };
     let a = workload_entry("a", "10.0.0.1");
     let b = workload_entry("b", "10.0.0.1");
     let first: BTreeMap<_, _> = [(a.key(), Arc::new(a.clone())), (b.key(), Arc::new(b.clone()))].into();

@@ -153,6 +153,14 @@ pub enum ConsulError {
         status: u16,
         body: String,
     },
+    #[error(
+        "registry {registry:?}: Consul at {address} filtered {action} by ACLs (X-Consul-Results-Filtered-By-ACLs): the token may not read everything, so the answer is incomplete and the last known state is kept; grant the token's policy service_prefix \"\" and node_prefix \"\" read, or check that it did not lose them"
+    )]
+    AclFiltered {
+        registry: String,
+        address: String,
+        action: String,
+    },
     #[error("registry {registry:?}: Consul at {address} answered {action} with {status}: {body}")]
     Status {
         registry: String,

@@ -91,6 +91,10 @@ pub enum ZookeeperError {
         error: zookeeper_client::Error,
         hint: &'static str,
     },
+    #[error(
+        "registry {registry:?}: the root node {root} does not exist; the last known services are kept, since a wrong `root` or chroot and a wiped ensemble look the same. If the registry is really empty, create the node (`create {root} \"\"` in zkCli)"
+    )]
+    MissingRoot { registry: String, root: String },
     #[error("registry {registry:?}: the ZooKeeper session with {address} ended ({why}); starting a new one")]
     Session {
         registry: String,
@@ -225,8 +229,13 @@ impl ZookeeperSource {
         }
     }
 
-    /// Reads every service and instance under the root. A missing root is an empty
-    /// registry (nothing registered yet), logged once per read.
+    /// Reads every service and instance under the root.
+    ///
+    /// A missing root is a failure, not an empty registry: a mistyped `root`, a wrong
+    /// chroot or a wiped ensemble look exactly like it, and must not delete every
+    /// service. An empty registry is an existing root without children (create it with
+    /// `create /dubbo ""`). A node that cannot be read (`NoAuth` under a digest ACL) fails
+    /// the read too; only a node that is gone (`NoNode`) is left out.
     async fn read_all(&self, client: &Client) -> Result<Listing, ZookeeperError> {
         let root = self.config.root.clone();
         let services = match self
@@ -238,8 +247,10 @@ impl ZookeeperSource {
                 error: zookeeper_client::Error::NoNode,
                 ..
             }) => {
-                tracing::warn!(registry = %self.registry, root = %root, "the root node does not exist; no services");
-                return Ok(Listing::new());
+                return Err(ZookeeperError::MissingRoot {
+                    registry: self.registry.clone(),
+                    root,
+                });
             }
             Err(error) => return Err(error),
         };
@@ -248,9 +259,9 @@ impl ZookeeperSource {
         let mut listing = Listing::new();
         let mut data_paths = Vec::new();
         let mut data_owners = Vec::new();
-        for (service, result) in services.into_iter().zip(children) {
-            let nodes = match result {
-                MultiReadResult::Children { children } => children,
+        for ((service, dir), result) in services.into_iter().zip(&dirs).zip(children) {
+            let nodes = match self.present(dir, result)? {
+                Some(MultiReadResult::Children { children }) => children,
                 // Gone meanwhile, or (Dubbo) an interface with no `providers` node.
                 _ => continue,
             };
@@ -270,13 +281,30 @@ impl ZookeeperSource {
             }
         }
         let data = self.multi_read(client, &data_paths, true).await?;
-        for ((service, node), result) in data_owners.into_iter().zip(data) {
-            if let MultiReadResult::Data { data, .. } = result {
+        for (((service, node), path), result) in data_owners.into_iter().zip(&data_paths).zip(data) {
+            if let Some(MultiReadResult::Data { data, .. }) = self.present(path, result)? {
                 let item = curator::item(&self.registry, &service, &node, &data);
                 listing.entry(service).or_default().insert(node, item);
             }
         }
         Ok(listing)
+    }
+
+    /// One result of a multi-read: `None` when the node is gone (`NoNode`), the error
+    /// when it could not be read for any other reason (`NoAuth`, …) — that is not the
+    /// node's absence, and must not be taken for it.
+    pub(crate) fn present(
+        &self,
+        path: &str,
+        result: MultiReadResult,
+    ) -> Result<Option<MultiReadResult>, ZookeeperError> {
+        match result {
+            MultiReadResult::Error {
+                err: zookeeper_client::Error::NoNode,
+            } => Ok(None),
+            MultiReadResult::Error { err } => Err(self.request_error(&format!("reading {path}"), err)),
+            other => Ok(Some(other)),
+        }
     }
 
     /// Reads children (or data) of many nodes, [`BATCH`] per round trip. A node that

@@ -284,3 +284,25 @@ async fn load_reads_everything_once_and_names_the_registry_when_unreachable() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_filtered_by_acls_is_a_failure_that_keeps_the_services_not_a_deletion() {
+    let server = ConsulStandIn::start();
+    server.register(web("web-1", 8080, "v1")).unwrap();
+    let mut other = web("api-1", 9090, "v1");
+    other["Name"] = json!("api");
+    server.register(other).unwrap();
+    let mut w = watch(config(&server));
+    w.until("both services", |s| s.services().len() == 2).await;
+
+    // The token loses its rights on one service: Consul answers 200 without it.
+    server.deny_read(&["api"]);
+    let error = w.failed().await;
+    assert!(error.contains("filtered"), "{error}");
+    assert!(error.contains("X-Consul-Results-Filtered-By-ACLs"), "{error}");
+
+    // Rights come back: the full view flows again, nothing was ever emitted without api.
+    server.deny_read(&[]);
+    let back = w.until("both services again", |s| s.services().len() == 2).await;
+    assert!(back.services().iter().any(|s| s.name == "api"));
+}

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use litemap::LiteMap;
-use registry_sync_catalog::{Address, Instance, Protocol, Skipped};
+use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Protocol, Skipped};
 use registry_sync_istio::{
     Endpoint, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta, REGISTRY_LABEL,
     RESERVED_LABEL_PREFIX, Resolution, SERVICE_LABEL, SOURCES_ANNOTATION, ServiceEntrySpec, ServicePort,
@@ -45,9 +45,31 @@ const PROTOCOL_KEY: &str = "protocol";
 /// An instance that passed validation, with where it came from.
 struct Candidate<'a> {
     contributor: &'a Contributor<'a>,
+    /// The contributor's position in the group.
+    source: usize,
     instance: &'a Instance,
     /// Healthy with a non-zero weight: it receives traffic.
     serving: bool,
+    /// Port name → the logical port it joins, where another registry of the group names
+    /// the same port differently (see [`merge_port_names`]).
+    aliases: BTreeMap<String, String>,
+}
+
+impl Candidate<'_> {
+    /// The logical port an instance port belongs to.
+    fn logical<'s>(&'s self, port: &'s InstancePort) -> &'s str {
+        self.aliases
+            .get(&port.name)
+            .map_or(port.name.as_str(), String::as_str)
+    }
+
+    fn port(&self, logical: &str) -> Option<&InstancePort> {
+        self.instance.ports.iter().find(|p| self.logical(p) == logical)
+    }
+
+    fn declares(&self, logical: &str) -> bool {
+        self.port(logical).is_some()
+    }
 }
 
 /// A ServiceEntry port and the logical port it stands for.
@@ -74,7 +96,8 @@ pub(crate) fn translate_group(
     let Some(primary) = contributors.first() else {
         return out;
     };
-    let candidates = validate_instances(contributors, &mut out);
+    let mut candidates = validate_instances(contributors, &mut out);
+    merge_port_names(&mut candidates);
     let ports = service_ports(&candidates, primary, &mut out);
     let endpoints = endpoints(&candidates, &ports, &mut out);
 
@@ -88,11 +111,7 @@ pub(crate) fn translate_group(
 
     let mut se_labels = service_labels(contributors, &mut out);
     se_labels.extend(own_labels(primary.registry, instance_id));
-    let sources = contributors
-        .iter()
-        .map(|c| format!("{}:{}", c.registry, c.service.key()))
-        .collect::<Vec<_>>()
-        .join(",");
+    let sources = contributors.iter().map(source_of).collect::<Vec<_>>().join(",");
     let se_meta = ObjectMeta {
         name: se_name.clone(),
         namespace: key.namespace.clone(),
@@ -124,11 +143,13 @@ pub(crate) fn translate_group(
                     .insert(SERVICE_LABEL.to_string(), selector.clone());
                 let mut labels = own_labels(c.registry, instance_id);
                 labels.insert(SERVICE_LABEL.to_string(), selector.clone());
+                // Its source, like the entry's: while a merged entry waits for a registry,
+                // the WorkloadEntries of its other registries must wait with it.
                 let meta = ObjectMeta {
                     name: object_name(&identity_parts(c, Some(&candidate.instance.id))),
                     namespace: key.namespace.clone(),
                     labels,
-                    annotations: BTreeMap::new(),
+                    annotations: [(SOURCES_ANNOTATION.to_string(), source_of(c))].into(),
                 };
                 out.objects
                     .push(IstioObject::new(meta, Spec::WorkloadEntry(endpoint)));
@@ -138,6 +159,11 @@ pub(crate) fn translate_group(
     out.objects
         .push(IstioObject::new(se_meta, Spec::ServiceEntry(spec)));
     out
+}
+
+/// One entry of the sources annotation.
+fn source_of(c: &Contributor<'_>) -> String {
+    format!("{}:{}", c.registry, c.service.key())
 }
 
 /// (registry, namespace?, service[, instance]) — what identifies an object's origin.
@@ -156,6 +182,25 @@ fn own_labels(registry: &str, instance_id: &str) -> BTreeMap<String, String> {
         (INSTANCE_LABEL.to_string(), instance_id.to_string()),
     ]
     .into()
+}
+
+/// Metadata less the keys that name secrets (Dubbo's `token`, a `password`), which are
+/// never published: labels are readable by anyone who may list entries.
+fn without_secrets<'m>(
+    c: &Contributor<'_>,
+    metadata: &'m Metadata,
+    drops: &mut Vec<LabelDrop>,
+) -> Vec<(&'m String, &'m String)> {
+    metadata
+        .iter()
+        .filter(|(key, _)| {
+            let secret = c.settings.secret_keys.matches(key);
+            if secret {
+                drops.push(LabelDrop::Secret((*key).clone()));
+            }
+            !secret
+        })
+        .collect()
 }
 
 fn is_reserved_label(key: &str) -> bool {
@@ -178,7 +223,7 @@ fn note_drops(
 /// declared.
 fn validate_instances<'a>(contributors: &'a [Contributor<'a>], out: &mut Translation) -> Vec<Candidate<'a>> {
     let mut candidates = Vec::new();
-    for c in contributors {
+    for (source, c) in contributors.iter().enumerate() {
         for instance in &c.service.instances {
             if let Some(port) = instance.ports.iter().find(|p| RESERVED_PORTS.contains(&p.number)) {
                 out.skipped.push(skip(
@@ -199,8 +244,10 @@ fn validate_instances<'a>(contributors: &'a [Contributor<'a>], out: &mut Transla
             let serving = instance.healthy && instance.weight != Some(0);
             candidates.push(Candidate {
                 contributor: c,
+                source,
                 instance,
                 serving,
+                aliases: BTreeMap::new(),
             });
         }
     }
@@ -212,7 +259,7 @@ fn validate_instances<'a>(contributors: &'a [Contributor<'a>], out: &mut Transla
 /// then the port name's prefix, then the registry's own hint.
 fn instance_protocol(candidate: &Candidate<'_>, logical: &str) -> Option<Protocol> {
     let instance = candidate.instance;
-    let port = instance.ports.iter().find(|p| p.name == logical)?;
+    let port = candidate.port(logical)?;
     if instance.ports.len() == 1 {
         let meta = instance
             .labels
@@ -223,6 +270,72 @@ fn instance_protocol(candidate: &Candidate<'_>, logical: &str) -> Option<Protoco
         }
     }
     Protocol::from_port_name(&port.name).or(port.protocol_hint)
+}
+
+/// Registries name the same port differently: Consul, Nacos and etcd call a service's
+/// one port `default`, Eureka `http`, Dubbo by its protocol. Within one registry a name
+/// is the logical port (instances may differ in its number); across the registries of a
+/// merged group, a port of a later registry that has another registry's number and a
+/// compatible protocol (equal, or unknown on one side) joins that registry's port, so
+/// the merged entry publishes one port every instance serves instead of none.
+fn merge_port_names(candidates: &mut [Candidate<'_>]) {
+    let Some(last) = candidates.iter().map(|c| c.source).max() else {
+        return;
+    };
+    if candidates.iter().all(|c| c.source == last) {
+        return;
+    }
+    // (number, protocol, logical name, source) of every port seen so far.
+    let mut known: Vec<(u16, Option<Protocol>, String, usize)> = Vec::new();
+    let mut aliases: Vec<BTreeMap<String, String>> = vec![BTreeMap::new(); last + 1];
+    for (source, own_aliases) in aliases.iter_mut().enumerate() {
+        let own: Vec<&Candidate<'_>> = candidates.iter().filter(|c| c.source == source).collect();
+        let names: BTreeSet<&str> = own
+            .iter()
+            .flat_map(|c| c.instance.ports.iter().map(|p| p.name.as_str()))
+            .collect();
+        for name in names {
+            let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+            let mut protocols: BTreeSet<Option<Protocol>> = BTreeSet::new();
+            for c in &own {
+                if let Some(p) = c.instance.ports.iter().find(|p| p.name == name) {
+                    *counts.entry(p.number).or_default() += 1;
+                    protocols.insert(instance_protocol(c, name));
+                }
+            }
+            let number = counts
+                .iter()
+                .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                .map(|(n, _)| *n)
+                .unwrap_or_default();
+            let protocol = match protocols.len() {
+                1 => protocols.into_iter().next().flatten(),
+                _ => None,
+            };
+            let joins = known.iter().find(|(n, p, logical, from)| {
+                *from != source
+                    && *n == number
+                    && logical != name
+                    && (p.is_none() || protocol.is_none() || *p == protocol)
+                    && !names_contain(&own, logical)
+            });
+            match joins {
+                Some((_, _, logical, _)) => {
+                    own_aliases.insert(name.to_string(), logical.clone());
+                }
+                None => known.push((number, protocol, name.to_string(), source)),
+            }
+        }
+    }
+    for c in candidates.iter_mut() {
+        c.aliases = aliases[c.source].clone();
+    }
+}
+
+fn names_contain(candidates: &[&Candidate<'_>], name: &str) -> bool {
+    candidates
+        .iter()
+        .any(|c| c.instance.ports.iter().any(|p| p.name == name))
 }
 
 /// One ServiceEntry port per logical port that every serving instance declares.
@@ -246,14 +359,14 @@ fn service_ports(
 
     let mut union: BTreeSet<&str> = BTreeSet::new();
     for c in &basis {
-        union.extend(c.instance.ports.iter().map(|p| p.name.as_str()));
+        union.extend(c.instance.ports.iter().map(|p| c.logical(p)));
     }
     let mut logical: Vec<&str> = Vec::new();
     for name in union {
         let lacking: Vec<&Candidate<'_>> = basis
             .iter()
             .copied()
-            .filter(|c| c.serving && !c.instance.ports.iter().any(|p| p.name == name))
+            .filter(|c| c.serving && !c.declares(name))
             .collect();
         if let Some(first) = lacking.first() {
             out.skipped.push(skip(
@@ -274,15 +387,11 @@ fn service_ports(
     let mut used_numbers: BTreeMap<u32, String> = BTreeMap::new();
     let mut ports = Vec::new();
     for name in logical {
-        let users: Vec<&Candidate<'_>> = basis
-            .iter()
-            .copied()
-            .filter(|c| c.instance.ports.iter().any(|p| p.name == name))
-            .collect();
+        let users: Vec<&Candidate<'_>> = basis.iter().copied().filter(|c| c.declares(name)).collect();
         // The number most instances use is what clients dial; ties go to the lowest.
         let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
         for c in &users {
-            if let Some(p) = c.instance.ports.iter().find(|p| p.name == name) {
+            if let Some(p) = c.port(name) {
                 *counts.entry(p.number).or_default() += 1;
             }
         }
@@ -291,8 +400,14 @@ fn service_ports(
             .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
             .map(|(n, _)| u32::from(*n))
             .unwrap_or_default();
-        let protocols: BTreeSet<Option<Protocol>> =
+        let mut protocols: BTreeSet<Option<Protocol>> =
             users.iter().map(|c| instance_protocol(c, name)).collect();
+        // Across registries, one that says nothing of a port's protocol (Consul's
+        // `default`) has no opinion; instances of one registry that disagree do.
+        let sources: BTreeSet<usize> = users.iter().map(|c| c.source).collect();
+        if sources.len() > 1 && protocols.len() > 1 {
+            protocols.remove(&None);
+        }
         let protocol = match protocols.iter().next() {
             Some(Some(p)) if protocols.len() == 1 => *p,
             Some(None) if protocols.len() == 1 => Protocol::Tcp,
@@ -346,11 +461,14 @@ fn endpoints<'a>(
         let port_map: LiteMap<String, u32> = ports
             .iter()
             .filter_map(|lp| {
-                let own = instance.ports.iter().find(|p| p.name == lp.logical)?;
+                let own = candidate.port(&lp.logical)?;
                 Some((lp.port.name.clone(), u32::from(own.number)))
             })
             .collect();
-        let (mut labels, drops) = sanitize_labels(&instance.labels, is_reserved_label);
+        let mut secrets = Vec::new();
+        let public = without_secrets(c, &instance.labels, &mut secrets);
+        let (mut labels, drops) = sanitize_labels(public, is_reserved_label);
+        note_drops(out, c, Some(instance), secrets);
         note_drops(out, c, Some(instance), drops);
         if c.settings.sidecar {
             labels.insert(TLS_MODE_LABEL.to_string(), "istio".to_string());
@@ -465,8 +583,10 @@ fn endpoint_mode(
 fn service_labels(contributors: &[Contributor<'_>], out: &mut Translation) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
     for c in contributors {
-        let (own, drops) =
-            sanitize_labels(&c.service.labels, |k| is_reserved_label(k) || k == TLS_MODE_LABEL);
+        let mut secrets = Vec::new();
+        let public = without_secrets(c, &c.service.labels, &mut secrets);
+        let (own, drops) = sanitize_labels(public, |k| is_reserved_label(k) || k == TLS_MODE_LABEL);
+        note_drops(out, c, None, secrets);
         note_drops(out, c, None, drops);
         for (k, v) in own {
             labels.entry(k).or_insert(v);

@@ -30,7 +30,7 @@ use registry_sync_istio::IstioObject;
 
 pub use group::{AUTO_INLINE_LIMIT, AUTO_INLINE_MAX_BYTES, INLINE_ENDPOINT_LIMIT, RESERVED_PORTS};
 pub use index::{Changes, Index};
-pub use settings::{EndpointMode, RegistrySettings, Settings};
+pub use settings::{DEFAULT_SECRET_KEYS, EndpointMode, RegistrySettings, SecretKeys, Settings};
 pub use template::{HostError, HostTemplate, TemplateError};
 
 /// One ServiceEntry's worth of input: the namespace and host it is published under.

@@ -123,9 +123,14 @@ fn sanitize_label_part(raw: &str) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LabelDrop {
     InvalidKey(String),
-    ValueTooLong { key: String, len: usize },
+    ValueTooLong {
+        key: String,
+        len: usize,
+    },
     Reserved(String),
     Duplicate(String),
+    /// The key names a secret (a token, a password): never published.
+    Secret(String),
 }
 
 impl std::fmt::Display for LabelDrop {
@@ -142,6 +147,10 @@ impl std::fmt::Display for LabelDrop {
             LabelDrop::Duplicate(k) => {
                 write!(f, "label {k:?} dropped: another key sanitises to the same label")
             }
+            LabelDrop::Secret(k) => write!(
+                f,
+                "label {k:?} dropped: the key names a secret (see `safety.secret_keys`)"
+            ),
         }
     }
 }

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use registry_sync_istio::Location;
 
@@ -27,6 +28,59 @@ pub struct RegistrySettings {
     /// Every instance of this registry runs an Istio sidecar, so its endpoints carry
     /// `security.istio.io/tlsMode: istio` and receive mTLS.
     pub sidecar: bool,
+    /// Metadata keys that are never published as labels.
+    pub secret_keys: SecretKeys,
+}
+
+/// Metadata keys that carry secrets and must never become labels: labels are readable by
+/// anyone who may list ServiceEntries, and end up in istiod's and every proxy's config.
+/// A key matches when, lowercased and with everything but letters and digits removed,
+/// it contains one of the patterns (so `access-key`, `AccessKey` and `access_key_id`
+/// all match `accesskey`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretKeys(Arc<[String]>);
+
+/// Dubbo's `token`, passwords, secrets, credentials, AWS-style access keys, API keys
+/// and private keys.
+pub const DEFAULT_SECRET_KEYS: [&str; 8] = [
+    "token",
+    "password",
+    "passwd",
+    "secret",
+    "credential",
+    "accesskey",
+    "apikey",
+    "privatekey",
+];
+
+impl Default for SecretKeys {
+    fn default() -> Self {
+        SecretKeys::new(DEFAULT_SECRET_KEYS)
+    }
+}
+
+fn normalize(key: &str) -> String {
+    key.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+impl SecretKeys {
+    pub fn new<S: AsRef<str>>(patterns: impl IntoIterator<Item = S>) -> SecretKeys {
+        SecretKeys(
+            patterns
+                .into_iter()
+                .map(|p| normalize(p.as_ref()))
+                .filter(|p| !p.is_empty())
+                .collect(),
+        )
+    }
+
+    pub fn matches(&self, key: &str) -> bool {
+        let key = normalize(key);
+        self.0.iter().any(|pattern| key.contains(pattern.as_str()))
+    }
 }
 
 /// Everything translation needs besides the catalog.

@@ -103,6 +103,34 @@ fn a_registry_hint_applies_when_neither_metadata_nor_name_say() {
 }
 
 #[test]
+fn metadata_that_names_a_secret_never_becomes_a_label() {
+    let t = run(vec![svc(
+        "a",
+        vec![with_labels(
+            inst("10.0.0.1", &[("dubbo", 20880)]),
+            &[
+                ("token", "3f9a-secret"),
+                ("db.Password", "hunter2"),
+                ("aws_access_key_id", "AKIAEXAMPLE"),
+                ("client-secret", "s"),
+                ("version", "1.0.0"),
+            ],
+        )],
+    )]);
+    let endpoint = &only_entry(&t).endpoints[0];
+    let keys: Vec<&str> = endpoint.labels.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["version"]);
+    assert!(
+        t.notes
+            .iter()
+            .filter(|n| n.reason.contains("names a secret"))
+            .count()
+            == 4
+    );
+    assert!(!format!("{:?}", t).contains("hunter2"));
+}
+
+#[test]
 fn instances_that_disagree_on_a_protocol_get_tcp() {
     let t = run(vec![svc(
         "a",
@@ -372,6 +400,56 @@ fn services_with_one_host_in_two_registries_merge_into_one_entry() {
         t.objects[0].metadata.annotations["registry-sync.io/sources"],
         "consul:orders,legacy:orders"
     );
+}
+
+#[test]
+fn merged_registries_that_name_one_port_differently_publish_it_once_for_every_endpoint() {
+    let catalog = catalog(vec![
+        (
+            "consul",
+            vec![svc("orders", vec![inst("10.0.0.1", &[("default", 8080)])])],
+        ),
+        (
+            "legacy",
+            vec![svc("orders", vec![inst("10.0.0.2", &[("http", 8080)])])],
+        ),
+    ]);
+    let mut settings = settings_for(&[("consul", EndpointMode::Auto), ("legacy", EndpointMode::Auto)]);
+    settings.registries.get_mut("consul").unwrap().hosts =
+        registry_sync_translate::HostTemplate::parse("{service}.legacy").unwrap();
+    let t = translate(&catalog, &settings);
+    let se = only_entry(&t);
+    assert_eq!(ports_of(se), [(8080, "http-8080", "HTTP")], "{:?}", t.skipped);
+    assert_eq!(se.endpoints.len(), 2);
+    for endpoint in &se.endpoints {
+        assert_eq!(
+            endpoint.ports.get("http-8080").copied(),
+            Some(8080),
+            "{endpoint:?}"
+        );
+    }
+    assert!(t.skipped.is_empty(), "{:?}", t.skipped);
+}
+
+#[test]
+fn merged_registries_with_different_port_numbers_keep_them_apart() {
+    let catalog = catalog(vec![
+        (
+            "consul",
+            vec![svc("orders", vec![inst("10.0.0.1", &[("default", 8080)])])],
+        ),
+        (
+            "legacy",
+            vec![svc("orders", vec![inst("10.0.0.2", &[("http", 9090)])])],
+        ),
+    ]);
+    let mut settings = settings_for(&[("consul", EndpointMode::Auto), ("legacy", EndpointMode::Auto)]);
+    settings.registries.get_mut("consul").unwrap().hosts =
+        registry_sync_translate::HostTemplate::parse("{service}.legacy").unwrap();
+    let t = translate(&catalog, &settings);
+    // Neither port is served by every instance: publishing one would misroute.
+    assert!(ports_of(only_entry(&t)).is_empty());
+    assert_eq!(t.skipped.len(), 2, "{:?}", t.skipped);
 }
 
 #[test]

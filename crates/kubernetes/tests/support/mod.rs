@@ -57,7 +57,8 @@ pub fn desired(objects: &[IstioObject]) -> Desired {
 pub fn scope() -> DeleteScope {
     DeleteScope {
         complete: BTreeSet::from(["legacy".to_string()]),
+        delivered: BTreeSet::from(["legacy".to_string()]),
         configured: BTreeSet::from(["legacy".to_string()]),
-        mass_delete_guard: None,
+        prune_orphans: false,
     }
 }

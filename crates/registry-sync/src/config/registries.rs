@@ -249,6 +249,17 @@ impl Check<'_> {
         if entries.is_empty() {
             return Err(self.error(address.referenced.line(), "address", "must not be empty"));
         }
+        // Not echoed: the value holds a password.
+        if entries.iter().any(|e| has_userinfo(e)) {
+            return Err(self.error(
+                address.referenced.line(),
+                "address",
+                "carries credentials (`user:password@` before the host); they would end up in logs \
+                 and errors, so registry-sync refuses them: remove them and set the registry's \
+                 credential keys instead (`username` with `password_file` or `password_env`, or \
+                 its token keys)",
+            ));
+        }
         Ok(entries)
     }
 
@@ -555,16 +566,15 @@ impl Check<'_> {
     }
 }
 
+/// `user[:password]@` before the host of a URL or `host:port`.
+pub(crate) fn has_userinfo(address: &str) -> bool {
+    let rest = address.split_once("://").map_or(address, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.contains('@')
+}
+
 /// `10s`, `2500ms`, `1m`.
-#[cfg(any(
-    feature = "zookeeper",
-    feature = "dns",
-    feature = "consul",
-    feature = "eureka",
-    feature = "cloudmap",
-    feature = "nacos"
-))]
-fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
     let n: u64 = number.parse().ok()?;

@@ -278,6 +278,13 @@ impl Workspace {
         std::fs::rename(&tmp, self.services_path()).expect("rename the services file into place");
     }
 
+    /// Replaces a file relative to the workspace through a temporary file and a rename.
+    pub fn write_atomically(&self, relative: &str, text: &str) {
+        let tmp = self.path().join(format!(".{relative}.tmp"));
+        std::fs::write(&tmp, text).expect("write the temporary file");
+        std::fs::rename(&tmp, self.path().join(relative)).expect("rename the file into place");
+    }
+
     /// Writes any file relative to the workspace, creating its directory.
     pub fn write(&self, relative: impl AsRef<Path>, text: &str) {
         let path = self.path().join(relative);

@@ -158,7 +158,21 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
+        // A token that lost its read rights still gets `200`, with what it may not see
+        // filtered out: an answer that is not the truth, so a failure, never deletions.
+        let filtered = response
+            .headers()
+            .get("x-consul-results-filtered-by-acls")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         let body = response.bytes().await.map_err(unreachable)?;
+        if status.is_success() && filtered {
+            return Err(ConsulError::AclFiltered {
+                registry: inner.registry.clone(),
+                address: inner.base.clone(),
+                action: action.to_string(),
+            });
+        }
         if !status.is_success() {
             let text: String = String::from_utf8_lossy(&body).trim().chars().take(200).collect();
             let (registry, address, action, status) = (

@@ -208,9 +208,9 @@ impl Watcher {
         }
         let paths: Vec<String> = wanted.iter().map(|(s, n)| self.source.path(&[s, n])).collect();
         let results = self.source.multi_read(client, &paths, true).await?;
-        for ((service, node), result) in wanted.into_iter().zip(results) {
-            match result {
-                MultiReadResult::Data { data, .. } => {
+        for (((service, node), path), result) in wanted.into_iter().zip(&paths).zip(results) {
+            match self.source.present(path, result)? {
+                Some(MultiReadResult::Data { data, .. }) => {
                     let item = curator::item(&self.source.registry, &service, &node, &data);
                     self.state.put(&service, &node, item);
                 }

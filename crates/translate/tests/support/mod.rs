@@ -23,6 +23,7 @@ pub fn settings_for(registries: &[(&str, EndpointMode)]) -> Settings {
                         endpoints: *mode,
                         location: Location::MeshInternal,
                         sidecar: false,
+                        secret_keys: Default::default(),
                     },
                 )
             })
