@@ -44,12 +44,21 @@ impl RateLimiter {
                     return;
                 }
                 *state = (tokens, now);
-                Duration::from_secs_f64((1.0 - tokens) / self.qps)
+                // A tiny `qps` would overflow a Duration; no wait is longer than this.
+                Duration::try_from_secs_f64((1.0 - tokens) / self.qps)
+                    .map_or(MAX_WAIT, |wait| wait.min(MAX_WAIT))
             };
             tokio::time::sleep(wait).await;
+            if wait == MAX_WAIT {
+                *self.state.lock().await = (0.0, Instant::now());
+                return;
+            }
         }
     }
 }
+
+/// The longest one request waits for a token, whatever `qps` says.
+const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// Whether a failed request may succeed when sent again: throttling, server errors,
 /// timeouts and broken connections may; a refusal (invalid, forbidden, not found) will
@@ -73,6 +82,15 @@ pub fn status_code(error: &kube::Error) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tiny_rate_waits_at_most_a_minute_instead_of_overflowing() {
+        let limiter = RateLimiter::new(1e-300, 1);
+        limiter.acquire().await;
+        let start = tokio::time::Instant::now();
+        limiter.acquire().await;
+        assert!(start.elapsed() <= MAX_WAIT + Duration::from_millis(1));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_bucket_allows_a_burst_then_paces_at_qps() {

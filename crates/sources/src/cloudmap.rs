@@ -90,6 +90,14 @@ impl CloudMapConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum CloudMapError {
     #[error(
+        "registry {registry:?}: a read task ({action}) ended unexpectedly: {error}; the last known state is kept and the read is retried (this is a bug of registry-sync: please report it)"
+    )]
+    Internal {
+        registry: String,
+        action: String,
+        error: String,
+    },
+    #[error(
         "registry {registry:?}: no AWS region is configured; set `region`, or AWS_REGION, or a region in the AWS profile"
     )]
     NoRegion { registry: String },

@@ -126,6 +126,14 @@ impl ConsulConfig {
 /// carries the token.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsulError {
+    #[error(
+        "registry {registry:?}: a read task ({action}) ended unexpectedly: {error}; the last known state is kept and the read is retried (this is a bug of registry-sync: please report it)"
+    )]
+    Internal {
+        registry: String,
+        action: String,
+        error: String,
+    },
     #[error("registry {registry:?}: {error}; check `token_file` or `token_env`")]
     Token { registry: String, error: SecretError },
     #[error("registry {registry:?}: cannot read the CA file {}: {error}; check `ca_file`", path.display())]
@@ -224,7 +232,13 @@ impl ConsulSource {
         }
         let mut listing = BTreeMap::new();
         while let Some(joined) = tasks.join_next().await {
-            let Ok((name, answer)) = joined else { continue };
+            // A read that panicked or was cancelled is no answer about its service: the
+            // listing would lack it, and `once` would delete it.
+            let (name, answer) = joined.map_err(|error| ConsulError::Internal {
+                registry: self.registry.clone(),
+                action: "reading a service's health".into(),
+                error: error.to_string(),
+            })?;
             if let parse::Parsed::Items(items) = answer?.body {
                 listing.insert(name, items);
             }

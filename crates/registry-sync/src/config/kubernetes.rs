@@ -67,12 +67,14 @@ pub(super) fn kubernetes_config(
     base: &Path,
     invalid: &impl Fn(u64, String, String) -> ConfigError,
 ) -> Result<KubernetesConfig, ConfigError> {
+    /// Below one request a minute the sink could not keep up with any registry.
+    const MIN_QPS: f64 = 1.0 / 60.0;
     let qps = match raw.qps {
-        Some(q) if !(q.value.is_finite() && q.value >= 0.0) => {
+        Some(q) if !(q.value.is_finite() && (q.value == 0.0 || q.value >= MIN_QPS)) => {
             return Err(invalid(
                 q.referenced.line(),
                 "sinks.kubernetes.qps".into(),
-                "must be 0 (no limit) or more".into(),
+                format!("must be 0 (no limit) or at least {MIN_QPS}"),
             ));
         }
         Some(q) => q.value,
@@ -189,6 +191,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sinks.kubernetes.concurrency"), "{err}");
+        let tiny = parse("sinks:\n  kubernetes: {qps: 1.0e-300}\n")
+            .expect_err("a tiny qps is refused")
+            .to_string();
+        assert!(tiny.contains("sinks.kubernetes.qps"), "{tiny}");
         let err = parse("sinks:\n  kubernetes: {qps: -1}\n")
             .unwrap_err()
             .to_string();

@@ -109,8 +109,16 @@ impl Poller {
 
         let mut first_error = None;
         while let Some(joined) = checks.join_next().await {
-            let Ok((key, namespace, service, outcome)) = joined else {
-                continue;
+            let (key, namespace, service, outcome) = match joined {
+                Ok(read) => read,
+                Err(error) => {
+                    first_error.get_or_insert(CloudMapError::Internal {
+                        registry: self.client.registry().to_string(),
+                        action: "reading a service's instances".into(),
+                        error: error.to_string(),
+                    });
+                    continue;
+                }
             };
             match outcome {
                 Ok(Outcome::Unchanged) => {}

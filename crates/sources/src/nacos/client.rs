@@ -29,6 +29,10 @@ pub(super) struct Client {
 
 impl Client {
     /// Logs in (with credentials) and opens the gRPC connection.
+    pub(super) fn registry(&self) -> &str {
+        &self.registry
+    }
+
     pub(super) async fn connect(registry: &str, config: &NacosConfig) -> Result<Client, NacosError> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)

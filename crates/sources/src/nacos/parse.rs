@@ -161,9 +161,18 @@ pub(super) fn login_answer(body: &[u8]) -> Result<(String, u64), String> {
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
         .ok_or("the answer has no `accessToken`")?;
-    let ttl = value.get("tokenTtl").and_then(Value::as_u64).unwrap_or(18_000);
+    // Whatever the server claims: a token is renewed at half its life, and a lifetime
+    // past any clock (or of zero) must neither overflow an Instant nor spin the login.
+    let ttl = value
+        .get("tokenTtl")
+        .and_then(Value::as_u64)
+        .unwrap_or(18_000)
+        .clamp(MIN_TOKEN_TTL, MAX_TOKEN_TTL);
     Ok((token.to_string(), ttl))
 }
+
+const MIN_TOKEN_TTL: u64 = 10;
+const MAX_TOKEN_TTL: u64 = 7 * 24 * 3600;
 
 #[cfg(test)]
 mod tests {
@@ -292,6 +301,10 @@ mod tests {
 
     #[test]
     fn a_login_answer_gives_the_token_and_its_lifetime() {
+        let (_, huge) = login_answer(br#"{"accessToken":"t","tokenTtl":18446744073709551615}"#).unwrap();
+        assert_eq!(huge, MAX_TOKEN_TTL, "a lifetime past any clock is clamped");
+        let (_, zero) = login_answer(br#"{"accessToken":"t","tokenTtl":0}"#).unwrap();
+        assert_eq!(zero, MIN_TOKEN_TTL);
         let (token, ttl) = login_answer(br#"{"accessToken":"t0k","tokenTtl":600}"#).unwrap();
         assert_eq!((token.as_str(), ttl), ("t0k", 600));
         assert!(login_answer(b"unknown user!").is_err());

@@ -79,8 +79,13 @@ pub(super) async fn read(
     }
     let mut read = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        // A panicked read is a bug in the client, not a registry answer: skip it.
-        let Ok(result) = joined else { continue };
+        // A read that panicked or was cancelled is no answer about its service: skipping
+        // it would drop the service from the listing, and `once` would delete it.
+        let result = joined.map_err(|error| NacosError::Internal {
+            registry: client.registry().to_string(),
+            action: "reading a service's instances".into(),
+            error: error.to_string(),
+        })?;
         read.push(result?);
     }
     Ok(read)
