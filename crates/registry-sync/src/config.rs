@@ -499,6 +499,20 @@ impl Config {
         let mut instance = instance;
         let kubernetes = match raw.sinks.kubernetes {
             Some(k) => {
+                // Two installations left on the default id would own — and delete — each
+                // other's objects in a shared cluster. A directory of files is its own
+                // scope; a cluster is not, so the Kubernetes sink needs a chosen name.
+                if !instance_set && k.instance.is_none() {
+                    return Err(invalid(
+                        1,
+                        "instance".into(),
+                        "is required with the Kubernetes sink: it names this installation on every object, \
+                         and two installations left on one default could delete each other's objects; \
+                         set a name unique in the cluster, e.g. `instance: prod-east` (the Helm chart \
+                         derives one from the release)"
+                            .into(),
+                    ));
+                }
                 if let Some(own) = &k.instance {
                     if !is_dns_label(&own.value) {
                         return Err(invalid(

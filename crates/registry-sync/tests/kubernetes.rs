@@ -26,7 +26,8 @@ current-context: test
         ),
     );
     ws.write_config(&format!(
-        "registries:
+        "instance: e2e
+registries:
   - name: legacy
     kind: file
     path: services.yaml
@@ -79,10 +80,7 @@ async fn once_creates_the_objects_and_a_second_once_writes_nothing() {
         object["metadata"]["labels"]["app.kubernetes.io/managed-by"],
         "registry-sync"
     );
-    assert_eq!(
-        object["metadata"]["labels"]["registry-sync.io/instance"],
-        "default"
-    );
+    assert_eq!(object["metadata"]["labels"]["registry-sync.io/instance"], "e2e");
 
     server.reset_counts();
     let second = cmd(&ws, &["once"]).await;

@@ -51,6 +51,7 @@
 //! reason.
 
 mod client;
+mod paging;
 mod parse;
 mod watch;
 

@@ -404,3 +404,59 @@ async fn digest_credentials_and_a_chroot_reach_nodes_that_anonymous_clients_cann
         .expect("load with credentials");
     assert_eq!(snapshot.instance_count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_the_client_may_not_read_fails_the_read_instead_of_dropping_its_service() {
+    let Some(address) = shared_server(ZOOKEEPER_VAR) else {
+        return;
+    };
+    let root = unique("/rs-test-noauth");
+    let zk = client(&address).await;
+    mkdir(&zk, &format!("{root}/{DEMO}/providers")).await;
+    register(&zk, &root, DEMO, &dubbo_url(20880, "")).await;
+    // Another team's interface, readable only by its owner (a digest ACL).
+    let owner = Client::connector()
+        .with_auth("digest", b"other-team:pw")
+        .connect(&address)
+        .await
+        .expect("connect with credentials");
+    mkdir(&zk, &format!("{root}/com.example.Private")).await;
+    owner
+        .create(
+            &format!("{root}/com.example.Private/providers"),
+            b"",
+            &CreateMode::Persistent.with_acls(Acls::creator_all()),
+        )
+        .await
+        .expect("create the private providers node");
+
+    let error = ZookeeperSource::new("dubbo", config(&address, ZkLayout::Dubbo, &root))
+        .load()
+        .await
+        .expect_err("an unreadable node is not an absent one")
+        .to_string();
+    assert!(error.contains("not authorized"), "{error}");
+    assert!(error.contains("com.example.Private"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_root_is_a_failure_and_an_empty_root_is_an_empty_registry() {
+    let Some(address) = shared_server(ZOOKEEPER_VAR) else {
+        return;
+    };
+    let root = unique("/rs-test-no-root");
+    let error = ZookeeperSource::new("dubbo", config(&address, ZkLayout::Dubbo, &root))
+        .load()
+        .await
+        .expect_err("a missing root is not an empty registry")
+        .to_string();
+    assert!(error.contains("does not exist"), "{error}");
+    assert!(error.contains(&root), "{error}");
+
+    mkdir(&client(&address).await, &root).await;
+    let snapshot = ZookeeperSource::new("dubbo", config(&address, ZkLayout::Dubbo, &root))
+        .load()
+        .await
+        .expect("an existing, empty root");
+    assert!(snapshot.services().is_empty());
+}

@@ -149,10 +149,28 @@ mod tests {
     use crate::config::{Config, ConfigError};
 
     fn parse(sinks: &str) -> Result<Config, ConfigError> {
+        let instance = if sinks.contains("instance") {
+            ""
+        } else {
+            "instance: test\n"
+        };
         Config::parse(
             Path::new("/etc/registry-sync/sync.yaml"),
-            &format!("registries:\n  - {{name: a, kind: file, path: s.yaml, namespace: mesh}}\n{sinks}"),
+            &format!(
+                "{instance}registries:\n  - {{name: a, kind: file, path: s.yaml, namespace: mesh}}\n{sinks}"
+            ),
         )
+    }
+
+    #[test]
+    fn the_kubernetes_sink_needs_a_chosen_instance_name() {
+        let err = Config::parse(
+            Path::new("/etc/registry-sync/sync.yaml"),
+            "registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\nsinks:\n  kubernetes: {}\n",
+        )
+        .expect_err("no default instance with the Kubernetes sink")
+        .to_string();
+        assert!(err.contains("`instance`") && err.contains("is required"), "{err}");
     }
 
     #[test]
@@ -166,7 +184,7 @@ mod tests {
             ("registry-sync", 15)
         );
         assert_eq!(kube.kubeconfig, None);
-        assert_eq!(config.instance, "default");
+        assert_eq!(config.instance, "test");
     }
 
     #[test]

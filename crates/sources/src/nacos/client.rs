@@ -13,6 +13,7 @@ use nacos_sdk::api::naming::{NamingEventListener, NamingService, NamingServiceBu
 use nacos_sdk::api::plugin::{AuthContext, AuthPlugin, LoginIdentityContext, RequestResource};
 use nacos_sdk::api::props::ClientProps;
 
+use super::paging::{self, Pages, Progress};
 use super::parse::{self, ServiceName};
 use super::{NacosConfig, NacosError, PAGE_SIZE, REQUEST_TIMEOUT};
 use crate::secret::Credentials;
@@ -131,25 +132,45 @@ impl Client {
         Ok(listed.into_iter().filter(|s| self.config.selects(s)).collect())
     }
 
-    /// One group's services, a page at a time (`ServiceListRequest`).
+    /// One group's services, a page at a time (`ServiceListRequest`), as one consistent
+    /// view (see [`paging`]).
     async fn group_services(&self, group: &str) -> Result<Vec<ServiceName>, NacosError> {
-        let mut services = Vec::new();
-        for page in 1.. {
-            let action = || format!("the service list of group {group:?} (page {page})");
-            let (names, count) = self
-                .timed(
-                    action,
-                    self.naming
-                        .get_service_list(page, PAGE_SIZE, Some(group.to_string())),
-                )
-                .await?;
-            let last = names.len() < PAGE_SIZE as usize;
-            services.extend(names.iter().map(|n| ServiceName::parse(group, n)));
-            if last || services.len() >= usize::try_from(count).unwrap_or(0) {
-                return Ok(services);
+        for _ in 0..paging::ATTEMPTS {
+            let mut pages = Pages::new();
+            let progress = loop {
+                let page = pages.pages() as i32 + 1;
+                let action = || format!("the service list of group {group:?} (page {page})");
+                let (names, count) = self
+                    .timed(
+                        action,
+                        self.naming
+                            .get_service_list(page, PAGE_SIZE, Some(group.to_string())),
+                    )
+                    .await?;
+                let full = names.len() >= PAGE_SIZE as usize;
+                let total = u64::try_from(count).unwrap_or(0);
+                match pages.add(total, names.iter().map(|n| ServiceName::parse(group, n)), full) {
+                    Progress::More => continue,
+                    done => break done,
+                }
+            };
+            if progress == Progress::Complete {
+                return Ok(pages.into_items());
             }
         }
-        Ok(services)
+        Err(self.moving_listing(&format!("the service list of group {group:?}")))
+    }
+
+    fn moving_listing(&self, what: &str) -> NacosError {
+        NacosError::Request {
+            registry: self.registry.to_string(),
+            address: self.config.addresses.join(","),
+            action: what.to_string(),
+            error: format!(
+                "the list changed while it was read page by page, {} times in a row; the last known services are kept and the list is read again next round",
+                paging::ATTEMPTS
+            ),
+        }
     }
 
     /// Every group's services from the HTTP catalog, a page at a time, from the first
@@ -170,7 +191,17 @@ impl Client {
     }
 
     async fn catalog_from(&self, address: &str) -> Result<Vec<ServiceName>, NacosError> {
-        let mut services = Vec::new();
+        for _ in 0..paging::ATTEMPTS {
+            if let Some(services) = self.catalog_pages(address).await? {
+                return Ok(services);
+            }
+        }
+        Err(self.moving_listing("GET /nacos/v1/ns/catalog/services"))
+    }
+
+    /// One read of the whole catalog; `None` when it moved while being read.
+    async fn catalog_pages(&self, address: &str) -> Result<Option<Vec<ServiceName>>, NacosError> {
+        let mut pages = Pages::new();
         let url = format!("http://{address}/nacos/v1/ns/catalog/services");
         for page in 1u64.. {
             let action = format!("GET /nacos/v1/ns/catalog/services (page {page})");
@@ -207,13 +238,14 @@ impl Client {
                 return Err(failed(format!("HTTP {status}: {text}")));
             }
             let (count, page_services) = parse::catalog_page(&body).map_err(failed)?;
-            let last = page_services.is_empty();
-            services.extend(page_services);
-            if last || services.len() as u64 >= count {
-                return Ok(services);
+            let full = page_services.len() >= PAGE_SIZE as usize;
+            match pages.add(count, page_services, full) {
+                Progress::More => {}
+                Progress::Complete => return Ok(Some(pages.into_items())),
+                Progress::Moved => return Ok(None),
             }
         }
-        Ok(services)
+        Ok(None)
     }
 
     /// All instances of a service, healthy or not, straight from the server (never the

@@ -33,7 +33,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* The config file: the user's config with the sink and admin sections completed. */}}
 {{- define "registry-sync.config" -}}
 {{- $config := deepCopy .Values.config -}}
-{{- $kube := dict "instance" .Values.instance "qps" .Values.kubernetes.qps "burst" .Values.kubernetes.burst "concurrency" .Values.kubernetes.concurrency -}}
+{{- $instance := .Values.instance | default (printf "%s-%s" .Release.Namespace .Release.Name) | lower | trunc 63 | trimSuffix "-" -}}
+{{- $kube := dict "instance" $instance "qps" .Values.kubernetes.qps "burst" .Values.kubernetes.burst "concurrency" .Values.kubernetes.concurrency -}}
 {{- if .Values.leaderElection.enabled -}}
 {{- $_ := set $kube "leader_election" (dict "lease" (include "registry-sync.fullname" .) "lease_duration_seconds" .Values.leaderElection.leaseDurationSeconds) -}}
 {{- else -}}
