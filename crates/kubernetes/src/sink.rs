@@ -25,7 +25,10 @@ use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use registry_sync_istio::{HeldObject, IstioObject, Kind, ObjectKey, held_from_json};
+use registry_sync_istio::{
+    HeldObject, INSTANCE_LABEL, IstioObject, Kind, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectKey,
+    held_from_json,
+};
 use registry_sync_plan::Plan;
 use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError};
 use tokio::sync::mpsc;
@@ -82,7 +85,7 @@ enum Observed {
     Init(Kind, String),
     Apply {
         held: HeldObject,
-        uid: String,
+        meta: ServerMeta,
     },
     Delete(ObjectKey),
     /// The list that started with `Init` is complete.
@@ -93,6 +96,18 @@ enum Observed {
 #[derive(Clone, Debug)]
 struct ServerMeta {
     uid: String,
+    /// The version the sink last saw: an update is sent with it, so it cannot land on
+    /// an object that changed since (someone replaced it with their own).
+    resource_version: Option<String>,
+}
+
+impl ServerMeta {
+    fn of(object: &DynamicObject) -> ServerMeta {
+        ServerMeta {
+            uid: object.uid().unwrap_or_default(),
+            resource_version: object.resource_version(),
+        }
+    }
 }
 
 pub struct KubeSink {
@@ -116,14 +131,14 @@ impl Drop for KubeSink {
     }
 }
 
-fn to_held(kind: Kind, object: &DynamicObject) -> Option<(HeldObject, String)> {
+fn to_held(kind: Kind, object: &DynamicObject) -> Option<(HeldObject, ServerMeta)> {
     let mut value = serde_json::to_value(object).ok()?;
     if let Some(map) = value.as_object_mut() {
         map.insert("apiVersion".into(), registry_sync_istio::API_VERSION.into());
         map.insert("kind".into(), kind.as_str().into());
     }
     let held = held_from_json(value)?;
-    Some((held, object.uid().unwrap_or_default()))
+    Some((held, ServerMeta::of(object)))
 }
 
 async fn watch_namespace(client: Client, kind: Kind, namespace: String, tx: mpsc::UnboundedSender<Observed>) {
@@ -143,7 +158,7 @@ async fn watch_namespace(client: Client, kind: Kind, namespace: String, tx: mpsc
             watcher::Event::InitDone => Observed::InitDone(kind, namespace.clone()),
             watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
                 match to_held(kind, &object) {
-                    Some((held, uid)) => Observed::Apply { held, uid },
+                    Some((held, meta)) => Observed::Apply { held, meta },
                     None => continue,
                 }
             }
@@ -161,15 +176,30 @@ async fn watch_namespace(client: Client, kind: Kind, namespace: String, tx: mpsc
 
 /// One write of a plan.
 enum Write {
-    Apply(Arc<IstioObject>),
+    /// An object the sink has not seen: checked for before it is applied.
+    Create(Arc<IstioObject>),
+    /// An object the sink holds as ours, at the resourceVersion it was planned against.
+    Update(Arc<IstioObject>, Option<String>),
     Delete(ObjectKey, Option<String>),
+}
+
+impl Write {
+    fn key(&self) -> ObjectKey {
+        match self {
+            Write::Create(o) | Write::Update(o, _) => o.key(),
+            Write::Delete(k, _) => k.clone(),
+        }
+    }
 }
 
 /// What a write ended in.
 enum Outcome {
-    Written(ObjectKey, Option<(HeldObject, String)>),
+    Written(ObjectKey, Option<(HeldObject, ServerMeta)>),
     Deleted(ObjectKey),
     Failed(ObjectKey, String),
+    /// A create found an object that is not ours under the name: not written, and now
+    /// held, so the next plan reports the conflict.
+    Foreign(ObjectKey, String, Option<(HeldObject, ServerMeta)>),
 }
 
 impl KubeSink {
@@ -247,12 +277,12 @@ impl KubeSink {
             Observed::Init(kind, namespace) => {
                 self.relisting.insert((kind, namespace), BTreeSet::new());
             }
-            Observed::Apply { held, uid } => {
+            Observed::Apply { held, meta } => {
                 let key = held.key.clone();
                 if let Some(seen) = self.relisting.get_mut(&(key.kind, key.namespace.clone())) {
                     seen.insert(key.clone());
                 }
-                self.server.insert(key.clone(), ServerMeta { uid });
+                self.server.insert(key.clone(), meta);
                 self.held.insert(key, held);
             }
             Observed::Delete(key) => {
@@ -287,10 +317,16 @@ impl KubeSink {
             .with_max_delay(Duration::from_secs(10))
             .with_max_times(self.settings.attempts.saturating_sub(1))
             .with_jitter();
-        let key = match &write {
-            Write::Apply(o) => o.key(),
-            Write::Delete(k, _) => k.clone(),
-        };
+        let key = write.key();
+        if let Write::Create(object) = &write {
+            match self.existing_foreign(object).await {
+                Ok(None) => {}
+                Ok(Some((found, reason))) => {
+                    return Outcome::Foreign(key.clone(), reason, to_held(key.kind, &found));
+                }
+                Err(e) => return Outcome::Failed(key, describe(&write, &WriteError::Api(e))),
+            }
+        }
         let attempt = || async {
             self.limiter.acquire().await;
             if !self.is_leader() {
@@ -303,6 +339,26 @@ impl KubeSink {
             .when(|e: &WriteError| matches!(e, WriteError::Api(e) if is_retryable(e)))
             .notify(|e, wait| tracing::debug!(object = %key, "retrying in {wait:?}: {e}"))
             .await;
+        // The version planned against is stale: the object changed since, or the watch
+        // had not caught up with a write of our own. Read it once: still ours, apply on
+        // top of what is there now; someone else's, leave it.
+        let result = match (&write, result) {
+            (Write::Update(object, _), Err(WriteError::Api(e))) if status_code(&e) == Some(409) => {
+                match self.existing_foreign(object).await {
+                    Ok(Some((found, reason))) => {
+                        return Outcome::Foreign(key.clone(), reason, to_held(key.kind, &found));
+                    }
+                    Ok(None) if !self.is_leader() => Err(WriteError::NotLeader),
+                    Ok(None) => {
+                        self.limiter.acquire().await;
+                        let again = Write::Update(object.clone(), None);
+                        self.send(&again).await.map_err(WriteError::Api)
+                    }
+                    Err(e) => Err(WriteError::Api(e)),
+                }
+            }
+            (_, result) => result,
+        };
         match (write, result) {
             (Write::Delete(..), Ok(_)) => Outcome::Deleted(key),
             (_, Ok(object)) => Outcome::Written(key.clone(), object.and_then(|o| to_held(key.kind, &o))),
@@ -313,15 +369,49 @@ impl KubeSink {
         }
     }
 
+    /// Before a create (rare: creates are new services), the object the name already
+    /// stands for on the server, when it is not ours. The watch may not have shown it
+    /// yet, and a forced apply would take it over.
+    async fn existing_foreign(
+        &self,
+        object: &IstioObject,
+    ) -> Result<Option<(DynamicObject, String)>, kube::Error> {
+        self.limiter.acquire().await;
+        let Some(found) = self.api(&object.key()).get_opt(&object.metadata.name).await? else {
+            return Ok(None);
+        };
+        let label = |key: &str| found.labels().get(key).map(String::as_str);
+        let ours = label(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE)
+            && label(INSTANCE_LABEL) == object.metadata.labels.get(INSTANCE_LABEL).map(String::as_str);
+        if ours {
+            return Ok(None);
+        }
+        let reason = format!(
+            "create {} refused: an object this installation did not write already has the name \
+             (managed-by {:?}, instance {:?}); it is left alone and reported as a conflict",
+            object.key(),
+            label(MANAGED_BY_LABEL).unwrap_or(""),
+            label(INSTANCE_LABEL).unwrap_or(""),
+        );
+        Ok(Some((found, reason)))
+    }
+
     fn api(&self, key: &ObjectKey) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &key.namespace, &api_resource(key.kind))
     }
 
     async fn send(&self, write: &Write) -> Result<Option<DynamicObject>, kube::Error> {
         match write {
-            Write::Apply(object) => {
+            Write::Create(object) | Write::Update(object, _) => {
                 let params = PatchParams::apply(FIELD_MANAGER).force();
-                let body = serde_json::to_value(&**object).map_err(kube::Error::SerdeError)?;
+                let mut body = serde_json::to_value(&**object).map_err(kube::Error::SerdeError)?;
+                // The API server refuses the apply (409) if the object moved on since it
+                // was planned: the watch brings the new version and the next pass decides.
+                if let Write::Update(_, Some(version)) = write
+                    && let Some(meta) = body.get_mut("metadata").and_then(|m| m.as_object_mut())
+                {
+                    meta.insert("resourceVersion".into(), version.clone().into());
+                }
                 self.api(&object.key())
                     .patch(&object.metadata.name, &params, &Patch::Apply(body))
                     .await
@@ -349,8 +439,11 @@ impl KubeSink {
         let writes: Vec<Write> = plan
             .creates
             .iter()
-            .map(|o| Write::Apply(o.clone()))
-            .chain(plan.updates.iter().map(|o| Write::Apply(o.clone())))
+            .map(|o| Write::Create(o.clone()))
+            .chain(plan.updates.iter().map(|o| {
+                let version = self.server.get(&o.key()).and_then(|m| m.resource_version.clone());
+                Write::Update(o.clone(), version)
+            }))
             .chain(
                 plan.deletes
                     .iter()
@@ -373,10 +466,17 @@ impl KubeSink {
                     } else {
                         report.updated += 1;
                     }
-                    if let Some((held, uid)) = held {
-                        self.server.insert(key.clone(), ServerMeta { uid });
+                    if let Some((held, meta)) = held {
+                        self.server.insert(key.clone(), meta);
                         self.held.insert(key, held);
                     }
+                }
+                Outcome::Foreign(key, reason, found) => {
+                    if let Some((held, meta)) = found {
+                        self.server.insert(key.clone(), meta);
+                        self.held.insert(key.clone(), held);
+                    }
+                    report.failed.push((key, reason));
                 }
                 Outcome::Deleted(key) => {
                     report.deleted += 1;
@@ -406,7 +506,7 @@ impl std::fmt::Display for WriteError {
 
 fn describe(write: &Write, error: &WriteError) -> String {
     let (verb, key) = match write {
-        Write::Apply(o) => ("apply", o.key()),
+        Write::Create(o) | Write::Update(o, _) => ("apply", o.key()),
         Write::Delete(k, _) => ("delete", k.clone()),
     };
     let hint = match error {

@@ -149,6 +149,77 @@ async fn a_users_service_entry_with_our_name_is_never_touched() {
     assert_eq!(before, after, "the user's object is byte for byte unchanged");
 }
 
+fn users_entry(name: &str) -> kube::api::DynamicObject {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": name, "namespace": NS, "labels": {"team": "payments"}},
+        "spec": {"hosts": [format!("{name}.example.com")], "resolution": "DNS", "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}]}
+    }))
+    .unwrap()
+}
+
+fn service_entries(server: &StandIn) -> kube::Api<kube::api::DynamicObject> {
+    kube::Api::namespaced_with(
+        kube::Client::try_from(server.kube_config()).unwrap(),
+        NS,
+        &registry_sync_kubernetes::api_resource(registry_sync_istio::Kind::ServiceEntry),
+    )
+}
+
+#[tokio::test]
+async fn a_create_never_takes_over_an_object_the_watch_has_not_shown_yet() {
+    let server = StandIn::start().await;
+    let mut sink = connect(&server).await;
+    sink.refresh().await;
+    let objects = [entry("a", &["10.0.0.1"])];
+    // Planned before the user's object exists: a create.
+    let planned = plan(&desired(&objects), sink.held(), &Owner::new("default"), &scope());
+    assert_eq!(planned.creates.len(), 1);
+    service_entries(&server)
+        .create(&Default::default(), &users_entry("a"))
+        .await
+        .unwrap();
+    let before = server.object(Resource::ServiceEntry, NS, "a").unwrap();
+
+    let report = sink.apply(&planned).await.unwrap();
+    assert_eq!(report.created, 0, "{report:?}");
+    assert_eq!(report.failed.len(), 1);
+    assert!(report.failed[0].1.contains("refused"), "{report:?}");
+    let after = server.object(Resource::ServiceEntry, NS, "a").unwrap();
+    assert_eq!(before, after, "the user's object is untouched");
+    let next = plan(&desired(&objects), sink.held(), &Owner::new("default"), &scope());
+    assert_eq!(
+        next.conflicts.len(),
+        1,
+        "the next plan reports the conflict: {next:?}"
+    );
+    assert!(next.is_empty());
+}
+
+#[tokio::test]
+async fn an_update_never_lands_on_an_object_someone_replaced_since_it_was_planned() {
+    let server = StandIn::start().await;
+    let mut sink = connect(&server).await;
+    pass(&mut sink, &[entry("a", &["10.0.0.1"])]).await;
+    let planned = plan(
+        &desired(&[entry("a", &["10.0.0.2"])]),
+        sink.held(),
+        &Owner::new("default"),
+        &scope(),
+    );
+    assert_eq!(planned.updates.len(), 1);
+    // Replaced by a user's object of the same name before the update goes out.
+    let api = service_entries(&server);
+    api.delete("a", &Default::default()).await.unwrap();
+    api.create(&Default::default(), &users_entry("a")).await.unwrap();
+    let before = server.object(Resource::ServiceEntry, NS, "a").unwrap();
+
+    let report = sink.apply(&planned).await.unwrap();
+    assert_eq!((report.updated, report.failed.len()), (0, 1), "{report:?}");
+    assert_eq!(server.object(Resource::ServiceEntry, NS, "a").unwrap(), before);
+}
+
 #[tokio::test]
 async fn transient_faults_are_retried_until_the_writes_land() {
     let server = StandIn::start().await;
