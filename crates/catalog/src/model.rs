@@ -210,6 +210,11 @@ pub struct RegistrySnapshot {
     services: Vec<Arc<Service>>,
     /// Items the source refused while building this snapshot.
     pub skipped: Vec<Skipped>,
+    /// Services the registry has but whose state could not be read this time (one
+    /// query failing, one DNS name timing out). The view is complete for every other
+    /// service; for these, consumers keep what they knew and delete nothing — so one
+    /// failing item neither stalls its registry nor loses its own objects.
+    pub unknown: Vec<ServiceKey>,
 }
 
 impl RegistrySnapshot {
@@ -235,7 +240,16 @@ impl RegistrySnapshot {
         RegistrySnapshot {
             services: by_key.into_values().map(Arc::new).collect(),
             skipped,
+            unknown: Vec::new(),
         }
+    }
+
+    /// Marks services whose state could not be read (see [`RegistrySnapshot::unknown`]).
+    pub fn with_unknown(mut self, unknown: impl IntoIterator<Item = ServiceKey>) -> RegistrySnapshot {
+        self.unknown.extend(unknown);
+        self.unknown.sort();
+        self.unknown.dedup();
+        self
     }
 
     /// Builds a snapshot from services a source keeps between snapshots. A watching
@@ -268,6 +282,7 @@ impl RegistrySnapshot {
         RegistrySnapshot {
             services: unique,
             skipped,
+            unknown: Vec::new(),
         }
     }
 

@@ -88,6 +88,9 @@ pub struct DeleteScope {
     pub configured: BTreeSet<String>,
     /// Delete orphans (objects of registries no longer configured) instead of listing them.
     pub prune_orphans: bool,
+    /// Registry services (`registry:service`, as in the sources annotation) whose latest
+    /// state could not be read: objects made from them are left as the sink holds them.
+    pub unknown: BTreeSet<String>,
 }
 
 impl DeleteScope {
@@ -109,12 +112,19 @@ impl DeleteScope {
         self.configured.contains(registry) && !self.delivered.contains(registry)
     }
 
-    /// A configured registry feeding `held` that has not been heard from since start.
+    /// A configured registry feeding `held` that has not been heard from since start, or
+    /// whose service feeding it could not be read: `held` must stay as it is.
     fn waiting_contributor<'a>(&self, held: &'a HeldObject) -> Option<&'a str> {
         held.label(REGISTRY_LABEL)
             .into_iter()
             .chain(held.source_registries())
             .find(|registry| self.waiting(registry))
+            .or_else(|| {
+                held.sources
+                    .iter()
+                    .find(|source| self.unknown.contains(source.as_str()))
+                    .map(|source| registry_sync_istio::registry_of_source(source))
+            })
     }
 }
 
@@ -133,7 +143,7 @@ impl<'h> Frozen<'h> {
         owner: &Owner,
         scope: &DeleteScope,
     ) -> Option<Frozen<'h>> {
-        if scope.configured.iter().all(|r| scope.delivered.contains(r)) {
+        if scope.unknown.is_empty() && scope.configured.iter().all(|r| scope.delivered.contains(r)) {
             return None;
         }
         let mut contributions = BTreeMap::new();

@@ -92,6 +92,7 @@ fn scope(complete: &[&str], configured: &[&str]) -> DeleteScope {
         delivered: configured.iter().map(|s| s.to_string()).collect(),
         configured: configured.iter().map(|s| s.to_string()).collect(),
         prune_orphans: false,
+        unknown: Default::default(),
     }
 }
 
@@ -634,6 +635,7 @@ fn waiting_for_nacos() -> DeleteScope {
         delivered: ["consul".to_string()].into(),
         configured: ["consul".to_string(), "nacos".to_string()].into(),
         prune_orphans: false,
+        unknown: Default::default(),
     }
 }
 
@@ -713,4 +715,29 @@ fn a_small_service_scaling_down_goes_ahead() {
         "3 → 1 endpoints is below the endpoint floor"
     );
     assert!(plan.held_back.is_empty());
+}
+
+#[test]
+fn objects_of_a_service_its_registry_could_not_read_are_left_as_held() {
+    let orders = merged_entry("orders", "consul:orders", &["10.0.0.1"]);
+    let payments = merged_entry("payments", "consul:payments", &["10.0.0.2"]);
+    let have = holding([held_as_written(&orders), held_as_written(&payments)]);
+    let scope = DeleteScope {
+        unknown: ["consul:orders".to_string()].into(),
+        ..all_complete()
+    };
+    // orders is missing from the view (not read), payments was removed for real.
+    let plan = plan(&desired([]), &have, &owner(), &scope);
+    assert_eq!(plan.deletes, vec![payments.key()]);
+    assert_eq!(
+        plan.kept,
+        vec![Kept {
+            key: orders.key(),
+            registry: "consul".into()
+        }]
+    );
+    // A changed orders is not written either while it cannot be read.
+    let changed = merged_entry("orders", "consul:orders", &["10.0.0.7"]);
+    let plan = plan_keys([&orders.key()], &desired([changed]), &have, &owner(), &scope);
+    assert!(plan.is_empty(), "{plan:?}");
 }

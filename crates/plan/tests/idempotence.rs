@@ -172,6 +172,7 @@ fn delete_scope(complete: &BTreeSet<usize>, heard: &BTreeSet<usize>) -> DeleteSc
             .collect(),
         configured: ["consul", "nacos"].iter().map(|s| s.to_string()).collect(),
         prune_orphans: false,
+        unknown: Default::default(),
     }
 }
 

@@ -22,6 +22,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Faults {
     latency_ms: AtomicU64,
     fail_next: AtomicU64,
+    /// Paths that answer `500` until cleared (one broken service among good ones).
+    failing_paths: Mutex<Vec<String>>,
 }
 
 impl Faults {
@@ -36,6 +38,19 @@ impl Faults {
     /// Answers the next `n` requests with `500 Internal Server Error`.
     pub fn fail_next(&self, n: u64) {
         self.fail_next.store(n, Ordering::Relaxed);
+    }
+
+    /// Answers every request whose path is `path` with `500` until [`Faults::heal_path`].
+    pub fn fail_path(&self, path: &str) {
+        lock(&self.failing_paths).push(path.to_string());
+    }
+
+    pub fn heal_path(&self, path: &str) {
+        lock(&self.failing_paths).retain(|p| p != path);
+    }
+
+    fn path_fails(&self, path: &str) -> bool {
+        lock(&self.failing_paths).iter().any(|p| p == path)
     }
 
     fn take_failure(&self) -> bool {
@@ -81,7 +96,7 @@ async fn faults(State(layer): State<Layer>, request: Request, next: Next) -> Res
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    if layer.faults.take_failure() {
+    if layer.faults.path_fails(request.uri().path()) || layer.faults.take_failure() {
         return (StatusCode::INTERNAL_SERVER_ERROR, "injected fault").into_response();
     }
     next.run(request).await

@@ -64,6 +64,9 @@ pub struct Pipeline {
     /// One mass-change guard per sink (by name): each judges what its own sink holds.
     guards: BTreeMap<String, MassChangeGuard>,
     prune_orphans: bool,
+    /// Per registry, its services (`registry:service`) whose state its latest view could
+    /// not read: their objects stay as the sinks hold them.
+    unknown: BTreeMap<String, BTreeSet<String>>,
     metrics: Option<Metrics>,
 }
 
@@ -93,6 +96,7 @@ impl Pipeline {
             guard_window: config.safety.guard_window,
             guards: BTreeMap::new(),
             prune_orphans: false,
+            unknown: Default::default(),
             metrics: None,
         }
     }
@@ -130,6 +134,20 @@ impl Pipeline {
                 &new_skips,
             );
         }
+        let unknown: BTreeSet<String> = snapshot
+            .unknown
+            .iter()
+            .map(|key| format!("{registry}:{key}"))
+            .collect();
+        for key in &unknown {
+            tracing::debug!(%registry, service = %key, "service could not be read; its objects stay as they are");
+        }
+        let previous = self
+            .unknown
+            .insert(registry.to_string(), unknown)
+            .unwrap_or_default();
+        // Objects kept for a service that is readable again may now be written.
+        let recovered = previous.iter().any(|k| !self.unknown[registry].contains(k));
         let changes = self.index.update(registry, &snapshot);
         self.source_skipped.insert(registry.to_string(), snapshot.skipped);
         changes.new_problems.iter().for_each(log_problem);
@@ -141,10 +159,10 @@ impl Pipeline {
         }
         let changed = !changes.objects.is_empty();
         self.pending.extend(changes.objects);
-        if newly_complete {
+        if newly_complete || recovered {
             self.full_next = true;
         }
-        changed || newly_complete
+        changed || newly_complete || recovered
     }
 
     /// Marks a registry as failing: its last known services stay, nothing of it is
@@ -171,6 +189,7 @@ impl Pipeline {
             delivered: self.delivered.clone(),
             configured: self.configured.clone(),
             prune_orphans: self.prune_orphans,
+            unknown: self.unknown.values().flatten().cloned().collect(),
         }
     }
 

@@ -72,6 +72,7 @@ fn scope() -> DeleteScope {
         delivered: ["consul".to_string()].into(),
         configured: ["consul".to_string()].into(),
         prune_orphans: false,
+        unknown: Default::default(),
     }
 }
 

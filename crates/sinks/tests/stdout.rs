@@ -42,6 +42,7 @@ fn stdout_sink_prints_documents_and_deletions_and_holds_what_it_printed() {
         delivered: legacy.clone(),
         configured: legacy,
         prune_orphans: false,
+        unknown: Default::default(),
     };
     let a = workload_entry("a", "10.0.0.1");
     let b = workload_entry("b", "10.0.0.1");

@@ -231,6 +231,9 @@ impl ConsulSource {
             });
         }
         let mut listing = BTreeMap::new();
+        let mut unknown = Vec::new();
+        let mut last_error = None;
+        let watched = tasks.len();
         while let Some(joined) = tasks.join_next().await {
             // A read that panicked or was cancelled is no answer about its service: the
             // listing would lack it, and `once` would delete it.
@@ -239,12 +242,29 @@ impl ConsulSource {
                 action: "reading a service's health".into(),
                 error: error.to_string(),
             })?;
-            if let parse::Parsed::Items(items) = answer?.body {
-                listing.insert(name, items);
+            match answer {
+                Ok(answer) => {
+                    if let parse::Parsed::Items(items) = answer.body {
+                        listing.insert(name, items);
+                    }
+                }
+                // One service that cannot be read is unknown, not absent: the others
+                // are synced, and nothing of it is deleted.
+                Err(error) => {
+                    tracing::warn!("{error}; its objects are kept as they are");
+                    unknown.push(name);
+                    last_error = Some(error);
+                }
             }
+        }
+        if let Some(error) = last_error.filter(|_| unknown.len() == watched) {
+            return Err(error);
         }
         let mut state = Services::new(&self.registry);
         state.replace_all(listing, BTreeMap::new());
+        for name in &unknown {
+            state.set_unknown(name, true);
+        }
         Ok(state.snapshot())
     }
 

@@ -163,12 +163,24 @@ impl DnsSource {
         let lookups = lookup::Lookups::new(&self.registry, self.config.nameserver)?;
         let all: Vec<usize> = (0..self.config.names.len()).collect();
         let mut state = Services::new(&self.registry);
+        let mut failed = Vec::new();
         for (index, outcome) in watch::round(&lookups, &self.config.names, &all).await {
             let name = &self.config.names[index];
-            match outcome? {
-                watch::Outcome::Found { items, .. } => state.replace_service(name.service(), items),
-                watch::Outcome::Gone { .. } => state.remove_service(name.service()),
+            match outcome {
+                Ok(watch::Outcome::Found { items, .. }) => state.replace_service(name.service(), items),
+                Ok(watch::Outcome::Gone { .. }) => state.remove_service(name.service()),
+                // One name that times out is unknown, not gone: the others are synced.
+                Err(error) => {
+                    tracing::warn!("{error}; its objects are kept as they are");
+                    state.set_unknown(name.service(), true);
+                    failed.push(error);
+                }
             }
+        }
+        if failed.len() == self.config.names.len()
+            && let Some(error) = failed.pop()
+        {
+            return Err(error);
         }
         Ok(state.snapshot())
     }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use registry_sync_catalog::{Instance, Metadata, RegistrySnapshot, Service, Skipped};
+use registry_sync_catalog::{Instance, Metadata, RegistrySnapshot, Service, ServiceKey, Skipped};
 
 /// One item of a registry: the instance it describes, or why it was refused.
 pub(crate) type Item = Result<Instance, Skipped>;
@@ -32,6 +32,9 @@ pub(crate) struct Services {
     services: BTreeMap<String, Entry>,
     /// Items that belong to no service (a key outside the layout), by their key.
     orphans: BTreeMap<String, Skipped>,
+    /// Services (by key here) that exist but could not be read this time; see
+    /// [`RegistrySnapshot::unknown`].
+    unknown: std::collections::BTreeSet<String>,
     /// Something changed since the last snapshot.
     dirty: bool,
 }
@@ -42,8 +45,23 @@ impl Services {
             registry: registry.to_string(),
             services: BTreeMap::new(),
             orphans: BTreeMap::new(),
+            unknown: std::collections::BTreeSet::new(),
             dirty: true,
         }
+    }
+
+    /// Marks a service as unreadable this time (`true`) or readable again.
+    pub(crate) fn set_unknown(&mut self, service: &str, unknown: bool) {
+        let changed = if unknown {
+            self.unknown.insert(service.to_string())
+        } else {
+            self.unknown.remove(service)
+        };
+        self.dirty |= changed;
+    }
+
+    pub(crate) fn unknown_count(&self) -> usize {
+        self.unknown.len()
     }
 
     pub(crate) fn is_dirty(&self) -> bool {
@@ -242,7 +260,20 @@ impl Services {
             skipped.extend(refused.iter().cloned());
         }
         self.dirty = false;
-        RegistrySnapshot::from_shared(&self.registry, services, skipped)
+        let unknown = self.unknown.iter().map(|service| {
+            let scope = self.services.get(service).and_then(|e| e.scope.as_ref());
+            match scope {
+                Some((namespace, name)) => ServiceKey {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                },
+                None => ServiceKey {
+                    namespace: None,
+                    name: service.clone(),
+                },
+            }
+        });
+        RegistrySnapshot::from_shared(&self.registry, services, skipped).with_unknown(unknown)
     }
 }
 

@@ -306,3 +306,41 @@ async fn an_answer_filtered_by_acls_is_a_failure_that_keeps_the_services_not_a_d
     let back = w.until("both services again", |s| s.services().len() == 2).await;
     assert!(back.services().iter().any(|s| s.name == "api"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_service_that_cannot_be_read_keeps_its_state_while_the_others_sync_on() {
+    let server = ConsulStandIn::start();
+    server.register(web("web-1", 8080, "v1")).unwrap();
+    let mut api = web("api-1", 9090, "v1");
+    api["Name"] = json!("api");
+    server.register(api).unwrap();
+    // api fails from the start: never read.
+    server.faults().fail_path("/v1/health/service/api");
+    let mut w = watch(config(&server));
+    let first = w
+        .until("web syncs although api fails", |s| {
+            instance(s, "web", "standin-node/web-1").is_some()
+        })
+        .await;
+    assert!(
+        first.unknown.iter().any(|k| k.name == "api"),
+        "api is unknown, not absent: {:?}",
+        first.unknown
+    );
+    assert!(first.services().iter().all(|s| s.name != "api"));
+
+    // web keeps following while api still fails.
+    server.register(web("web-1", 8181, "v2")).unwrap();
+    let moved = w
+        .until("web follows", |s| {
+            instance(s, "web", "standin-node/web-1").is_some_and(|i| i.ports[0].number == 8181)
+        })
+        .await;
+    assert!(moved.unknown.iter().any(|k| k.name == "api"));
+
+    server.faults().heal_path("/v1/health/service/api");
+    w.until("api readable again", |s| {
+        s.unknown.is_empty() && s.services().iter().any(|s| s.name == "api")
+    })
+    .await;
+}

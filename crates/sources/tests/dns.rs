@@ -222,3 +222,33 @@ async fn a_thousand_srv_names_are_all_synced() {
         [("host49.example:8999/10.2.0.50".to_string(), 8999, Some(1))]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_name_that_fails_from_the_start_does_not_hold_back_the_others() {
+    // Queries under broken.test go to an upstream that is not there: they fail, while
+    // billing.example is answered.
+    let records = format!("{TWO_TARGETS}\nserver=/broken.test/127.0.0.1#9");
+    let Some(server) = TestDnsmasq::start(&records) else {
+        return;
+    };
+    let mut w = watch(&server, &[BILLING, "_http._tcp.orders.broken.test"]);
+    let first = w
+        .until("billing syncs", |s| service(s, "billing.example").is_some())
+        .await;
+    assert!(
+        first.unknown.iter().any(|k| k.name == "orders.broken.test"),
+        "the failing name is unknown, not absent: {:?}",
+        first.unknown
+    );
+    assert!(service(&first, "orders.broken.test").is_none());
+
+    let snapshot = DnsSource::new(
+        "legacy-dns",
+        config(&server, &[BILLING, "_http._tcp.orders.broken.test"]),
+    )
+    .load()
+    .await
+    .expect("once: the good name loads");
+    assert!(service(&snapshot, "billing.example").is_some());
+    assert!(snapshot.unknown.iter().any(|k| k.name == "orders.broken.test"));
+}

@@ -92,6 +92,7 @@ impl Index {
         let mut new: BTreeMap<ServiceKey, ServiceState> = BTreeMap::new();
         let mut dirty: BTreeSet<GroupKey> = BTreeSet::new();
         let mut old = old.into_iter().peekable();
+        let unknown: BTreeSet<&ServiceKey> = snapshot.unknown.iter().collect();
         for service in snapshot.services() {
             let key = service.key();
             // Carry over unchanged services; note departures of those no longer listed.
@@ -100,7 +101,11 @@ impl Index {
                     break;
                 }
                 let (gone_key, gone) = old.next().expect("peeked");
-                leave(&mut self.members, registry, &gone_key, &gone, &mut dirty);
+                if unknown.contains(&gone_key) {
+                    new.insert(gone_key, gone);
+                } else {
+                    leave(&mut self.members, registry, &gone_key, &gone, &mut dirty);
+                }
             }
             let mut reported = None;
             if let Some((old_key, state)) = old.next_if(|(k, _)| *k == key) {
@@ -131,8 +136,14 @@ impl Index {
                 },
             );
         }
+        // A service not listed leaves, unless the registry could not read it this time:
+        // then what was known of it stays.
         for (gone_key, gone) in old {
-            leave(&mut self.members, registry, &gone_key, &gone, &mut dirty);
+            if unknown.contains(&gone_key) {
+                new.insert(gone_key, gone);
+            } else {
+                leave(&mut self.members, registry, &gone_key, &gone, &mut dirty);
+            }
         }
         self.services.insert(registry.to_string(), new);
         for group in dirty {

@@ -583,3 +583,41 @@ fn input_order_does_not_change_the_output() {
         registry_sync_istio::render_documents(&tb.objects).unwrap()
     );
 }
+
+#[test]
+fn a_service_its_registry_could_not_read_keeps_its_objects_in_the_index() {
+    use registry_sync_catalog::{RegistrySnapshot, ServiceKey};
+    use registry_sync_translate::Index;
+
+    let settings = settings_for(&[("legacy", EndpointMode::Auto)]);
+    let mut index = Index::new(settings);
+    let both = vec![
+        svc("orders", vec![inst("10.0.0.1", &[("http", 80)])]),
+        svc("payments", vec![inst("10.0.0.2", &[("http", 80)])]),
+    ];
+    index.update("legacy", &RegistrySnapshot::new("legacy", both, vec![]));
+    assert_eq!(index.desired().len(), 2);
+
+    // payments could not be read: absent from the view, but marked unknown.
+    let partial = RegistrySnapshot::new(
+        "legacy",
+        vec![svc("orders", vec![inst("10.0.0.1", &[("http", 80)])])],
+        vec![],
+    )
+    .with_unknown([ServiceKey {
+        namespace: None,
+        name: "payments".into(),
+    }]);
+    let changes = index.update("legacy", &partial);
+    assert!(changes.objects.is_empty(), "{changes:?}");
+    assert_eq!(index.desired().len(), 2, "payments is kept as last known");
+
+    // Read again and gone for real: now it leaves.
+    let gone = RegistrySnapshot::new(
+        "legacy",
+        vec![svc("orders", vec![inst("10.0.0.1", &[("http", 80)])])],
+        vec![],
+    );
+    index.update("legacy", &gone);
+    assert_eq!(index.desired().len(), 1);
+}

@@ -60,5 +60,6 @@ pub fn scope() -> DeleteScope {
         delivered: BTreeSet::from(["legacy".to_string()]),
         configured: BTreeSet::from(["legacy".to_string()]),
         prune_orphans: false,
+        unknown: Default::default(),
     }
 }

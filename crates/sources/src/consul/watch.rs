@@ -107,6 +107,9 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
     let mut unread: HashSet<String> = HashSet::new();
     let mut listed = false;
     let mut catalog_at = Instant::now();
+    let mut unknown_names: HashSet<String> = HashSet::new();
+    let mut last_service_error: Option<ConsulError> = None;
+
     loop {
         let first = tokio::select! {
             biased;
@@ -130,6 +133,8 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
                         let keep = selected.contains(name);
                         if !keep {
                             state.remove_service(name);
+                            state.set_unknown(name, false);
+                            unknown_names.remove(name);
                             unread.remove(name);
                         }
                         keep
@@ -158,6 +163,10 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
                     // A report from a task already stopped is ignored.
                     if watched.contains_key(&name) {
                         unread.remove(&name);
+                        if unknown_names.remove(&name) {
+                            tracing::info!(registry = %source.registry, service = %name, "service readable again");
+                        }
+                        state.set_unknown(&name, false);
                         match parsed {
                             Parsed::Items(items) => state.replace_service(&name, items),
                             Parsed::Infrastructure => state.remove_service(&name),
@@ -171,14 +180,36 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
                 } if sent < catalog_at => {
                     tracing::debug!(registry = %source.registry, "ignoring a failure from before the last catalog answer: {error}");
                 }
-                Report::Catalog(Err(error))
-                | Report::Service {
-                    result: Err(error), ..
+                // One service that cannot be read keeps its own last known state (or,
+                // never read, is marked unknown so nothing of it is deleted); every
+                // other service moves on.
+                Report::Service {
+                    name,
+                    result: Err(error),
+                    ..
                 } => {
+                    if watched.contains_key(&name) {
+                        unread.remove(&name);
+                        if !unknown_names.contains(&name) {
+                            tracing::warn!(
+                                "{error}; keeping the last known state of service {name:?}, the others sync on"
+                            );
+                        }
+                        unknown_names.insert(name.clone());
+                        state.set_unknown(&name, true);
+                        last_service_error = Some(error);
+                    }
+                }
+                Report::Catalog(Err(error)) => {
                     failure = Some(error);
                 }
             }
             next = inbox.try_recv().ok();
+        }
+        // Every watched service failing is Consul failing, not one bad service.
+        let all_unknown = !watched.is_empty() && state.unknown_count() == watched.len();
+        if failure.is_none() && all_unknown {
+            failure = last_service_error.take();
         }
         if let Some(error) = failure {
             if emitter.failed(error.to_string()).await.is_err() {

@@ -128,6 +128,7 @@ async fn follow(source: &DnsSource, lookups: &Lookups, emitter: &mut Emitter) ->
     let mut state = Services::new(&source.registry);
     let mut schedule = Schedule::new(names.len());
     let mut answered = vec![false; names.len()];
+    let mut attempted = vec![false; names.len()];
     let mut backoffs: HashMap<usize, Backoff> = HashMap::new();
     loop {
         if let Some(next) = schedule.next() {
@@ -158,6 +159,7 @@ async fn follow(source: &DnsSource, lookups: &Lookups, emitter: &mut Emitter) ->
                         tracing::info!(registry = %source.registry, name = name.name(), "lookup succeeds again");
                     }
                     answered[index] = true;
+                    state.set_unknown(name.service(), false);
                     schedule.set(
                         index,
                         now + refresh_after(ttl, config.min_refresh, config.max_refresh),
@@ -173,18 +175,25 @@ async fn follow(source: &DnsSource, lookups: &Lookups, emitter: &mut Emitter) ->
                         .min(config.max_refresh.max(config.min_refresh));
                     tracing::debug!(registry = %source.registry, name = name.name(), "retrying in {delay:?}: {error}");
                     schedule.set(index, now + delay);
+                    attempted[index] = true;
+                    // Never answered: nothing is known of it, so nothing of it may go.
+                    if !answered[index] {
+                        state.set_unknown(name.service(), true);
+                    }
                     first_error.get_or_insert(error);
                 }
             }
         }
-        // Failing: some name was never answered, or every name's latest lookup failed
-        // (the server is down). One bad name among good ones is only logged.
-        let everything_answered = answered.iter().all(|a| *a);
+        // Failing: every name's latest lookup failed (the server is down). One bad name
+        // among good ones keeps its last state — or, never answered, is unknown, so
+        // nothing of it is deleted — and the others sync on. The first view waits until
+        // every name was tried once.
+        let everything_tried = answered.iter().zip(&attempted).all(|(a, t)| *a || *t);
         match first_error {
-            Some(error) if !everything_answered || backoffs.len() == names.len() => {
+            Some(error) if backoffs.len() == names.len() => {
                 emitter.failed(error.to_string()).await?;
             }
-            _ if everything_answered => emitter.snapshot(&mut state).await?,
+            _ if everything_tried => emitter.snapshot(&mut state).await?,
             _ => {}
         }
         if names.is_empty() {
