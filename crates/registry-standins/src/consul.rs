@@ -2,13 +2,18 @@
 //! read endpoints registry-sync uses, as blocking queries.
 //!
 //! Indexes follow Consul's raft index: one counter bumped by every write. The catalog
-//! service list answers with the index of the last change to the set of services or
-//! their tags; `/v1/health/service/<name>` with the index of the last change to that
+//! service list answers with the index of the last change to any registration (the
+//! services table's index, so it moves even when names and tags stay);
+//! `/v1/health/state/<state>` with the index of the last change to any check; `/v1/health/service/<name>` with the index of the last change to that
 //! service's instances or checks (kept after deregistration, as Consul's tombstones
 //! do). A query with `?index=N` is held until its index moves past `N` or `wait`
 //! (default 5m, at most 10m) runs out, and then answers the current data and index —
 //! even when the index is now *lower* than `N` after [`ConsulStandIn::reset_index`],
 //! which is how a restored snapshot or a new cluster looks to a client.
+//!
+//! Connections: like Consul, at most [`MAX_CONNS_PER_CLIENT`] open HTTP connections per
+//! client address; one more is answered `429 Too Many Requests` and closed
+//! ([`ConsulStandIn::connections`] changes the limit and counts refusals).
 //!
 //! ACLs: with [`ConsulStandIn::require_token`], every request needs that token in
 //! `X-Consul-Token` (or `?token=`), else `403 ACL not found`. With
@@ -36,6 +41,8 @@ use crate::server::{Server, lock};
 use crate::{Counts, Faults};
 
 pub const DATACENTER: &str = "dc1";
+/// Consul's default `limits.http_max_conns_per_client`.
+pub const MAX_CONNS_PER_CLIENT: usize = 200;
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
@@ -55,18 +62,25 @@ struct Check {
     service_id: String,
     service_name: String,
     status: String,
+    modify_index: u64,
 }
 
 #[derive(Debug, Default)]
 struct Data {
     index: u64,
     catalog_index: u64,
+    /// The index of the last change to any check (`/v1/health/state/…`).
+    checks_index: u64,
     /// By node, then service id.
     services: BTreeMap<(String, String), Registration>,
     service_index: HashMap<String, u64>,
     checks: BTreeMap<String, Check>,
     nodes: BTreeMap<String, String>,
     token: Option<String>,
+    /// Instances by service name, and check ids by instance `(node, service id)`: what
+    /// Consul's state store indexes, so a read costs its answer, not the estate.
+    by_name: HashMap<String, std::collections::BTreeSet<(String, String)>>,
+    by_instance: HashMap<(String, String), std::collections::BTreeSet<String>>,
     /// Services the token may not read: left out of answers, which then carry
     /// `X-Consul-Results-Filtered-By-ACLs: true`, as Consul does for a token without
     /// `service:read` on them.
@@ -105,12 +119,18 @@ impl ConsulStandIn {
             .route("/v1/agent/check/{status}/{id}", put(update_check))
             .route("/v1/catalog/services", get(catalog_services))
             .route("/v1/health/service/{name}", get(health_service))
+            .route("/v1/health/state/{state}", get(health_state))
             .route("/v1/status/leader", get(leader))
             .with_state(Arc::clone(&shared));
-        ConsulStandIn {
-            server: Server::start(router, classify),
-            shared,
-        }
+        let server = Server::start(router, classify);
+        server.connections.set_limit(MAX_CONNS_PER_CLIENT);
+        ConsulStandIn { server, shared }
+    }
+
+    /// Open connections per client and Consul's per-client limit
+    /// ([`MAX_CONNS_PER_CLIENT`] unless changed).
+    pub fn connections(&self) -> &crate::Connections {
+        &self.server.connections
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -198,6 +218,27 @@ impl ConsulStandIn {
     }
 }
 
+impl Data {
+    /// Removes an instance's checks; whether it had any.
+    fn remove_checks(&mut self, instance: &(String, String)) -> bool {
+        let Some(ids) = self.by_instance.remove(instance) else {
+            return false;
+        };
+        for id in &ids {
+            self.checks.remove(id);
+        }
+        !ids.is_empty()
+    }
+
+    fn instances_of<'d>(&'d self, name: &str) -> impl Iterator<Item = &'d Registration> {
+        self.by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.services.get(key))
+    }
+}
+
 impl Shared {
     /// Applies a write; `touch` returns the service names whose index moves.
     fn write(&self, touch: impl FnOnce(&mut Data) -> Vec<String>) {
@@ -276,6 +317,7 @@ impl Shared {
                     .and_then(Value::as_str)
                     .unwrap_or("critical")
                     .to_string(),
+                modify_index: 0,
             })
             .collect();
         self.write(|data| {
@@ -284,20 +326,39 @@ impl Shared {
                 .or_insert_with(|| "127.0.0.1".into());
             let key = (node.to_string(), id.clone());
             let mut touched = vec![name.clone()];
+            // Consul's catalog index is the services table's: any change to a
+            // registration moves it (the list itself may look the same); only a
+            // re-registration that changes nothing leaves it.
             let catalog_changed = match data.services.get(&key) {
                 Some(old) => {
                     touched.push(old.name.clone());
-                    old.name != name || old.tags != tags
+                    old.name != name || old.tags != tags || old.service != service
                 }
                 None => true,
             };
             if catalog_changed {
                 data.catalog_index = data.index;
             }
-            data.checks.retain(|_, c| !(c.node == node && c.service_id == id));
-            for check in new_checks {
+            let index = data.index;
+            let removed = data.remove_checks(&key);
+            if removed || !new_checks.is_empty() {
+                data.checks_index = index;
+            }
+            for mut check in new_checks {
+                check.modify_index = index;
+                data.by_instance
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(check.id.clone());
                 data.checks.insert(check.id.clone(), check);
             }
+            if let Some(old) = data.services.get(&key)
+                && old.name != name
+                && let Some(keys) = data.by_name.get_mut(&old.name)
+            {
+                keys.remove(&key);
+            }
+            data.by_name.entry(name.clone()).or_default().insert(key.clone());
             data.services.insert(
                 key,
                 Registration {
@@ -315,11 +376,17 @@ impl Shared {
     fn deregister(&self, node: &str, id: &str) -> bool {
         let mut found = false;
         self.write(|data| {
-            let Some(old) = data.services.remove(&(node.to_string(), id.to_string())) else {
+            let key = (node.to_string(), id.to_string());
+            let Some(old) = data.services.remove(&key) else {
                 return Vec::new();
             };
             found = true;
-            data.checks.retain(|_, c| !(c.node == node && c.service_id == id));
+            if let Some(keys) = data.by_name.get_mut(&old.name) {
+                keys.remove(&key);
+            }
+            if data.remove_checks(&key) {
+                data.checks_index = data.index;
+            }
             data.catalog_index = data.index;
             vec![old.name]
         });
@@ -332,6 +399,8 @@ impl Shared {
             Some(check) if check.status != status => {
                 found = true;
                 check.status = status.to_string();
+                check.modify_index = data.index;
+                data.checks_index = data.index;
                 vec![check.service_name.clone()]
             }
             Some(_) => {
@@ -551,9 +620,8 @@ async fn health_service(
         .blocking(min, wait, |data| {
             let filtered = data.unreadable.contains(&name);
             let entries: Vec<Value> = data
-                .services
-                .values()
-                .filter(|r| r.name == name && !filtered)
+                .instances_of(&name)
+                .filter(|_| !filtered)
                 .map(|r| health_entry(data, r))
                 .collect();
             let index = data
@@ -566,6 +634,52 @@ async fn health_service(
         .await
 }
 
+/// `GET /v1/health/state/<state>`: every check in that state (`any`: all), node checks
+/// (`serfHealth`, one per node) included, blocking on the index of the last check change.
+async fn health_state(
+    State(shared): SharedState,
+    Path(state): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(refusal) = shared.admit(&headers, &query) {
+        return refusal.into_response();
+    }
+    if !matches!(state.as_str(), "any" | "passing" | "warning" | "critical") {
+        return (StatusCode::BAD_REQUEST, "Invalid check state").into_response();
+    }
+    let (min, wait) = match blocking_params(&query) {
+        Ok(params) => params,
+        Err(refusal) => return refusal.into_response(),
+    };
+    shared
+        .blocking(min, wait, |data| {
+            let mut filtered = false;
+            let mut checks: Vec<Value> = data
+                .nodes
+                .keys()
+                .map(|node| {
+                    json!({"Node": node, "CheckID": "serfHealth", "Name": "Serf Health Status",
+                        "Status": "passing", "ServiceID": "", "ServiceName": "", "ModifyIndex": 1})
+                })
+                .collect();
+            for c in data.checks.values() {
+                if data.unreadable.contains(&c.service_name) {
+                    filtered = true;
+                    continue;
+                }
+                checks.push(json!({
+                    "Node": c.node, "CheckID": c.id, "Name": format!("Service '{}' check", c.service_name),
+                    "Status": c.status, "ServiceID": c.service_id, "ServiceName": c.service_name,
+                    "ModifyIndex": c.modify_index,
+                }));
+            }
+            checks.retain(|c| state == "any" || c["Status"] == state.as_str());
+            (data.checks_index.max(1), Value::Array(checks), filtered)
+        })
+        .await
+}
+
 fn health_entry(data: &Data, registration: &Registration) -> Value {
     let node_address = data.nodes.get(&registration.node).cloned().unwrap_or_default();
     let service_id = registration.service["ID"].as_str().unwrap_or_default();
@@ -573,10 +687,13 @@ fn health_entry(data: &Data, registration: &Registration) -> Value {
         "Node": registration.node, "CheckID": "serfHealth", "Name": "Serf Health Status",
         "Status": "passing", "ServiceID": "", "ServiceName": "",
     })];
+    let instance = (registration.node.clone(), service_id.to_string());
     checks.extend(
-        data.checks
-            .values()
-            .filter(|c| c.node == registration.node && c.service_id == service_id)
+        data.by_instance
+            .get(&instance)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| data.checks.get(id))
             .map(|c| {
                 json!({
                     "Node": c.node, "CheckID": c.id, "Name": format!("Service '{}' check", c.service_name),

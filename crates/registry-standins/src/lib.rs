@@ -26,4 +26,4 @@ pub mod consul;
 pub mod eureka;
 mod server;
 
-pub use server::{Counts, Faults};
+pub use server::{Connections, Counts, Faults};

@@ -1,8 +1,8 @@
 //! Running an axum router on its own runtime, with fault switches and request counts.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,146 @@ pub(crate) struct Server {
     runtime: Option<tokio::runtime::Runtime>,
     pub(crate) faults: Arc<Faults>,
     pub(crate) counts: Arc<Counts>,
+    pub(crate) connections: Arc<Connections>,
+}
+
+/// Open connections per client address, and the most one client may hold open (0: no
+/// limit) — Consul's `limits.http_max_conns_per_client`, 200 by default: a connection
+/// past it is answered `429` and closed, as Consul's connection limiter does.
+#[derive(Debug, Default)]
+pub struct Connections {
+    open: Mutex<BTreeMap<IpAddr, usize>>,
+    limit: AtomicUsize,
+    refused: AtomicU64,
+    peak: AtomicUsize,
+}
+
+impl Connections {
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// Connections refused for being over the limit.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// The most connections one client held open at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    fn admit(&self, ip: IpAddr) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let mut open = lock(&self.open);
+        let count = open.entry(ip).or_default();
+        if limit > 0 && *count >= limit {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        *count += 1;
+        self.peak.fetch_max(*count, Ordering::Relaxed);
+        true
+    }
+
+    fn close(&self, ip: IpAddr) {
+        if let Some(count) = lock(&self.open).get_mut(&ip) {
+            *count = count.saturating_sub(1);
+        }
+    }
+}
+
+/// A listener that counts each client's open connections and refuses those past the
+/// limit.
+struct LimitedListener {
+    inner: tokio::net::TcpListener,
+    connections: Arc<Connections>,
+}
+
+const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 81\r\nConnection: close\r\n\r\nYour IP is issuing too many concurrent connections, please rate limit your calls\n";
+
+impl axum::serve::Listener for LimitedListener {
+    type Io = CountedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CountedStream, SocketAddr) {
+        loop {
+            let (mut stream, peer) = match self.inner.accept().await {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            // Go's HTTP servers (Consul's, Eureka's) set TCP_NODELAY on every connection.
+            let _ = stream.set_nodelay(true);
+            if !self.connections.admit(peer.ip()) {
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = stream.write_all(TOO_MANY).await;
+                    let _ = stream.shutdown().await;
+                });
+                continue;
+            }
+            let counted = CountedStream {
+                stream,
+                ip: peer.ip(),
+                connections: Arc::clone(&self.connections),
+            };
+            return (counted, peer);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection that leaves its client's count when it closes.
+struct CountedStream {
+    stream: tokio::net::TcpStream,
+    ip: IpAddr,
+    connections: Arc<Connections>,
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.connections.close(self.ip);
+    }
+}
+
+impl tokio::io::AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 impl Server {
@@ -127,6 +267,7 @@ impl Server {
             runtime: None,
             faults,
             counts,
+            connections: Arc::new(Connections::default()),
         };
         server.resume();
         server
@@ -167,9 +308,10 @@ impl Server {
         listener.set_nonblocking(true).expect("a non-blocking listener");
         self.address = listener.local_addr().expect("a bound address");
         let router = self.router.clone();
+        let connections = Arc::clone(&self.connections);
         runtime.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
-            let _ = axum::serve(listener, router).await;
+            let inner = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+            let _ = axum::serve(LimitedListener { inner, connections }, router).await;
         });
         self.runtime = Some(runtime);
     }

@@ -212,6 +212,7 @@ struct RawRegistry {
     services: Option<Spanned<Vec<String>>>,
     tags: Option<Spanned<Vec<String>>>,
     wait: Option<Spanned<String>>,
+    max_connections: Option<Spanned<u64>>,
     refresh: Option<Spanned<String>>,
     instance_address: Option<Spanned<String>>,
     // Keys of the `cloudmap` registry; see config/registries/cloudmap.rs.

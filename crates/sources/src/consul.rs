@@ -31,6 +31,7 @@
 //! out; a service made only of them is not published at all.
 
 mod client;
+mod overflow;
 mod parse;
 mod watch;
 
@@ -47,6 +48,12 @@ use crate::secret::{SecretError, SecretSource};
 use crate::state::Services;
 use client::Client;
 pub use parse::PORT_NAME;
+
+/// Well under Consul's default per-client limit of 200, leaving room for other clients
+/// behind the same address (a node-local agent shared by a pod's neighbours).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Fewer leaves no room for per-service watches beside the shared queries and reads.
+pub const MIN_MAX_CONNECTIONS: usize = 8;
 
 /// How long a blocking query may be held by default, Consul's own default.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
@@ -96,6 +103,10 @@ pub struct ConsulConfig {
     /// Only instances carrying every one of these tags.
     pub tags: Vec<String>,
     pub wait: Duration,
+    /// The most HTTP connections registry-sync holds open to Consul. Consul refuses a
+    /// client past `limits.http_max_conns_per_client` (200 by default); see the
+    /// overflow module for how services past the budget are followed.
+    pub max_connections: usize,
 }
 
 impl ConsulConfig {
@@ -112,6 +123,7 @@ impl ConsulConfig {
             services: Vec::new(),
             tags: Vec::new(),
             wait: DEFAULT_WAIT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -218,7 +230,9 @@ impl ConsulSource {
             .filter(|(name, tags)| self.config.selects(name, tags))
             .map(|(name, _)| name)
             .collect();
-        let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(LIST_CONCURRENCY));
+        let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(
+            LIST_CONCURRENCY.min(self.config.max_connections),
+        ));
         let mut tasks = tokio::task::JoinSet::new();
         for name in names {
             let client = client.clone();

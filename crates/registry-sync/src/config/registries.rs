@@ -140,6 +140,10 @@ impl Check<'_> {
             ("services", r.services.as_ref().map(|n| n.referenced.line())),
             ("tags", r.tags.as_ref().map(|n| n.referenced.line())),
             ("wait", line(&r.wait)),
+            (
+                "max_connections",
+                r.max_connections.as_ref().map(|n| n.referenced.line()),
+            ),
             ("refresh", line(&r.refresh)),
             ("instance_address", line(&r.instance_address)),
             ("region", line(&r.region)),

@@ -99,6 +99,19 @@ impl Client {
         })
     }
 
+    /// `GET /v1/health/state/any`: every service check's status, for the services that
+    /// have no blocking query of their own.
+    pub(super) async fn check_states(
+        &self,
+        index: u64,
+        wait: Duration,
+    ) -> Result<Answer<parse::CheckStates>, ConsulError> {
+        let action = "the state of every check";
+        let (index, body) = self.get("/v1/health/state/any", action, index, wait).await?;
+        let states = parse::check_states(&body).map_err(|error| self.json_error(action, error))?;
+        Ok(Answer { index, body: states })
+    }
+
     /// `GET /v1/health/service/<name>`: the service's instances with their checks.
     pub(super) async fn health(
         &self,

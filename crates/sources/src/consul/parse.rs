@@ -62,6 +62,58 @@ pub(super) fn catalog(body: &[u8]) -> Result<BTreeMap<String, Vec<String>>, Stri
         .collect())
 }
 
+/// Each service check's status, by `(node, check id)`, with the service it belongs to.
+pub(super) type CheckStates = BTreeMap<(String, String), (String, String)>;
+
+/// `/v1/health/state/any`: every check. Node checks (no `ServiceName`) are left out:
+/// they change the health of every service on the node, which a node check's
+/// `serfHealth` entry in each service's own health answer already carries.
+pub(super) fn check_states(body: &[u8]) -> Result<CheckStates, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let Value::Array(checks) = value else {
+        return Err(format!(
+            "expected a list of checks, found {}",
+            json::describe(&value)
+        ));
+    };
+    let text = |check: &Value, key: &str| {
+        check
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    Ok(checks
+        .iter()
+        .filter(|c| !text(c, "ServiceName").is_empty())
+        .map(|c| {
+            (
+                (text(c, "Node"), text(c, "CheckID")),
+                (text(c, "ServiceName"), text(c, "Status")),
+            )
+        })
+        .collect())
+}
+
+/// The services whose checks differ between two answers: added, removed or changed.
+pub(super) fn changed_services(
+    before: &CheckStates,
+    after: &CheckStates,
+) -> std::collections::BTreeSet<String> {
+    let mut changed = std::collections::BTreeSet::new();
+    for (key, now) in after {
+        if before.get(key) != Some(now) {
+            changed.insert(now.0.clone());
+        }
+    }
+    for (key, was) in before {
+        if !after.contains_key(key) {
+            changed.insert(was.0.clone());
+        }
+    }
+    changed
+}
+
 /// `/v1/health/service/<name>`: a list of `{Node, Service, Checks}` entries.
 pub(super) fn health(registry: &str, service: &str, body: &[u8], filter: &Filter) -> Result<Parsed, String> {
     let value: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
@@ -290,6 +342,27 @@ mod tests {
             .collect();
         assert_eq!(refused, ["#3", "n1/bad-check", "n1/bad-ip", "n1/zero"]);
         assert!(items["n1/good"].is_ok());
+    }
+
+    #[test]
+    fn check_states_name_the_services_whose_checks_came_went_or_changed() {
+        let before = check_states(
+            br#"[{"Node":"n1","CheckID":"serfHealth","ServiceName":"","Status":"passing"},
+                {"Node":"n1","CheckID":"c-a","ServiceName":"a","Status":"passing"},
+                {"Node":"n1","CheckID":"c-b","ServiceName":"b","Status":"passing"},
+                {"Node":"n1","CheckID":"c-c","ServiceName":"c","Status":"passing"}]"#,
+        )
+        .unwrap();
+        assert_eq!(before.len(), 3, "node checks are left out");
+        let after = check_states(
+            br#"[{"Node":"n1","CheckID":"c-a","ServiceName":"a","Status":"critical"},
+                {"Node":"n1","CheckID":"c-c","ServiceName":"c","Status":"passing"},
+                {"Node":"n2","CheckID":"c-d","ServiceName":"d","Status":"passing"}]"#,
+        )
+        .unwrap();
+        let changed: Vec<String> = changed_services(&before, &after).into_iter().collect();
+        assert_eq!(changed, ["a", "b", "d"]);
+        assert!(check_states(b"{}").is_err());
     }
 
     #[test]

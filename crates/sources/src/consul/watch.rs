@@ -1,5 +1,7 @@
-//! Following Consul: one blocking query on the catalog, one per watched service, each
-//! in its own task, reporting to one coordinator that owns the state and the emitter.
+//! Following Consul: one blocking query on the catalog, one per watched service (up to
+//! the connection budget; the rest are followed together, see [`super::overflow`]),
+//! each in its own task, reporting to one coordinator that owns the state and the
+//! emitter.
 //!
 //! The coordinator applies every report already queued before it sends one snapshot,
 //! so the first change of a burst goes out at once and the rest of the burst costs one
@@ -14,7 +16,8 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::client::{Answer, Client};
-use super::parse::Parsed;
+use super::overflow::{Budget, Overflow};
+use super::parse::{CheckStates, Parsed};
 use super::{ConsulError, ConsulSource, QUERY_FLOOR};
 use crate::SourceEvent;
 use crate::emit::{Backoff, Emitter};
@@ -22,8 +25,10 @@ use crate::state::Services;
 
 type Catalog = std::collections::BTreeMap<String, Vec<String>>;
 
-enum Report {
+pub(super) enum Report {
     Catalog(Result<Catalog, ConsulError>),
+    /// Every service check's status (only while some services overflow the budget).
+    Checks(Result<CheckStates, ConsulError>),
     Service {
         name: String,
         /// When the request that failed was sent: a failure older than the last
@@ -102,13 +107,21 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
         tasks.clone(),
     ));
 
+    let budget = Budget::of(source.config.max_connections);
+    let mut overflow = Overflow::new(
+        client.clone(),
+        source.config.wait,
+        budget,
+        reports.clone(),
+        tasks.clone(),
+    );
     let mut state = Services::new(&source.registry);
     let mut watched: HashMap<String, DropGuard> = HashMap::new();
     let mut unread: HashSet<String> = HashSet::new();
     let mut listed = false;
     let mut catalog_at = Instant::now();
     let mut unknown_names: HashSet<String> = HashSet::new();
-    let mut last_service_error: Option<ConsulError> = None;
+    let mut last_service_error: Option<String> = None;
 
     loop {
         let first = tokio::select! {
@@ -123,45 +136,72 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
             match report {
                 Report::Catalog(Ok(catalog)) => {
                     catalog_at = Instant::now();
+                    // The index moved: what changed may be an overflow service's.
+                    if listed {
+                        overflow.read_all();
+                    }
                     listed = true;
-                    let selected: HashSet<String> = catalog
+                    let selected: std::collections::BTreeSet<String> = catalog
                         .into_iter()
                         .filter(|(name, tags)| source.config.selects(name, tags))
                         .map(|(name, _)| name)
                         .collect();
+                    let mut forget = |name: &str, state: &mut Services| {
+                        state.remove_service(name);
+                        state.set_unknown(name, false);
+                        unknown_names.remove(name);
+                        unread.remove(name);
+                    };
                     watched.retain(|name, _| {
                         let keep = selected.contains(name);
                         if !keep {
-                            state.remove_service(name);
-                            state.set_unknown(name, false);
-                            unknown_names.remove(name);
-                            unread.remove(name);
+                            forget(name, &mut state);
                         }
                         keep
                     });
+                    let gone: Vec<String> = overflow
+                        .services()
+                        .filter(|n| !selected.contains(*n))
+                        .cloned()
+                        .collect();
+                    for name in gone {
+                        overflow.remove(&name);
+                        forget(&name, &mut state);
+                    }
                     for name in selected {
-                        if !watched.contains_key(&name) {
-                            let token = tasks.child_token();
-                            let task = service_task(
-                                client.clone(),
+                        if watched.contains_key(&name) || overflow.contains(&name) {
+                            continue;
+                        }
+                        unread.insert(name.clone());
+                        if watched.len() < budget.watches {
+                            watched.insert(
                                 name.clone(),
-                                source.config.wait,
-                                reports.clone(),
-                                token.clone(),
+                                start_watch(&client, &name, &source, &reports, &tasks),
                             );
-                            tokio::spawn(task);
-                            watched.insert(name.clone(), token.drop_guard());
-                            unread.insert(name);
+                        } else {
+                            overflow.add(name);
                         }
                     }
+                    // Slots freed by services that left go to overflow services.
+                    while watched.len() < budget.watches
+                        && let Some(name) = overflow.take_first()
+                    {
+                        watched.insert(
+                            name.clone(),
+                            start_watch(&client, &name, &source, &reports, &tasks),
+                        );
+                    }
                 }
+                Report::Checks(Ok(states)) => overflow.checks_changed(states),
+                Report::Checks(Err(error)) => failure = Some(error),
                 Report::Service {
                     name,
                     result: Ok(parsed),
                     ..
                 } => {
+                    overflow.read_done(&name);
                     // A report from a task already stopped is ignored.
-                    if watched.contains_key(&name) {
+                    if watched.contains_key(&name) || overflow.contains(&name) {
                         unread.remove(&name);
                         if unknown_names.remove(&name) {
                             tracing::info!(registry = %source.registry, service = %name, "service readable again");
@@ -174,10 +214,11 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
                     }
                 }
                 Report::Service {
+                    name,
                     sent,
                     result: Err(error),
-                    ..
                 } if sent < catalog_at => {
+                    overflow.read_done(&name);
                     tracing::debug!(registry = %source.registry, "ignoring a failure from before the last catalog answer: {error}");
                 }
                 // One service that cannot be read keeps its own last known state (or,
@@ -188,7 +229,8 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
                     result: Err(error),
                     ..
                 } => {
-                    if watched.contains_key(&name) {
+                    overflow.read_done(&name);
+                    if watched.contains_key(&name) || overflow.contains(&name) {
                         unread.remove(&name);
                         if !unknown_names.contains(&name) {
                             tracing::warn!(
@@ -197,7 +239,7 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
                         }
                         unknown_names.insert(name.clone());
                         state.set_unknown(&name, true);
-                        last_service_error = Some(error);
+                        last_service_error = Some(error.to_string());
                     }
                 }
                 Report::Catalog(Err(error)) => {
@@ -207,12 +249,13 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
             next = inbox.try_recv().ok();
         }
         // Every watched service failing is Consul failing, not one bad service.
-        let all_unknown = !watched.is_empty() && state.unknown_count() == watched.len();
-        if failure.is_none() && all_unknown {
-            failure = last_service_error.take();
-        }
+        let followed = watched.len() + overflow.len();
+        let all_unknown = followed > 0 && state.unknown_count() == followed;
+        let failure = failure
+            .map(|e| e.to_string())
+            .or_else(|| all_unknown.then(|| last_service_error.clone()).flatten());
         if let Some(error) = failure {
-            if emitter.failed(error.to_string()).await.is_err() {
+            if emitter.failed(error).await.is_err() {
                 return;
             }
         } else if listed && unread.is_empty() && emitter.snapshot(&mut state).await.is_err() {
@@ -269,9 +312,28 @@ async fn service_task(
     .await;
 }
 
+/// Starts the blocking query of one service; dropping the guard stops it.
+fn start_watch(
+    client: &Client,
+    name: &str,
+    source: &ConsulSource,
+    reports: &mpsc::Sender<Report>,
+    tasks: &CancellationToken,
+) -> DropGuard {
+    let token = tasks.child_token();
+    tokio::spawn(service_task(
+        client.clone(),
+        name.to_string(),
+        source.config.wait,
+        reports.clone(),
+        token.clone(),
+    ));
+    token.drop_guard()
+}
+
 /// The loop every blocking query runs: ask, report what changed, respect the floor,
 /// back off after a failure and then ask again from index 0.
-async fn follow<T, Q, F>(
+pub(super) async fn follow<T, Q, F>(
     cancel: CancellationToken,
     reports: mpsc::Sender<Report>,
     query: Q,

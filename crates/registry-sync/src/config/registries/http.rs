@@ -22,6 +22,7 @@ pub(super) const CONSUL_KEYS: &[&str] = &[
     "services",
     "tags",
     "wait",
+    "max_connections",
 ];
 pub(super) const EUREKA_KEYS: &[&str] = &[
     "address",
@@ -171,6 +172,21 @@ impl Check<'_> {
             std::time::Duration::from_secs(1)..=MAX_WAIT,
             config.wait,
         )?;
+        if let Some(max) = &r.max_connections {
+            use registry_sync_sources::consul::MIN_MAX_CONNECTIONS;
+            match usize::try_from(max.value) {
+                Ok(n) if (MIN_MAX_CONNECTIONS..=10_000).contains(&n) => config.max_connections = n,
+                _ => {
+                    return Err(self.error(
+                        max.referenced.line(),
+                        "max_connections",
+                        format!(
+                            "must be from {MIN_MAX_CONNECTIONS} to 10000, and stay under Consul's `limits.http_max_conns_per_client` (200 by default)"
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(SourceConfig::Consul(Box::new(config)))
     }
 
