@@ -46,6 +46,8 @@ pub mod zookeeper;
 ))]
 // A build with fewer registries uses only part of it.
 #[cfg_attr(not(all(feature = "etcd", feature = "zookeeper")), allow(dead_code))]
+#[cfg(test)]
+mod arbitrary;
 mod emit;
 #[cfg(any(feature = "consul", feature = "eureka"))]
 mod http;

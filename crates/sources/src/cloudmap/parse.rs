@@ -173,6 +173,28 @@ fn shorten(raw: &str) -> String {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn cloud_map_attributes_of_any_shape_never_panic(
+            attributes in proptest::collection::hash_map(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("AWS_INSTANCE_IPV4".to_string()),
+                    proptest::strategy::Just("AWS_INSTANCE_IPV6".to_string()),
+                    proptest::strategy::Just("AWS_INSTANCE_CNAME".to_string()),
+                    proptest::strategy::Just("AWS_INSTANCE_PORT".to_string()),
+                    proptest::strategy::Just("AVAILABILITY_ZONE".to_string()),
+                    ".{0,12}",
+                ],
+                ".{0,80}",
+                0..6,
+            ),
+            healthy in proptest::prelude::any::<bool>(),
+            id in ".{0,30}",
+        ) {
+            let _ = instance(&ORIGIN, &id, &attributes, healthy);
+        }
+    }
+
     const ORIGIN: Origin<'static> = Origin {
         registry: "aws",
         service: "demo.local/orders",

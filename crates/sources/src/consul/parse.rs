@@ -269,6 +269,20 @@ mod tests {
 
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn consul_answers_of_any_shape_never_panic(body in crate::arbitrary::bytes(), entries in proptest::collection::vec(crate::arbitrary::json(), 0..4)) {
+            let _ = catalog(&body);
+            let _ = check_states(&body);
+            let _ = health("c", "web", &body, &filter());
+            let shaped: Vec<Value> = entries
+                .into_iter()
+                .map(|v| serde_json::json!({"Node": v.clone(), "Service": v.clone(), "Checks": [v]}))
+                .collect();
+            let _ = health("c", "web", Value::Array(shaped).to_string().as_bytes(), &filter());
+        }
+    }
+
     fn filter() -> Filter {
         Filter {
             health: vec![CheckStatus::Passing],

@@ -215,6 +215,16 @@ fn json_fields(fields: &JsonFields, value: &Value) -> Result<Fields, String> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn etcd_keys_and_values_of_any_shape_never_panic(key in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), value in crate::arbitrary::bytes()) {
+            for layout in [naming(), Layout::new("kv", "/services/", ValueFormat::Json(JsonFields::default()))] {
+                let _ = layout.place(&key);
+                let _ = layout.item("orders", "1", &value);
+            }
+        }
+    }
+
     fn naming() -> Layout {
         Layout::new("kv", "/services/", ValueFormat::NamingEndpoints)
     }

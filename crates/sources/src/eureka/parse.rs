@@ -171,6 +171,15 @@ mod tests {
 
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn eureka_answers_of_any_shape_never_panic(body in crate::arbitrary::bytes(), app in crate::arbitrary::json(), instance in crate::arbitrary::json()) {
+            let _ = applications("e", &body, &config());
+            let shaped = json!({"applications": {"apps__hashcode": "UP_1_", "application": [app, {"name": "A", "instance": instance}]}});
+            let _ = applications("e", shaped.to_string().as_bytes(), &config());
+        }
+    }
+
     fn config() -> EurekaConfig {
         EurekaConfig::new("http://127.0.0.1:8761/eureka")
     }

@@ -180,6 +180,25 @@ mod tests {
 
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn nacos_answers_and_instances_of_any_shape_never_panic(
+            body in crate::arbitrary::bytes(),
+            ip in ".{0,40}",
+            port in proptest::prelude::any::<i32>(),
+            raw_weight in proptest::prelude::any::<f64>(),
+            metadata in proptest::collection::hash_map(".{0,10}", ".{0,300}", 0..5),
+        ) {
+            let _ = catalog_page(&body);
+            let _ = login_answer(&body);
+            let _ = weight(raw_weight);
+            let mut raw = raw(&ip, port);
+            raw.weight = raw_weight;
+            raw.metadata = metadata;
+            let _ = instance("n", &orders(), &raw);
+        }
+    }
+
     fn raw(ip: &str, port: i32) -> ServiceInstance {
         ServiceInstance {
             instance_id: None,

@@ -115,6 +115,13 @@ fn instance(id: &str, value: &Value) -> Result<Instance, String> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn curator_payloads_of_any_shape_never_panic(data in crate::arbitrary::bytes(), id in ".{0,20}") {
+            let _ = item("zk", "orders", &id, &data);
+        }
+    }
+
     const SPRING: &str = r#"{"name":"orders","id":"a1","address":"10.0.0.1","port":8080,"sslPort":8443,
         "payload":{"@class":"org.springframework.cloud.zookeeper.discovery.ZookeeperInstance",
                    "id":"orders","name":"orders","metadata":{"instance_status":"UP","version":"v1"}},

@@ -165,6 +165,15 @@ impl<'u> ProviderUrl<'u> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn provider_nodes_of_any_text_never_panic(node in ".{0,120}", url in "[a-z]{1,6}://[^/?]{0,30}(/[a-zA-Z.]{0,20})?(\\?[a-z=&%0-9]{0,40})?") {
+            let _ = item("zk", "a.B", &node);
+            let encoded = percent_encoding::utf8_percent_encode(&url, percent_encoding::NON_ALPHANUMERIC).to_string();
+            let _ = item("zk", "a.B", &encoded);
+        }
+    }
+
     fn encode(url: &str) -> String {
         percent_encoding::utf8_percent_encode(url, percent_encoding::NON_ALPHANUMERIC).to_string()
     }

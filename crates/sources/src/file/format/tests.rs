@@ -353,3 +353,11 @@ fn arbitrary_bytes_never_panic() {
         let _ = parse("files", bytes);
     }
 }
+
+proptest::proptest! {
+    #[test]
+    fn service_files_of_any_content_never_panic(body in crate::arbitrary::bytes(), text in "(services:\n)?( {0,4}[-a-z_]{0,10}:? ?[\\[{]?[a-z0-9.:]{0,12}[\\]}]?\n){0,12}") {
+        let _ = parse("files", &body);
+        let _ = parse("files", text.as_bytes());
+    }
+}
