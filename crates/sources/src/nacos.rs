@@ -55,7 +55,6 @@ mod paging;
 mod parse;
 mod watch;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use registry_sync_catalog::RegistrySnapshot;
@@ -195,10 +194,7 @@ impl NacosSource {
         let services = client.services().await?;
         let read = watch::read(&client, services.into_iter().collect(), None).await?;
         let mut state = Services::new(&self.registry);
-        for (service, instances) in read {
-            let items: BTreeMap<_, _> = watch::items(&self.registry, &service, &instances);
-            state.replace_scoped_service(&service.key(), service.namespace(), &service.name, items);
-        }
+        watch::apply_read(&self.registry, &mut state, read);
         Ok(state.snapshot())
     }
 

@@ -32,9 +32,9 @@ pub(crate) struct Services {
     services: BTreeMap<String, Entry>,
     /// Items that belong to no service (a key outside the layout), by their key.
     orphans: BTreeMap<String, Skipped>,
-    /// Services (by key here) that exist but could not be read this time; see
-    /// [`RegistrySnapshot::unknown`].
-    unknown: std::collections::BTreeSet<String>,
+    /// Services (by key here) that exist but could not be read this time, with the key
+    /// they are known by downstream; see [`RegistrySnapshot::unknown`].
+    unknown: BTreeMap<String, ServiceKey>,
     /// Something changed since the last snapshot.
     dirty: bool,
 }
@@ -45,19 +45,36 @@ impl Services {
             registry: registry.to_string(),
             services: BTreeMap::new(),
             orphans: BTreeMap::new(),
-            unknown: std::collections::BTreeSet::new(),
+            unknown: BTreeMap::new(),
             dirty: true,
         }
     }
 
-    /// Marks a service as unreadable this time (`true`) or readable again.
+    /// Marks a service (unscoped: its key is its name) as unreadable this time (`true`)
+    /// or readable again.
     pub(crate) fn set_unknown(&mut self, service: &str, unknown: bool) {
-        let changed = if unknown {
-            self.unknown.insert(service.to_string())
+        if unknown {
+            let key = ServiceKey {
+                namespace: None,
+                name: service.to_string(),
+            };
+            self.mark_unknown(service, key);
         } else {
-            self.unknown.remove(service)
-        };
-        self.dirty |= changed;
+            self.clear_unknown(service);
+        }
+    }
+
+    /// Marks a service as unreadable this time; `as_key` is how downstream knows it.
+    pub(crate) fn mark_unknown(&mut self, service: &str, as_key: ServiceKey) {
+        if self.unknown.insert(service.to_string(), as_key).is_none() {
+            self.dirty = true;
+        }
+    }
+
+    pub(crate) fn clear_unknown(&mut self, service: &str) {
+        if self.unknown.remove(service).is_some() {
+            self.dirty = true;
+        }
     }
 
     pub(crate) fn unknown_count(&self) -> usize {
@@ -131,6 +148,7 @@ impl Services {
         if self.services.remove(service).is_some() {
             self.dirty = true;
         }
+        self.clear_unknown(service);
     }
 
     #[cfg(any(feature = "dns", feature = "consul", feature = "eureka"))]
@@ -260,19 +278,7 @@ impl Services {
             skipped.extend(refused.iter().cloned());
         }
         self.dirty = false;
-        let unknown = self.unknown.iter().map(|service| {
-            let scope = self.services.get(service).and_then(|e| e.scope.as_ref());
-            match scope {
-                Some((namespace, name)) => ServiceKey {
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                },
-                None => ServiceKey {
-                    namespace: None,
-                    name: service.clone(),
-                },
-            }
-        });
+        let unknown = self.unknown.values().cloned();
         RegistrySnapshot::from_shared(&self.registry, services, skipped).with_unknown(unknown)
     }
 }

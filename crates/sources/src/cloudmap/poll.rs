@@ -108,7 +108,9 @@ impl Poller {
         }
 
         let mut first_error = None;
+        let (mut checked, mut failed) = (0usize, 0usize);
         while let Some(joined) = checks.join_next().await {
+            checked += 1;
             let (key, namespace, service, outcome) = match joined {
                 Ok(read) => read,
                 Err(error) => {
@@ -120,6 +122,9 @@ impl Poller {
                     continue;
                 }
             };
+            if outcome.is_ok() {
+                self.state.clear_unknown(&key);
+            }
             match outcome {
                 Ok(Outcome::Unchanged) => {}
                 Ok(Outcome::Read(instances)) => {
@@ -141,14 +146,27 @@ impl Poller {
                     );
                 }
                 Ok(Outcome::Gone) => self.forget(&key),
+                // One service that cannot be read keeps its last state (or, never read,
+                // is unknown, so nothing of it is deleted); the others move on.
                 Err(error) => {
+                    failed += 1;
+                    if !self.known.contains_key(&key) {
+                        self.state.mark_unknown(
+                            &key,
+                            registry_sync_catalog::ServiceKey {
+                                namespace: Some(namespace.name.clone()),
+                                name: service.name.clone(),
+                            },
+                        );
+                    }
+                    tracing::warn!("{error}; keeping the last known state of {key}, the others sync on");
                     first_error.get_or_insert(error);
                 }
             }
         }
         match first_error {
-            Some(error) => Err(error),
-            None => Ok(()),
+            Some(error) if failed == checked => Err(error),
+            _ => Ok(()),
         }
     }
 

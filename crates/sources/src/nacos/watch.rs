@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use nacos_sdk::api::naming::{NamingChangeEvent, NamingEventListener, ServiceInstance};
+use registry_sync_catalog::ServiceKey;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -57,11 +58,27 @@ pub(super) fn items(
 /// Reads the instances of `services`, a bounded number at a time, subscribing each one
 /// first when a listener is given (so no change falls between the read and the
 /// subscription). The first failure ends the read.
+/// What reading a set of services gave: the services read, and those that failed.
+pub(super) struct Read {
+    pub ok: Vec<(ServiceName, Vec<ServiceInstance>)>,
+    pub failed: Vec<(ServiceName, NacosError)>,
+}
+
+impl Read {
+    /// One service failing is that service's problem; every one failing is Nacos's.
+    pub(super) fn or_all_failed(mut self) -> Result<Read, NacosError> {
+        if self.ok.is_empty() && !self.failed.is_empty() {
+            return Err(self.failed.swap_remove(0).1);
+        }
+        Ok(self)
+    }
+}
+
 pub(super) async fn read(
     client: &Client,
     services: Vec<ServiceName>,
     listener: Option<&Arc<dyn NamingEventListener>>,
-) -> Result<Vec<(ServiceName, Vec<ServiceInstance>)>, NacosError> {
+) -> Result<Read, NacosError> {
     let semaphore = Arc::new(Semaphore::new(READ_CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
     for service in services {
@@ -70,25 +87,60 @@ pub(super) async fn read(
         let listener = listener.cloned();
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await;
-            if let Some(listener) = listener {
-                client.subscribe(&service, listener).await?;
+            let result = async {
+                if let Some(listener) = listener {
+                    client.subscribe(&service, listener).await?;
+                }
+                client.instances(&service).await
             }
-            let instances = client.instances(&service).await?;
-            Ok::<_, NacosError>((service, instances))
+            .await;
+            (service, result)
         });
     }
-    let mut read = Vec::new();
+    let mut read = Read {
+        ok: Vec::new(),
+        failed: Vec::new(),
+    };
     while let Some(joined) = tasks.join_next().await {
         // A read that panicked or was cancelled is no answer about its service: skipping
         // it would drop the service from the listing, and `once` would delete it.
-        let result = joined.map_err(|error| NacosError::Internal {
+        let (service, result) = joined.map_err(|error| NacosError::Internal {
             registry: client.registry().to_string(),
             action: "reading a service's instances".into(),
             error: error.to_string(),
         })?;
-        read.push(result?);
+        match result {
+            Ok(instances) => read.ok.push((service, instances)),
+            Err(error) => read.failed.push((service, error)),
+        }
     }
-    Ok(read)
+    read.or_all_failed()
+}
+
+/// Applies what a read gave to the state: services read replace theirs; a service that
+/// failed keeps its last state or, never read, is marked unknown.
+pub(super) fn apply_read(registry: &str, state: &mut Services, read: Read) -> Vec<ServiceName> {
+    for (service, instances) in read.ok {
+        let items = items(registry, &service, &instances);
+        state.clear_unknown(&service.key());
+        state.replace_scoped_service(&service.key(), service.namespace(), &service.name, items);
+    }
+    let mut failed = Vec::new();
+    for (service, error) in read.failed {
+        tracing::warn!(
+            "{error}; keeping the last known state of {}, the others sync on",
+            service.key()
+        );
+        state.mark_unknown(
+            &service.key(),
+            ServiceKey {
+                namespace: service.namespace().map(str::to_string),
+                name: service.name.clone(),
+            },
+        );
+        failed.push(service);
+    }
+    failed
 }
 
 struct Watch {
@@ -101,12 +153,9 @@ struct Watch {
 }
 
 impl Watch {
-    fn apply(&mut self, read: Vec<(ServiceName, Vec<ServiceInstance>)>) {
-        for (service, instances) in read {
-            let items = items(&self.source.registry, &service, &instances);
-            self.state
-                .replace_scoped_service(&service.key(), service.namespace(), &service.name, items);
-        }
+    /// Applies a read; returns the services that failed.
+    fn apply(&mut self, read: Read) -> Vec<ServiceName> {
+        apply_read(&self.source.registry, &mut self.state, read)
     }
 
     /// Lists the services; subscribes to and reads the new ones (every one with
@@ -120,8 +169,12 @@ impl Watch {
             listed.difference(&self.subscribed).cloned().collect()
         };
         let read = read(&self.client, to_read, Some(&self.listener)).await?;
-        self.apply(read);
+        // A service that failed is read again at the next listing, as a new one.
+        let failed = self.apply(read);
         self.subscribed = listed;
+        for service in failed {
+            self.subscribed.remove(&service);
+        }
         for service in gone {
             self.state.remove_service(&service.key());
             if let Err(error) = self
@@ -232,7 +285,12 @@ async fn follow(
             };
             match reread {
                 Ok(services) => {
-                    watch.apply(services);
+                    // A service whose re-read failed keeps its last state; everything
+                    // is read again after the backoff.
+                    if !watch.apply(services).is_empty() {
+                        failing = true;
+                        next_sync = next_sync.min(Instant::now() + backoff.next_delay());
+                    }
                     emitter.snapshot(&mut watch.state).await?;
                 }
                 Err(error) => {
@@ -252,6 +310,46 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    fn timeout() -> NacosError {
+        NacosError::Timeout {
+            registry: "n".into(),
+            address: "127.0.0.1:8848".into(),
+            action: "the instances of payments".into(),
+        }
+    }
+
+    #[test]
+    fn a_service_that_fails_to_read_is_unknown_and_the_others_are_applied() {
+        let orders = ServiceName::parse("DEFAULT_GROUP", "orders");
+        let payments = ServiceName::parse("team-a", "payments");
+        let read = Read {
+            ok: vec![(orders.clone(), vec![raw(None, "10.0.0.1")])],
+            failed: vec![(payments, timeout())],
+        }
+        .or_all_failed()
+        .expect("one failure is not the registry's");
+        let mut state = Services::new("n");
+        let failed = apply_read("n", &mut state, read);
+        assert_eq!(failed.len(), 1);
+        let snapshot = state.snapshot();
+        assert_eq!(snapshot.services().len(), 1);
+        assert_eq!(
+            snapshot.unknown,
+            [ServiceKey {
+                namespace: Some("team-a".into()),
+                name: "payments".into()
+            }]
+        );
+        let all_failed = Read {
+            ok: Vec::new(),
+            failed: vec![(orders, timeout())],
+        };
+        assert!(
+            all_failed.or_all_failed().is_err(),
+            "every service failing is Nacos failing"
+        );
+    }
 
     fn raw(id: Option<&str>, ip: &str) -> ServiceInstance {
         ServiceInstance {
