@@ -27,6 +27,9 @@ pub(crate) struct FaultState {
     latency: Mutex<Duration>,
     throttle: Mutex<Throttle>,
     failing_writes: AtomicU64,
+    /// Fail this share of writes, in millionths, chosen by a seeded sequence.
+    failing_writes_share: AtomicU64,
+    write_draws: AtomicU64,
     paused: watch::Sender<bool>,
     /// Bumped to drop every open watch stream.
     pub drops: watch::Sender<u64>,
@@ -38,6 +41,8 @@ impl Default for FaultState {
             latency: Mutex::new(Duration::ZERO),
             throttle: Mutex::new(Throttle::default()),
             failing_writes: AtomicU64::new(0),
+            failing_writes_share: AtomicU64::new(0),
+            write_draws: AtomicU64::new(0),
             paused: watch::channel(false).0,
             drops: watch::channel(0).0,
         }
@@ -63,9 +68,27 @@ impl FaultState {
     }
 
     fn take_write_failure(&self) -> bool {
-        self.failing_writes
+        if self
+            .failing_writes
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
+        {
+            return true;
+        }
+        let share = self.failing_writes_share.load(Ordering::Relaxed);
+        if share == 0 {
+            return false;
+        }
+        // A fixed pseudo-random sequence (splitmix64): the same run each time, and no
+        // lockstep with a client's retries.
+        let mut x = self
+            .write_draws
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        x % 1_000_000 < share
     }
 
     /// Waits while the server is paused.
@@ -111,6 +134,16 @@ impl Faults {
         self.shared.faults.failing_writes.store(writes, Ordering::SeqCst);
     }
 
+    /// Answers a `fraction` (0.0–1.0) of write requests with `500 InternalError`, picked
+    /// by a fixed pseudo-random sequence. 0.0 stops it.
+    pub fn fail_writes_fraction(&self, fraction: f64) {
+        let share = (fraction.clamp(0.0, 1.0) * 1_000_000.0).round() as u64;
+        self.shared
+            .faults
+            .failing_writes_share
+            .store(share, Ordering::Relaxed);
+    }
+
     /// Cuts every open watch stream now, mid-response (the client sees the connection
     /// end without the final chunk), as when an API server restarts.
     pub fn drop_watches(&self) {
@@ -141,6 +174,7 @@ impl Faults {
         self.throttle_next(0, 0);
         self.throttle_fraction(0.0, 0);
         self.fail_next_writes(0);
+        self.fail_writes_fraction(0.0);
         self.resume();
     }
 }

@@ -7,7 +7,7 @@
 //! the registries say, how many deletions happened (want 0: no scenario removes a
 //! service), and how many writes a restart caused (want: only what was missing).
 //!
-//! `FAULTS_SERVICES` (default 500, three instances each) sets the estate's size.
+//! `FAULTS_SERVICES` (default 2,000, three instances each) sets the estate's size.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -23,7 +23,7 @@ fn services() -> usize {
     std::env::var("FAULTS_SERVICES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(500)
+        .unwrap_or(2_000)
 }
 
 /// The services file: `n` services, three instances each, plus `malformed` broken
@@ -87,7 +87,7 @@ impl Workspace {
             .args(["run", "--config"])
             .arg(self.path().join("sync.yaml"))
             .current_dir(self.path())
-            .env("RUST_LOG", "error")
+            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(
@@ -183,49 +183,85 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A cold sync while the stand-in throttles 20 % of requests, fails `write_share` of
+/// writes with 500 and cuts every watch every `cut_every_ms` (resumes get 410).
+fn api_faults(
+    runtime: &tokio::runtime::Runtime,
+    n: usize,
+    scenario: &'static str,
+    write_share: f64,
+    cut_every_ms: u64,
+) -> Row {
+    let server = runtime.block_on(StandIn::start());
+    let ws = Workspace::new(&server, FILE_REGISTRY);
+    ws.write_services(&services_file(n, 8080, 0));
+    server.faults().throttle_fraction(0.2, 0);
+    server.faults().fail_writes_fraction(write_share);
+    server.faults().set_history_limit(10);
+    let started = Instant::now();
+    let child = ws.run();
+    let faults = server.faults();
+    let mut cuts = 0;
+    let mut next_cut = Duration::from_millis(cut_every_ms / 2);
+    let converged = loop {
+        if converged_now(&server, n, 8080) {
+            break Some(started.elapsed());
+        }
+        let now = started.elapsed();
+        if now > CONVERGE_LIMIT {
+            break None;
+        }
+        if now >= next_cut {
+            faults.drop_watches();
+            cuts += 1;
+            next_cut += Duration::from_millis(cut_every_ms);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    faults.clear();
+    let present = entries_at(&server, 8080);
+    stop(child);
+    if converged.is_none() {
+        let log = std::fs::read_to_string(ws.path().join("run.log")).unwrap_or_default();
+        eprintln!("{scenario}: {present} of {n} entries after {CONVERGE_LIMIT:?}; the run's log:");
+        for line in log.lines().take(60) {
+            eprintln!("  {line}");
+        }
+    }
+    Row {
+        scenario,
+        faults: format!(
+            "20 % of requests 429, {:.0} % of writes 500, {cuts} watch cuts, 410 on resume",
+            write_share * 100.0
+        ),
+        converged,
+        deletions: server.counts().get(Verb::Delete),
+        writes_after_restart: None,
+    }
+}
+
 fn main() {
     let runtime = rt();
     let n = services();
     let mut rows = Vec::new();
 
-    // 1. API faults during a cold sync: 20 % of requests throttled, writes failing in
-    // bursts, every watch cut each second with a tiny history so resumes get 410.
-    {
-        let server = runtime.block_on(StandIn::start());
-        let ws = Workspace::new(&server, FILE_REGISTRY);
-        ws.write_services(&services_file(n, 8080, 0));
-        server.faults().throttle_fraction(0.2, 0);
-        server.faults().set_history_limit(10);
-        let started = Instant::now();
-        let child = ws.run();
-        let faults = server.faults();
-        let mut cuts = 0;
-        let mut failed_writes = 0;
-        let converged = loop {
-            if converged_now(&server, n, 8080) {
-                break Some(started.elapsed());
-            }
-            if started.elapsed() > CONVERGE_LIMIT {
-                break None;
-            }
-            faults.fail_next_writes(5);
-            failed_writes += 5;
-            faults.drop_watches();
-            cuts += 1;
-            std::thread::sleep(Duration::from_secs(1));
-        };
-        faults.clear();
-        rows.push(Row {
-            scenario: "API faults during a cold sync",
-            faults: format!(
-                "20 % of requests 429, {failed_writes} writes 500, {cuts} watch cuts, 410 on resume"
-            ),
-            converged,
-            deletions: server.counts().get(Verb::Delete),
-            writes_after_restart: None,
-        });
-        stop(child);
-    }
+    // 1. API faults during a cold sync: 20 % of requests throttled, a share of writes
+    // failing, watches cut with a tiny history so resumes get 410 — at 20 % and at a
+    // heavy 50 % with a cut every 250 ms.
+    rows.push(api_faults(
+        &runtime,
+        n,
+        "API faults during a cold sync",
+        0.2,
+        2000,
+    ));
+    rows.push(api_faults(
+        &runtime,
+        n,
+        "heavy API faults during a cold sync",
+        0.5,
+        250,
+    ));
 
     // 2. kill -9 in the middle of a cold sync, then a restart.
     {
@@ -265,15 +301,15 @@ fn main() {
         converge(&server, n, 8080, Instant::now());
         stop(child);
         let before = server.counts().writes();
-        let started = Instant::now();
         let child = ws.run();
         // Converged already; give the restarted run time to (not) write.
         std::thread::sleep(Duration::from_secs(3));
         let writes = server.counts().writes() - before;
+        let started = Instant::now();
         ws.write_services(&services_file(n, 9090, 0));
         let converged = converge(&server, n, 9090, started);
         rows.push(Row {
-            scenario: "restart of a converged run, then every port changes",
+            scenario: "restart of a converged run, then every port changes (seconds from the change)",
             faults: "SIGTERM and restart".into(),
             converged,
             deletions: server.counts().get(Verb::Delete),
@@ -305,11 +341,12 @@ fn main() {
             std::thread::sleep(Duration::from_secs(10));
             let kept = server.objects(Resource::ServiceEntry).len();
             etcd.resume();
-            let started = Instant::now();
             runtime.block_on(put_services(&etcd.url(), n, 9090));
+            // From the last write of the changed estate.
+            let started = Instant::now();
             let converged = converge(&server, n, 9090, started);
             rows.push(Row {
-                scenario: "etcd stopped for 10 s, started, every port changes",
+                scenario: "etcd stopped for 10 s, started, every port changes (seconds from the last write)",
                 faults: format!("registry down 10 s ({kept} of {n} entries kept meanwhile)"),
                 converged,
                 deletions: server.counts().get(Verb::Delete),
