@@ -30,6 +30,8 @@ pub(crate) struct FaultState {
     /// Fail this share of writes, in millionths, chosen by a seeded sequence.
     failing_writes_share: AtomicU64,
     write_draws: AtomicU64,
+    /// Object names an admission webhook refuses writes of, with its reason.
+    denied: Mutex<std::collections::BTreeMap<String, String>>,
     paused: watch::Sender<bool>,
     /// Bumped to drop every open watch stream.
     pub drops: watch::Sender<u64>,
@@ -43,6 +45,7 @@ impl Default for FaultState {
             failing_writes: AtomicU64::new(0),
             failing_writes_share: AtomicU64::new(0),
             write_draws: AtomicU64::new(0),
+            denied: Mutex::new(std::collections::BTreeMap::new()),
             paused: watch::channel(false).0,
             drops: watch::channel(0).0,
         }
@@ -144,6 +147,12 @@ impl Faults {
             .store(share, Ordering::Relaxed);
     }
 
+    /// A validating admission webhook (`policy.example.com`) refuses every write of an
+    /// object named `name` with `reason` (`403`), until [`Faults::clear`].
+    pub fn deny_admission(&self, name: &str, reason: &str) {
+        lock(&self.shared.faults.denied).insert(name.to_string(), reason.to_string());
+    }
+
     /// Cuts every open watch stream now, mid-response (the client sees the connection
     /// end without the final chunk), as when an API server restarts.
     pub fn drop_watches(&self) {
@@ -175,6 +184,7 @@ impl Faults {
         self.throttle_fraction(0.0, 0);
         self.fail_next_writes(0);
         self.fail_writes_fraction(0.0);
+        lock(&self.shared.faults.denied).clear();
         self.resume();
     }
 }
@@ -195,6 +205,12 @@ pub(crate) async fn layer(State(shared): State<Arc<Shared>>, req: Request, next:
     }
     if let Some(retry_after) = shared.faults.take_throttle() {
         return ApiError::too_many_requests(retry_after).into_response();
+    }
+    if class.as_ref().is_some_and(|(verb, _)| verb.is_write()) {
+        let name = req.uri().path().rsplit('/').next().unwrap_or_default();
+        if let Some(reason) = lock(&shared.faults.denied).get(name) {
+            return ApiError::denied_by_webhook("policy.example.com", reason).into_response();
+        }
     }
     if class.as_ref().is_some_and(|(verb, _)| verb.is_write()) && shared.faults.take_write_failure() {
         return ApiError::internal("etcdserver: request timed out (injected fault)").into_response();

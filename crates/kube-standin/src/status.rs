@@ -134,6 +134,16 @@ impl ApiError {
         self.with_details(json!({"name": name, "group": resource.group(), "kind": resource.plural()}))
     }
 
+    /// A validating admission webhook said no: `403` with the webhook's name and reason,
+    /// as the API server relays it.
+    pub(crate) fn denied_by_webhook(webhook: &str, reason: &str) -> ApiError {
+        ApiError::new(
+            403,
+            "Forbidden",
+            format!("admission webhook \"{webhook}\" denied the request: {reason}"),
+        )
+    }
+
     pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)
     }

@@ -511,6 +511,9 @@ fn describe(write: &Write, error: &WriteError) -> String {
     };
     let hint = match error {
         WriteError::NotLeader => "another replica leads now",
+        WriteError::Api(e) if e.to_string().contains("admission webhook") => {
+            "an admission webhook refused the object (its reason is above); the other objects are written, and this one is tried again on the next pass"
+        }
         WriteError::Api(e) => match status_code(e) {
             Some(403) => "grant registry-sync this verb on this resource in this namespace (RBAC)",
             Some(404) => "does the namespace exist, and are the Istio CRDs installed?",

@@ -221,6 +221,44 @@ async fn an_update_never_lands_on_an_object_someone_replaced_since_it_was_planne
 }
 
 #[tokio::test]
+async fn an_object_an_admission_webhook_refuses_is_reported_and_the_others_are_written() {
+    let server = StandIn::start().await;
+    let mut sink = connect(&server).await;
+    server
+        .faults()
+        .deny_admission("b", "ServiceEntries must not name hosts outside the allow-list");
+    let objects = [
+        entry("a", &["10.0.0.1"]),
+        entry("b", &["10.0.0.2"]),
+        entry("c", &["10.0.0.3"]),
+    ];
+    sink.refresh().await;
+    let first = plan(&desired(&objects), sink.held(), &Owner::new("default"), &scope());
+    let report = sink.apply(&first).await.unwrap();
+    assert_eq!(report.created, 2, "{report:?}");
+    assert_eq!(report.failed.len(), 1);
+    let (key, error) = &report.failed[0];
+    assert_eq!(key.name, "b");
+    assert!(
+        error.contains("denied the request") && error.contains("allow-list"),
+        "{error}"
+    );
+    assert!(
+        error.contains("an admission webhook refused"),
+        "the hint says what happened: {error}"
+    );
+    assert_eq!(server.counts().get(Verb::Delete), 0);
+
+    // The next pass retries only the refused object.
+    sink.refresh().await;
+    let second = plan(&desired(&objects), sink.held(), &Owner::new("default"), &scope());
+    assert_eq!((second.creates.len(), second.unchanged), (1, 2), "{second:?}");
+    server.faults().clear();
+    let report = sink.apply(&second).await.unwrap();
+    assert_eq!((report.created, report.failed.len()), (1, 0));
+}
+
+#[tokio::test]
 async fn transient_faults_are_retried_until_the_writes_land() {
     let server = StandIn::start().await;
     let mut sink = connect(&server).await;
