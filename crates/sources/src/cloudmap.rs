@@ -89,14 +89,8 @@ impl CloudMapConfig {
 /// check; none carries credentials (access key ids in AWS error texts are replaced).
 #[derive(Debug, thiserror::Error)]
 pub enum CloudMapError {
-    #[error(
-        "registry {registry:?}: a read task ({action}) ended unexpectedly: {error}; the last known state is kept and the read is retried (this is a bug of registry-sync: please report it)"
-    )]
-    Internal {
-        registry: String,
-        action: String,
-        error: String,
-    },
+    #[error(transparent)]
+    Internal(#[from] crate::ReadTaskError),
     #[error(
         "registry {registry:?}: no AWS region is configured; set `region`, or AWS_REGION, or a region in the AWS profile"
     )]

@@ -138,14 +138,8 @@ impl ConsulConfig {
 /// carries the token.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsulError {
-    #[error(
-        "registry {registry:?}: a read task ({action}) ended unexpectedly: {error}; the last known state is kept and the read is retried (this is a bug of registry-sync: please report it)"
-    )]
-    Internal {
-        registry: String,
-        action: String,
-        error: String,
-    },
+    #[error(transparent)]
+    Internal(#[from] crate::ReadTaskError),
     #[error("registry {registry:?}: {error}; check `token_file` or `token_env`")]
     Token { registry: String, error: SecretError },
     #[error("registry {registry:?}: cannot read the CA file {}: {error}; check `ca_file`", path.display())]
@@ -251,10 +245,8 @@ impl ConsulSource {
         while let Some(joined) = tasks.join_next().await {
             // A read that panicked or was cancelled is no answer about its service: the
             // listing would lack it, and `once` would delete it.
-            let (name, answer) = joined.map_err(|error| ConsulError::Internal {
-                registry: self.registry.clone(),
-                action: "reading a service's health".into(),
-                error: error.to_string(),
+            let (name, answer) = joined.map_err(|error| {
+                crate::ReadTaskError::new(&self.registry, "reading a service's health", &error)
             })?;
             match answer {
                 Ok(answer) => {

@@ -17,6 +17,8 @@
 
 use registry_sync_catalog::RegistrySnapshot;
 
+#[cfg(test)]
+mod arbitrary;
 #[cfg(feature = "file")]
 pub mod file;
 
@@ -46,8 +48,6 @@ pub mod zookeeper;
 ))]
 // A build with fewer registries uses only part of it.
 #[cfg_attr(not(all(feature = "etcd", feature = "zookeeper")), allow(dead_code))]
-#[cfg(test)]
-mod arbitrary;
 mod emit;
 #[cfg(any(feature = "consul", feature = "eureka"))]
 mod http;
@@ -81,6 +81,30 @@ pub mod secret;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+/// A read task that panicked or was cancelled: no answer about the service it read,
+/// which must therefore neither vanish from the listing nor be deleted. Shared by the
+/// sources that read services in parallel tasks.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "registry {registry:?}: a read task ({action}) ended unexpectedly: {error}; the last known state is kept and the read is retried (this is a bug of registry-sync: please report it)"
+)]
+pub struct ReadTaskError {
+    pub registry: String,
+    pub action: &'static str,
+    pub error: String,
+}
+
+impl ReadTaskError {
+    #[cfg(any(feature = "consul", feature = "nacos", feature = "cloudmap"))]
+    pub(crate) fn new(registry: &str, action: &'static str, error: &tokio::task::JoinError) -> ReadTaskError {
+        ReadTaskError {
+            registry: registry.to_string(),
+            action,
+            error: error.to_string(),
+        }
+    }
+}
 
 /// What a source tells the catalog.
 #[derive(Clone, Debug, PartialEq, Eq)]

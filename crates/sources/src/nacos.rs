@@ -121,14 +121,8 @@ impl NacosConfig {
 /// carries the password or the access token.
 #[derive(Debug, thiserror::Error)]
 pub enum NacosError {
-    #[error(
-        "registry {registry:?}: a read task ({action}) ended unexpectedly: {error}; the last known state is kept and the read is retried (this is a bug of registry-sync: please report it)"
-    )]
-    Internal {
-        registry: String,
-        action: String,
-        error: String,
-    },
+    #[error(transparent)]
+    Internal(#[from] crate::ReadTaskError),
     #[error("registry {registry:?}: {error}; check `password_file` or `password_env`")]
     Password { registry: String, error: SecretError },
     #[error(

@@ -578,7 +578,8 @@ pub(crate) fn has_userinfo(address: &str) -> bool {
 }
 
 /// `10s`, `2500ms`, `1m`.
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
     let text = text.trim();
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
     let n: u64 = number.parse().ok()?;

@@ -114,11 +114,11 @@ impl Poller {
             let (key, namespace, service, outcome) = match joined {
                 Ok(read) => read,
                 Err(error) => {
-                    first_error.get_or_insert(CloudMapError::Internal {
-                        registry: self.client.registry().to_string(),
-                        action: "reading a service's instances".into(),
-                        error: error.to_string(),
-                    });
+                    first_error.get_or_insert(CloudMapError::Internal(crate::ReadTaskError::new(
+                        self.client.registry(),
+                        "reading a service's instances",
+                        &error,
+                    )));
                     continue;
                 }
             };

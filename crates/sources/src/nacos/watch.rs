@@ -104,10 +104,8 @@ pub(super) async fn read(
     while let Some(joined) = tasks.join_next().await {
         // A read that panicked or was cancelled is no answer about its service: skipping
         // it would drop the service from the listing, and `once` would delete it.
-        let (service, result) = joined.map_err(|error| NacosError::Internal {
-            registry: client.registry().to_string(),
-            action: "reading a service's instances".into(),
-            error: error.to_string(),
+        let (service, result) = joined.map_err(|error| {
+            crate::ReadTaskError::new(client.registry(), "reading a service's instances", &error)
         })?;
         match result {
             Ok(instances) => read.ok.push((service, instances)),
