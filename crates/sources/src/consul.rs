@@ -242,12 +242,9 @@ impl ConsulSource {
         let mut unknown = Vec::new();
         let mut last_error = None;
         let watched = tasks.len();
-        while let Some(joined) = tasks.join_next().await {
-            // A read that panicked or was cancelled is no answer about its service: the
-            // listing would lack it, and `once` would delete it.
-            let (name, answer) = joined.map_err(|error| {
-                crate::ReadTaskError::new(&self.registry, "reading a service's health", &error)
-            })?;
+        // A read that panicked or was cancelled is no answer about its service: the
+        // listing would lack it, and `once` would delete it.
+        for (name, answer) in crate::join_reads(&self.registry, "reading a service's health", tasks).await? {
             match answer {
                 Ok(answer) => {
                     if let parse::Parsed::Items(items) = answer.body {

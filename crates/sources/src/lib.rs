@@ -106,7 +106,45 @@ impl ReadTaskError {
     }
 }
 
+/// Waits for every read task. One that panicked or was cancelled fails the whole read:
+/// skipping it would leave its service out of the listing as if it were gone.
+#[cfg(any(feature = "consul", feature = "nacos", feature = "cloudmap"))]
+pub(crate) async fn join_reads<T: 'static>(
+    registry: &str,
+    action: &'static str,
+    mut tasks: tokio::task::JoinSet<T>,
+) -> Result<Vec<T>, ReadTaskError> {
+    let mut done = Vec::with_capacity(tasks.len());
+    while let Some(joined) = tasks.join_next().await {
+        done.push(joined.map_err(|error| ReadTaskError::new(registry, action, &error))?);
+    }
+    Ok(done)
+}
+
 /// What a source tells the catalog.
+#[cfg(all(test, feature = "consul"))]
+mod read_tests {
+    #[tokio::test]
+    async fn a_read_task_that_panics_fails_the_read_instead_of_dropping_its_service() {
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async { "orders" });
+        tasks.spawn(async {
+            if true {
+                panic!("a bug in a client");
+            }
+            "payments"
+        });
+        let error = super::join_reads("consul", "reading a service's health", tasks)
+            .await
+            .expect_err("a panicked read is no answer");
+        let text = error.to_string();
+        assert!(
+            text.contains("registry \"consul\"") && text.contains("ended unexpectedly"),
+            "{text}"
+        );
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceEvent {
     /// A complete, successful view of the registry.

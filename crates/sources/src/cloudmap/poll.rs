@@ -109,19 +109,13 @@ impl Poller {
 
         let mut first_error = None;
         let (mut checked, mut failed) = (0usize, 0usize);
-        while let Some(joined) = checks.join_next().await {
+        // A check that panicked or was cancelled fails the round: its service would be
+        // neither read nor known to be unreadable.
+        let registry = self.client.registry().to_string();
+        for (key, namespace, service, outcome) in
+            crate::join_reads(&registry, "reading a service's instances", checks).await?
+        {
             checked += 1;
-            let (key, namespace, service, outcome) = match joined {
-                Ok(read) => read,
-                Err(error) => {
-                    first_error.get_or_insert(CloudMapError::Internal(crate::ReadTaskError::new(
-                        self.client.registry(),
-                        "reading a service's instances",
-                        &error,
-                    )));
-                    continue;
-                }
-            };
             if outcome.is_ok() {
                 self.state.clear_unknown(&key);
             }

@@ -101,12 +101,11 @@ pub(super) async fn read(
         ok: Vec::new(),
         failed: Vec::new(),
     };
-    while let Some(joined) = tasks.join_next().await {
-        // A read that panicked or was cancelled is no answer about its service: skipping
-        // it would drop the service from the listing, and `once` would delete it.
-        let (service, result) = joined.map_err(|error| {
-            crate::ReadTaskError::new(client.registry(), "reading a service's instances", &error)
-        })?;
+    // A read that panicked or was cancelled is no answer about its service: skipping it
+    // would drop the service from the listing, and `once` would delete it.
+    for (service, result) in
+        crate::join_reads(client.registry(), "reading a service's instances", tasks).await?
+    {
         match result {
             Ok(instances) => read.ok.push((service, instances)),
             Err(error) => read.failed.push((service, error)),

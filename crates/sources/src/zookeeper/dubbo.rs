@@ -65,7 +65,10 @@ struct ProviderUrl<'u> {
 impl<'u> ProviderUrl<'u> {
     fn parse(url: &'u str) -> Result<ProviderUrl<'u>, String> {
         let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(format!("{url:?} is not a provider URL (no scheme://)"));
+            // Not echoed whole: what stands before an `@` may be credentials.
+            let shown = url.rsplit_once('@').map_or(url, |(_, host)| host);
+            let shown: String = shown.chars().take(80).collect();
+            return Err(format!("{shown:?} is not a provider URL (no scheme://)"));
         };
         if scheme.is_empty()
             || !scheme
@@ -238,6 +241,25 @@ mod tests {
             instance.labels.get("application").map(String::as_str),
             Some("my app")
         );
+    }
+
+    #[test]
+    fn credentials_in_a_provider_url_reach_neither_labels_nor_reasons() {
+        let encoded = |url: &str| {
+            percent_encoding::utf8_percent_encode(url, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let good = item(
+            "zk",
+            "a.B",
+            &encoded("dubbo://admin:hunter2@10.0.0.1:20880/a.B?token=s3cret&version=1"),
+        )
+        .expect("a provider")
+        .expect("an instance");
+        assert!(!format!("{good:?}").contains("hunter2"), "{good:?}");
+        let bad = item("zk", "a.B", &encoded("admin:hunter2@10.0.0.1:20880"))
+            .expect("a provider")
+            .expect_err("refused");
+        assert!(!bad.reason.contains("hunter2"), "{}", bad.reason);
     }
 
     #[test]
