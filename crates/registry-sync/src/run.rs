@@ -207,7 +207,17 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
             waiting_since = None;
             continue;
         }
-        if pipeline.sync(&mut sinks).await.written {
+        // A pass waits on the sinks, and a stalled API server can hold it for as long as
+        // it stalls: a stop must not wait for it. Writes are idempotent, so a pass cut
+        // short leaves nothing half done that the next start does not finish.
+        let pass = tokio::select! {
+            pass = pipeline.sync(&mut sinks) => pass,
+            () = cancel.cancelled() => {
+                tracing::info!("stopping in the middle of a pass; the next start finishes it");
+                break;
+            }
+        };
+        if pass.written {
             retry_delay = RETRY_FIRST;
             retry_at = None;
             if let Some(since) = waiting_since.take() {

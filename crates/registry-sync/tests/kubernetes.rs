@@ -273,3 +273,51 @@ async fn run_follows_the_registry_into_the_cluster_and_coalesces_bursts() {
         .unwrap();
     assert_eq!(status.map(|s| s.code()), Some(Some(0)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_run_while_the_api_server_stalls_a_pass() {
+    let server = StandIn::start().await;
+    let ws = workspace(&server, &services(8080, true), "");
+    let dir = ws.path().to_path_buf();
+    let config = ws.config_path();
+    let mut child = tokio::task::spawn_blocking(move || {
+        ChildGuard::spawn(
+            &dir,
+            [
+                std::ffi::OsStr::new("run"),
+                std::ffi::OsStr::new("--config"),
+                config.as_os_str(),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while names(&server, Resource::ServiceEntry).len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never synced:\n{}",
+            child.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The API server stops answering; a change starts a pass that hangs on it.
+    server.faults().pause();
+    ws.write_services_atomically(&services(8181, true));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    child.terminate();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = child.wait_timeout(Duration::from_secs(10));
+        (status, child.stderr())
+    })
+    .await
+    .unwrap();
+    server.faults().resume();
+    let (status, stderr) = status;
+    assert_eq!(
+        status.map(|s| s.code()),
+        Some(Some(0)),
+        "run did not stop within 10 s of SIGTERM while the API server stalled:\n{stderr}"
+    );
+}
