@@ -7,7 +7,8 @@
 //! the registries say, how many deletions happened (want 0: no scenario removes a
 //! service), and how many writes a restart caused (want: only what was missing).
 //!
-//! `FAULTS_SERVICES` (default 2,000, three instances each) sets the estate's size.
+//! `FAULTS_SERVICES` (default 2,000, three instances each) sets the estate's size;
+//! `FAULTS_LOG=1` prints the warnings of each API-fault run.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -221,10 +222,11 @@ fn api_faults(
     faults.clear();
     let present = entries_at(&server, 8080);
     stop(child);
-    if converged.is_none() {
+    if converged.is_none() || std::env::var_os("FAULTS_LOG").is_some() {
         let log = std::fs::read_to_string(ws.path().join("run.log")).unwrap_or_default();
         eprintln!("{scenario}: {present} of {n} entries after {CONVERGE_LIMIT:?}; the run's log:");
-        for line in log.lines().take(60) {
+        let interesting = |l: &&str| l.contains("registry_sync") && !l.contains("write failed");
+        for line in log.lines().filter(interesting).take(80) {
             eprintln!("  {line}");
         }
     }
