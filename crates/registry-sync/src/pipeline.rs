@@ -229,6 +229,7 @@ impl Pipeline {
         // Held-back keys are judged again on the next pass: the hold lasts while the
         // registry's view stays too small, not one pass.
         let mut still_pending: BTreeSet<ObjectKey> = BTreeSet::new();
+        let mut sink_failed = false;
         for named in sinks.iter_mut() {
             named.sink.refresh().await;
             let mut plan = if self.full_next {
@@ -270,15 +271,20 @@ impl Pipeline {
                         metrics.applied(&named.name, &applied.plan, &applied.report);
                     }
                     outcome.written &= applied.report.is_complete();
+                    // A refused object is retried on its own: one object the API server
+                    // keeps refusing must not turn every later pass into a full one.
+                    still_pending.extend(applied.report.failed.iter().map(|(key, _)| key.clone()));
                 }
                 Err(e) => {
                     tracing::error!(sink = %named.name, "{e}");
                     outcome.written = false;
+                    sink_failed = true;
                 }
             }
         }
         self.pending = still_pending;
-        self.full_next = !outcome.written;
+        // A sink that could not be used at all may have missed anything.
+        self.full_next = sink_failed;
         outcome
     }
 }
@@ -339,4 +345,100 @@ async fn apply(sink_name: &str, sink: &mut dyn AsyncSink, plan: Plan) -> Result<
         "applied"
     );
     Ok(SinkOutcome { plan, report })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+
+    use registry_sync_catalog::{Address, Instance, InstancePort, RegistrySnapshot, Service};
+    use registry_sync_istio::HeldObject;
+    use registry_sync_sinks::{BoxFuture, SinkError};
+
+    use super::*;
+
+    /// Holds what it is given, refuses one object by name, and records the plans.
+    struct Refusing {
+        held: BTreeMap<ObjectKey, HeldObject>,
+        refuses: &'static str,
+        plans: Arc<Mutex<Vec<(usize, usize)>>>,
+    }
+
+    impl AsyncSink for Refusing {
+        fn refresh(&mut self) -> BoxFuture<'_, ()> {
+            Box::pin(std::future::ready(()))
+        }
+
+        fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
+            &self.held
+        }
+
+        fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFuture<'a, Result<ApplyReport, SinkError>> {
+            self.plans.lock().unwrap().push((plan.writes(), plan.unchanged));
+            let mut report = ApplyReport::default();
+            for object in &plan.creates {
+                if object.metadata.name.ends_with(self.refuses) {
+                    report.failed.push((object.key(), "denied by a webhook".into()));
+                } else {
+                    self.held.insert(object.key(), HeldObject::written(object));
+                    report.created += 1;
+                }
+            }
+            Box::pin(std::future::ready(Ok(report)))
+        }
+    }
+
+    fn service(name: &str) -> Service {
+        Service {
+            name: name.into(),
+            namespace: None,
+            labels: Default::default(),
+            instances: vec![Instance {
+                id: "1".into(),
+                address: Address::parse("10.0.0.1").unwrap(),
+                ports: vec![InstancePort {
+                    name: "http".into(),
+                    number: 8080,
+                    protocol_hint: None,
+                }],
+                healthy: true,
+                weight: None,
+                locality: None,
+                network: None,
+                service_account: None,
+                labels: Default::default(),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_object_is_retried_alone_not_with_a_full_pass() {
+        let config = Config::parse(
+            Path::new("sync.yaml"),
+            "registries:\n  - {name: legacy, kind: file, path: s.yaml, namespace: mesh}\n",
+        )
+        .unwrap();
+        let mut pipeline = Pipeline::new(&config);
+        let plans = Arc::new(Mutex::new(Vec::new()));
+        let mut sinks = vec![NamedSink {
+            name: "refusing".into(),
+            sink: Box::new(Refusing {
+                held: BTreeMap::new(),
+                refuses: "bad",
+                plans: Arc::clone(&plans),
+            }),
+        }];
+        let services: Vec<Service> = ["a", "b", "c", "bad"].into_iter().map(service).collect();
+        pipeline.registry_synced("legacy", RegistrySnapshot::new("legacy", services, vec![]));
+        assert!(!pipeline.sync(&mut sinks).await.written);
+        assert!(!pipeline.sync(&mut sinks).await.written);
+        let plans = plans.lock().unwrap().clone();
+        assert_eq!(plans[0], (4, 0), "the first pass creates all four");
+        assert_eq!(
+            plans[1],
+            (1, 0),
+            "the retry plans the refused object only: {plans:?}"
+        );
+    }
 }
