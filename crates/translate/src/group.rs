@@ -294,20 +294,16 @@ fn merge_port_names(candidates: &mut [Candidate<'_>]) {
             .iter()
             .flat_map(|c| c.instance.ports.iter().map(|p| p.name.as_str()))
             .collect();
-        for name in names {
-            let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+        for &name in &names {
+            let mut numbers = Vec::new();
             let mut protocols: BTreeSet<Option<Protocol>> = BTreeSet::new();
             for c in &own {
                 if let Some(p) = c.instance.ports.iter().find(|p| p.name == name) {
-                    *counts.entry(p.number).or_default() += 1;
+                    numbers.push(p.number);
                     protocols.insert(instance_protocol(c, name));
                 }
             }
-            let number = counts
-                .iter()
-                .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-                .map(|(n, _)| *n)
-                .unwrap_or_default();
+            let number = majority_number(numbers.into_iter());
             let protocol = match protocols.len() {
                 1 => protocols.into_iter().next().flatten(),
                 _ => None,
@@ -317,7 +313,7 @@ fn merge_port_names(candidates: &mut [Candidate<'_>]) {
                     && *n == number
                     && logical != name
                     && (p.is_none() || protocol.is_none() || *p == protocol)
-                    && !names_contain(&own, logical)
+                    && !names.contains(logical.as_str())
             });
             match joins {
                 Some((_, _, logical, _)) => {
@@ -332,10 +328,18 @@ fn merge_port_names(candidates: &mut [Candidate<'_>]) {
     }
 }
 
-fn names_contain(candidates: &[&Candidate<'_>], name: &str) -> bool {
-    candidates
-        .iter()
-        .any(|c| c.instance.ports.iter().any(|p| p.name == name))
+/// The number most instances use for a port, which is what clients dial; ties go to the
+/// lowest.
+fn majority_number(numbers: impl Iterator<Item = u16>) -> u16 {
+    let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+    for number in numbers {
+        *counts.entry(number).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+        .map(|(number, _)| number)
+        .unwrap_or_default()
 }
 
 /// One ServiceEntry port per logical port that every serving instance declares.
@@ -388,18 +392,9 @@ fn service_ports(
     let mut ports = Vec::new();
     for name in logical {
         let users: Vec<&Candidate<'_>> = basis.iter().copied().filter(|c| c.declares(name)).collect();
-        // The number most instances use is what clients dial; ties go to the lowest.
-        let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
-        for c in &users {
-            if let Some(p) = c.port(name) {
-                *counts.entry(p.number).or_default() += 1;
-            }
-        }
-        let number = counts
-            .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(n, _)| u32::from(*n))
-            .unwrap_or_default();
+        let number = u32::from(majority_number(
+            users.iter().filter_map(|c| c.port(name)).map(|p| p.number),
+        ));
         let mut protocols: BTreeSet<Option<Protocol>> =
             users.iter().map(|c| instance_protocol(c, name)).collect();
         // Across registries, one that says nothing of a port's protocol (Consul's
