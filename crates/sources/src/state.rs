@@ -51,30 +51,32 @@ impl Services {
     }
 
     /// Marks a service (unscoped: its key is its name) as unreadable this time (`true`)
-    /// or readable again.
-    pub(crate) fn set_unknown(&mut self, service: &str, unknown: bool) {
+    /// or readable again. Returns whether that changed anything.
+    pub(crate) fn set_unknown(&mut self, service: &str, unknown: bool) -> bool {
         if unknown {
             let key = ServiceKey {
                 namespace: None,
                 name: service.to_string(),
             };
-            self.mark_unknown(service, key);
+            self.mark_unknown(service, key)
         } else {
-            self.clear_unknown(service);
+            self.clear_unknown(service)
         }
     }
 
     /// Marks a service as unreadable this time; `as_key` is how downstream knows it.
-    pub(crate) fn mark_unknown(&mut self, service: &str, as_key: ServiceKey) {
-        if self.unknown.insert(service.to_string(), as_key).is_none() {
-            self.dirty = true;
-        }
+    /// Returns whether it was not marked before.
+    pub(crate) fn mark_unknown(&mut self, service: &str, as_key: ServiceKey) -> bool {
+        let newly = self.unknown.insert(service.to_string(), as_key).is_none();
+        self.dirty |= newly;
+        newly
     }
 
-    pub(crate) fn clear_unknown(&mut self, service: &str) {
-        if self.unknown.remove(service).is_some() {
-            self.dirty = true;
-        }
+    /// Returns whether the service was marked unknown.
+    pub(crate) fn clear_unknown(&mut self, service: &str) -> bool {
+        let was = self.unknown.remove(service).is_some();
+        self.dirty |= was;
+        was
     }
 
     pub(crate) fn unknown_count(&self) -> usize {

@@ -120,7 +120,6 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
     let mut unread: HashSet<String> = HashSet::new();
     let mut listed = false;
     let mut catalog_at = Instant::now();
-    let mut unknown_names: HashSet<String> = HashSet::new();
     let mut last_service_error: Option<String> = None;
 
     loop {
@@ -146,10 +145,9 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
                         .filter(|(name, tags)| source.config.selects(name, tags))
                         .map(|(name, _)| name)
                         .collect();
+                    // Removing a service also forgets that it could not be read.
                     let mut forget = |name: &str, state: &mut Services| {
                         state.remove_service(name);
-                        state.set_unknown(name, false);
-                        unknown_names.remove(name);
                         unread.remove(name);
                     };
                     watched.retain(|name, _| {
@@ -203,10 +201,9 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
                     // A report from a task already stopped is ignored.
                     if watched.contains_key(&name) || overflow.contains(&name) {
                         unread.remove(&name);
-                        if unknown_names.remove(&name) {
+                        if state.set_unknown(&name, false) {
                             tracing::info!(registry = %source.registry, service = %name, "service readable again");
                         }
-                        state.set_unknown(&name, false);
                         match parsed {
                             Parsed::Items(items) => state.replace_service(&name, items),
                             Parsed::Infrastructure => state.remove_service(&name),
@@ -232,13 +229,11 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
                     overflow.read_done(&name);
                     if watched.contains_key(&name) || overflow.contains(&name) {
                         unread.remove(&name);
-                        if !unknown_names.contains(&name) {
+                        if state.set_unknown(&name, true) {
                             tracing::warn!(
                                 "{error}; keeping the last known state of service {name:?}, the others sync on"
                             );
                         }
-                        unknown_names.insert(name.clone());
-                        state.set_unknown(&name, true);
                         last_service_error = Some(error.to_string());
                     }
                 }

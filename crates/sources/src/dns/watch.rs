@@ -128,7 +128,8 @@ async fn follow(source: &DnsSource, lookups: &Lookups, emitter: &mut Emitter) ->
     let mut state = Services::new(&source.registry);
     let mut schedule = Schedule::new(names.len());
     let mut answered = vec![false; names.len()];
-    let mut attempted = vec![false; names.len()];
+    // Looked up at least once, answered or not.
+    let mut tried = vec![false; names.len()];
     let mut backoffs: HashMap<usize, Backoff> = HashMap::new();
     loop {
         if let Some(next) = schedule.next() {
@@ -159,6 +160,7 @@ async fn follow(source: &DnsSource, lookups: &Lookups, emitter: &mut Emitter) ->
                         tracing::info!(registry = %source.registry, name = name.name(), "lookup succeeds again");
                     }
                     answered[index] = true;
+                    tried[index] = true;
                     state.set_unknown(name.service(), false);
                     schedule.set(
                         index,
@@ -175,7 +177,7 @@ async fn follow(source: &DnsSource, lookups: &Lookups, emitter: &mut Emitter) ->
                         .min(config.max_refresh.max(config.min_refresh));
                     tracing::debug!(registry = %source.registry, name = name.name(), "retrying in {delay:?}: {error}");
                     schedule.set(index, now + delay);
-                    attempted[index] = true;
+                    tried[index] = true;
                     // Never answered: nothing is known of it, so nothing of it may go.
                     if !answered[index] {
                         state.set_unknown(name.service(), true);
@@ -188,7 +190,7 @@ async fn follow(source: &DnsSource, lookups: &Lookups, emitter: &mut Emitter) ->
         // among good ones keeps its last state — or, never answered, is unknown, so
         // nothing of it is deleted — and the others sync on. The first view waits until
         // every name was tried once.
-        let everything_tried = answered.iter().zip(&attempted).all(|(a, t)| *a || *t);
+        let everything_tried = tried.iter().all(|t| *t);
         match first_error {
             Some(error) if backoffs.len() == names.len() => {
                 emitter.failed(error.to_string()).await?;
