@@ -285,6 +285,12 @@ fn plan_sorted_unique<'k>(
     let mut plan = Plan::default();
     let frozen = Frozen::new(held, owner, scope);
     for key in keys {
+        // An owned object that must stay as held, and the registry it waits for.
+        let waiting = frozen
+            .as_ref()
+            .and(held.get(key))
+            .filter(|have| owner.owns(have))
+            .and_then(|have| scope.waiting_contributor(have));
         match (desired.get(key), held.get(key)) {
             // Ownership first: a foreign object that happens to carry our hash annotation
             // (a copy of one of ours, say) is still not ours to call unchanged.
@@ -297,12 +303,10 @@ fn plan_sorted_unique<'k>(
             (Some(want), Some(have)) if have.content_hash.as_deref() == Some(want.content_hash()) => {
                 plan.unchanged += 1;
             }
-            (_, Some(have))
-                if owner.owns(have) && frozen.is_some() && scope.waiting_contributor(have).is_some() =>
-            {
+            (_, Some(_)) if waiting.is_some() => {
                 plan.kept.push(Kept {
                     key: key.clone(),
-                    registry: scope.waiting_contributor(have).unwrap_or_default().to_string(),
+                    registry: waiting.unwrap_or_default().to_string(),
                 });
             }
             (Some(want), held) => match frozen.as_ref().and_then(|f| f.waiting_for(want)) {

@@ -142,12 +142,12 @@ impl Pipeline {
         for key in &unknown {
             tracing::debug!(%registry, service = %key, "service could not be read; its objects stay as they are");
         }
-        let previous = self
-            .unknown
-            .insert(registry.to_string(), unknown)
-            .unwrap_or_default();
         // Objects kept for a service that is readable again may now be written.
-        let recovered = previous.iter().any(|k| !self.unknown[registry].contains(k));
+        let recovered = self
+            .unknown
+            .get(registry)
+            .is_some_and(|previous| previous.iter().any(|k| !unknown.contains(k)));
+        self.unknown.insert(registry.to_string(), unknown);
         let changes = self.index.update(registry, &snapshot);
         self.source_skipped.insert(registry.to_string(), snapshot.skipped);
         changes.new_problems.iter().for_each(log_problem);
@@ -243,20 +243,17 @@ impl Pipeline {
                     &scope,
                 )
             };
-            if self.mass_delete_guard.is_some() {
-                if !self.guards.contains_key(&named.name)
-                    && let Some(guard) = self.new_guard()
-                {
-                    self.guards.insert(named.name.clone(), guard);
-                }
-                if let Some(guard) = self.guards.get_mut(&named.name) {
-                    guard.hold(
+            if let Some(percent) = self.mass_delete_guard {
+                let window = self.guard_window;
+                self.guards
+                    .entry(named.name.clone())
+                    .or_insert_with(|| MassChangeGuard::new(percent, window))
+                    .hold(
                         &mut plan,
                         named.sink.held(),
                         &self.owner,
                         std::time::Instant::now(),
                     );
-                }
             }
             for held_back in &plan.held_back {
                 still_pending.extend(held_back.keys.iter().cloned());
