@@ -26,10 +26,9 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParam
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use registry_sync_istio::{
-    HeldObject, INSTANCE_LABEL, IstioObject, Kind, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectKey,
-    held_from_json,
+    HeldObject, INSTANCE_LABEL, IstioObject, Kind, MANAGED_BY_LABEL, ObjectKey, held_from_json,
 };
-use registry_sync_plan::Plan;
+use registry_sync_plan::{Owner, Plan};
 use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -319,11 +318,9 @@ impl KubeSink {
             .with_jitter();
         let key = write.key();
         if let Write::Create(object) = &write {
-            match self.existing_foreign(object).await {
+            match self.existing_foreign(object, "create").await {
                 Ok(None) => {}
-                Ok(Some((found, reason))) => {
-                    return Outcome::Foreign(key.clone(), reason, to_held(key.kind, &found));
-                }
+                Ok(Some((reason, found))) => return Outcome::Foreign(key, reason, found),
                 Err(e) => return Outcome::Failed(key, describe(&write, &WriteError::Api(e))),
             }
         }
@@ -344,10 +341,8 @@ impl KubeSink {
         // top of what is there now; someone else's, leave it.
         let result = match (&write, result) {
             (Write::Update(object, _), Err(WriteError::Api(e))) if status_code(&e) == Some(409) => {
-                match self.existing_foreign(object).await {
-                    Ok(Some((found, reason))) => {
-                        return Outcome::Foreign(key.clone(), reason, to_held(key.kind, &found));
-                    }
+                match self.existing_foreign(object, "update").await {
+                    Ok(Some((reason, found))) => return Outcome::Foreign(key, reason, found),
                     Ok(None) if !self.is_leader() => Err(WriteError::NotLeader),
                     Ok(None) => {
                         self.limiter.acquire().await;
@@ -369,31 +364,38 @@ impl KubeSink {
         }
     }
 
-    /// Before a create (rare: creates are new services), the object the name already
-    /// stands for on the server, when it is not ours. The watch may not have shown it
-    /// yet, and a forced apply would take it over.
+    /// Before a create (rare: creates are new services), and after an update found its
+    /// version stale: the object the name stands for on the server, as held, when it is
+    /// not ours. The watch may not have shown it yet, and a forced apply would take it
+    /// over. Ours is decided as the plan decides it ([`Owner::owns`]).
     async fn existing_foreign(
         &self,
         object: &IstioObject,
-    ) -> Result<Option<(DynamicObject, String)>, kube::Error> {
+        verb: &str,
+    ) -> Result<Option<(String, Option<(HeldObject, ServerMeta)>)>, kube::Error> {
         self.limiter.acquire().await;
-        let Some(found) = self.api(&object.key()).get_opt(&object.metadata.name).await? else {
+        let key = object.key();
+        let Some(found) = self.api(&key).get_opt(&object.metadata.name).await? else {
             return Ok(None);
         };
-        let label = |key: &str| found.labels().get(key).map(String::as_str);
-        let ours = label(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE)
-            && label(INSTANCE_LABEL) == object.metadata.labels.get(INSTANCE_LABEL).map(String::as_str);
-        if ours {
+        let held = to_held(key.kind, &found);
+        let instance = object
+            .metadata
+            .labels
+            .get(INSTANCE_LABEL)
+            .cloned()
+            .unwrap_or_default();
+        if held.as_ref().is_some_and(|(h, _)| Owner::new(instance).owns(h)) {
             return Ok(None);
         }
+        let label = |name: &str| found.labels().get(name).cloned().unwrap_or_default();
         let reason = format!(
-            "create {} refused: an object this installation did not write already has the name \
+            "{verb} {key} refused: an object this installation did not write already has the name \
              (managed-by {:?}, instance {:?}); it is left alone and reported as a conflict",
-            object.key(),
-            label(MANAGED_BY_LABEL).unwrap_or(""),
-            label(INSTANCE_LABEL).unwrap_or(""),
+            label(MANAGED_BY_LABEL),
+            label(INSTANCE_LABEL),
         );
-        Ok(Some((found, reason)))
+        Ok(Some((reason, held)))
     }
 
     fn api(&self, key: &ObjectKey) -> Api<DynamicObject> {
