@@ -162,13 +162,11 @@ async fn the_mass_deletion_guard_holds_until_confirmed() {
     assert!(names(&server, Resource::ServiceEntry).is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_follows_the_registry_into_the_cluster_and_coalesces_bursts() {
-    let server = StandIn::start().await;
-    let ws = workspace(&server, &services(8080, true), "admin:\n  listen: 127.0.0.1:0\n");
+/// Starts `run` in the workspace and waits until its three ServiceEntries are written.
+async fn run_until_synced(server: &StandIn, ws: &Workspace) -> ChildGuard {
     let dir = ws.path().to_path_buf();
     let config = ws.config_path();
-    let mut child = tokio::task::spawn_blocking(move || {
+    let child = tokio::task::spawn_blocking(move || {
         ChildGuard::spawn(
             &dir,
             [
@@ -181,7 +179,7 @@ async fn run_follows_the_registry_into_the_cluster_and_coalesces_bursts() {
     .await
     .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while names(&server, Resource::ServiceEntry).len() < 3 {
+    while names(server, Resource::ServiceEntry).len() < 3 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "never synced:\n{}",
@@ -189,6 +187,14 @@ async fn run_follows_the_registry_into_the_cluster_and_coalesces_bursts() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_follows_the_registry_into_the_cluster_and_coalesces_bursts() {
+    let server = StandIn::start().await;
+    let ws = workspace(&server, &services(8080, true), "admin:\n  listen: 127.0.0.1:0\n");
+    let mut child = run_until_synced(&server, &ws).await;
 
     // The admin endpoint: ready after the first complete sync, metrics exposed.
     let address = child
@@ -278,29 +284,7 @@ async fn run_follows_the_registry_into_the_cluster_and_coalesces_bursts() {
 async fn sigterm_stops_run_while_the_api_server_stalls_a_pass() {
     let server = StandIn::start().await;
     let ws = workspace(&server, &services(8080, true), "");
-    let dir = ws.path().to_path_buf();
-    let config = ws.config_path();
-    let mut child = tokio::task::spawn_blocking(move || {
-        ChildGuard::spawn(
-            &dir,
-            [
-                std::ffi::OsStr::new("run"),
-                std::ffi::OsStr::new("--config"),
-                config.as_os_str(),
-            ],
-        )
-    })
-    .await
-    .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while names(&server, Resource::ServiceEntry).len() < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never synced:\n{}",
-            child.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut child = run_until_synced(&server, &ws).await;
     // The API server stops answering; a change starts a pass that hangs on it.
     server.faults().pause();
     ws.write_services_atomically(&services(8181, true));
