@@ -184,26 +184,28 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A cold sync while the stand-in throttles 20 % of requests, fails `write_share` of
-/// writes with 500 and cuts every watch every `cut_every_ms` (resumes get 410).
+/// A cold sync while the stand-in throttles `throttle_share` of requests, fails
+/// `write_share` of writes with 500 and cuts every watch every `cut_every_ms` (resumes
+/// get 410); all zero and `None` is the baseline without faults.
 fn api_faults(
     runtime: &tokio::runtime::Runtime,
     n: usize,
     scenario: &'static str,
+    throttle_share: f64,
     write_share: f64,
-    cut_every_ms: u64,
+    cut_every_ms: Option<u64>,
 ) -> Row {
     let server = runtime.block_on(StandIn::start());
     let ws = Workspace::new(&server, FILE_REGISTRY);
     ws.write_services(&services_file(n, 8080, 0));
-    server.faults().throttle_fraction(0.2, 0);
+    server.faults().throttle_fraction(throttle_share, 0);
     server.faults().fail_writes_fraction(write_share);
     server.faults().set_history_limit(10);
     let started = Instant::now();
     let child = ws.run();
     let faults = server.faults();
     let mut cuts = 0;
-    let mut next_cut = Duration::from_millis(cut_every_ms / 2);
+    let mut next_cut = cut_every_ms.map(|every| Duration::from_millis(every / 2));
     let converged = loop {
         if converged_now(&server, n, 8080) {
             break Some(started.elapsed());
@@ -212,10 +214,12 @@ fn api_faults(
         if now > CONVERGE_LIMIT {
             break None;
         }
-        if now >= next_cut {
+        if let (Some(at), Some(every)) = (next_cut, cut_every_ms)
+            && now >= at
+        {
             faults.drop_watches();
             cuts += 1;
-            next_cut += Duration::from_millis(cut_every_ms);
+            next_cut = Some(at + Duration::from_millis(every));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -232,10 +236,15 @@ fn api_faults(
     }
     Row {
         scenario,
-        faults: format!(
-            "20 % of requests 429, {:.0} % of writes 500, {cuts} watch cuts, 410 on resume",
-            write_share * 100.0
-        ),
+        faults: if cut_every_ms.is_none() && throttle_share == 0.0 && write_share == 0.0 {
+            "none".to_string()
+        } else {
+            format!(
+                "{:.0} % of requests 429, {:.0} % of writes 500, {cuts} watch cuts, 410 on resume",
+                throttle_share * 100.0,
+                write_share * 100.0
+            )
+        },
         converged,
         deletions: server.counts().get(Verb::Delete),
         writes_after_restart: None,
@@ -247,22 +256,32 @@ fn main() {
     let n = services();
     let mut rows = Vec::new();
 
-    // 1. API faults during a cold sync: 20 % of requests throttled, a share of writes
-    // failing, watches cut with a tiny history so resumes get 410 — at 20 % and at a
-    // heavy 50 % with a cut every 250 ms.
+    // 1. A cold sync without faults (the baseline of the rows below), then with 20 % of
+    // requests throttled, a share of writes failing and watches cut with a tiny history
+    // so resumes get 410 — at 20 % and at a heavy 50 % with a cut every 250 ms.
+    rows.push(api_faults(
+        &runtime,
+        n,
+        "cold sync without faults (baseline)",
+        0.0,
+        0.0,
+        None,
+    ));
     rows.push(api_faults(
         &runtime,
         n,
         "API faults during a cold sync",
         0.2,
-        2000,
+        0.2,
+        Some(2000),
     ));
     rows.push(api_faults(
         &runtime,
         n,
         "heavy API faults during a cold sync",
+        0.2,
         0.5,
-        250,
+        Some(250),
     ));
 
     // 2. kill -9 in the middle of a cold sync, then a restart.
