@@ -295,6 +295,50 @@ impl RegistrySnapshot {
     }
 }
 
+/// What changed in a registry since the view its source sent before: the services
+/// added or changed (whole, each already canonical), the services gone, the full set of
+/// services that could not be read now, and the source's refused items when they
+/// changed. A watching source knows which services an event touched, so the consumer
+/// works on those alone instead of comparing every service of a large registry again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryDelta {
+    /// Added or changed services, sorted by [`ServiceKey`], keys unique.
+    pub upserts: Vec<Arc<Service>>,
+    /// Services no longer in the registry.
+    pub removed: Vec<ServiceKey>,
+    /// Every service unreadable now (see [`RegistrySnapshot::unknown`]); small, so it
+    /// travels whole.
+    pub unknown: Vec<ServiceKey>,
+    /// Every item the source refuses now, when that list changed; `None`: as before.
+    pub skipped: Option<Vec<Skipped>>,
+}
+
+impl RegistryDelta {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.removed.is_empty() && self.skipped.is_none()
+    }
+}
+
+impl RegistrySnapshot {
+    /// Folds a delta into this view, as a consumer that keeps whole views does.
+    pub fn apply(&mut self, delta: &RegistryDelta) {
+        let mut by_key: BTreeMap<ServiceKey, Arc<Service>> =
+            std::mem::take(&mut self.services).into_iter().map(|s| (s.key(), s)).collect();
+        for key in &delta.removed {
+            by_key.remove(key);
+        }
+        for service in &delta.upserts {
+            by_key.insert(service.key(), Arc::clone(service));
+        }
+        self.services = by_key.into_values().collect();
+        self.unknown = delta.unknown.clone();
+        if let Some(skipped) = &delta.skipped {
+            self.skipped = skipped.clone();
+        }
+    }
+}
+
 /// The last known snapshot of every registry, keyed by registry name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Catalog {

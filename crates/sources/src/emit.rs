@@ -1,7 +1,7 @@
 //! Sending what a watching source learns, and waiting between reconnects.
 //!
-//! The contract every source keeps: a whole snapshot after each change; while the
-//! registry cannot be read, one [`SourceEvent::Failed`] (not one per retry, which would
+//! The contract every source keeps: a whole snapshot first, then after each change
+//! the services it touched; while the registry cannot be read, one [`SourceEvent::Failed`] (not one per retry, which would
 //! flood the consumer's log) and the consumer keeps the last state; the next snapshot
 //! ends the failure.
 
@@ -42,24 +42,31 @@ impl Emitter {
         &self.cancel
     }
 
-    /// Sends the state as a snapshot if it changed, or if the registry was failing
-    /// (the consumer needs a complete view to end the failure), or if nothing was
-    /// sent yet.
+    /// Sends what changed in the state: the whole view first and after a failure (the
+    /// consumer needs a complete view to end it), and after that only the services
+    /// that changed. Nothing when nothing changed.
     pub(crate) async fn snapshot(&mut self, state: &mut Services) -> Result<(), Stopped> {
         if !state.is_dirty() && !self.failing && self.sent_any {
             return Ok(());
         }
-        let snapshot = state.snapshot();
-        if self.failing {
-            tracing::info!(registry = %self.registry, services = snapshot.services().len(), "registry reachable again");
-        }
+        let event = if self.failing || !self.sent_any {
+            let snapshot = state.snapshot();
+            if self.failing {
+                tracing::info!(registry = %self.registry, services = snapshot.services().len(), "registry reachable again");
+            }
+            SourceEvent::Snapshot {
+                registry: self.registry.clone(),
+                snapshot,
+            }
+        } else {
+            SourceEvent::Changed {
+                registry: self.registry.clone(),
+                delta: state.delta(),
+            }
+        };
         self.failing = false;
         self.sent_any = true;
-        self.send(SourceEvent::Snapshot {
-            registry: self.registry.clone(),
-            snapshot,
-        })
-        .await
+        self.send(event).await
     }
 
     /// Reports a failure, once until the next snapshot.
@@ -154,5 +161,54 @@ mod tests {
             [true, false, true],
             "snapshot, one failure, snapshot; no repeats"
         );
+    }
+
+    #[tokio::test]
+    async fn after_the_first_snapshot_only_the_changed_services_travel() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut emitter = Emitter::new("r", tx, CancellationToken::new());
+        let mut state = Services::new("r");
+        for name in ["a", "b", "c"] {
+            state.put(name, "1", instance("1"));
+        }
+        emitter.snapshot(&mut state).await.unwrap();
+        state.put("b", "2", instance("2"));
+        state.remove("c", "1", true);
+        emitter.snapshot(&mut state).await.unwrap();
+        drop(emitter);
+        let Some(SourceEvent::Snapshot { snapshot, .. }) = rx.recv().await else {
+            panic!("the first event is a whole view");
+        };
+        assert_eq!(snapshot.services().len(), 3);
+        let Some(SourceEvent::Changed { delta, .. }) = rx.recv().await else {
+            panic!("the second event is a delta");
+        };
+        let upserts: Vec<&str> = delta.upserts.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(upserts, ["b"]);
+        assert_eq!(delta.removed.len(), 1);
+        assert_eq!(delta.removed[0].name, "c");
+        assert_eq!(delta.skipped, None, "no refused item changed");
+        let mut folded = snapshot;
+        folded.apply(&delta);
+        let names: Vec<&str> = folded.services().iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    fn instance(id: &str) -> crate::state::Item {
+        Ok(registry_sync_catalog::Instance {
+            id: id.into(),
+            address: registry_sync_catalog::Address::parse("10.0.0.1").unwrap(),
+            ports: vec![registry_sync_catalog::InstancePort {
+                name: "http".into(),
+                number: 80,
+                protocol_hint: None,
+            }],
+            healthy: true,
+            weight: None,
+            locality: None,
+            network: None,
+            service_account: None,
+            labels: Default::default(),
+        })
     }
 }

@@ -6,16 +6,17 @@
 //! authenticating, watching or polling, retrying and backing off. Nothing Istio-specific
 //! lives here; translation happens downstream, on the catalog.
 //!
-//! Sources emit whole snapshots rather than deltas, because the catalog keeps the last
-//! snapshot per registry: a consumer never has to replay history to know the state, and
-//! a registry that fails simply stops sending snapshots and sends
-//! [`SourceEvent::Failed`] instead, which keeps its last known state in place. Bad items
+//! A source sends a whole [`SourceEvent::Snapshot`] first (and after every failure),
+//! then [`SourceEvent::Changed`] with only the services an event touched: a consumer
+//! never has to replay history to know the state, and one changed instance in a large
+//! registry costs that service downstream, not the registry. A registry that fails
+//! sends [`SourceEvent::Failed`] instead, which keeps its last known state in place. Bad items
 //! (an invalid address, port 0) are not failures: they are left out of the snapshot and
 //! listed in its `skipped`, so one typo never takes a registry down.
 
 #![forbid(unsafe_code)]
 
-use registry_sync_catalog::RegistrySnapshot;
+use registry_sync_catalog::{RegistryDelta, RegistrySnapshot};
 
 #[cfg(test)]
 mod arbitrary;
@@ -152,6 +153,11 @@ pub enum SourceEvent {
         registry: String,
         snapshot: RegistrySnapshot,
     },
+    /// What changed since the previous view; the registry is complete and successful.
+    Changed {
+        registry: String,
+        delta: RegistryDelta,
+    },
     /// The registry could not be read; the last known state must be kept (nothing deleted).
     Failed { registry: String, error: String },
 }
@@ -159,7 +165,25 @@ pub enum SourceEvent {
 impl SourceEvent {
     pub fn registry(&self) -> &str {
         match self {
-            SourceEvent::Snapshot { registry, .. } | SourceEvent::Failed { registry, .. } => registry,
+            SourceEvent::Snapshot { registry, .. }
+            | SourceEvent::Changed { registry, .. }
+            | SourceEvent::Failed { registry, .. } => registry,
+        }
+    }
+
+    /// Folds a view into `view`, the way a consumer keeping whole views does; returns
+    /// whether the event was a view (not a failure).
+    pub fn fold_into(&self, view: &mut RegistrySnapshot) -> bool {
+        match self {
+            SourceEvent::Snapshot { snapshot, .. } => {
+                *view = snapshot.clone();
+                true
+            }
+            SourceEvent::Changed { delta, .. } => {
+                view.apply(delta);
+                true
+            }
+            SourceEvent::Failed { .. } => false,
         }
     }
 }

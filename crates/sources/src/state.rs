@@ -6,11 +6,14 @@
 //! snapshot, so the consumer skips comparing them (pointer equality). Building a
 //! snapshot of an estate where one instance changed therefore costs that service plus
 //! one pointer per other service.
+//!
+//! After the first snapshot a source sends [`Services::delta`] instead: only the
+//! services touched since, so the consumer's work follows the change, not the estate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use registry_sync_catalog::{Instance, Metadata, RegistrySnapshot, Service, ServiceKey, Skipped};
+use registry_sync_catalog::{Instance, Metadata, RegistryDelta, RegistrySnapshot, Service, ServiceKey, Skipped};
 
 /// One item of a registry: the instance it describes, or why it was refused.
 pub(crate) type Item = Result<Instance, Skipped>;
@@ -19,8 +22,10 @@ pub(crate) type Item = Result<Instance, Skipped>;
 struct Entry {
     /// By the registry's own key of the item (an etcd key, a ZooKeeper node name).
     items: BTreeMap<String, Item>,
-    /// The service as last built, with what building it refused; `None` after a change.
-    built: Option<(Arc<Service>, Vec<Skipped>)>,
+    /// The service as last built; `None` after a change.
+    built: Option<Arc<Service>>,
+    /// What the last build refused (kept across changes, to tell whether it changed).
+    refused: Vec<Skipped>,
     /// The registry-side namespace (a Nacos group) and name the service is built with,
     /// when they differ from its key here; `None`: the key is the name, no namespace.
     scope: Option<(Option<String>, String)>,
@@ -37,6 +42,27 @@ pub(crate) struct Services {
     unknown: BTreeMap<String, ServiceKey>,
     /// Something changed since the last snapshot.
     dirty: bool,
+    /// Services (by key here) added or changed since the last snapshot or delta.
+    touched: BTreeSet<String>,
+    /// Services (as known downstream) removed since the last snapshot or delta.
+    gone: BTreeSet<ServiceKey>,
+    /// The refused items may differ from the last snapshot or delta.
+    skipped_dirty: bool,
+}
+
+impl Entry {
+    fn downstream_key(&self, key: &str) -> ServiceKey {
+        match &self.scope {
+            Some((namespace, name)) => ServiceKey {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            },
+            None => ServiceKey {
+                namespace: None,
+                name: key.to_string(),
+            },
+        }
+    }
 }
 
 impl Services {
@@ -47,7 +73,23 @@ impl Services {
             orphans: BTreeMap::new(),
             unknown: BTreeMap::new(),
             dirty: true,
+            touched: BTreeSet::new(),
+            gone: BTreeSet::new(),
+            skipped_dirty: false,
         }
+    }
+
+    /// Notes that a service was added or changed.
+    fn touch(&mut self, key: &str) {
+        self.dirty = true;
+        self.touched.insert(key.to_string());
+    }
+
+    /// Notes that a service is gone.
+    fn drop_entry(&mut self, key: &str, entry: &Entry) {
+        self.dirty = true;
+        self.skipped_dirty |= !entry.refused.is_empty();
+        self.gone.insert(entry.downstream_key(key));
     }
 
     /// Marks a service (unscoped: its key is its name) as unreadable this time (`true`)
@@ -102,29 +144,34 @@ impl Services {
         if self.orphans != orphans {
             self.orphans = orphans;
             self.dirty = true;
+            self.skipped_dirty = true;
         }
         let mut old = std::mem::take(&mut self.services);
         for (name, items) in listing {
-            let built = match old.remove(&name) {
-                Some(entry) if entry.items == items => entry.built,
-                Some(_) => {
-                    self.dirty = true;
-                    None
+            let (built, refused) = match old.remove(&name) {
+                Some(entry) if entry.items == items && entry.scope.is_none() => (entry.built, entry.refused),
+                Some(entry) => {
+                    if entry.scope.is_some() {
+                        self.drop_entry(&name, &entry);
+                    }
+                    self.touch(&name);
+                    (None, entry.refused)
                 }
                 None => {
-                    self.dirty = true;
-                    None
+                    self.touch(&name);
+                    (None, Vec::new())
                 }
             };
             let entry = Entry {
                 items,
                 built,
+                refused,
                 scope: None,
             };
             self.services.insert(name, entry);
         }
-        if !old.is_empty() {
-            self.dirty = true;
+        for (name, entry) in old {
+            self.drop_entry(&name, &entry);
         }
     }
 
@@ -134,7 +181,7 @@ impl Services {
     pub(crate) fn ensure_service(&mut self, service: &str) {
         if !self.services.contains_key(service) {
             self.services.insert(service.to_string(), Entry::default());
-            self.dirty = true;
+            self.touch(service);
         }
     }
 
@@ -147,8 +194,8 @@ impl Services {
         feature = "cloudmap"
     ))]
     pub(crate) fn remove_service(&mut self, service: &str) {
-        if self.services.remove(service).is_some() {
-            self.dirty = true;
+        if let Some(entry) = self.services.remove(service) {
+            self.drop_entry(service, &entry);
         }
         self.clear_unknown(service);
     }
@@ -193,19 +240,24 @@ impl Services {
         match self.services.get_mut(key) {
             Some(entry) if entry.items == items && entry.scope == scope => {}
             Some(entry) => {
+                let old_key = entry.downstream_key(key);
                 entry.items = items;
                 entry.scope = scope;
                 entry.built = None;
-                self.dirty = true;
+                if entry.downstream_key(key) != old_key {
+                    self.gone.insert(old_key);
+                }
+                self.touch(key);
             }
             None => {
                 let entry = Entry {
                     items,
                     built: None,
+                    refused: Vec::new(),
                     scope,
                 };
                 self.services.insert(key.to_string(), entry);
-                self.dirty = true;
+                self.touch(key);
             }
         }
     }
@@ -213,10 +265,13 @@ impl Services {
     #[cfg(feature = "zookeeper")]
     /// Removes every service.
     pub(crate) fn clear(&mut self) {
-        if !self.services.is_empty() || !self.orphans.is_empty() {
-            self.services.clear();
+        if !self.orphans.is_empty() {
             self.orphans.clear();
             self.dirty = true;
+            self.skipped_dirty = true;
+        }
+        for (key, entry) in std::mem::take(&mut self.services) {
+            self.drop_entry(&key, &entry);
         }
     }
 
@@ -226,6 +281,7 @@ impl Services {
         if self.orphans.get(key) != Some(&skipped) {
             self.orphans.insert(key.to_string(), skipped);
             self.dirty = true;
+            self.skipped_dirty = true;
         }
     }
 
@@ -233,6 +289,7 @@ impl Services {
     pub(crate) fn remove_orphan(&mut self, key: &str) {
         if self.orphans.remove(key).is_some() {
             self.dirty = true;
+            self.skipped_dirty = true;
         }
     }
 
@@ -244,7 +301,7 @@ impl Services {
         }
         entry.items.insert(key.to_string(), item);
         entry.built = None;
-        self.dirty = true;
+        self.touch(service);
     }
 
     /// Removes one item. With `drop_empty` a service left without items is removed
@@ -256,33 +313,81 @@ impl Services {
         if entry.items.remove(key).is_none() {
             return;
         }
-        self.dirty = true;
         if drop_empty && entry.items.is_empty() {
-            self.services.remove(service);
+            if let Some(entry) = self.services.remove(service) {
+                self.drop_entry(service, &entry);
+            }
         } else {
             entry.built = None;
+            self.touch(service);
         }
     }
 
     /// The whole registry as a snapshot, rebuilding only the services that changed.
     pub(crate) fn snapshot(&mut self) -> RegistrySnapshot {
         let mut services = Vec::with_capacity(self.services.len());
-        let mut skipped: Vec<Skipped> = self.orphans.values().cloned().collect();
         for (key, entry) in &mut self.services {
-            let (namespace, name) = match &entry.scope {
-                Some((namespace, name)) => (namespace.as_deref(), name.as_str()),
-                None => (None, key.as_str()),
-            };
-            let (service, refused) = entry
-                .built
-                .get_or_insert_with(|| build(&self.registry, namespace, name, &entry.items));
-            services.push(Arc::clone(service));
-            skipped.extend(refused.iter().cloned());
+            services.push(built(&self.registry, key, entry).0);
         }
         self.dirty = false;
+        self.touched.clear();
+        self.gone.clear();
+        self.skipped_dirty = false;
         let unknown = self.unknown.values().cloned();
-        RegistrySnapshot::from_shared(&self.registry, services, skipped).with_unknown(unknown)
+        RegistrySnapshot::from_shared(&self.registry, services, self.all_skipped()).with_unknown(unknown)
     }
+
+    /// What changed since the last snapshot or delta: the services touched, rebuilt,
+    /// and those gone. Costs the changed services, not the registry.
+    pub(crate) fn delta(&mut self) -> RegistryDelta {
+        let mut upserts = Vec::with_capacity(self.touched.len());
+        for key in std::mem::take(&mut self.touched) {
+            let Some(entry) = self.services.get_mut(&key) else {
+                continue;
+            };
+            let (service, refused_changed) = built(&self.registry, &key, entry);
+            self.skipped_dirty |= refused_changed;
+            upserts.push(service);
+        }
+        upserts.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut gone = std::mem::take(&mut self.gone);
+        for service in &upserts {
+            gone.remove(&service.key());
+        }
+        self.dirty = false;
+        let skipped = std::mem::take(&mut self.skipped_dirty).then(|| self.all_skipped());
+        RegistryDelta {
+            upserts,
+            removed: gone.into_iter().collect(),
+            unknown: self.unknown.values().cloned().collect(),
+            skipped,
+        }
+    }
+
+    fn all_skipped(&self) -> Vec<Skipped> {
+        let mut skipped: Vec<Skipped> = self.orphans.values().cloned().collect();
+        for entry in self.services.values() {
+            skipped.extend(entry.refused.iter().cloned());
+        }
+        skipped
+    }
+}
+
+/// The entry's service, built if a change invalidated it, and whether what the build
+/// refused differs from before.
+fn built(registry: &str, key: &str, entry: &mut Entry) -> (Arc<Service>, bool) {
+    if let Some(service) = &entry.built {
+        return (Arc::clone(service), false);
+    }
+    let (namespace, name) = match &entry.scope {
+        Some((namespace, name)) => (namespace.as_deref(), name.as_str()),
+        None => (None, key),
+    };
+    let (service, refused) = build(registry, namespace, name, &entry.items);
+    let changed = refused != entry.refused;
+    entry.refused = refused;
+    entry.built = Some(Arc::clone(&service));
+    (service, changed)
 }
 
 fn build(

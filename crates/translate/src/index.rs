@@ -9,10 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use registry_sync_catalog::{RegistrySnapshot, Service, ServiceKey, Skipped};
+use registry_sync_catalog::{RegistryDelta, RegistrySnapshot, Service, ServiceKey, Skipped};
 use registry_sync_istio::{Desired, IstioObject, ObjectKey};
 
-use crate::{Contributor, GroupKey, Settings, host_of};
+use crate::{Contributor, GroupKey, RegistrySettings, Settings, host_of};
 
 struct ServiceState {
     service: Arc<Service>,
@@ -57,6 +57,44 @@ fn leave(
     }
 }
 
+/// Puts a new or changed service into its group. `None` when it is unchanged from
+/// `old` (which is then returned as it was).
+fn place(
+    members: &mut Members,
+    registry: &str,
+    settings: &RegistrySettings,
+    service: &Arc<Service>,
+    old: Option<ServiceState>,
+    dirty: &mut BTreeSet<GroupKey>,
+    changes: &mut Changes,
+) -> ServiceState {
+    let key = service.key();
+    let mut reported = None;
+    if let Some(state) = old {
+        if Arc::ptr_eq(&state.service, service) || state.service == *service {
+            return state;
+        }
+        leave(members, registry, &key, &state, dirty);
+        reported = state.group.err();
+    }
+    let group = host_of(registry, settings, service);
+    match &group {
+        Ok(group_key) => {
+            members
+                .entry(group_key.clone())
+                .or_default()
+                .insert((registry.to_string(), key));
+            dirty.insert(group_key.clone());
+        }
+        Err(skip) if reported.as_ref() != Some(skip) => changes.new_problems.push(skip.clone()),
+        Err(_) => {}
+    }
+    ServiceState {
+        service: service.clone(),
+        group,
+    }
+}
+
 pub struct Index {
     settings: Settings,
     services: BTreeMap<String, BTreeMap<ServiceKey, ServiceState>>,
@@ -74,6 +112,11 @@ impl Index {
             outputs: BTreeMap::new(),
             desired: Desired::new(),
         }
+    }
+
+    /// A service as the index holds it.
+    pub fn service(&self, registry: &str, key: &ServiceKey) -> Option<&Arc<Service>> {
+        self.services.get(registry)?.get(key).map(|state| &state.service)
     }
 
     /// Every desired object, by key.
@@ -107,34 +150,17 @@ impl Index {
                     leave(&mut self.members, registry, &gone_key, &gone, &mut dirty);
                 }
             }
-            let mut reported = None;
-            if let Some((old_key, state)) = old.next_if(|(k, _)| *k == key) {
-                if Arc::ptr_eq(&state.service, service) || state.service == *service {
-                    new.insert(old_key, state);
-                    continue;
-                }
-                leave(&mut self.members, registry, &old_key, &state, &mut dirty);
-                reported = state.group.err();
-            }
-            let group = host_of(registry, registry_settings, service);
-            match &group {
-                Ok(group_key) => {
-                    self.members
-                        .entry(group_key.clone())
-                        .or_default()
-                        .insert((registry.to_string(), key.clone()));
-                    dirty.insert(group_key.clone());
-                }
-                Err(skip) if reported.as_ref() != Some(skip) => changes.new_problems.push(skip.clone()),
-                Err(_) => {}
-            }
-            new.insert(
-                key,
-                ServiceState {
-                    service: service.clone(),
-                    group,
-                },
+            let previous = old.next_if(|(k, _)| *k == key).map(|(_, state)| state);
+            let state = place(
+                &mut self.members,
+                registry,
+                registry_settings,
+                service,
+                previous,
+                &mut dirty,
+                &mut changes,
             );
+            new.insert(key, state);
         }
         // A service not listed leaves, unless the registry could not read it this time:
         // then what was known of it stays.
@@ -146,6 +172,44 @@ impl Index {
             }
         }
         self.services.insert(registry.to_string(), new);
+        for group in dirty {
+            self.retranslate(&group, &mut changes);
+        }
+        changes
+    }
+
+    /// Applies what changed in a registry since its last view: only the groups the
+    /// changed services left or joined are translated again. A removal of a service
+    /// the registry could not read now is no removal: what was known of it stays.
+    pub fn apply_delta(&mut self, registry: &str, delta: &RegistryDelta) -> Changes {
+        let mut changes = Changes::default();
+        let Some(registry_settings) = self.settings.registries.get(registry) else {
+            return changes;
+        };
+        let services = self.services.entry(registry.to_string()).or_default();
+        let mut dirty: BTreeSet<GroupKey> = BTreeSet::new();
+        for key in &delta.removed {
+            if delta.unknown.contains(key) {
+                continue;
+            }
+            if let Some(gone) = services.remove(key) {
+                leave(&mut self.members, registry, key, &gone, &mut dirty);
+            }
+        }
+        for service in &delta.upserts {
+            let key = service.key();
+            let previous = services.remove(&key);
+            let state = place(
+                &mut self.members,
+                registry,
+                registry_settings,
+                service,
+                previous,
+                &mut dirty,
+                &mut changes,
+            );
+            services.insert(key, state);
+        }
         for group in dirty {
             self.retranslate(&group, &mut changes);
         }

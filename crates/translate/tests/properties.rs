@@ -187,4 +187,43 @@ proptest! {
             previous = index.desired().clone();
         }
     }
+
+    #[test]
+    fn an_index_fed_deltas_equals_one_fed_whole_snapshots(updates in arb_registry_updates()) {
+        use std::collections::BTreeMap;
+
+        use registry_sync_catalog::{RegistryDelta, RegistrySnapshot};
+        use registry_sync_translate::Index;
+
+        let settings = settings_for(&[("one", EndpointMode::Auto), ("two", EndpointMode::WorkloadEntry)]);
+        let mut whole = Index::new(settings.clone());
+        let mut fed_deltas = Index::new(settings);
+        let mut last: BTreeMap<&str, RegistrySnapshot> = BTreeMap::new();
+        for (first, services) in updates {
+            let registry = if first { "one" } else { "two" };
+            let snapshot = RegistrySnapshot::new(registry, services, vec![]);
+            let before = last.remove(registry).unwrap_or_default();
+            let delta = RegistryDelta {
+                upserts: snapshot
+                    .services()
+                    .iter()
+                    .filter(|s| !before.services().contains(s))
+                    .cloned()
+                    .collect(),
+                removed: before
+                    .services()
+                    .iter()
+                    .map(|s| s.key())
+                    .filter(|k| !snapshot.services().iter().any(|s| s.key() == *k))
+                    .collect(),
+                unknown: vec![],
+                skipped: None,
+            };
+            let expected = whole.update(registry, &snapshot);
+            let changes = fed_deltas.apply_delta(registry, &delta);
+            prop_assert_eq!(whole.desired(), fed_deltas.desired());
+            prop_assert_eq!(&changes.objects, &expected.objects);
+            last.insert(registry, snapshot);
+        }
+    }
 }

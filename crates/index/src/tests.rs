@@ -1,0 +1,176 @@
+use std::sync::Arc;
+
+use registry_sync_catalog::{Address, Instance, InstancePort, Service};
+use registry_sync_istio::Location;
+use registry_sync_translate::{EndpointMode, HostTemplate, RegistrySettings};
+
+use super::*;
+
+fn settings(registries: &[&str]) -> Settings {
+    Settings {
+        instance: "default".into(),
+        registries: registries
+            .iter()
+            .map(|name| {
+                let settings = RegistrySettings {
+                    hosts: HostTemplate::parse("{service}.legacy").unwrap(),
+                    namespace: "mesh".into(),
+                    endpoints: EndpointMode::Inline,
+                    location: Location::MeshInternal,
+                    sidecar: false,
+                    secret_keys: Default::default(),
+                };
+                (name.to_string(), settings)
+            })
+            .collect(),
+    }
+}
+
+fn index(registries: &[&str]) -> Index {
+    let configured = registries.iter().map(|r| r.to_string()).collect();
+    Index::new(settings(registries), configured)
+}
+
+fn service(name: &str, ips: &[&str]) -> Service {
+    Service {
+        name: name.into(),
+        namespace: None,
+        labels: Default::default(),
+        instances: ips
+            .iter()
+            .map(|ip| Instance {
+                id: ip.to_string(),
+                address: Address::parse(ip).unwrap(),
+                ports: vec![InstancePort {
+                    name: "http".into(),
+                    number: 8080,
+                    protocol_hint: None,
+                }],
+                healthy: true,
+                weight: None,
+                locality: None,
+                network: None,
+                service_account: None,
+                labels: Default::default(),
+            })
+            .collect(),
+    }
+}
+
+fn names(since: Since) -> Vec<String> {
+    match since {
+        Since::Keys(keys) => keys.into_iter().map(|k| k.name).collect(),
+        Since::Everything => vec!["*".into()],
+    }
+}
+
+#[test]
+fn a_delta_records_only_the_objects_it_changed() {
+    let mut index = index(&["legacy"]);
+    let services = (0..100).map(|i| service(&format!("svc-{i}"), &["10.0.0.1"])).collect();
+    let update = index.snapshot("legacy", &RegistrySnapshot::new("legacy", services, vec![]));
+    assert_eq!((update.changed, update.services, update.instances), (100, 100, 100));
+    let after_snapshot = index.version();
+    let update = index.delta(
+        "legacy",
+        &RegistryDelta {
+            upserts: vec![Arc::new(service("svc-7", &["10.0.0.1", "10.0.0.2"]))],
+            removed: vec![ServiceKey {
+                namespace: None,
+                name: "svc-8".into(),
+            }],
+            ..Default::default()
+        },
+    );
+    assert_eq!((update.changed, update.services, update.instances), (2, 99, 100));
+    assert!(!update.widened, "the registry was complete already");
+    assert_eq!(
+        names(index.changed_since(after_snapshot)),
+        ["legacy.svc-7", "legacy.svc-8"]
+    );
+    assert_eq!(index.desired().len(), 99);
+}
+
+#[test]
+fn an_unchanged_service_in_a_delta_records_nothing() {
+    let mut index = index(&["legacy"]);
+    index.snapshot("legacy", &RegistrySnapshot::new("legacy", vec![service("a", &["10.0.0.1"])], vec![]));
+    let version = index.version();
+    let update = index.delta(
+        "legacy",
+        &RegistryDelta {
+            upserts: vec![Arc::new(service("a", &["10.0.0.1"]))],
+            ..Default::default()
+        },
+    );
+    assert_eq!(update.changed, 0);
+    assert_eq!(index.version(), version);
+}
+
+#[test]
+fn readiness_waits_for_every_registry_and_a_failure_keeps_the_state() {
+    let mut index = index(&["one", "two"]);
+    index.snapshot("one", &RegistrySnapshot::new("one", vec![service("a", &["10.0.0.1"])], vec![]));
+    assert_eq!(index.ready_version(), None, "two has not answered");
+    index.failed("two");
+    assert!(!index.all_complete());
+    let update = index.snapshot("two", &RegistrySnapshot::new("two", vec![service("b", &["10.0.0.2"])], vec![]));
+    assert!(update.widened, "two completing lets its leftovers go");
+    assert_eq!(index.ready_version(), Some(index.version()));
+    let epoch = index.epoch();
+    index.failed("one");
+    assert_eq!(index.desired().len(), 2, "a failing registry keeps its objects");
+    assert!(!index.scope().complete.contains("one"));
+    assert!(index.scope().delivered.contains("one"));
+    index.snapshot("one", &RegistrySnapshot::new("one", vec![service("a", &["10.0.0.1"])], vec![]));
+    assert_eq!(index.epoch(), epoch + 1, "complete again: writers plan everything");
+}
+
+#[test]
+fn a_service_readable_again_widens_the_scope() {
+    let mut index = index(&["legacy"]);
+    let unknown = ServiceKey {
+        namespace: None,
+        name: "b".into(),
+    };
+    let snapshot = RegistrySnapshot::new("legacy", vec![service("a", &["10.0.0.1"])], vec![])
+        .with_unknown([unknown.clone()]);
+    index.snapshot("legacy", &snapshot);
+    assert!(index.scope().unknown.contains("legacy:b"));
+    let epoch = index.epoch();
+    let update = index.delta("legacy", &RegistryDelta::default());
+    assert!(update.widened);
+    assert_eq!(index.epoch(), epoch + 1);
+    assert!(index.scope().unknown.is_empty());
+}
+
+#[test]
+fn a_refused_item_is_reported_once() {
+    let mut index = index(&["legacy"]);
+    let refused = Skipped {
+        registry: "legacy".into(),
+        service: "a".into(),
+        instance: Some("x".into()),
+        reason: "port 0".into(),
+    };
+    let snapshot = RegistrySnapshot::new("legacy", vec![service("a", &["10.0.0.1"])], vec![refused.clone()]);
+    assert_eq!(index.snapshot("legacy", &snapshot).new_problems, [refused.clone()]);
+    let again = RegistryDelta {
+        skipped: Some(vec![refused]),
+        upserts: vec![Arc::new(service("a", &["10.0.0.9"]))],
+        ..Default::default()
+    };
+    assert!(index.delta("legacy", &again).new_problems.is_empty());
+}
+
+#[test]
+fn compaction_keeps_the_log_as_large_as_the_desired_set() {
+    let mut index = index(&["legacy"]);
+    for round in 0..10 {
+        let services = (0..10).map(|i| service(&format!("r{round}-{i}"), &["10.0.0.1"])).collect();
+        index.snapshot("legacy", &RegistrySnapshot::new("legacy", services, vec![]));
+        index.compact(index.version());
+    }
+    assert_eq!(index.desired().len(), 10);
+    assert_eq!(index.log_len(), 10, "tombstones of applied deletions are gone");
+}
