@@ -94,7 +94,11 @@ pub fn start(client: Client, settings: LeaderSettings, cancel: CancellationToken
             let started = Instant::now();
             let renewed = tokio::select! {
                 _ = cancel.cancelled() => break,
-                renewed = try_acquire_or_renew(&api, &settings, &mut observed) => renewed,
+                // A stalled API server must not hold the round past the margin: the
+                // leadership this replica claims expires on its own clock meanwhile.
+                renewed = tokio::time::timeout(settings.margin(), try_acquire_or_renew(&api, &settings, &mut observed)) => {
+                    renewed.unwrap_or_else(|_| Err(kube::Error::Service(format!("the Lease call took longer than {:?}", settings.margin()).into())))
+                }
             };
             {
                 let mut guard = state.lock().await;
@@ -123,7 +127,7 @@ pub fn start(client: Client, settings: LeaderSettings, cancel: CancellationToken
         *state.lock().await = None;
         let _ = tx.send(false);
         if led.load(Ordering::Relaxed) {
-            release(&api, &settings).await;
+            let _ = tokio::time::timeout(settings.margin(), release(&api, &settings)).await;
         }
     });
     leadership

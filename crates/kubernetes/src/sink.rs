@@ -53,6 +53,9 @@ pub struct KubeSinkSettings {
     pub attempts: usize,
     /// How long `connect` waits for the first complete list of every namespace.
     pub initial_list_timeout: Duration,
+    /// The longest one API call (a write, a read before a create) may take; a stalled
+    /// API server fails the call instead of holding the writer.
+    pub call_timeout: Duration,
 }
 
 impl Default for KubeSinkSettings {
@@ -64,6 +67,7 @@ impl Default for KubeSinkSettings {
             concurrency: 8,
             attempts: 5,
             initial_list_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -101,6 +105,14 @@ struct ServerMeta {
 }
 
 impl ServerMeta {
+    /// Whether this version is known to be later than `other`'s. Resource versions
+    /// are opaque to clients, but numeric in practice (etcd revisions); when either is
+    /// not a number, nothing is assumed.
+    fn is_newer_than(&self, other: &ServerMeta) -> bool {
+        let number = |meta: &ServerMeta| meta.resource_version.as_deref()?.parse::<u64>().ok();
+        self.uid == other.uid && matches!((number(self), number(other)), (Some(a), Some(b)) if a > b)
+    }
+
     fn of(object: &DynamicObject) -> ServerMeta {
         ServerMeta {
             uid: object.uid().unwrap_or_default(),
@@ -116,7 +128,7 @@ pub struct KubeSink {
     server: HashMap<ObjectKey, ServerMeta>,
     /// Keys seen during a relist of (kind, namespace), to drop what vanished meanwhile.
     relisting: HashMap<(Kind, String), BTreeSet<ObjectKey>>,
-    observed: mpsc::UnboundedReceiver<Observed>,
+    observed: mpsc::Receiver<Observed>,
     limiter: Arc<RateLimiter>,
     leader: Option<Leadership>,
     watches: Vec<JoinHandle<()>>,
@@ -140,7 +152,12 @@ fn to_held(kind: Kind, object: &DynamicObject) -> Option<(HeldObject, ServerMeta
     Some((held, ServerMeta::of(object)))
 }
 
-async fn watch_namespace(client: Client, kind: Kind, namespace: String, tx: mpsc::UnboundedSender<Observed>) {
+/// Watch events waiting for the writer. Bounded: a writer busy applying makes the
+/// watches wait (the API server keeps the events), and every replica, a standby too,
+/// drains the queue continuously.
+const OBSERVED_QUEUE: usize = 1024;
+
+async fn watch_namespace(client: Client, kind: Kind, namespace: String, tx: mpsc::Sender<Observed>) {
     let api: Api<DynamicObject> = Api::namespaced_with(client, &namespace, &api_resource(kind));
     let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
     loop {
@@ -167,7 +184,7 @@ async fn watch_namespace(client: Client, kind: Kind, namespace: String, tx: mpsc
                 name: object.name_any(),
             }),
         };
-        if tx.send(message).is_err() {
+        if tx.send(message).await.is_err() {
             return;
         }
     }
@@ -209,7 +226,7 @@ impl KubeSink {
         settings: KubeSinkSettings,
         leader: Option<Leadership>,
     ) -> Result<KubeSink, SinkError> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(OBSERVED_QUEUE);
         let mut watches = Vec::new();
         for namespace in &settings.namespaces {
             for kind in [Kind::ServiceEntry, Kind::WorkloadEntry] {
@@ -243,7 +260,7 @@ impl KubeSink {
                     if let Observed::InitDone(kind, namespace) = &message {
                         listed.insert((*kind, namespace.clone()));
                     }
-                    sink.observe(message);
+                    sink.fold(message);
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -271,22 +288,32 @@ impl KubeSink {
         Ok(sink)
     }
 
-    fn observe(&mut self, message: Observed) {
+    /// Folds one watch event into what the sink holds; returns the key when what is
+    /// held changed (not for the echo of a write the sink already took in).
+    fn fold(&mut self, message: Observed) -> Vec<ObjectKey> {
         match message {
             Observed::Init(kind, namespace) => {
                 self.relisting.insert((kind, namespace), BTreeSet::new());
+                Vec::new()
             }
             Observed::Apply { held, meta } => {
                 let key = held.key.clone();
                 if let Some(seen) = self.relisting.get_mut(&(key.kind, key.namespace.clone())) {
                     seen.insert(key.clone());
                 }
+                if self.server.get(&key).is_some_and(|known| known.is_newer_than(&meta)) {
+                    // An event older than a write response already taken in.
+                    return Vec::new();
+                }
+                let same = self.held.get(&key) == Some(&held);
                 self.server.insert(key.clone(), meta);
-                self.held.insert(key, held);
+                self.held.insert(key.clone(), held);
+                if same { Vec::new() } else { vec![key] }
             }
             Observed::Delete(key) => {
                 self.held.remove(&key);
                 self.server.remove(&key);
+                vec![key]
             }
             Observed::InitDone(kind, namespace) => {
                 if let Some(seen) = self.relisting.remove(&(kind, namespace.clone())) {
@@ -297,11 +324,13 @@ impl KubeSink {
                         .filter(|k| !seen.contains(*k))
                         .cloned()
                         .collect();
-                    for key in vanished {
-                        self.held.remove(&key);
-                        self.server.remove(&key);
+                    for key in &vanished {
+                        self.held.remove(key);
+                        self.server.remove(key);
                     }
+                    return vanished;
                 }
+                Vec::new()
             }
         }
     }
@@ -329,7 +358,7 @@ impl KubeSink {
             if !self.is_leader() {
                 return Err(WriteError::NotLeader);
             }
-            self.send(&write).await.map_err(WriteError::Api)
+            self.timed(self.send(&write)).await.map_err(WriteError::Api)
         };
         let result = attempt
             .retry(backoff)
@@ -347,7 +376,7 @@ impl KubeSink {
                     Ok(None) => {
                         self.limiter.acquire().await;
                         let again = Write::Update(object.clone(), None);
-                        self.send(&again).await.map_err(WriteError::Api)
+                        self.timed(self.send(&again)).await.map_err(WriteError::Api)
                     }
                     Err(e) => Err(WriteError::Api(e)),
                 }
@@ -375,7 +404,7 @@ impl KubeSink {
     ) -> Result<Option<(String, Option<(HeldObject, ServerMeta)>)>, kube::Error> {
         self.limiter.acquire().await;
         let key = object.key();
-        let Some(found) = self.api(&key).get_opt(&object.metadata.name).await? else {
+        let Some(found) = self.timed(self.api(&key).get_opt(&object.metadata.name)).await? else {
             return Ok(None);
         };
         let held = to_held(key.kind, &found);
@@ -396,6 +425,18 @@ impl KubeSink {
             label(INSTANCE_LABEL),
         );
         Ok(Some((reason, held)))
+    }
+
+    /// One API call under [`KubeSinkSettings::call_timeout`]; a call that takes longer
+    /// fails as a timeout, which is retried like any transient failure.
+    async fn timed<T>(&self, call: impl Future<Output = Result<T, kube::Error>>) -> Result<T, kube::Error> {
+        let limit = self.settings.call_timeout;
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
+            Err(_) => Err(kube::Error::Service(
+                format!("no answer from the API server within {limit:?}").into(),
+            )),
+        }
     }
 
     fn api(&self, key: &ObjectKey) -> Api<DynamicObject> {
@@ -532,8 +573,22 @@ impl AsyncSink for KubeSink {
     fn refresh(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             while let Ok(message) = self.observed.try_recv() {
-                self.observe(message);
+                self.fold(message);
             }
+        })
+    }
+
+    fn observe(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
+        Box::pin(async move {
+            let Some(first) = self.observed.recv().await else {
+                // The watches ended (the sink is shutting down): nothing more to see.
+                return std::future::pending().await;
+            };
+            let mut keys = self.fold(first);
+            while let Ok(message) = self.observed.try_recv() {
+                keys.extend(self.fold(message));
+            }
+            keys
         })
     }
 

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use registry_sync::config::Config;
 use registry_sync::pipeline::{NamedSink, Pipeline};
-use registry_sync_catalog::{Address, Instance, InstancePort, RegistrySnapshot, Service};
+use registry_sync_catalog::{RegistryDelta, Address, Instance, InstancePort, RegistrySnapshot, Service};
 use registry_sync_kube_standin::StandIn;
 use registry_sync_kubernetes::{KubeSink, KubeSinkSettings, api_resource};
 
@@ -102,11 +102,11 @@ async fn main() {
     let sink = KubeSink::connect(client.clone(), settings.clone(), None)
         .await
         .unwrap();
-    let mut sinks = vec![NamedSink {
+    let mut pipeline = Pipeline::new(&config);
+    let mut sinks = vec![pipeline.writer(NamedSink {
         name: "kubernetes".into(),
         sink: Box::new(sink),
-    }];
-    let mut pipeline = Pipeline::new(&config);
+    })];
 
     // A watching source keeps its services between snapshots; unchanged ones are shared.
     let mut shared: Vec<Arc<Service>> = (0..services)
@@ -127,9 +127,13 @@ async fn main() {
     for n in 0..changes {
         let s = (n * 7919) % services;
         shared[s] = Arc::new(service(s, instances, 9000 + (n % 1000) as u16));
-        let snapshot = RegistrySnapshot::from_shared("bench", shared.clone(), vec![]);
+        // What a watching source sends after its first view: the changed service.
+        let delta = RegistryDelta {
+            upserts: vec![Arc::clone(&shared[s])],
+            ..RegistryDelta::default()
+        };
         let t = Instant::now();
-        pipeline.registry_synced("bench", snapshot);
+        pipeline.registry_changed("bench", &delta);
         assert!(pipeline.sync(&mut sinks).await.written);
         latencies.push(t.elapsed());
     }

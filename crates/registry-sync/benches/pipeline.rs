@@ -147,13 +147,13 @@ fn main() {
 
     let mut pipeline = Pipeline::new(&config);
     let writes = Arc::new(AtomicUsize::new(0));
-    let mut sinks = vec![NamedSink {
+    let mut sinks = vec![pipeline.writer(NamedSink {
         name: "memory".into(),
         sink: Box::new(Memory {
             held: BTreeMap::new(),
             writes: writes.clone(),
         }),
-    }];
+    })];
 
     let t = Instant::now();
     pipeline.registry_synced("bench", snapshot);
@@ -196,13 +196,13 @@ fn main() {
     // a delta source hands over one service, so compare with a one-service estate.
     let small = [estate(1, instances, Some((0, 3))), estate(1, instances, None)];
     let mut small_pipeline = Pipeline::new(&config);
-    let mut small_sinks = vec![NamedSink {
+    let mut small_sinks = vec![small_pipeline.writer(NamedSink {
         name: "memory".into(),
         sink: Box::new(Memory {
             held: BTreeMap::new(),
             writes: writes.clone(),
         }),
-    }];
+    })];
     small_pipeline.registry_synced("bench", small[1].clone());
     block_on(small_pipeline.sync(&mut small_sinks));
     let mut small_latencies = Vec::with_capacity(changes);

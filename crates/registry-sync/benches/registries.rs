@@ -81,13 +81,13 @@ fn run_pipeline(
 ) {
     tokio::spawn(async move {
         let mut pipeline = Pipeline::new(&config);
-        let mut sinks = vec![NamedSink {
+        let mut sinks = vec![pipeline.writer(NamedSink {
             name: "bench".into(),
             sink: Box::new(PortSink {
                 held: BTreeMap::new(),
                 port,
             }),
-        }];
+        })];
         loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -95,9 +95,7 @@ fn run_pipeline(
             };
             let mut changed = false;
             for event in std::iter::once(event).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
-                if let SourceEvent::Snapshot { registry, snapshot } = event {
-                    changed |= pipeline.registry_synced(&registry, snapshot);
-                }
+                changed |= pipeline.take(event);
             }
             if changed {
                 pipeline.sync(&mut sinks).await;

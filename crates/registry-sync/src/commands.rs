@@ -140,9 +140,10 @@ async fn sync_once(
     mut pipeline: Pipeline,
     errors: Vec<CommandError>,
 ) -> Result<Outcome, CommandError> {
-    let mut sinks = open_sinks(config, None).await?;
+    let sinks = open_sinks(config, None).await?;
     report_errors(&errors);
-    let pass = pipeline.sync(&mut sinks).await;
+    let mut writers: Vec<_> = sinks.into_iter().map(|sink| pipeline.writer(sink)).collect();
+    let pass = pipeline.sync(&mut writers).await;
     Ok(if !pass.written || !errors.is_empty() {
         Outcome::Failed
     } else if pass.held_back {

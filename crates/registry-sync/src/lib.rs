@@ -1,13 +1,17 @@
-//! registry-sync's runtime: configuration, the sync pass and the watch loop that wire
-//! sources → catalog → translate → plan → sinks together.
+//! registry-sync's runtime: configuration, the commands, and the tasks of `run` that
+//! wire sources → index (translate) → plan → sinks together.
 //!
 //! ```text
-//!  sources::spawn_watch ──SourceEvent──▶ run loop ──▶ Pipeline ──translate──▶ desired
-//!                                                        │                      │
-//!                                                        └──── plan vs held ◀───┘
-//!                                                                 │
-//!                                                          Sink::apply (files, stdout)
+//!  one task per registry ──SourceEvent (bounded)──▶ feed loop ──▶ Pipeline { Index }
+//!                                                                     │ version
+//!                                            ┌────────────────────────┼──────────────┐
+//!                                            ▼                        ▼              ▼
+//!                                     writer: files            writer: stdout   writer: kubernetes
+//!                                     plan(changed since v)                     ▲ watch (drift)
+//!                                     apply                                     leadership gate
 //! ```
+//!
+//! ARCHITECTURE.md at the repository root walks through the tasks and channels.
 
 #![forbid(unsafe_code)]
 
@@ -19,3 +23,4 @@ pub mod pipeline;
 pub mod run;
 pub mod sinks;
 pub mod sources;
+pub mod writer;

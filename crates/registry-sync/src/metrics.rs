@@ -56,6 +56,7 @@ pub struct Metrics {
     pub conflicts: Family<SinkLabels, Gauge>,
     pub plan_writes: Family<SinkLabels, Histogram>,
     pub held_back: Family<SinkLabels, Gauge>,
+    pub quarantined: Family<SinkLabels, Gauge>,
     pub propagation: Histogram,
     pub leader: Gauge,
     ready: Arc<AtomicBool>,
@@ -85,6 +86,7 @@ impl Metrics {
             conflicts: Family::default(),
             plan_writes: Family::new_with_constructor(plan_histogram),
             held_back: Family::default(),
+            quarantined: Family::default(),
             // 0.5 ms to ~65 s.
             propagation: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             leader: Gauge::default(),
@@ -134,6 +136,11 @@ impl Metrics {
             "sink_held_back_changes",
             "Changes the mass-change guard holds back (a registry losing too many objects or endpoints at once); confirm with --confirm-mass-delete",
             metrics.held_back.clone(),
+        );
+        registry.register(
+            "sink_quarantined_objects",
+            "Objects the sink keeps refusing, retried alone with backoff while everything else flows",
+            metrics.quarantined.clone(),
         );
         registry.register(
             "propagation_seconds",
@@ -193,6 +200,14 @@ impl Metrics {
                 sink: sink.to_string(),
             })
             .set(changes as i64);
+    }
+
+    pub fn quarantined(&self, sink: &str, objects: usize) {
+        self.quarantined
+            .get_or_create(&SinkLabels {
+                sink: sink.to_string(),
+            })
+            .set(objects as i64);
     }
 
     pub fn applied(&self, sink: &str, plan: &Plan, report: &ApplyReport) {

@@ -1,25 +1,22 @@
-//! The sync pass: catalog → translate → plan → apply, shared by every command.
+//! The pipeline: source events into the [`Index`], and plans out of it, shared by
+//! every command.
 //!
-//! The pipeline keeps the last known view of every registry inside an incremental
-//! translation [`Index`], and remembers which registries have delivered a complete
-//! view. Only those may lose objects to a plan: a registry that never answered, or
-//! that is failing now, keeps what it had.
-//!
-//! A pass after a change plans only the objects that change touched, so one changed
-//! instance in a large estate costs one object's work, not the estate's. A full plan
-//! (every desired and held object) runs on the first pass, when a registry becomes
-//! complete (its leftovers may now be deleted), and after any failed write.
+//! The index keeps the last known view of every registry and knows which registries
+//! have delivered a complete view: only those may lose objects to a plan. `once`,
+//! `plan` and `prune` read every registry once and make one pass over the sinks here;
+//! `run` shares the pipeline between the task that feeds it and one writer task per
+//! sink ([`crate::writer`]).
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use registry_sync_catalog::{RegistrySnapshot, Skipped};
-use registry_sync_istio::{Desired, ObjectKey};
-use registry_sync_plan::{DeleteScope, MassChangeGuard, Owner, Plan, plan, plan_keys};
+use registry_sync_catalog::{RegistryDelta, RegistrySnapshot, Skipped};
+use registry_sync_index::{Index, Update};
+use registry_sync_istio::Desired;
+use registry_sync_plan::{MassChangeGuard, Owner, Plan, plan};
 use registry_sync_sinks::{ApplyReport, AsyncSink, SinkError};
-use registry_sync_translate::Index;
+use registry_sync_sources::SourceEvent;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::writer::SinkWriter;
 
 /// A sink with a name for logs and messages.
 pub struct NamedSink {
@@ -46,27 +43,10 @@ pub struct SinkOutcome {
 pub struct Pipeline {
     index: Index,
     owner: Owner,
-    configured: BTreeSet<String>,
-    /// Registries whose last answer was a complete, successful view.
-    complete: BTreeSet<String>,
-    /// Registries that delivered a complete view at least once since start.
-    delivered: BTreeSet<String>,
-    /// What each registry's source refused last time, to log only what is new.
-    source_skipped: BTreeMap<String, Vec<Skipped>>,
-    /// Objects changed since the last successful pass.
-    pending: BTreeSet<ObjectKey>,
-    /// The next pass must look at every object, not only `pending`.
-    full_next: bool,
     /// Percent of a registry's objects or endpoints that may go within the guard's
     /// window; `None` when confirmed.
     mass_delete_guard: Option<u32>,
     guard_window: std::time::Duration,
-    /// One mass-change guard per sink (by name): each judges what its own sink holds.
-    guards: BTreeMap<String, MassChangeGuard>,
-    prune_orphans: bool,
-    /// Per registry, its services (`registry:service`) whose state its latest view could
-    /// not read: their objects stay as the sinks hold them.
-    unknown: BTreeMap<String, BTreeSet<String>>,
     metrics: Option<Metrics>,
 }
 
@@ -83,20 +63,11 @@ fn log_problem(skip: &Skipped) {
 impl Pipeline {
     pub fn new(config: &Config) -> Pipeline {
         Pipeline {
-            index: Index::new(config.translate_settings()),
+            index: Index::new(config.translate_settings(), config.registry_names()),
             owner: Owner::new(config.instance.clone()),
-            configured: config.registry_names(),
-            complete: BTreeSet::new(),
-            delivered: BTreeSet::new(),
-            source_skipped: BTreeMap::new(),
-            pending: BTreeSet::new(),
-            full_next: true,
             mass_delete_guard: (!config.safety.confirm_mass_delete)
                 .then(|| (config.safety.max_delete_share * 100.0).round() as u32),
             guard_window: config.safety.guard_window,
-            guards: BTreeMap::new(),
-            prune_orphans: false,
-            unknown: Default::default(),
             metrics: None,
         }
     }
@@ -110,59 +81,62 @@ impl Pipeline {
     /// Deletes orphans (objects of registries no longer configured) instead of listing
     /// them: `registry-sync prune`.
     pub fn prune_orphans(mut self) -> Pipeline {
-        self.prune_orphans = true;
+        self.index = self.index.prune_orphans();
         self
     }
 
-    /// Takes a registry's complete view. Returns whether a pass has anything to do.
-    pub fn registry_synced(&mut self, registry: &str, snapshot: RegistrySnapshot) -> bool {
-        let newly_complete = self.complete.insert(registry.to_string());
-        self.delivered.insert(registry.to_string());
-        let seen = self.source_skipped.remove(registry).unwrap_or_default();
-        let new_skips: Vec<Skipped> = snapshot
-            .skipped
-            .iter()
-            .filter(|s| !seen.contains(s))
-            .cloned()
-            .collect();
-        new_skips.iter().for_each(log_problem);
-        if let Some(metrics) = &self.metrics {
-            metrics.registry_synced(
-                registry,
-                snapshot.services().len(),
-                snapshot.instance_count(),
-                &new_skips,
-            );
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Forgets deletions every writer has planned past (see [`Index::compact`]).
+    pub fn compact(&mut self, upto: u64) {
+        self.index.compact(upto);
+    }
+
+    /// Takes one source event. Returns whether writers have anything new to look at.
+    pub fn take(&mut self, event: SourceEvent) -> bool {
+        match event {
+            SourceEvent::Snapshot { registry, snapshot } => {
+                tracing::debug!(%registry, services = snapshot.services().len(), "registry view received");
+                self.registry_synced(&registry, snapshot)
+            }
+            SourceEvent::Changed { registry, delta } => {
+                tracing::debug!(%registry, changed = delta.upserts.len(), removed = delta.removed.len(), "registry change received");
+                self.registry_changed(&registry, &delta)
+            }
+            SourceEvent::Failed { registry, error } => {
+                tracing::warn!(%registry, "registry failing, keeping its last known state: {error}");
+                self.registry_failed(&registry);
+                false
+            }
         }
-        let unknown: BTreeSet<String> = snapshot
-            .unknown
-            .iter()
-            .map(|key| format!("{registry}:{key}"))
-            .collect();
-        for key in &unknown {
+    }
+
+    /// Takes a registry's complete view. Returns whether writers have anything to do.
+    pub fn registry_synced(&mut self, registry: &str, snapshot: RegistrySnapshot) -> bool {
+        let update = self.index.snapshot(registry, &snapshot);
+        self.report(registry, update)
+    }
+
+    /// Takes what changed in a registry since its last view.
+    pub fn registry_changed(&mut self, registry: &str, delta: &RegistryDelta) -> bool {
+        let update = self.index.delta(registry, delta);
+        self.report(registry, update)
+    }
+
+    fn report(&self, registry: &str, update: Update) -> bool {
+        update.new_problems.iter().for_each(log_problem);
+        if let Some(metrics) = &self.metrics {
+            metrics.registry_synced(registry, update.services, update.instances, &update.new_problems);
+        }
+        for key in &update.unknown {
             tracing::debug!(%registry, service = %key, "service could not be read; its objects stay as they are");
         }
-        // Objects kept for a service that is readable again may now be written.
-        let recovered = self
-            .unknown
-            .get(registry)
-            .is_some_and(|previous| previous.iter().any(|k| !unknown.contains(k)));
-        self.unknown.insert(registry.to_string(), unknown);
-        let changes = self.index.update(registry, &snapshot);
-        self.source_skipped.insert(registry.to_string(), snapshot.skipped);
-        changes.new_problems.iter().for_each(log_problem);
-        if let Some(metrics) = &self.metrics {
-            changes.new_problems.iter().for_each(|skip| metrics.skip(skip));
-        }
-        for note in &changes.notes {
+        for note in &update.notes {
             tracing::debug!(registry = %note.registry, service = %note.service, instance = note.instance.as_deref().unwrap_or(""), "{}", note.reason);
         }
-        let changed = !changes.objects.is_empty();
-        self.pending.extend(changes.objects);
-        if newly_complete || recovered {
-            self.full_next = true;
-        }
-        changed || newly_complete || recovered
+        update.changed > 0 || update.widened
     }
 
     /// Marks a registry as failing: its last known services stay, nothing of it is
@@ -171,31 +145,27 @@ impl Pipeline {
         if let Some(metrics) = &self.metrics {
             metrics.registry_failed(registry);
         }
-        self.complete.remove(registry);
+        self.index.failed(registry);
     }
 
     /// Every configured registry has delivered a complete view.
     pub fn all_registries_complete(&self) -> bool {
-        self.configured.is_subset(&self.complete)
+        self.index.all_complete()
     }
 
     pub fn desired(&self) -> &Desired {
         self.index.desired()
     }
 
-    fn delete_scope(&self) -> DeleteScope {
-        DeleteScope {
-            complete: self.complete.clone(),
-            delivered: self.delivered.clone(),
-            configured: self.configured.clone(),
-            prune_orphans: self.prune_orphans,
-            unknown: self.unknown.values().flatten().cloned().collect(),
-        }
-    }
-
     fn new_guard(&self) -> Option<MassChangeGuard> {
         self.mass_delete_guard
             .map(|percent| MassChangeGuard::new(percent, self.guard_window))
+    }
+
+    /// The writer of one sink, with its own mass-change guard (each judges what its own
+    /// sink holds).
+    pub fn writer(&self, sink: NamedSink) -> SinkWriter {
+        SinkWriter::new(sink, self.owner.clone(), self.new_guard(), self.metrics.clone())
     }
 
     /// The full plan for one sink, without applying it; the guard judges it as a fresh
@@ -205,7 +175,7 @@ impl Pipeline {
             self.index.desired(),
             sink.held(),
             &self.owner,
-            &self.delete_scope(),
+            &self.index.scope(),
         );
         if let Some(mut guard) = self.new_guard() {
             guard.hold(&mut plan, sink.held(), &self.owner, std::time::Instant::now());
@@ -213,81 +183,30 @@ impl Pipeline {
         plan
     }
 
-    /// Plans and applies for every sink. Returns whether every write succeeded; if not,
-    /// the next pass is a full one, which retries exactly what is still different.
-    /// Makes the next pass a full one (a new leader, a periodic resync).
-    pub fn request_full_pass(&mut self) {
-        self.full_next = true;
-    }
-
-    pub async fn sync(&mut self, sinks: &mut [NamedSink]) -> PassOutcome {
-        let scope = self.delete_scope();
+    /// One pass over every sink, one after the other: what `once` and `prune` do.
+    pub async fn sync(&mut self, writers: &mut [SinkWriter]) -> PassOutcome {
         let mut outcome = PassOutcome {
             written: true,
             held_back: false,
         };
-        // Held-back keys are judged again on the next pass: the hold lasts while the
-        // registry's view stays too small, not one pass.
-        let mut still_pending: BTreeSet<ObjectKey> = BTreeSet::new();
-        let mut sink_failed = false;
-        for named in sinks.iter_mut() {
-            named.sink.refresh().await;
-            let mut plan = if self.full_next {
-                plan(self.index.desired(), named.sink.held(), &self.owner, &scope)
-            } else {
-                plan_keys(
-                    &self.pending,
-                    self.index.desired(),
-                    named.sink.held(),
-                    &self.owner,
-                    &scope,
-                )
-            };
-            if let Some(percent) = self.mass_delete_guard {
-                let window = self.guard_window;
-                self.guards
-                    .entry(named.name.clone())
-                    .or_insert_with(|| MassChangeGuard::new(percent, window))
-                    .hold(
-                        &mut plan,
-                        named.sink.held(),
-                        &self.owner,
-                        std::time::Instant::now(),
-                    );
-            }
-            for held_back in &plan.held_back {
-                still_pending.extend(held_back.keys.iter().cloned());
-                outcome.held_back = true;
-            }
-            if let Some(metrics) = &self.metrics {
-                metrics.held_back(&named.name, &plan.held_back);
-            }
-            match apply(&named.name, named.sink.as_mut(), plan).await {
-                Ok(applied) => {
-                    if let Some(metrics) = &self.metrics {
-                        metrics.applied(&named.name, &applied.plan, &applied.report);
-                    }
-                    outcome.written &= applied.report.is_complete();
-                    // A refused object is retried on its own: one object the API server
-                    // keeps refusing must not turn every later pass into a full one.
-                    still_pending.extend(applied.report.failed.iter().map(|(key, _)| key.clone()));
-                }
+        for writer in writers.iter_mut() {
+            writer.sink.refresh().await;
+            let step = writer.plan(&self.index, std::time::Instant::now());
+            outcome.held_back |= !step.plan.held_back.is_empty();
+            match writer.apply(step).await {
+                Ok(report) => outcome.written &= report.is_complete(),
                 Err(e) => {
-                    tracing::error!(sink = %named.name, "{e}");
+                    tracing::error!(sink = %writer.name, "{e}");
                     outcome.written = false;
-                    sink_failed = true;
                 }
             }
         }
-        self.pending = still_pending;
-        // A sink that could not be used at all may have missed anything.
-        self.full_next = sink_failed;
         outcome
     }
 }
 
 /// Applies one plan to one sink, logging what happened.
-async fn apply(sink_name: &str, sink: &mut dyn AsyncSink, plan: Plan) -> Result<SinkOutcome, SinkError> {
+pub(crate) async fn apply(sink_name: &str, sink: &mut dyn AsyncSink, plan: Plan) -> Result<SinkOutcome, SinkError> {
     for conflict in &plan.conflicts {
         tracing::warn!(sink = sink_name, object = %conflict.key, "conflict, not written: {}", conflict.reason);
     }
@@ -346,11 +265,13 @@ async fn apply(sink_name: &str, sink: &mut dyn AsyncSink, plan: Plan) -> Result<
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::path::Path;
     use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
 
     use registry_sync_catalog::{Address, Instance, InstancePort, RegistrySnapshot, Service};
-    use registry_sync_istio::HeldObject;
+    use registry_sync_istio::{HeldObject, ObjectKey};
     use registry_sync_sinks::{BoxFuture, SinkError};
 
     use super::*;
@@ -410,7 +331,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_object_is_retried_alone_not_with_a_full_pass() {
+    async fn a_refused_object_is_quarantined_and_retried_alone_while_the_rest_flows() {
         let config = Config::parse(
             Path::new("sync.yaml"),
             "registries:\n  - {name: legacy, kind: file, path: s.yaml, namespace: mesh}\n",
@@ -418,24 +339,34 @@ mod tests {
         .unwrap();
         let mut pipeline = Pipeline::new(&config);
         let plans = Arc::new(Mutex::new(Vec::new()));
-        let mut sinks = vec![NamedSink {
+        let mut writer = pipeline.writer(NamedSink {
             name: "refusing".into(),
             sink: Box::new(Refusing {
                 held: BTreeMap::new(),
                 refuses: "bad",
                 plans: Arc::clone(&plans),
             }),
-        }];
+        });
         let services: Vec<Service> = ["a", "b", "c", "bad"].into_iter().map(service).collect();
         pipeline.registry_synced("legacy", RegistrySnapshot::new("legacy", services, vec![]));
-        assert!(!pipeline.sync(&mut sinks).await.written);
-        assert!(!pipeline.sync(&mut sinks).await.written);
-        let plans = plans.lock().unwrap().clone();
-        assert_eq!(plans[0], (4, 0), "the first pass creates all four");
+        let start = Instant::now();
+        let step = writer.plan(pipeline.index(), start);
+        let report = writer.apply(step).await.unwrap();
+        assert_eq!((report.created, report.failed.len()), (3, 1));
         assert_eq!(
-            plans[1],
-            (1, 0),
-            "the retry plans the refused object only: {plans:?}"
+            writer.applied(),
+            Some(pipeline.index().version()),
+            "a quarantined object does not hold readiness back"
         );
+        // A new service while the refused one waits: only the new one is planned.
+        let services: Vec<Service> = ["a", "b", "c", "bad", "d"].into_iter().map(service).collect();
+        pipeline.registry_synced("legacy", RegistrySnapshot::new("legacy", services, vec![]));
+        let step = writer.plan(pipeline.index(), start + Duration::from_millis(500));
+        assert_eq!(step.plan.creates.len(), 1, "the refused object waits in quarantine");
+        writer.apply(step).await.unwrap();
+        let step = writer.plan(pipeline.index(), start + Duration::from_millis(1500));
+        let names: Vec<&str> = step.plan.creates.iter().map(|o| o.metadata.name.as_str()).collect();
+        assert_eq!(names, ["legacy.bad"], "once due, it is retried alone");
+        assert_eq!(plans.lock().unwrap().clone(), [(4, 0), (1, 0)]);
     }
 }

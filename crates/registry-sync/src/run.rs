@@ -1,14 +1,23 @@
 //! `run`: watch every registry and keep every sink in step until SIGINT or SIGTERM.
 //!
-//! One task per registry feeds events into one channel; this loop is the only writer.
-//! The first event after a quiet period is applied at once (no debounce delay), and
-//! everything that arrived while a pass was running is folded into the next pass, so
-//! a burst of changes costs a few passes, not one per event.
+//! Tasks and channels (ARCHITECTURE.md draws them):
+//!
+//! * one task per registry sends [`registry_sync_sources::SourceEvent`]s into one bounded channel;
+//! * the feed loop (this function) folds them into the shared [`Pipeline`] — a burst
+//!   that arrived meanwhile is folded in one go — and publishes the change on a `watch`
+//!   channel, which coalesces: a writer that was busy sees only the latest;
+//! * one writer task per sink plans what changed since the version it applied, plus
+//!   what its sink saw change underneath it, and applies. A slow or failing sink
+//!   holds up no other; leadership gates every writer, and losing it cancels the
+//!   writes in flight.
+//!
+//! The first change after a quiet period is planned at once (no debounce delay).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use registry_sync_sources::SourceEvent;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -17,26 +26,15 @@ use crate::commands::CommandError;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
-use crate::sinks::open_sinks;
+use crate::sinks::{Leadership, open_sinks};
 use crate::sources;
+use crate::writer::SinkWriter;
 
 const EVENT_QUEUE: usize = 1024;
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
-
-fn handle(pipeline: &mut Pipeline, event: SourceEvent) -> bool {
-    match event {
-        SourceEvent::Snapshot { registry, snapshot } => {
-            tracing::debug!(%registry, services = snapshot.services().len(), "registry view received");
-            pipeline.registry_synced(&registry, snapshot)
-        }
-        SourceEvent::Failed { registry, error } => {
-            tracing::warn!(%registry, "registry failing, keeping its last known state: {error}");
-            pipeline.registry_failed(&registry);
-            false
-        }
-    }
-}
+/// The change log is compacted once it holds this many entries beyond the desired set.
+const COMPACT_SLACK: usize = 4096;
 
 /// Cancels `cancel` on SIGINT or SIGTERM.
 pub fn cancel_on_signals(cancel: CancellationToken) {
@@ -64,9 +62,8 @@ pub fn cancel_on_signals(cancel: CancellationToken) {
     });
 }
 
-/// A full pass this often even when nothing changed: it re-checks objects the
-/// incremental passes do not look at (a conflict resolved by hand, an object someone
-/// deleted behind our back).
+/// A full plan this often even when nothing changed: it re-checks what no watch
+/// reports (a conflict resolved by hand in a sink that cannot watch itself).
 const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Starts leader election when the Kubernetes sink asks for it.
@@ -119,8 +116,191 @@ async fn start_leader_election(
 async fn start_leader_election(
     _config: &Config,
     _cancel: &CancellationToken,
-) -> Result<crate::sinks::Leadership, CommandError> {
+) -> Result<Leadership, CommandError> {
     Ok(None)
+}
+
+#[cfg(feature = "kubernetes")]
+fn is_leader(leadership: &Leadership) -> bool {
+    leadership.as_ref().is_none_or(|l| l.is_leader())
+}
+
+#[cfg(not(feature = "kubernetes"))]
+fn is_leader(_: &Leadership) -> bool {
+    true
+}
+
+#[cfg(feature = "kubernetes")]
+fn leader_changes(leadership: &Leadership) -> Option<watch::Receiver<bool>> {
+    leadership.as_ref().map(|l| l.changes())
+}
+
+#[cfg(not(feature = "kubernetes"))]
+fn leader_changes(_: &Leadership) -> Option<watch::Receiver<bool>> {
+    None
+}
+
+/// Waits for the next change of leadership; never, without leader election.
+async fn leadership_changed(changes: &mut Option<watch::Receiver<bool>>) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                *changes = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until leadership is lost; never, without leader election.
+async fn leadership_lost(changes: &mut Option<watch::Receiver<bool>>) {
+    match changes {
+        Some(rx) => {
+            if rx.wait_for(|leading| !leading).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The index changed; when the oldest event of the change reached registry-sync.
+#[derive(Clone, Copy, Debug)]
+struct Published {
+    at: Instant,
+}
+
+/// What a writer shares with the feed loop and the other writers.
+struct WriterSlot {
+    /// The lowest index version the writer may still ask about (`u64::MAX` when its
+    /// next plan is a full one anyway): the change log keeps everything after it.
+    needs: AtomicU64,
+    ready: AtomicBool,
+}
+
+/// Ready once every writer is: it has applied the version current when every registry
+/// had first delivered a complete view (a standby: once that view exists).
+struct Readiness {
+    slots: Vec<Arc<WriterSlot>>,
+    metrics: Metrics,
+}
+
+impl Readiness {
+    fn set(&self, slot: &WriterSlot) {
+        slot.ready.store(true, Ordering::Relaxed);
+        if self.slots.iter().all(|s| s.ready.load(Ordering::Relaxed)) {
+            self.metrics.set_ready();
+        }
+    }
+}
+
+struct WriterTask {
+    writer: SinkWriter,
+    pipeline: Arc<Mutex<Pipeline>>,
+    published: watch::Receiver<Published>,
+    leadership: Leadership,
+    slot: Arc<WriterSlot>,
+    readiness: Arc<Readiness>,
+    metrics: Metrics,
+    cancel: CancellationToken,
+}
+
+fn lock(pipeline: &Mutex<Pipeline>) -> std::sync::MutexGuard<'_, Pipeline> {
+    // A writer that panicked mid-plan leaves nothing half changed in the index: the
+    // index is only read under this lock by writers.
+    pipeline.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl WriterTask {
+    async fn run(mut self) {
+        let mut leader = leader_changes(&self.leadership);
+        let mut resync = tokio::time::interval_at(Instant::now() + RESYNC_INTERVAL, RESYNC_INTERVAL);
+        let mut retry_at: Option<Instant> = None;
+        let mut retry_delay = RETRY_FIRST;
+        // When the oldest change not yet applied reached registry-sync.
+        let mut waiting_since: Option<Instant> = None;
+        loop {
+            let next_retry = [retry_at, self.writer.next_retry().map(Instant::from_std)]
+                .into_iter()
+                .flatten()
+                .min();
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break,
+                changed = self.published.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    waiting_since.get_or_insert(self.published.borrow().at);
+                }
+                () = leadership_changed(&mut leader) => {
+                    // A new leader does not know what the old one left half done.
+                    self.writer.request_full();
+                }
+                keys = self.writer.sink.observe() => {
+                    // Drained by a standby too, so its view is current at takeover.
+                    if keys.is_empty() {
+                        continue;
+                    }
+                    tracing::debug!(sink = %self.writer.name, objects = keys.len(), "changed in the sink; planning them again");
+                    self.writer.observed(keys);
+                }
+                () = async { tokio::time::sleep_until(next_retry.expect("guarded")).await }, if next_retry.is_some() => {
+                    retry_at = None;
+                }
+                _ = resync.tick() => self.writer.request_full(),
+            }
+            if !is_leader(&self.leadership) {
+                // A standby writes nothing; its next plan as leader is a full one.
+                self.slot.needs.store(u64::MAX, Ordering::Relaxed);
+                waiting_since = None;
+                if lock(&self.pipeline).all_registries_complete() {
+                    self.readiness.set(&self.slot);
+                }
+                continue;
+            }
+            let (step, target) = {
+                let pipeline = lock(&self.pipeline);
+                let step = self.writer.plan(pipeline.index(), std::time::Instant::now());
+                (step, pipeline.index().ready_version())
+            };
+            self.slot.needs.store(self.writer.planned(), Ordering::Relaxed);
+            let applied = tokio::select! {
+                applied = self.writer.apply(step) => applied,
+                () = self.cancel.cancelled() => {
+                    tracing::info!(sink = %self.writer.name, "stopping in the middle of a write; the next start finishes it");
+                    break;
+                }
+                () = leadership_lost(&mut leader) => {
+                    tracing::warn!(sink = %self.writer.name, "leadership lost: writes in flight cancelled");
+                    self.writer.request_full();
+                    self.slot.needs.store(u64::MAX, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            match applied {
+                Ok(report) => {
+                    retry_delay = RETRY_FIRST;
+                    retry_at = None;
+                    if report.is_complete()
+                        && let Some(since) = waiting_since.take()
+                    {
+                        self.metrics.propagation.observe(since.elapsed().as_secs_f64());
+                    }
+                    if target.is_some_and(|target| self.writer.applied().is_some_and(|v| v >= target)) {
+                        self.readiness.set(&self.slot);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(sink = %self.writer.name, "{e}; trying again in {retry_delay:?}");
+                    self.slot.needs.store(u64::MAX, Ordering::Relaxed);
+                    retry_at = Some(Instant::now() + retry_delay);
+                    retry_delay = (retry_delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
 }
 
 /// Runs until `cancel` fires or every source has ended. Needs a multi-threaded runtime.
@@ -132,108 +312,92 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
             .map_err(|e| CommandError::Admin(format!("cannot serve the admin endpoint on {listen}: {e}")))?;
     }
     let leadership = start_leader_election(&config, &cancel).await?;
-    #[cfg(feature = "kubernetes")]
-    let mut leader_changes = leadership.as_ref().map(|l| l.changes());
-    #[cfg(not(feature = "kubernetes"))]
-    let mut leader_changes: Option<tokio::sync::watch::Receiver<bool>> = None;
-    #[cfg(feature = "kubernetes")]
-    let is_leader = |l: &crate::sinks::Leadership| l.as_ref().is_none_or(|l| l.is_leader());
-    #[cfg(not(feature = "kubernetes"))]
-    let is_leader = |_: &crate::sinks::Leadership| true;
     metrics.leader.set(i64::from(is_leader(&leadership)));
+    if let Some(mut changes) = leader_changes(&leadership) {
+        let metrics = metrics.clone();
+        let leadership = leadership.clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                metrics.leader.set(i64::from(is_leader(&leadership)));
+            }
+        });
+    }
 
-    let mut sinks = open_sinks(&config, leadership.clone()).await?;
-    let mut pipeline = Pipeline::new(&config).with_metrics(metrics.clone());
+    let sinks = open_sinks(&config, leadership.clone()).await?;
+    let pipeline = Pipeline::new(&config).with_metrics(metrics.clone());
+    let writers: Vec<SinkWriter> = sinks.into_iter().map(|sink| pipeline.writer(sink)).collect();
+    let pipeline = Arc::new(Mutex::new(pipeline));
+    let (publish, published) = watch::channel(Published { at: Instant::now() });
+    let slots: Vec<Arc<WriterSlot>> = writers
+        .iter()
+        .map(|_| {
+            Arc::new(WriterSlot {
+                needs: AtomicU64::new(u64::MAX),
+                ready: AtomicBool::new(false),
+            })
+        })
+        .collect();
+    let readiness = Arc::new(Readiness {
+        slots: slots.clone(),
+        metrics: metrics.clone(),
+    });
+    let writer_count = writers.len();
+    let mut writer_tasks = Vec::new();
+    for (writer, slot) in writers.into_iter().zip(&slots) {
+        let task = WriterTask {
+            writer,
+            pipeline: Arc::clone(&pipeline),
+            published: published.clone(),
+            leadership: leadership.clone(),
+            slot: Arc::clone(slot),
+            readiness: Arc::clone(&readiness),
+            metrics: metrics.clone(),
+            cancel: cancel.child_token(),
+        };
+        writer_tasks.push(tokio::spawn(task.run()));
+    }
+    drop(published);
+
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
-    let mut tasks = Vec::new();
+    let mut source_tasks = Vec::new();
     for registry in &config.registries {
-        tasks.push(sources::spawn_watch(registry, tx.clone(), cancel.child_token()));
+        source_tasks.push(sources::spawn_watch(registry, tx.clone(), cancel.child_token()));
     }
     drop(tx);
     tracing::info!(
         registries = config.registries.len(),
-        sinks = sinks.len(),
+        sinks = writer_count,
         "watching"
     );
 
-    let mut retry_delay = RETRY_FIRST;
-    let mut retry_at: Option<Instant> = None;
-    let mut resync = tokio::time::interval_at(Instant::now() + RESYNC_INTERVAL, RESYNC_INTERVAL);
-    // When the oldest event not yet applied arrived.
-    let mut waiting_since: Option<Instant> = None;
     loop {
-        let mut changed = tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = async { tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)).await }, if retry_at.is_some() => {
-                retry_at = None;
-                true
-            }
-            _ = resync.tick() => {
-                pipeline.request_full_pass();
-                true
-            }
-            changed = async { leader_changes.as_mut().expect("guarded").changed().await }, if leader_changes.is_some() => {
-                if changed.is_err() {
-                    leader_changes = None;
-                }
-                let leading = is_leader(&leadership);
-                metrics.leader.set(i64::from(leading));
-                // A new leader does not know what the old one left half done.
-                pipeline.request_full_pass();
-                leading
-            }
+        let event = tokio::select! {
+            () = cancel.cancelled() => break,
             event = rx.recv() => match event {
-                Some(event) => {
-                    waiting_since.get_or_insert_with(Instant::now);
-                    handle(&mut pipeline, event)
-                }
+                Some(event) => event,
                 None => break,
             },
         };
-        while let Ok(event) = rx.try_recv() {
-            changed |= handle(&mut pipeline, event);
-        }
-        if !changed {
-            if pipeline.all_registries_complete() && !metrics.is_ready() && is_leader(&leadership) {
-                metrics.set_ready();
+        let at = Instant::now();
+        let changed = {
+            let mut pipeline = lock(&pipeline);
+            let mut changed = pipeline.take(event);
+            while let Ok(event) = rx.try_recv() {
+                changed |= pipeline.take(event);
             }
-            continue;
-        }
-        if !is_leader(&leadership) {
-            // A standby keeps its view current and writes nothing.
-            if pipeline.all_registries_complete() {
-                metrics.set_ready();
+            let index = pipeline.index();
+            if index.log_len() > index.desired().len() + COMPACT_SLACK {
+                let upto = slots.iter().map(|s| s.needs.load(Ordering::Relaxed)).min().unwrap_or(u64::MAX);
+                pipeline.compact(upto);
             }
-            waiting_since = None;
-            continue;
-        }
-        // A pass waits on the sinks, and a stalled API server can hold it for as long as
-        // it stalls: a stop must not wait for it. Writes are idempotent, so a pass cut
-        // short leaves nothing half done that the next start does not finish.
-        let pass = tokio::select! {
-            pass = pipeline.sync(&mut sinks) => pass,
-            () = cancel.cancelled() => {
-                tracing::info!("stopping in the middle of a pass; the next start finishes it");
-                break;
-            }
+            changed
         };
-        if pass.written {
-            retry_delay = RETRY_FIRST;
-            retry_at = None;
-            if let Some(since) = waiting_since.take() {
-                metrics.propagation.observe(since.elapsed().as_secs_f64());
-            }
-            if pipeline.all_registries_complete() {
-                metrics.set_ready();
-            }
-        } else {
-            tracing::warn!("some writes failed; retrying in {retry_delay:?}");
-            retry_at = Some(Instant::now() + retry_delay);
-            retry_delay = (retry_delay * 2).min(RETRY_MAX);
+        if changed {
+            publish.send_replace(Published { at });
         }
     }
     cancel.cancel();
-    for task in tasks {
+    for task in source_tasks.into_iter().chain(writer_tasks) {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     // Leader election releases its lease on cancel; give it a moment.

@@ -31,6 +31,14 @@ pub trait AsyncSink: Send {
     /// Brings [`AsyncSink::held`] up to date with what the sink has observed since.
     fn refresh(&mut self) -> BoxFuture<'_, ()>;
 
+    /// Waits until the sink sees objects change (by anyone: a hand edit, a delete, the
+    /// echo of a write), folds that into [`AsyncSink::held`] and returns their keys, so
+    /// the writer can repair drift at once instead of at the next resync. A sink that
+    /// cannot see changes never returns. Dropping the future loses nothing.
+    fn observe(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
+        Box::pin(std::future::pending())
+    }
+
     /// What the sink holds now (all Istio objects it can see, ours or not).
     fn held(&self) -> &BTreeMap<ObjectKey, HeldObject>;
 

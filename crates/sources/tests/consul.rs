@@ -19,6 +19,8 @@ struct Watch {
     rx: mpsc::Receiver<SourceEvent>,
     cancel: CancellationToken,
     failures: usize,
+    /// The last view, with every change folded in.
+    view: RegistrySnapshot,
 }
 
 impl Drop for Watch {
@@ -35,6 +37,7 @@ fn watch(config: ConsulConfig) -> Watch {
         rx,
         cancel,
         failures: 0,
+        view: RegistrySnapshot::default(),
     }
 }
 
@@ -50,9 +53,13 @@ impl Watch {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(SourceEvent::Snapshot { snapshot, .. })) if cond(&snapshot) => return snapshot,
-                Ok(Some(SourceEvent::Snapshot { .. })) => {}
                 Ok(Some(SourceEvent::Failed { .. })) => self.failures += 1,
+                Ok(Some(event)) => {
+                    event.fold_into(&mut self.view);
+                    if cond(&self.view) {
+                        return self.view.clone();
+                    }
+                }
                 Ok(None) => panic!("{what}: the source ended"),
                 Err(_) => panic!("{what}: no matching snapshot within {DEADLINE:?}"),
             }
@@ -62,9 +69,7 @@ impl Watch {
     async fn failed(&mut self) -> String {
         match tokio::time::timeout(DEADLINE, self.rx.recv()).await {
             Ok(Some(SourceEvent::Failed { error, .. })) => error,
-            Ok(Some(SourceEvent::Snapshot { snapshot, .. })) => {
-                panic!("a snapshot while failing: {snapshot:?}")
-            }
+            Ok(Some(event)) => panic!("a view while failing: {event:?}"),
             _ => panic!("no failure reported"),
         }
     }
@@ -302,11 +307,14 @@ async fn an_answer_filtered_by_acls_is_a_failure_that_keeps_the_services_not_a_d
     let error = loop {
         match tokio::time::timeout(DEADLINE, w.rx.recv()).await {
             Ok(Some(SourceEvent::Failed { error, .. })) => break error,
-            Ok(Some(SourceEvent::Snapshot { snapshot, .. })) => assert!(
-                snapshot.services().iter().any(|s| s.name == "api")
-                    || snapshot.unknown.iter().any(|k| k.name == "api"),
-                "api was given up: {snapshot:?}"
-            ),
+            Ok(Some(event)) => {
+                event.fold_into(&mut w.view);
+                let view = &w.view;
+                assert!(
+                    view.services().iter().any(|s| s.name == "api") || view.unknown.iter().any(|k| k.name == "api"),
+                    "api was given up: {view:?}"
+                )
+            }
             other => panic!("no failure reported: {other:?}"),
         }
     };

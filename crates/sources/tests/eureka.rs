@@ -18,6 +18,8 @@ struct Watch {
     rx: mpsc::Receiver<SourceEvent>,
     cancel: CancellationToken,
     failures: usize,
+    /// The last view, with every change folded in.
+    view: RegistrySnapshot,
 }
 
 impl Drop for Watch {
@@ -36,6 +38,7 @@ fn watch(server: &EurekaStandIn) -> Watch {
         rx,
         cancel,
         failures: 0,
+        view: RegistrySnapshot::default(),
     }
 }
 
@@ -44,9 +47,13 @@ impl Watch {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(SourceEvent::Snapshot { snapshot, .. })) if cond(&snapshot) => return snapshot,
-                Ok(Some(SourceEvent::Snapshot { .. })) => {}
                 Ok(Some(SourceEvent::Failed { .. })) => self.failures += 1,
+                Ok(Some(event)) => {
+                    event.fold_into(&mut self.view);
+                    if cond(&self.view) {
+                        return self.view.clone();
+                    }
+                }
                 Ok(None) => panic!("{what}: the source ended"),
                 Err(_) => panic!("{what}: no matching snapshot within {DEADLINE:?}"),
             }

@@ -90,17 +90,25 @@ impl Watch {
         }
     }
 
-    /// The next snapshot, whatever it holds.
+    /// The next view (a whole snapshot, or the last view with a change folded in).
     pub async fn next_snapshot(&mut self) -> RegistrySnapshot {
         loop {
-            if let SourceEvent::Snapshot { snapshot, .. } = self.next_event("the next snapshot").await {
-                self.last = Some(snapshot.clone());
-                return snapshot;
+            let event = self.next_event("the next snapshot").await;
+            if let Some(view) = self.fold(&event) {
+                return view;
             }
         }
     }
 
-    /// Waits for a snapshot for which `condition` holds.
+    /// Folds a view event into the last view; `None` for a failure.
+    fn fold(&mut self, event: &SourceEvent) -> Option<RegistrySnapshot> {
+        let mut view = self.last.take().unwrap_or_default();
+        let is_view = event.fold_into(&mut view);
+        self.last = Some(view.clone());
+        is_view.then_some(view)
+    }
+
+    /// Waits for a view for which `condition` holds.
     pub async fn until(
         &mut self,
         what: &str,
@@ -112,31 +120,30 @@ impl Watch {
             return last.clone();
         }
         loop {
-            if let SourceEvent::Snapshot { snapshot, .. } = self.next_event(what).await {
-                self.last = Some(snapshot.clone());
-                if condition(&snapshot) {
-                    return snapshot;
-                }
+            let event = self.next_event(what).await;
+            if let Some(view) = self.fold(&event)
+                && condition(&view)
+            {
+                return view;
             }
         }
     }
 
-    /// Waits for a failure; a snapshot meanwhile must still hold everything the last
-    /// one held (a failing registry never loses services).
+    /// Waits for a failure; a view meanwhile must still hold everything the last one
+    /// held (a failing registry never loses services).
     pub async fn until_failed(&mut self) -> String {
         let before = self.last.as_ref().map(|s| s.services().len()).unwrap_or_default();
         loop {
-            match self.next_event("a failure").await {
-                SourceEvent::Failed { error, .. } => return error,
-                SourceEvent::Snapshot { snapshot, .. } => {
-                    assert!(
-                        snapshot.services().len() >= before,
-                        "services were lost: {:?}",
-                        summary(&snapshot)
-                    );
-                    self.last = Some(snapshot);
-                }
+            let event = self.next_event("a failure").await;
+            if let SourceEvent::Failed { error, .. } = event {
+                return error;
             }
+            let view = self.fold(&event).expect("not a failure");
+            assert!(
+                view.services().len() >= before,
+                "services were lost: {:?}",
+                summary(&view)
+            );
         }
     }
 

@@ -1,0 +1,246 @@
+//! One writer per sink: it owns what that sink still has to do — the index version it
+//! applied, the objects waiting for another try, the mass-change guard — and nothing
+//! of any other sink, so a slow or failing sink delays no one else.
+//!
+//! A writer plans what changed in the index since the version it applied (or
+//! everything, after the delete scope widened, a new leadership, a sink failure or the
+//! periodic resync), adds what its sink saw change underneath it (drift), and applies.
+//! An object the sink refuses goes into quarantine: tried again alone with backoff, or
+//! at once when the registry changes it, while every other change flows; readiness
+//! does not wait for it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use registry_sync_index::{Index, Since};
+use registry_sync_istio::ObjectKey;
+use registry_sync_plan::{MassChangeGuard, Owner, Plan, plan, plan_keys};
+use registry_sync_sinks::{ApplyReport, AsyncSink, SinkError};
+
+use crate::metrics::Metrics;
+use crate::pipeline::{NamedSink, apply};
+
+const QUARANTINE_FIRST: Duration = Duration::from_secs(1);
+const QUARANTINE_MAX: Duration = Duration::from_secs(300);
+
+/// Objects a sink refused, each with when it is tried again.
+#[derive(Debug, Default)]
+struct Quarantine {
+    entries: BTreeMap<ObjectKey, (Instant, Duration)>,
+}
+
+impl Quarantine {
+    /// Quarantines `key` (again); returns the wait before the next try.
+    fn fail(&mut self, key: ObjectKey, now: Instant) -> Duration {
+        let delay = match self.entries.get(&key) {
+            Some((_, delay)) => (*delay * 2).min(QUARANTINE_MAX),
+            None => QUARANTINE_FIRST,
+        };
+        self.entries.insert(key, (now + delay, delay));
+        delay
+    }
+
+    /// Tries `key` at the next plan (its registry changed it), keeping its backoff.
+    fn release(&mut self, key: &ObjectKey, now: Instant) {
+        if let Some((due, _)) = self.entries.get_mut(key) {
+            *due = now;
+        }
+    }
+
+    fn holds(&self, key: &ObjectKey, now: Instant) -> bool {
+        self.entries.get(key).is_some_and(|(due, _)| *due > now)
+    }
+
+    fn due(&self, now: Instant) -> impl Iterator<Item = &ObjectKey> {
+        self.entries.iter().filter(move |(_, (due, _))| *due <= now).map(|(k, _)| k)
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.entries.values().map(|(due, _)| *due).min()
+    }
+}
+
+/// Drops the writes of `plan` that `keep` refuses.
+fn retain_writes(plan: &mut Plan, keep: impl Fn(&ObjectKey) -> bool) {
+    plan.creates.retain(|o| keep(&o.key()));
+    plan.updates.retain(|o| keep(&o.key()));
+    plan.deletes.retain(|k| keep(k));
+}
+
+/// A plan and the index version it brings the sink to.
+pub struct Step {
+    pub plan: Plan,
+    version: u64,
+}
+
+pub struct SinkWriter {
+    pub name: String,
+    pub sink: Box<dyn AsyncSink>,
+    owner: Owner,
+    guard: Option<MassChangeGuard>,
+    /// The index version planned last.
+    version: u64,
+    /// The index epoch planned last; `None`: plan everything next.
+    epoch: Option<u64>,
+    /// Keys to plan next besides what changed in the index: held back by the guard,
+    /// or changed in the sink underneath us.
+    pending: BTreeSet<ObjectKey>,
+    quarantine: Quarantine,
+    /// The version whose writes all went through (quarantined objects aside).
+    applied: Option<u64>,
+    metrics: Option<Metrics>,
+}
+
+impl SinkWriter {
+    pub fn new(named: NamedSink, owner: Owner, guard: Option<MassChangeGuard>, metrics: Option<Metrics>) -> SinkWriter {
+        SinkWriter {
+            name: named.name,
+            sink: named.sink,
+            owner,
+            guard,
+            version: 0,
+            epoch: None,
+            pending: BTreeSet::new(),
+            quarantine: Quarantine::default(),
+            applied: None,
+            metrics,
+        }
+    }
+
+    /// Plans everything next time (a new leader, a periodic resync).
+    pub fn request_full(&mut self) {
+        self.epoch = None;
+    }
+
+    /// The sink saw these objects change: plan them next time.
+    pub fn observed(&mut self, keys: Vec<ObjectKey>) {
+        self.pending.extend(keys);
+    }
+
+    /// The index version planned last: the change log must keep what follows it.
+    pub fn planned(&self) -> u64 {
+        self.version
+    }
+
+    /// The index version this sink has applied, quarantined objects aside.
+    pub fn applied(&self) -> Option<u64> {
+        self.applied
+    }
+
+    /// When a quarantined object is due for another try.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.quarantine.next_due()
+    }
+
+    /// What to write next: the index's changes since the last plan, the pending keys
+    /// and the quarantined objects now due; everything when the epoch moved on.
+    pub fn plan(&mut self, index: &Index, now: Instant) -> Step {
+        let version = index.version();
+        let scope = index.scope();
+        let changed = match index.changed_since(self.version) {
+            Since::Keys(keys) if self.epoch == Some(index.epoch()) => Some(keys),
+            _ => None,
+        };
+        let held = self.sink.held();
+        let mut plan = match changed {
+            Some(changed) => {
+                let mut keys = std::mem::take(&mut self.pending);
+                for key in &changed {
+                    self.quarantine.release(key, now);
+                }
+                keys.extend(changed);
+                keys.extend(self.quarantine.due(now).cloned());
+                plan_keys(&keys, index.desired(), held, &self.owner, &scope)
+            }
+            None => {
+                self.pending.clear();
+                plan(index.desired(), held, &self.owner, &scope)
+            }
+        };
+        retain_writes(&mut plan, |key| !self.quarantine.holds(key, now));
+        if let Some(guard) = &mut self.guard {
+            guard.hold(&mut plan, held, &self.owner, now);
+        }
+        // Held-back keys are judged again on the next plan: the hold lasts while the
+        // registry's view stays too small, not one plan.
+        for held_back in &plan.held_back {
+            self.pending.extend(held_back.keys.iter().cloned());
+        }
+        self.version = version;
+        self.epoch = Some(index.epoch());
+        Step { plan, version }
+    }
+
+    /// Applies a step. `Err`: the sink could not be used at all; the next plan covers
+    /// everything.
+    pub async fn apply(&mut self, step: Step) -> Result<ApplyReport, SinkError> {
+        if let Some(metrics) = &self.metrics {
+            metrics.held_back(&self.name, &step.plan.held_back);
+        }
+        let written: Vec<ObjectKey> = step
+            .plan
+            .creates
+            .iter()
+            .chain(&step.plan.updates)
+            .map(|o| o.key())
+            .chain(step.plan.deletes.iter().cloned())
+            .collect();
+        let applied = match apply(&self.name, self.sink.as_mut(), step.plan).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                self.request_full();
+                return Err(e);
+            }
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.applied(&self.name, &applied.plan, &applied.report);
+        }
+        let now = Instant::now();
+        let failed: BTreeSet<&ObjectKey> = applied.report.failed.iter().map(|(k, _)| k).collect();
+        for key in written.iter().filter(|k| !failed.contains(k)) {
+            self.quarantine.entries.remove(key);
+        }
+        // A due object the plan no longer writes (gone, or in sync) is out.
+        self.quarantine
+            .entries
+            .retain(|key, (due, _)| *due > now || failed.contains(key));
+        for (key, _) in &applied.report.failed {
+            let delay = self.quarantine.fail(key.clone(), now);
+            tracing::warn!(sink = %self.name, object = %key, "quarantined: tried again alone in {delay:?}, or as soon as its registry changes it; everything else is written meanwhile");
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.quarantined(&self.name, self.quarantine.entries.len());
+        }
+        self.applied = Some(step.version);
+        Ok(applied.report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey {
+            kind: registry_sync_istio::Kind::ServiceEntry,
+            namespace: "mesh".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn quarantine_backs_off_and_releases_on_change() {
+        let mut quarantine = Quarantine::default();
+        let start = Instant::now();
+        assert_eq!(quarantine.fail(key("a"), start), Duration::from_secs(1));
+        assert_eq!(quarantine.fail(key("a"), start), Duration::from_secs(2));
+        assert!(quarantine.holds(&key("a"), start + Duration::from_millis(1500)));
+        assert_eq!(quarantine.due(start + Duration::from_secs(2)).count(), 1);
+        quarantine.release(&key("a"), start);
+        assert!(!quarantine.holds(&key("a"), start));
+        for _ in 0..20 {
+            quarantine.fail(key("a"), start);
+        }
+        assert_eq!(quarantine.entries[&key("a")].1, QUARANTINE_MAX);
+    }
+}
