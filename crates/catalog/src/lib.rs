@@ -21,6 +21,6 @@ mod model;
 
 pub use address::{Address, AddressError};
 pub use model::{
-    Catalog, Instance, InstancePort, Metadata, PortError, Protocol, RegistryDelta, RegistrySnapshot, Service, ServiceKey,
-    Skipped, parse_port,
+    Catalog, Instance, InstancePort, Metadata, PortError, Protocol, RegistryDelta, RegistrySnapshot, Service,
+    ServiceKey, Skipped, parse_port,
 };

@@ -323,8 +323,10 @@ impl RegistryDelta {
 impl RegistrySnapshot {
     /// Folds a delta into this view, as a consumer that keeps whole views does.
     pub fn apply(&mut self, delta: &RegistryDelta) {
-        let mut by_key: BTreeMap<ServiceKey, Arc<Service>> =
-            std::mem::take(&mut self.services).into_iter().map(|s| (s.key(), s)).collect();
+        let mut by_key: BTreeMap<ServiceKey, Arc<Service>> = std::mem::take(&mut self.services)
+            .into_iter()
+            .map(|s| (s.key(), s))
+            .collect();
         for key in &delta.removed {
             by_key.remove(key);
         }

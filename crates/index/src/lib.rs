@@ -159,7 +159,12 @@ impl Index {
         update
     }
 
-    fn record(&mut self, registry: &str, mut update: Update, changes: registry_sync_translate::Changes) -> Update {
+    fn record(
+        &mut self,
+        registry: &str,
+        mut update: Update,
+        changes: registry_sync_translate::Changes,
+    ) -> Update {
         update.changed = changes.objects.len();
         update.new_problems.extend(changes.new_problems);
         update.notes = changes.notes;
@@ -220,11 +225,19 @@ impl Index {
     pub fn scope(&self) -> DeleteScope {
         let registries = || self.registries.iter();
         DeleteScope {
-            complete: registries().filter(|(_, s)| s.complete).map(|(r, _)| r.clone()).collect(),
-            delivered: registries().filter(|(_, s)| s.delivered).map(|(r, _)| r.clone()).collect(),
+            complete: registries()
+                .filter(|(_, s)| s.complete)
+                .map(|(r, _)| r.clone())
+                .collect(),
+            delivered: registries()
+                .filter(|(_, s)| s.delivered)
+                .map(|(r, _)| r.clone())
+                .collect(),
             configured: self.configured.clone(),
             prune_orphans: self.prune_orphans,
-            unknown: registries().flat_map(|(_, s)| s.unknown.iter().cloned()).collect(),
+            unknown: registries()
+                .flat_map(|(_, s)| s.unknown.iter().cloned())
+                .collect(),
         }
     }
 

@@ -67,9 +67,14 @@ fn names(since: Since) -> Vec<String> {
 #[test]
 fn a_delta_records_only_the_objects_it_changed() {
     let mut index = index(&["legacy"]);
-    let services = (0..100).map(|i| service(&format!("svc-{i}"), &["10.0.0.1"])).collect();
+    let services = (0..100)
+        .map(|i| service(&format!("svc-{i}"), &["10.0.0.1"]))
+        .collect();
     let update = index.snapshot("legacy", &RegistrySnapshot::new("legacy", services, vec![]));
-    assert_eq!((update.changed, update.services, update.instances), (100, 100, 100));
+    assert_eq!(
+        (update.changed, update.services, update.instances),
+        (100, 100, 100)
+    );
     let after_snapshot = index.version();
     let update = index.delta(
         "legacy",
@@ -94,7 +99,10 @@ fn a_delta_records_only_the_objects_it_changed() {
 #[test]
 fn an_unchanged_service_in_a_delta_records_nothing() {
     let mut index = index(&["legacy"]);
-    index.snapshot("legacy", &RegistrySnapshot::new("legacy", vec![service("a", &["10.0.0.1"])], vec![]));
+    index.snapshot(
+        "legacy",
+        &RegistrySnapshot::new("legacy", vec![service("a", &["10.0.0.1"])], vec![]),
+    );
     let version = index.version();
     let update = index.delta(
         "legacy",
@@ -110,11 +118,17 @@ fn an_unchanged_service_in_a_delta_records_nothing() {
 #[test]
 fn readiness_waits_for_every_registry_and_a_failure_keeps_the_state() {
     let mut index = index(&["one", "two"]);
-    index.snapshot("one", &RegistrySnapshot::new("one", vec![service("a", &["10.0.0.1"])], vec![]));
+    index.snapshot(
+        "one",
+        &RegistrySnapshot::new("one", vec![service("a", &["10.0.0.1"])], vec![]),
+    );
     assert_eq!(index.ready_version(), None, "two has not answered");
     index.failed("two");
     assert!(!index.all_complete());
-    let update = index.snapshot("two", &RegistrySnapshot::new("two", vec![service("b", &["10.0.0.2"])], vec![]));
+    let update = index.snapshot(
+        "two",
+        &RegistrySnapshot::new("two", vec![service("b", &["10.0.0.2"])], vec![]),
+    );
     assert!(update.widened, "two completing lets its leftovers go");
     assert_eq!(index.ready_version(), Some(index.version()));
     let epoch = index.epoch();
@@ -122,8 +136,15 @@ fn readiness_waits_for_every_registry_and_a_failure_keeps_the_state() {
     assert_eq!(index.desired().len(), 2, "a failing registry keeps its objects");
     assert!(!index.scope().complete.contains("one"));
     assert!(index.scope().delivered.contains("one"));
-    index.snapshot("one", &RegistrySnapshot::new("one", vec![service("a", &["10.0.0.1"])], vec![]));
-    assert_eq!(index.epoch(), epoch + 1, "complete again: writers plan everything");
+    index.snapshot(
+        "one",
+        &RegistrySnapshot::new("one", vec![service("a", &["10.0.0.1"])], vec![]),
+    );
+    assert_eq!(
+        index.epoch(),
+        epoch + 1,
+        "complete again: writers plan everything"
+    );
 }
 
 #[test]
@@ -154,7 +175,10 @@ fn a_refused_item_is_reported_once() {
         reason: "port 0".into(),
     };
     let snapshot = RegistrySnapshot::new("legacy", vec![service("a", &["10.0.0.1"])], vec![refused.clone()]);
-    assert_eq!(index.snapshot("legacy", &snapshot).new_problems, [refused.clone()]);
+    assert_eq!(
+        index.snapshot("legacy", &snapshot).new_problems,
+        std::slice::from_ref(&refused)
+    );
     let again = RegistryDelta {
         skipped: Some(vec![refused]),
         upserts: vec![Arc::new(service("a", &["10.0.0.9"]))],
@@ -167,7 +191,9 @@ fn a_refused_item_is_reported_once() {
 fn compaction_keeps_the_log_as_large_as_the_desired_set() {
     let mut index = index(&["legacy"]);
     for round in 0..10 {
-        let services = (0..10).map(|i| service(&format!("r{round}-{i}"), &["10.0.0.1"])).collect();
+        let services = (0..10)
+            .map(|i| service(&format!("r{round}-{i}"), &["10.0.0.1"]))
+            .collect();
         index.snapshot("legacy", &RegistrySnapshot::new("legacy", services, vec![]));
         index.compact(index.version());
     }

@@ -301,7 +301,11 @@ impl KubeSink {
                 if let Some(seen) = self.relisting.get_mut(&(key.kind, key.namespace.clone())) {
                     seen.insert(key.clone());
                 }
-                if self.server.get(&key).is_some_and(|known| known.is_newer_than(&meta)) {
+                if self
+                    .server
+                    .get(&key)
+                    .is_some_and(|known| known.is_newer_than(&meta))
+                {
                     // An event older than a write response already taken in.
                     return Vec::new();
                 }

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use registry_sync::config::Config;
 use registry_sync::pipeline::{NamedSink, Pipeline};
-use registry_sync_catalog::{RegistryDelta, Address, Instance, InstancePort, RegistrySnapshot, Service};
+use registry_sync_catalog::{Address, Instance, InstancePort, RegistryDelta, RegistrySnapshot, Service};
 use registry_sync_kube_standin::StandIn;
 use registry_sync_kubernetes::{KubeSink, KubeSinkSettings, api_resource};
 

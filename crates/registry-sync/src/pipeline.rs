@@ -206,7 +206,11 @@ impl Pipeline {
 }
 
 /// Applies one plan to one sink, logging what happened.
-pub(crate) async fn apply(sink_name: &str, sink: &mut dyn AsyncSink, plan: Plan) -> Result<SinkOutcome, SinkError> {
+pub(crate) async fn apply(
+    sink_name: &str,
+    sink: &mut dyn AsyncSink,
+    plan: Plan,
+) -> Result<SinkOutcome, SinkError> {
     for conflict in &plan.conflicts {
         tracing::warn!(sink = sink_name, object = %conflict.key, "conflict, not written: {}", conflict.reason);
     }
@@ -362,10 +366,19 @@ mod tests {
         let services: Vec<Service> = ["a", "b", "c", "bad", "d"].into_iter().map(service).collect();
         pipeline.registry_synced("legacy", RegistrySnapshot::new("legacy", services, vec![]));
         let step = writer.plan(pipeline.index(), start + Duration::from_millis(500));
-        assert_eq!(step.plan.creates.len(), 1, "the refused object waits in quarantine");
+        assert_eq!(
+            step.plan.creates.len(),
+            1,
+            "the refused object waits in quarantine"
+        );
         writer.apply(step).await.unwrap();
         let step = writer.plan(pipeline.index(), start + Duration::from_millis(1500));
-        let names: Vec<&str> = step.plan.creates.iter().map(|o| o.metadata.name.as_str()).collect();
+        let names: Vec<&str> = step
+            .plan
+            .creates
+            .iter()
+            .map(|o| o.metadata.name.as_str())
+            .collect();
         assert_eq!(names, ["legacy.bad"], "once due, it is retried alone");
         assert_eq!(plans.lock().unwrap().clone(), [(4, 0), (1, 0)]);
     }

@@ -387,7 +387,11 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
             }
             let index = pipeline.index();
             if index.log_len() > index.desired().len() + COMPACT_SLACK {
-                let upto = slots.iter().map(|s| s.needs.load(Ordering::Relaxed)).min().unwrap_or(u64::MAX);
+                let upto = slots
+                    .iter()
+                    .map(|s| s.needs.load(Ordering::Relaxed))
+                    .min()
+                    .unwrap_or(u64::MAX);
                 pipeline.compact(upto);
             }
             changed

@@ -52,7 +52,10 @@ impl Quarantine {
     }
 
     fn due(&self, now: Instant) -> impl Iterator<Item = &ObjectKey> {
-        self.entries.iter().filter(move |(_, (due, _))| *due <= now).map(|(k, _)| k)
+        self.entries
+            .iter()
+            .filter(move |(_, (due, _))| *due <= now)
+            .map(|(k, _)| k)
     }
 
     fn next_due(&self) -> Option<Instant> {
@@ -92,7 +95,12 @@ pub struct SinkWriter {
 }
 
 impl SinkWriter {
-    pub fn new(named: NamedSink, owner: Owner, guard: Option<MassChangeGuard>, metrics: Option<Metrics>) -> SinkWriter {
+    pub fn new(
+        named: NamedSink,
+        owner: Owner,
+        guard: Option<MassChangeGuard>,
+        metrics: Option<Metrics>,
+    ) -> SinkWriter {
         SinkWriter {
             name: named.name,
             sink: named.sink,

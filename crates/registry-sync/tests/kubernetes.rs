@@ -305,3 +305,111 @@ async fn sigterm_stops_run_while_the_api_server_stalls_a_pass() {
         "run did not stop within 10 s of SIGTERM while the API server stalled:\n{stderr}"
     );
 }
+
+fn service_entries(server: &StandIn) -> kube::Api<kube::api::DynamicObject> {
+    let client = kube::Client::try_from(server.kube_config()).unwrap();
+    kube::Api::namespaced_with(client, "mesh", &Resource::ServiceEntry.api_resource())
+}
+
+/// Waits until `condition` holds for the stand-in, or fails after `limit`.
+async fn wait_for(limit: Duration, what: &str, child: &ChildGuard, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}:\n{}",
+            child.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owned_object_deleted_or_edited_in_the_api_is_written_back_from_the_watch() {
+    let server = StandIn::start().await;
+    let ws = workspace(&server, &services(8080, true), "");
+    let child = run_until_synced(&server, &ws).await;
+    let api = service_entries(&server);
+
+    // Someone deletes an object registry-sync owns: the watch reports it and the
+    // writer creates it again, long before the 5-minute resync.
+    api.delete("legacy.orders", &Default::default()).await.unwrap();
+    wait_for(Duration::from_secs(2), "the deleted object back", &child, || {
+        server
+            .object(Resource::ServiceEntry, "mesh", "legacy.orders")
+            .is_some()
+    })
+    .await;
+
+    // Someone edits one by hand: the edit is undone.
+    let edit =
+        serde_json::json!({"spec": {"ports": [{"number": 1, "name": "http-edit", "protocol": "HTTP"}]}});
+    api.patch(
+        "legacy.payments",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&edit),
+    )
+    .await
+    .unwrap();
+    wait_for(Duration::from_secs(2), "the hand edit undone", &child, || {
+        server
+            .object(Resource::ServiceEntry, "mesh", "legacy.payments")
+            .is_some_and(|o| o["spec"]["ports"][0]["number"] != 1)
+    })
+    .await;
+
+    // Once repaired, the echo of the repair writes nothing more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.reset_counts();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.counts().writes(), 0, "{}", child.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_refused_for_good_is_quarantined_while_other_changes_flow() {
+    let server = StandIn::start().await;
+    let ws = workspace(&server, &services(8080, true), "");
+    let child = run_until_synced(&server, &ws).await;
+    // A webhook refuses every write of one object from now on.
+    server
+        .faults()
+        .deny_admission("legacy.orders", "denied by policy");
+    ws.write_services_atomically(&services(9090, true));
+    wait_for(Duration::from_secs(10), "the quarantine logged", &child, || {
+        child.stderr().contains("quarantined")
+    })
+    .await;
+    // A later change of another object is not held up by the refused one.
+    let mut text = services(9090, true);
+    text.push_str(
+        "  - name: billing\n    instances:\n      - address: 10.0.0.9\n        ports: {http: 7070}\n",
+    );
+    ws.write_services_atomically(&text);
+    wait_for(Duration::from_secs(5), "billing created", &child, || {
+        server
+            .object(Resource::ServiceEntry, "mesh", "legacy.billing")
+            .is_some()
+    })
+    .await;
+    let orders = server
+        .object(Resource::ServiceEntry, "mesh", "legacy.orders")
+        .unwrap();
+    assert_eq!(
+        orders["spec"]["ports"][0]["number"], 8080,
+        "the refused write never landed"
+    );
+    // Lifted: the quarantined object goes through on a later try (its backoff has
+    // grown to a few seconds by now).
+    server.faults().clear();
+    wait_for(
+        Duration::from_secs(30),
+        "orders written after the webhook relents",
+        &child,
+        || {
+            server
+                .object(Resource::ServiceEntry, "mesh", "legacy.orders")
+                .is_some_and(|o| o["spec"]["ports"][0]["number"] == 9090)
+        },
+    )
+    .await;
+}

@@ -154,10 +154,7 @@ pub enum SourceEvent {
         snapshot: RegistrySnapshot,
     },
     /// What changed since the previous view; the registry is complete and successful.
-    Changed {
-        registry: String,
-        delta: RegistryDelta,
-    },
+    Changed { registry: String, delta: RegistryDelta },
     /// The registry could not be read; the last known state must be kept (nothing deleted).
     Failed { registry: String, error: String },
 }

@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use registry_sync_catalog::{Instance, Metadata, RegistryDelta, RegistrySnapshot, Service, ServiceKey, Skipped};
+use registry_sync_catalog::{
+    Instance, Metadata, RegistryDelta, RegistrySnapshot, Service, ServiceKey, Skipped,
+};
 
 /// One item of a registry: the instance it describes, or why it was refused.
 pub(crate) type Item = Result<Instance, Skipped>;

@@ -311,7 +311,8 @@ async fn an_answer_filtered_by_acls_is_a_failure_that_keeps_the_services_not_a_d
                 event.fold_into(&mut w.view);
                 let view = &w.view;
                 assert!(
-                    view.services().iter().any(|s| s.name == "api") || view.unknown.iter().any(|k| k.name == "api"),
+                    view.services().iter().any(|s| s.name == "api")
+                        || view.unknown.iter().any(|k| k.name == "api"),
                     "api was given up: {view:?}"
                 )
             }
