@@ -401,8 +401,14 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
         }
     }
     cancel.cancel();
+    // Every task ends on cancel; one deadline for all of them keeps a stop within
+    // seconds however many there are.
+    let deadline = Instant::now() + Duration::from_secs(5);
     for task in source_tasks.into_iter().chain(writer_tasks) {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            tracing::warn!("some tasks did not stop within 5 s; stopping anyway");
+            break;
+        }
     }
     // Leader election releases its lease on cancel; give it a moment.
     if leadership.is_some() {

@@ -2,6 +2,8 @@
 //! hold (`plan`, which needs no write access anywhere).
 
 use std::collections::BTreeMap;
+#[cfg(feature = "kubernetes")]
+use std::time::Duration;
 
 use registry_sync_istio::{HeldObject, ObjectKey};
 use registry_sync_plan::Plan;
@@ -28,7 +30,7 @@ pub async fn open_sinks(config: &Config, leadership: Leadership) -> Result<Vec<N
     if let Some(dir) = &config.sinks.files {
         sinks.push(NamedSink {
             name: format!("files:{}", dir.display()),
-            sink: Box::new(FilesSink::open(dir)?),
+            sink: Box::new(watched_files(dir)?),
         });
     }
     if config.sinks.stdout {
@@ -44,6 +46,16 @@ pub async fn open_sinks(config: &Config, leadership: Leadership) -> Result<Vec<N
         return Err(CommandError::NoSink(config.path.display().to_string()));
     }
     Ok(sinks)
+}
+
+/// The files sink, watching its directory so that a deleted or edited file is
+/// repaired at once; without inotify it still works, repaired at the next resync.
+fn watched_files(dir: &std::path::Path) -> Result<FilesSink, CommandError> {
+    let mut sink = FilesSink::open(dir)?;
+    if let Err(e) = sink.watch() {
+        tracing::warn!("{e}; a file deleted or edited by hand is repaired at the next resync (5 min) instead");
+    }
+    Ok(sink)
 }
 
 /// Holds nothing and takes no writes: what `plan` diffs against when the output does
@@ -110,6 +122,14 @@ async fn open_kubernetes(config: &Config, leadership: Leadership) -> Result<Opti
         qps: kube.qps,
         burst: kube.burst,
         concurrency: kube.concurrency,
+        // A write sent while leading must not land after the lease could have passed
+        // to another replica: no call outlasts the leadership margin (a fifth of it).
+        call_timeout: kube
+            .leader_election
+            .as_ref()
+            .map(|election| Duration::from_secs(election.lease_duration_seconds) / 5)
+            .unwrap_or(Duration::from_secs(10))
+            .min(Duration::from_secs(10)),
         ..KubeSinkSettings::default()
     };
     let sink = KubeSink::connect(client, settings, leadership).await?;

@@ -197,3 +197,48 @@ fn run_keeps_the_objects_of_a_services_file_that_vanishes() {
     let status = child.wait_timeout(DEADLINE).expect("run stops after SIGTERM");
     assert!(status.success(), "{status}; stderr:\n{}", child.stderr());
 }
+
+#[test]
+fn a_file_deleted_or_edited_by_hand_is_written_back_from_the_directory_watch() {
+    let ws = Workspace::with_services(&services(8080, true));
+    let mut child = ws.spawn_run();
+    let orders = ws.service_entry_file("legacy.orders");
+    let payments = ws.service_entry_file("legacy.payments");
+    assert!(
+        wait_until(DEADLINE, || file_names(&ws) == expected_files(true)),
+        "files never appeared; stderr:\n{}",
+        child.stderr()
+    );
+    let original = std::fs::read_to_string(&orders).unwrap();
+
+    // Deleted by hand: back within 2 s (the resync would take 5 minutes).
+    std::fs::remove_file(&orders).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(2), || std::fs::read_to_string(&orders)
+            .is_ok_and(|text| text == original)),
+        "the deleted file never came back; stderr:\n{}",
+        child.stderr()
+    );
+
+    // Edited by hand: the edit is undone.
+    let edited = std::fs::read_to_string(&payments)
+        .unwrap()
+        .replace("8443", "1111");
+    std::fs::write(&payments, &edited).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(2), || std::fs::read_to_string(&payments)
+            .is_ok_and(|text| text.contains("8443") && !text.contains("1111"))),
+        "the hand edit was never undone; stderr:\n{}",
+        child.stderr()
+    );
+
+    // A file someone else put there is not registry-sync's to touch.
+    let foreign = ws.out_dir().join("notes.yaml");
+    std::fs::write(&foreign, "just: notes\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(std::fs::read_to_string(&foreign).unwrap(), "just: notes\n");
+
+    child.terminate();
+    let status = child.wait_timeout(DEADLINE).expect("run stops after SIGTERM");
+    assert!(status.success(), "{status}; stderr:\n{}", child.stderr());
+}

@@ -6,7 +6,7 @@
 //! re-reads that file right before touching it, so a file someone edited since the scan
 //! is left alone instead of being clobbered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -17,7 +17,9 @@ use registry_sync_istio::{HeldObject, IstioObject, ObjectKey, RenderError, parse
 use registry_sync_plan::Plan;
 use tracing::{debug, warn};
 
-use crate::{ApplyReport, Sink, SinkError};
+use crate::{ApplyReport, BoxFuture, Sink, SinkError};
+
+mod drift;
 
 pub struct FilesSink {
     dir: PathBuf,
@@ -25,7 +27,14 @@ pub struct FilesSink {
     /// The file each held object was read from or written to; not always the canonical
     /// name, since users and older layouts may have named files differently.
     files: BTreeMap<ObjectKey, OsString>,
+    /// `files` the other way round.
+    by_file: BTreeMap<OsString, ObjectKey>,
+    /// Set by [`FilesSink::watch`].
+    watch: Option<drift::DirWatch>,
 }
+
+/// What a scan of the directory found.
+type Scan = (BTreeMap<ObjectKey, HeldObject>, BTreeMap<ObjectKey, OsString>);
 
 /// Why one object could not be written or removed. Kept per object so that one bad file
 /// does not hold back the rest of a plan.
@@ -82,60 +91,137 @@ impl FilesSink {
             path: dir.to_path_buf(),
             source,
         })?;
-        let read_dir_error = |source| SinkError::ReadDir {
-            path: dir.to_path_buf(),
-            source,
-        };
-        let mut names = Vec::new();
-        for entry in fs::read_dir(dir).map_err(read_dir_error)? {
-            let name = entry.map_err(read_dir_error)?.file_name();
-            if is_yaml(&name) {
-                names.push(name);
-            }
-        }
-        // The first file by name wins a duplicate key, so a rescan always picks the same one.
-        names.sort();
-
-        let mut sink = FilesSink {
+        let (held, files) = scan(dir)?;
+        let by_file = files.iter().map(|(k, n)| (n.clone(), k.clone())).collect();
+        Ok(FilesSink {
             dir: dir.to_path_buf(),
-            held: BTreeMap::new(),
-            files: BTreeMap::new(),
-        };
-        for name in names {
-            let path = dir.join(&name);
-            if !fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-                continue;
-            }
-            let text = match fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(error) => {
-                    warn!(path = %path.display(), %error, "cannot read a YAML file in the output directory; ignoring it");
-                    continue;
+            held,
+            files,
+            by_file,
+            watch: None,
+        })
+    }
+
+    /// Watches the directory from now on, so that [`Sink::observe`] reports a file
+    /// someone deleted, edited or added.
+    pub fn watch(&mut self) -> Result<(), SinkError> {
+        self.watch = Some(drift::DirWatch::start(&self.dir)?);
+        Ok(())
+    }
+
+    /// Takes in what one file holds now; returns the keys whose held state changed.
+    fn look_again(&mut self, name: &OsStr) -> Vec<ObjectKey> {
+        let path = self.dir.join(name);
+        let now = fs::read(&path)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| parse_held(&text));
+        let previous = self.by_file.get(name).cloned();
+        let mut changed = Vec::new();
+        match (previous, now) {
+            (Some(key), Some(now)) if now.key == key => {
+                if self.held.get(&key) != Some(&now) {
+                    self.held.insert(key.clone(), now);
+                    changed.push(key);
                 }
-            };
-            let Some(held) = parse_held(&text) else {
-                debug!(path = %path.display(), "not a single Istio object; ignoring it");
-                continue;
-            };
-            if let Some(first) = sink.files.get(&held.key) {
-                warn!(
-                    key = %held.key,
-                    path = %path.display(),
-                    kept = %dir.join(first).display(),
-                    "two files hold the same object; using the first by name and never touching this one — remove one of them"
-                );
-                continue;
             }
-            sink.files.insert(held.key.clone(), name);
-            sink.held.insert(held.key.clone(), held);
+            (previous, now) => {
+                if let Some(key) = previous {
+                    self.forget(&key);
+                    changed.push(key);
+                }
+                // A new file holding an object no other file holds is held from now on,
+                // as a rescan at start would.
+                if let Some(now) = now.filter(|now| !self.held.contains_key(&now.key)) {
+                    self.track(now.key.clone(), name.to_os_string());
+                    changed.push(now.key.clone());
+                    self.held.insert(now.key.clone(), now);
+                }
+            }
         }
-        Ok(sink)
+        changed
+    }
+
+    /// Scans the whole directory again; returns the keys whose held state changed.
+    fn rescan(&mut self) -> Vec<ObjectKey> {
+        let Ok((held, files)) = scan(&self.dir) else {
+            warn!(dir = %self.dir.display(), "cannot rescan the output directory; keeping what was known");
+            return Vec::new();
+        };
+        let mut changed: BTreeSet<ObjectKey> = BTreeSet::new();
+        for key in self.held.keys().chain(held.keys()) {
+            if self.held.get(key) != held.get(key) || self.files.get(key) != files.get(key) {
+                changed.insert(key.clone());
+            }
+        }
+        self.by_file = files.iter().map(|(k, n)| (n.clone(), k.clone())).collect();
+        self.held = held;
+        self.files = files;
+        changed.into_iter().collect()
+    }
+
+    fn track(&mut self, key: ObjectKey, name: OsString) {
+        if let Some(old) = self.files.insert(key.clone(), name.clone()) {
+            self.by_file.remove(&old);
+        }
+        self.by_file.insert(name, key);
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
 
+/// Reads every YAML file of `dir` that holds exactly one Istio object.
+fn scan(dir: &Path) -> Result<Scan, SinkError> {
+    let read_dir_error = |source| SinkError::ReadDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(read_dir_error)? {
+        let name = entry.map_err(read_dir_error)?.file_name();
+        if is_yaml(&name) {
+            names.push(name);
+        }
+    }
+    // The first file by name wins a duplicate key, so a rescan always picks the same one.
+    names.sort();
+
+    let mut held: BTreeMap<ObjectKey, HeldObject> = BTreeMap::new();
+    let mut files: BTreeMap<ObjectKey, OsString> = BTreeMap::new();
+    for name in names {
+        let path = dir.join(&name);
+        if !fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) => {
+                warn!(path = %path.display(), %error, "cannot read a YAML file in the output directory; ignoring it");
+                continue;
+            }
+        };
+        let Some(object) = parse_held(&text) else {
+            debug!(path = %path.display(), "not a single Istio object; ignoring it");
+            continue;
+        };
+        if let Some(first) = files.get(&object.key) {
+            warn!(
+                key = %object.key,
+                path = %path.display(),
+                kept = %dir.join(first).display(),
+                "two files hold the same object; using the first by name and never touching this one — remove one of them"
+            );
+            continue;
+        }
+        files.insert(object.key.clone(), name);
+        held.insert(object.key.clone(), object);
+    }
+    Ok((held, files))
+}
+
+impl FilesSink {
     /// The file that holds `key`, if the sink holds it.
     pub fn path_of(&self, key: &ObjectKey) -> Option<PathBuf> {
         self.files.get(key).map(|name| self.dir.join(name))
@@ -172,7 +258,7 @@ impl FilesSink {
         debug!(%key, path = %target_path.display(), "wrote object");
 
         let old = current.filter(|name| name.as_os_str() != target.as_os_str());
-        self.files.insert(key.clone(), target);
+        self.track(key.clone(), target);
         self.held.insert(key.clone(), HeldObject::written(object));
         if let Some(old) = old {
             // The old file was just re-read as this object, so it is ours to remove.
@@ -256,7 +342,9 @@ impl FilesSink {
 
     fn forget(&mut self, key: &ObjectKey) {
         self.held.remove(key);
-        self.files.remove(key);
+        if let Some(name) = self.files.remove(key) {
+            self.by_file.remove(&name);
+        }
     }
 }
 
@@ -294,6 +382,18 @@ impl Sink for FilesSink {
             sync_dir(&self.dir);
         }
         Ok(report)
+    }
+
+    fn observe(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
+        Box::pin(async move {
+            let Some(watch) = &mut self.watch else {
+                return std::future::pending().await;
+            };
+            match watch.next().await {
+                drift::Seen::Everything => self.rescan(),
+                drift::Seen::Files(names) => names.iter().flat_map(|name| self.look_again(name)).collect(),
+            }
+        })
     }
 }
 

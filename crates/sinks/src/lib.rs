@@ -58,6 +58,10 @@ impl<T: Sink + Send> AsyncSink for T {
     fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFuture<'a, Result<ApplyReport, SinkError>> {
         Box::pin(std::future::ready(Sink::apply(self, plan)))
     }
+
+    fn observe(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
+        Sink::observe(self)
+    }
 }
 
 /// A local sink: files and streams, where a write is a quick blocking call.
@@ -70,6 +74,11 @@ pub trait Sink {
     /// [`ApplyReport::failed`] and does not stop the others; `Err` means the sink itself
     /// is unusable.
     fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, SinkError>;
+
+    /// See [`AsyncSink::observe`]; never returns for a sink that cannot see changes.
+    fn observe(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// What an apply did. Failed objects are left as they were, so the next plan lists them
@@ -106,4 +115,8 @@ pub enum SinkError {
         "cannot write the plan to the output stream: {source}; the stream may be closed (a pipe whose reader exited?)"
     )]
     Output { source: io::Error },
+    #[error(
+        "cannot watch the output directory {path} for changes: {source}; raise fs.inotify.max_user_watches or max_user_instances if they are exhausted"
+    )]
+    Watch { path: PathBuf, source: notify::Error },
 }

@@ -102,28 +102,48 @@ impl Emitter {
     }
 }
 
-/// Exponential backoff between reconnects: 0.5 s doubling to 30 s, reset after a
-/// success. Fast enough that a restarted registry is back within a second, slow
-/// enough that a registry that is down for long is not hammered.
+/// Exponential backoff between reconnects, reset after a success. Reconnecting to
+/// etcd, ZooKeeper, Consul, Nacos or Eureka costs the registry one connection, so the
+/// wait stays short — 0.25 s doubling to 4 s — and changes flow again within seconds
+/// of a registry's return. AWS Cloud Map bills and throttles every call: it keeps the
+/// longer [`Backoff::paced`] wait.
 pub(crate) struct Backoff {
     next: Duration,
+    first: Duration,
+    max: Duration,
 }
 
-const BACKOFF_FIRST: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(4);
+const PACED_FIRST: Duration = Duration::from_millis(500);
+const PACED_MAX: Duration = Duration::from_secs(30);
 
 impl Backoff {
     pub(crate) fn new() -> Backoff {
-        Backoff { next: BACKOFF_FIRST }
+        Backoff::between(BACKOFF_FIRST, BACKOFF_MAX)
+    }
+
+    /// For registries whose every call is throttled or billed (AWS): 0.5 s to 30 s.
+    #[cfg_attr(not(feature = "cloudmap"), allow(dead_code))]
+    pub(crate) fn paced() -> Backoff {
+        Backoff::between(PACED_FIRST, PACED_MAX)
+    }
+
+    fn between(first: Duration, max: Duration) -> Backoff {
+        Backoff {
+            next: first,
+            first,
+            max,
+        }
     }
 
     pub(crate) fn reset(&mut self) {
-        self.next = BACKOFF_FIRST;
+        self.next = self.first;
     }
 
     pub(crate) fn next_delay(&mut self) -> Duration {
         let delay = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
+        self.next = (self.next * 2).min(self.max);
         delay
     }
 }
@@ -133,12 +153,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_thirty_seconds_and_resets() {
+    fn backoff_doubles_up_to_four_seconds_and_resets() {
         let mut backoff = Backoff::new();
-        let delays: Vec<_> = (0..8).map(|_| backoff.next_delay().as_millis()).collect();
-        assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+        let delays: Vec<_> = (0..7).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [250, 500, 1000, 2000, 4000, 4000, 4000]);
         backoff.reset();
         assert_eq!(backoff.next_delay(), BACKOFF_FIRST);
+    }
+
+    #[test]
+    fn paced_backoff_doubles_up_to_thirty_seconds() {
+        let mut backoff = Backoff::paced();
+        let delays: Vec<_> = (0..8).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
     }
 
     #[tokio::test]

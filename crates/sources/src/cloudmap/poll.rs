@@ -235,7 +235,7 @@ pub(super) async fn run(source: CloudMapSource, tx: mpsc::Sender<SourceEvent>, c
 }
 
 async fn follow(source: CloudMapSource, emitter: &mut Emitter) -> Result<(), Stopped> {
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::paced();
     let cancel = emitter.cancel().clone();
     let client = loop {
         let built = tokio::select! {
