@@ -339,6 +339,11 @@ impl KubeSink {
         }
     }
 
+    /// Watch events waiting to be taken in (at most the queue's bound).
+    pub fn queued(&self) -> usize {
+        self.observed.len()
+    }
+
     fn is_leader(&self) -> bool {
         self.leader.as_ref().is_none_or(Leadership::is_leader)
     }

@@ -317,3 +317,58 @@ async fn a_dropped_watch_resumes_and_the_view_stays_right() {
     assert_eq!(plan.creates.len(), 1, "the deleted object is recreated: {plan:?}");
     assert!(server.object(Resource::ServiceEntry, NS, "b").is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_watch_events_wait_in_a_bounded_queue_and_the_drained_view_is_current() {
+    let server = StandIn::start().await;
+    let api = service_entries(&server);
+    for n in 0..4 {
+        api.create(&Default::default(), &users_entry(&format!("u{n}")))
+            .await
+            .unwrap();
+    }
+    // A replica that does not take its watch in (a standby before it drained, or a
+    // writer busy applying): 10,000 changes by someone else meanwhile.
+    let mut sink = connect(&server).await;
+    let per_object = 2_500;
+    let writers = (0..4).map(|n| {
+        let api = api.clone();
+        async move {
+            for i in 0..per_object {
+                let patch = serde_json::json!({"metadata": {"labels": {"rev": i.to_string()}}});
+                api.patch(
+                    &format!("u{n}"),
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .unwrap();
+            }
+        }
+    });
+    futures::future::join_all(writers).await;
+    assert!(
+        sink.queued() <= 1024,
+        "the watch queue is bounded: {} events waiting",
+        sink.queued()
+    );
+    // Drained, the view is the server's latest, object by object.
+    let last = (per_object - 1).to_string();
+    let current = |sink: &KubeSink| {
+        (0..4).all(|n| {
+            let key = registry_sync_istio::ObjectKey {
+                kind: registry_sync_istio::Kind::ServiceEntry,
+                namespace: NS.into(),
+                name: format!("u{n}"),
+            };
+            sink.held()
+                .get(&key)
+                .is_some_and(|held| held.labels.get("rev") == Some(&last))
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !current(&sink) {
+        let observed = tokio::time::timeout_at(deadline, sink.observe()).await;
+        assert!(observed.is_ok(), "the view never caught up with the server");
+    }
+}

@@ -53,7 +53,9 @@ pub async fn open_sinks(config: &Config, leadership: Leadership) -> Result<Vec<N
 fn watched_files(dir: &std::path::Path) -> Result<FilesSink, CommandError> {
     let mut sink = FilesSink::open(dir)?;
     if let Err(e) = sink.watch() {
-        tracing::warn!("{e}; a file deleted or edited by hand is repaired at the next resync (5 min) instead");
+        tracing::warn!(
+            "{e}; a file deleted or edited by hand is repaired at the next resync (5 min) instead"
+        );
     }
     Ok(sink)
 }
