@@ -22,5 +22,5 @@ mod model;
 pub use address::{Address, AddressError};
 pub use model::{
     Catalog, Instance, InstancePort, Metadata, PortError, Protocol, RegistryDelta, RegistrySnapshot, Service,
-    ServiceKey, Skipped, parse_port,
+    ServiceKey, Skipped, compact, parse_port,
 };

@@ -2,7 +2,7 @@
 //!
 //! Tasks and channels (ARCHITECTURE.md draws them):
 //!
-//! * one task per registry sends [`registry_sync_sources::SourceEvent`]s into one bounded channel;
+//! * one task per registry sends [`SourceEvent`]s into one bounded channel;
 //! * the feed loop (this function) folds them into the shared [`Pipeline`] — a burst
 //!   that arrived meanwhile is folded in one go — and publishes the change on a `watch`
 //!   channel, which coalesces: a writer that was busy sees only the latest;
@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use registry_sync_sources::SourceEvent;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +26,7 @@ use crate::admin;
 use crate::commands::CommandError;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{NamedSink, Pipeline};
 use crate::sinks::{Leadership, open_sinks};
 use crate::sources;
 use crate::writer::SinkWriter;
@@ -324,7 +325,48 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
     }
 
     let sinks = open_sinks(&config, leadership.clone()).await?;
-    let pipeline = Pipeline::new(&config).with_metrics(metrics.clone());
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    let mut source_tasks = Vec::new();
+    for registry in &config.registries {
+        source_tasks.push(sources::spawn_watch(registry, tx.clone(), cancel.child_token()));
+    }
+    drop(tx);
+    tracing::info!(
+        registries = config.registries.len(),
+        sinks = sinks.len(),
+        "watching"
+    );
+
+    drive(&config, sinks, leadership.clone(), metrics, rx, cancel.clone()).await;
+    cancel.cancel();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for task in source_tasks {
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            tracing::warn!("some registry tasks did not stop within 5 s; stopping anyway");
+            break;
+        }
+    }
+    // Leader election releases its lease on cancel; give it a moment.
+    if leadership.is_some() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The core of `run` once sources and sinks exist: feeds `events` into the pipeline
+/// and drives one writer task per sink, until `cancel` fires or `events` ends. Public
+/// so that benchmarks can feed it events exactly as sources send them.
+pub async fn drive(
+    config: &Config,
+    sinks: Vec<NamedSink>,
+    leadership: Leadership,
+    metrics: Metrics,
+    mut rx: mpsc::Receiver<SourceEvent>,
+    cancel: CancellationToken,
+) {
+    let cancel = cancel.child_token();
+    let pipeline = Pipeline::new(config).with_metrics(metrics.clone());
     let writers: Vec<SinkWriter> = sinks.into_iter().map(|sink| pipeline.writer(sink)).collect();
     let pipeline = Arc::new(Mutex::new(pipeline));
     let (publish, published) = watch::channel(Published { at: Instant::now() });
@@ -341,7 +383,6 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
         slots: slots.clone(),
         metrics: metrics.clone(),
     });
-    let writer_count = writers.len();
     let mut writer_tasks = Vec::new();
     for (writer, slot) in writers.into_iter().zip(&slots) {
         let task = WriterTask {
@@ -357,18 +398,6 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
         writer_tasks.push(tokio::spawn(task.run()));
     }
     drop(published);
-
-    let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
-    let mut source_tasks = Vec::new();
-    for registry in &config.registries {
-        source_tasks.push(sources::spawn_watch(registry, tx.clone(), cancel.child_token()));
-    }
-    drop(tx);
-    tracing::info!(
-        registries = config.registries.len(),
-        sinks = writer_count,
-        "watching"
-    );
 
     loop {
         let event = tokio::select! {
@@ -401,19 +430,12 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
         }
     }
     cancel.cancel();
-    // Every task ends on cancel; one deadline for all of them keeps a stop within
-    // seconds however many there are.
+    // Every writer ends on cancel; one deadline for all keeps a stop within seconds.
     let deadline = Instant::now() + Duration::from_secs(5);
-    for task in source_tasks.into_iter().chain(writer_tasks) {
+    for task in writer_tasks {
         if tokio::time::timeout_at(deadline, task).await.is_err() {
-            tracing::warn!("some tasks did not stop within 5 s; stopping anyway");
+            tracing::warn!("some writers did not stop within 5 s; stopping anyway");
             break;
         }
     }
-    // Leader election releases its lease on cancel; give it a moment.
-    if leadership.is_some() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tracing::info!("stopped");
-    Ok(())
 }

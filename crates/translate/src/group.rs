@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use litemap::LiteMap;
-use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Protocol, Skipped};
+use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Protocol, Skipped, compact};
 use registry_sync_istio::{
     Endpoint, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta, REGISTRY_LABEL,
     RESERVED_LABEL_PREFIX, Resolution, SERVICE_LABEL, SOURCES_ANNOTATION, ServiceEntrySpec, ServicePort,
@@ -484,8 +484,8 @@ fn endpoints<'a>(
         }
         let endpoint = Endpoint {
             address: instance.address.to_string(),
-            ports: port_map.clone(),
-            labels: labels.into_iter().collect(),
+            ports: compact(port_map.clone()),
+            labels: compact(labels.into_iter().collect()),
             network: checked_text(out, candidate, "network", instance.network.as_deref(), |_| true),
             locality: checked_text(out, candidate, "locality", instance.locality.as_deref(), |l| {
                 l.split('/').count() <= 3
