@@ -7,7 +7,8 @@
 //! with plain data.
 //!
 //! ```text
-//!  source ──▶ RegistrySnapshot { services, skipped } ──▶ Catalog ──▶ translate
+//!  source ──▶ RegistrySnapshot { services, skipped, unknown } ──▶ index ──▶ translate
+//!         └─▶ RegistryDelta { upserts, removed, … } (after the first view) ─┘
 //! ```
 //!
 //! Values here are already validated: an [`Address`] is an IP or an RFC 1123 host name, a

@@ -14,16 +14,18 @@ use tracing_subscriber::EnvFilter;
 
 /// Keeps Istio ServiceEntries and WorkloadEntries in step with service registries.
 ///
-/// registry-sync reads services from service registries (built in: file), translates
-/// them into networking.istio.io/v1 objects following Istio's rules (hosts, ports,
-/// healthy endpoints only, sanitised labels), and writes only what changed. Objects it
-/// did not create are never touched; a registry that fails keeps its objects.
+/// registry-sync watches service registries (file, etcd, ZooKeeper, Consul, Eureka,
+/// Nacos, AWS Cloud Map, DNS SRV), translates what they hold into networking.istio.io/v1
+/// objects following Istio's rules (hosts, ports, healthy endpoints only, sanitised
+/// labels), and writes only what changed: to the Kubernetes API (server-side apply,
+/// leader election), to a directory of YAML files, or to stdout. Objects it did not
+/// create are never touched; a registry that fails keeps its objects.
 #[derive(Parser)]
 #[command(
     name = "registry-sync",
     version,
     propagate_version = true,
-    after_long_help = "Examples:\n  registry-sync render --config examples/quickstart/sync.yaml   # the objects, as YAML\n  registry-sync plan   --config sync.yaml   # what would change; exit 0 in sync, 2 pending, 1 error\n  registry-sync run    --config sync.yaml   # keep syncing until SIGINT/SIGTERM\n\nThe configuration file lists `registries` (name, kind, hosts template, namespace,\nendpoints mode) and `sinks` (files dir, stdout); see the README for every key."
+    after_long_help = "Examples:\n  registry-sync render --config examples/quickstart/sync.yaml   # the objects, as YAML\n  registry-sync plan   --config sync.yaml   # what would change; exit 0 in sync, 2 pending, 1 error\n  registry-sync run    --config sync.yaml   # keep syncing until SIGINT/SIGTERM\n\nThe configuration file lists `registries` (name, kind, hosts template, namespace,\nendpoints mode, and each kind's connection keys) and `sinks` (kubernetes, files dir,\nstdout); see the README for every key."
 )]
 struct Cli {
     /// More log detail: -v debug, -vv trace. RUST_LOG, when set, takes precedence.

@@ -29,12 +29,38 @@ pub struct FilesSink {
     files: BTreeMap<ObjectKey, OsString>,
     /// `files` the other way round.
     by_file: BTreeMap<OsString, ObjectKey>,
+    /// What each held file looked like (size, time, inode) when it was last read or
+    /// written: a file that still looks so holds what was read, so neither the check
+    /// before a write nor the echo of our own write needs to read and parse it again.
+    stamps: BTreeMap<OsString, Stamp>,
     /// Set by [`FilesSink::watch`].
     watch: Option<drift::DirWatch>,
 }
 
 /// What a scan of the directory found.
 type Scan = (BTreeMap<ObjectKey, HeldObject>, BTreeMap<ObjectKey, OsString>);
+
+/// A file's size, modification time and inode: a rename-based edit changes the inode,
+/// an in-place one the time (nanoseconds) and usually the size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(Stamp {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode,
+    })
+}
 
 /// Why one object could not be written or removed. Kept per object so that one bad file
 /// does not hold back the rest of a plan.
@@ -98,6 +124,7 @@ impl FilesSink {
             held,
             files,
             by_file,
+            stamps: BTreeMap::new(),
             watch: None,
         })
     }
@@ -112,6 +139,15 @@ impl FilesSink {
     /// Takes in what one file holds now; returns the keys whose held state changed.
     fn look_again(&mut self, name: &OsStr) -> Vec<ObjectKey> {
         let path = self.dir.join(name);
+        let seen = stamp(&path);
+        if seen.is_some() && self.stamps.get(name) == seen.as_ref() {
+            // The echo of our own write, or an event that changed nothing.
+            return Vec::new();
+        }
+        match seen {
+            Some(seen) => self.stamps.insert(name.to_os_string(), seen),
+            None => self.stamps.remove(name),
+        };
         let now = fs::read(&path)
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
@@ -157,12 +193,14 @@ impl FilesSink {
         self.by_file = files.iter().map(|(k, n)| (n.clone(), k.clone())).collect();
         self.held = held;
         self.files = files;
+        self.stamps.clear();
         changed.into_iter().collect()
     }
 
     fn track(&mut self, key: ObjectKey, name: OsString) {
         if let Some(old) = self.files.insert(key.clone(), name.clone()) {
             self.by_file.remove(&old);
+            self.stamps.remove(&old);
         }
         self.by_file.insert(name, key);
     }
@@ -255,6 +293,9 @@ impl FilesSink {
             text.push('\n');
         }
         write_atomically(&self.dir, &target_path, text.as_bytes())?;
+        if let Some(written) = stamp(&target_path) {
+            self.stamps.insert(target.clone(), written);
+        }
         debug!(%key, path = %target_path.display(), "wrote object");
 
         let old = current.filter(|name| name.as_os_str() != target.as_os_str());
@@ -309,6 +350,10 @@ impl FilesSink {
     /// refuses the write.
     fn recheck(&mut self, key: &ObjectKey, name: &OsStr) -> Result<Recheck, ObjectError> {
         let path = self.dir.join(name);
+        let seen = stamp(&path);
+        if seen.is_some() && self.stamps.get(name) == seen.as_ref() {
+            return Ok(Recheck::Same);
+        }
         let text = match fs::read(&path) {
             Ok(bytes) => String::from_utf8(bytes).ok(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -325,6 +370,9 @@ impl FilesSink {
         };
         let now = text.as_deref().and_then(parse_held);
         if now.as_ref() == self.held.get(key) {
+            if let Some(seen) = seen {
+                self.stamps.insert(name.to_os_string(), seen);
+            }
             return Ok(Recheck::Same);
         }
         match now {
@@ -344,6 +392,7 @@ impl FilesSink {
         self.held.remove(key);
         if let Some(name) = self.files.remove(key) {
             self.by_file.remove(&name);
+            self.stamps.remove(&name);
         }
     }
 }

@@ -3,8 +3,9 @@
 //! what may be written or deleted is the planner's, so a sink cannot widen it.
 //!
 //! Local sinks implement the synchronous [`Sink`]: files and stdout gain nothing from
-//! async. The pipeline drives every sink through [`AsyncSink`], which remote sinks
-//! implement directly.
+//! async. Each sink's writer task drives it through [`AsyncSink`], which remote sinks
+//! implement directly; [`AsyncSink::observe`] is how a sink reports objects changed
+//! underneath it, so the writer repairs drift at once.
 
 #![forbid(unsafe_code)]
 

@@ -1,0 +1,499 @@
+//! The runtime end to end: events fed to `run`'s core ([`drive`]) exactly as a watching
+//! source sends them (a whole view, then one changed service at a time), through the
+//! feed loop and one writer task per sink, into the files sink and the Kubernetes
+//! sink (the API server stand-in, in this process, over real HTTP on loopback). Each
+//! figure is printed beside its bare baseline from the same run:
+//!
+//! 1. one instance changed in a 10,000 × 10 estate → applied, Kubernetes sink, against
+//!    one bare kube-rs server-side apply of a changed object;
+//! 2. the same through the files sink, against one bare durable file write into the same
+//!    directory (temporary file, fsync, rename, fsync of the directory: what the sink
+//!    does);
+//! 3. the cold sync of the 10,000 entries, objects/s, against a bare loop of kube-rs
+//!    applies at the same concurrency;
+//! 4. the files sink's latency while the Kubernetes API answers every request in 2 s,
+//!    against the files sink alone (2.);
+//! 5. peak RSS of the `registry-sync run` binary per endpoint at 100,000 endpoints (a
+//!    services file and the files sink), over the same binary with an empty registry.
+//!
+//! `cargo bench -p registry-sync --bench runtime`; `BENCH_SERVICES`, `BENCH_INSTANCES`,
+//! `BENCH_CHANGES` change the sizes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use registry_sync::config::Config;
+use registry_sync::metrics::Metrics;
+use registry_sync::pipeline::{NamedSink, Pipeline};
+use registry_sync::run::drive;
+use registry_sync_catalog::{Address, Instance, InstancePort, RegistryDelta, RegistrySnapshot, Service};
+use registry_sync_istio::{HeldObject, Kind, ObjectKey};
+use registry_sync_kube_standin::StandIn;
+use registry_sync_kubernetes::{KubeSink, KubeSinkSettings, api_resource};
+use registry_sync_plan::Plan;
+use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, FilesSink, SinkError};
+use registry_sync_sources::SourceEvent;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const CONCURRENCY: usize = 8;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn service(s: usize, instances: usize, port: u16) -> Service {
+    Service {
+        name: format!("service-{s:05}"),
+        namespace: None,
+        labels: Default::default(),
+        instances: (0..instances)
+            .map(|i| {
+                let n = s * instances + i;
+                Instance {
+                    id: format!("i-{n}"),
+                    address: Address::parse(&format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255))
+                        .unwrap(),
+                    ports: vec![InstancePort {
+                        name: "http".into(),
+                        number: if i == 0 { port } else { 8080 },
+                        protocol_hint: None,
+                    }],
+                    healthy: true,
+                    weight: None,
+                    locality: None,
+                    network: None,
+                    service_account: None,
+                    labels: [("version".to_string(), format!("v{}", i % 2))]
+                        .into_iter()
+                        .collect(),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// A sink that reports when each non-empty apply returned.
+struct Timed {
+    inner: Box<dyn AsyncSink>,
+    done: mpsc::UnboundedSender<Instant>,
+}
+
+impl AsyncSink for Timed {
+    fn refresh(&mut self) -> BoxFuture<'_, ()> {
+        self.inner.refresh()
+    }
+
+    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
+        self.inner.held()
+    }
+
+    fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFuture<'a, Result<ApplyReport, SinkError>> {
+        Box::pin(async move {
+            let report = self.inner.apply(plan).await;
+            let _ = self.done.send(Instant::now());
+            report
+        })
+    }
+
+    fn observe(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
+        self.inner.observe()
+    }
+}
+
+fn timed(name: &str, inner: Box<dyn AsyncSink>) -> (NamedSink, mpsc::UnboundedReceiver<Instant>) {
+    let (done, rx) = mpsc::unbounded_channel();
+    let sink = NamedSink {
+        name: name.into(),
+        sink: Box::new(Timed { inner, done }),
+    };
+    (sink, rx)
+}
+
+/// The estate as a watching source holds it, and the port counter that makes every
+/// change a real one.
+struct Estate {
+    services: Vec<Arc<Service>>,
+    instances: usize,
+    next_port: u16,
+}
+
+impl Estate {
+    fn new(services: usize, instances: usize) -> Estate {
+        Estate {
+            services: (0..services)
+                .map(|s| Arc::new(service(s, instances, 8080)))
+                .collect(),
+            instances,
+            next_port: 10_000,
+        }
+    }
+
+    fn snapshot(&self) -> SourceEvent {
+        SourceEvent::Snapshot {
+            registry: "bench".into(),
+            snapshot: RegistrySnapshot::from_shared("bench", self.services.clone(), vec![]),
+        }
+    }
+
+    /// One instance of one service changes its port: the delta a source sends.
+    fn change(&mut self, n: usize) -> SourceEvent {
+        let s = (n * 7919) % self.services.len();
+        self.next_port = if self.next_port >= 60_000 {
+            10_000
+        } else {
+            self.next_port + 1
+        };
+        self.services[s] = Arc::new(service(s, self.instances, self.next_port));
+        SourceEvent::Changed {
+            registry: "bench".into(),
+            delta: RegistryDelta {
+                upserts: vec![Arc::clone(&self.services[s])],
+                ..RegistryDelta::default()
+            },
+        }
+    }
+}
+
+/// `run`'s core with these sinks, fed by the bench.
+struct Runtime {
+    events: mpsc::Sender<SourceEvent>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Runtime {
+    fn start(config: &Config, sinks: Vec<NamedSink>) -> Runtime {
+        let (events, rx) = mpsc::channel(1024);
+        let cancel = CancellationToken::new();
+        let config = config.clone();
+        let stop = cancel.clone();
+        let task = tokio::spawn(async move { drive(&config, sinks, None, Metrics::new(), rx, stop).await });
+        Runtime { events, cancel, task }
+    }
+
+    async fn send(&self, event: SourceEvent) {
+        self.events.send(event).await.expect("the runtime runs");
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Sends `changes` one-service changes, each after the previous one was applied, and
+/// returns the time from each send to its apply returning.
+async fn changes(
+    runtime: &Runtime,
+    estate: &mut Estate,
+    done: &mut mpsc::UnboundedReceiver<Instant>,
+    changes: usize,
+) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(changes);
+    for n in 0..changes {
+        let event = estate.change(n);
+        let start = Instant::now();
+        runtime.send(event).await;
+        let applied = done.recv().await.expect("the writer runs");
+        latencies.push(applied - start);
+    }
+    latencies.sort();
+    latencies
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn p50_p99(sorted: &[Duration]) -> String {
+    format!(
+        "{} / {}",
+        ms(percentile(sorted, 0.5)),
+        ms(percentile(sorted, 0.99))
+    )
+}
+
+fn p99_ratio(ours: &[Duration], bare: &[Duration]) -> f64 {
+    percentile(ours, 0.99).as_secs_f64() / percentile(bare, 0.99).as_secs_f64()
+}
+
+async fn kube_sink(server: &StandIn, namespace: &str) -> Box<dyn AsyncSink> {
+    let settings = KubeSinkSettings {
+        namespaces: BTreeSet::from([namespace.to_string()]),
+        qps: 0.0,
+        concurrency: CONCURRENCY,
+        initial_list_timeout: Duration::from_secs(120),
+        ..KubeSinkSettings::default()
+    };
+    let client = kube::Client::try_from(server.kube_config()).unwrap();
+    Box::new(KubeSink::connect(client, settings, None).await.unwrap())
+}
+
+/// The desired objects of the estate as JSON, moved to `namespace`.
+fn objects_in(config: &Config, estate: &Estate, namespace: &str) -> Vec<serde_json::Value> {
+    let mut pipeline = Pipeline::new(config);
+    pipeline.registry_synced(
+        "bench",
+        RegistrySnapshot::from_shared("bench", estate.services.clone(), vec![]),
+    );
+    pipeline
+        .desired()
+        .values()
+        .map(|o| {
+            let mut value = serde_json::to_value(&**o).unwrap();
+            value["metadata"]["namespace"] = namespace.into();
+            value
+        })
+        .collect()
+}
+
+/// What the files sink does for one object, without registry-sync around it.
+fn bare_file_write(dir: &Path, name: &str, text: &[u8]) {
+    let tmp = dir.join(".bare.tmp");
+    let mut file = std::fs::File::create(&tmp).unwrap();
+    file.write_all(text).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+    std::fs::File::open(dir).unwrap().sync_all().unwrap();
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Peak RSS of `registry-sync run` once it has written `expected` files.
+fn binary_peak_rss(dir: &Path, services_yaml: &str, expected: usize) -> u64 {
+    std::fs::write(dir.join("services.yaml"), services_yaml).unwrap();
+    std::fs::write(
+        dir.join("sync.yaml"),
+        "registries:\n  - {name: legacy, kind: file, path: services.yaml, namespace: mesh, endpoints: inline}\nsinks:\n  files: {dir: out}\n",
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(dir.join("out"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_registry-sync"))
+        .args(["run", "--config", "sync.yaml"])
+        .current_dir(dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let written = std::fs::read_dir(dir.join("out")).map_or(0, |d| d.count());
+        if written >= expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the binary never wrote {expected} files"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let peak = peak_rss_kib(child.id()).unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    peak
+}
+
+fn services_yaml(services: usize, instances: usize) -> String {
+    let mut text = String::from("services:\n");
+    for s in 0..services {
+        text.push_str(&format!("  - name: service-{s:05}\n    instances:\n"));
+        for i in 0..instances {
+            let n = s * instances + i;
+            text.push_str(&format!(
+                "      - address: 10.{}.{}.{}\n        ports: {{http: 8080}}\n        labels: {{version: v{}}}\n",
+                n >> 16 & 255,
+                n >> 8 & 255,
+                n & 255,
+                i % 2
+            ));
+        }
+    }
+    text
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let services = env_usize("BENCH_SERVICES", 10_000);
+    let instances = env_usize("BENCH_INSTANCES", 10);
+    let change_count = env_usize("BENCH_CHANGES", 1_000);
+    let config = Config::parse(
+        Path::new("bench.yaml"),
+        "registries:\n  - {name: bench, kind: file, path: unused.yaml, namespace: mesh, endpoints: inline}\n",
+    )
+    .expect("bench config parses");
+    let server = StandIn::start().await;
+    let mut estate = Estate::new(services, instances);
+
+    // 1 and 3: the Kubernetes sink alone, cold, then one change at a time.
+    let (sink, mut kube_done) = timed("kubernetes", kube_sink(&server, "mesh").await);
+    let runtime = Runtime::start(&config, vec![sink]);
+    let start = Instant::now();
+    runtime.send(estate.snapshot()).await;
+    let cold = kube_done.recv().await.unwrap() - start;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        server
+            .objects(registry_sync_kube_standin::Resource::ServiceEntry)
+            .len(),
+        services
+    );
+    let kube_changes = changes(&runtime, &mut estate, &mut kube_done, change_count).await;
+    runtime.stop().await;
+
+    // Bare kube-rs: the cold loop into another namespace at the same concurrency, and
+    // single applies of a changed object.
+    let client = kube::Client::try_from(server.kube_config()).unwrap();
+    let bare_api = |namespace: &str| -> Api<DynamicObject> {
+        Api::namespaced_with(client.clone(), namespace, &api_resource(Kind::ServiceEntry))
+    };
+    let params = PatchParams::apply("bench-bare").force();
+    let cold_objects = objects_in(&config, &estate, "bare-cold");
+    let api = bare_api("bare-cold");
+    let start = Instant::now();
+    futures::stream::iter(cold_objects.iter().map(|o| {
+        let name = o["metadata"]["name"].as_str().unwrap().to_string();
+        let (api, params) = (&api, &params);
+        async move { api.patch(&name, params, &Patch::Apply(o)).await.unwrap() }
+    }))
+    .buffer_unordered(CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
+    let bare_cold = start.elapsed();
+    let api = bare_api("bare-single");
+    let mut object = cold_objects[0].clone();
+    object["metadata"]["namespace"] = "bare-single".into();
+    let name = object["metadata"]["name"].as_str().unwrap().to_string();
+    let mut bare_apply = Vec::with_capacity(change_count);
+    for n in 0..change_count {
+        object["spec"]["ports"][0]["number"] = (20_000 + n).into();
+        let start = Instant::now();
+        api.patch(&name, &params, &Patch::Apply(&object)).await.unwrap();
+        bare_apply.push(start.elapsed());
+    }
+    bare_apply.sort();
+
+    // 2: the files sink alone.
+    let out = tempfile::tempdir().unwrap();
+    let mut files = FilesSink::open(out.path()).unwrap();
+    files.watch().unwrap();
+    let (sink, mut files_done) = timed("files", Box::new(files));
+    let runtime = Runtime::start(&config, vec![sink]);
+    let start = Instant::now();
+    runtime.send(estate.snapshot()).await;
+    let files_cold = files_done.recv().await.unwrap() - start;
+    // Let the directory settle (the watch's echo of 10,000 writes, the kernel's
+    // writeback) before timing single changes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let files_alone = changes(&runtime, &mut estate, &mut files_done, change_count).await;
+    runtime.stop().await;
+    let sample = {
+        let mut pipeline = Pipeline::new(&config);
+        pipeline.registry_synced(
+            "bench",
+            RegistrySnapshot::from_shared("bench", estate.services[..1].to_vec(), vec![]),
+        );
+        registry_sync_istio::render_object(pipeline.desired().values().next().unwrap()).unwrap()
+    };
+    // Into the same directory of 10,000 files: a rename and a directory sync cost more
+    // there than in an empty one.
+    let mut bare_write = Vec::with_capacity(change_count);
+    for _ in 0..change_count {
+        let start = Instant::now();
+        bare_file_write(out.path(), "zz-bare.yaml", sample.as_bytes());
+        bare_write.push(start.elapsed());
+    }
+    std::fs::remove_file(out.path().join("zz-bare.yaml")).unwrap();
+    bare_write.sort();
+
+    // 4: both sinks, the API answering in 2 s. Both already hold the estate, so the
+    // first plans write nothing; every change then costs the Kubernetes writer 2 s.
+    let kube = kube_sink(&server, "mesh").await;
+    let mut files = FilesSink::open(out.path()).unwrap();
+    files.watch().unwrap();
+    let (files_sink, mut both_done) = timed("files", Box::new(files));
+    let (kube_sink_timed, mut slow_done) = timed("kubernetes", kube);
+    server.faults().set_latency(Duration::from_secs(2));
+    let runtime = Runtime::start(&config, vec![files_sink, kube_sink_timed]);
+    runtime.send(estate.snapshot()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while both_done.try_recv().is_ok() {}
+    let slow_changes = change_count;
+    let files_beside_slow = changes(&runtime, &mut estate, &mut both_done, slow_changes).await;
+    let kube_still_writing = slow_done.try_recv().is_err();
+    runtime.stop().await;
+    server.faults().clear();
+
+    // 5: the binary's peak RSS per endpoint.
+    let work = tempfile::tempdir().unwrap();
+    let empty = binary_peak_rss(work.path(), "services: []\n", 0);
+    let full = binary_peak_rss(work.path(), &services_yaml(services, instances), services);
+    let endpoints = services * instances;
+    let per_endpoint = (full.saturating_sub(empty) * 1024) as f64 / endpoints as f64;
+
+    println!();
+    println!(
+        "registry-sync runtime: {services} services × {instances} instances = {endpoints} endpoints; changes fed as a watching source sends them; API server stand-in on loopback; concurrency {CONCURRENCY}"
+    );
+    println!();
+    println!("| figure | registry-sync | bare baseline (same run) | ratio | goal |");
+    println!("| --- | --- | --- | --- | --- |");
+    println!(
+        "| one instance changed → applied, Kubernetes sink, p50 / p99 over {change_count} | {} | single kube-rs apply: {} | p99 {:.2} | ≤ 1.5 |",
+        p50_p99(&kube_changes),
+        p50_p99(&bare_apply),
+        p99_ratio(&kube_changes, &bare_apply)
+    );
+    println!(
+        "| one instance changed → applied, files sink, p50 / p99 over {change_count} | {} | single durable file write: {} | p99 {:.2} | ≤ 1.5 |",
+        p50_p99(&files_alone),
+        p50_p99(&bare_write),
+        p99_ratio(&files_alone, &bare_write)
+    );
+    println!(
+        "| cold sync of {services} entries, Kubernetes sink | {:.0} objects/s ({}) | kube-rs apply loop: {:.0} objects/s ({}) | {:.0} % | ≥ 95 % |",
+        services as f64 / cold.as_secs_f64(),
+        ms(cold),
+        services as f64 / bare_cold.as_secs_f64(),
+        ms(bare_cold),
+        100.0 * bare_cold.as_secs_f64() / cold.as_secs_f64()
+    );
+    println!(
+        "| files sink p50 / p99 while the API answers in 2 s, over {slow_changes}{} | {} | files sink alone: {} | p99 {:.2} | ≤ 1.2 |",
+        if kube_still_writing {
+            " (the Kubernetes writer still in its first apply)"
+        } else {
+            ""
+        },
+        p50_p99(&files_beside_slow),
+        p50_p99(&files_alone),
+        p99_ratio(&files_beside_slow, &files_alone)
+    );
+    println!(
+        "| peak RSS of `run` per endpoint (services file → files sink) | {per_endpoint:.0} B ({:.0} MiB) | empty registry: {:.0} MiB | | ≤ 1 KiB |",
+        full as f64 / 1024.0,
+        empty as f64 / 1024.0
+    );
+    println!(
+        "| files sink cold sync of {services} files | {} | | | |",
+        ms(files_cold)
+    );
+    println!();
+}
