@@ -40,10 +40,18 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The endpoint port of the last applied ServiceEntry, and a wake-up when it changes:
+/// the bench waits on it without polling, as the bare clients wait on their streams.
+#[derive(Default)]
+pub struct Port {
+    value: AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
 /// Remembers the endpoint port of the last applied ServiceEntry.
 struct PortSink {
     held: BTreeMap<ObjectKey, HeldObject>,
-    port: Arc<AtomicUsize>,
+    port: Arc<Port>,
 }
 
 impl Sink for PortSink {
@@ -59,7 +67,8 @@ impl Sink for PortSink {
                     .first()
                     .and_then(|e| e.ports.iter().next().map(|(_, p)| *p))
             {
-                self.port.store(port as usize, Ordering::SeqCst);
+                self.port.value.store(port as usize, Ordering::SeqCst);
+                self.port.changed.notify_waiters();
             }
             let held = HeldObject::written(object);
             self.held.insert(object.key(), held);
@@ -76,7 +85,7 @@ impl Sink for PortSink {
 fn run_pipeline(
     config: Config,
     mut rx: mpsc::Receiver<SourceEvent>,
-    port: Arc<AtomicUsize>,
+    port: Arc<Port>,
     cancel: CancellationToken,
 ) {
     tokio::spawn(async move {
@@ -104,10 +113,13 @@ fn run_pipeline(
     });
 }
 
-async fn wait_port(port: &AtomicUsize, want: usize) {
-    while port.load(Ordering::SeqCst) != want {
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_micros(200)).await;
+async fn wait_port(port: &Port, want: usize) {
+    loop {
+        let changed = port.changed.notified();
+        if port.value.load(Ordering::SeqCst) == want {
+            return;
+        }
+        changed.await;
     }
 }
 
@@ -166,7 +178,7 @@ async fn bench_etcd(changes: usize, idle: Duration) -> Row {
     );
     let (tx, rx) = mpsc::channel(64);
     let cancel = CancellationToken::new();
-    let port = Arc::new(AtomicUsize::new(0));
+    let port = Arc::new(Port::default());
     tokio::spawn(source.watch(tx, cancel.clone()));
     run_pipeline(config, rx, port.clone(), cancel.clone());
     wait_port(&port, 9000).await;
@@ -256,7 +268,7 @@ async fn bench_zookeeper(changes: usize, idle: Duration) -> Row {
     );
     let (tx, rx) = mpsc::channel(64);
     let cancel = CancellationToken::new();
-    let port = Arc::new(AtomicUsize::new(0));
+    let port = Arc::new(Port::default());
     tokio::spawn(source.watch(tx, cancel.clone()));
     run_pipeline(config, rx, port.clone(), cancel.clone());
     wait_port(&port, 9000).await;
@@ -310,7 +322,7 @@ async fn bench_http(name: &'static str, changes: usize, idle: Duration) -> Row {
 
     let (tx, rx) = mpsc::channel(64);
     let cancel = CancellationToken::new();
-    let port = Arc::new(AtomicUsize::new(0));
+    let port = Arc::new(Port::default());
     let consul_server;
     let eureka_server;
     let write: Box<dyn Fn(usize)>;

@@ -13,7 +13,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use registry_sync::config::Config;
@@ -104,7 +104,7 @@ pub(super) async fn bench_cloudmap(changes: usize, idle: Duration) -> Row {
     let source = CloudMapSource::new("aws", source_config).with_test_credentials();
     let (tx, rx) = mpsc::channel(64);
     let cancel = CancellationToken::new();
-    let port = Arc::new(AtomicUsize::new(0));
+    let port = Arc::new(super::Port::default());
     tokio::spawn(source.watch(tx, cancel.clone()));
     run_pipeline(config, rx, port.clone(), cancel.clone());
     wait_port(&port, 9000).await;

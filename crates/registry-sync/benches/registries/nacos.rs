@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use nacos_sdk::api::naming::{NamingChangeEvent, NamingEventListener, NamingServiceBuilder};
@@ -121,7 +120,7 @@ pub(super) async fn bench_nacos(changes: usize, idle: Duration) -> Row {
     let source = NacosSource::new("nacos", NacosConfig::new(address));
     let (tx, rx) = mpsc::channel(64);
     let cancel = CancellationToken::new();
-    let port = Arc::new(AtomicUsize::new(0));
+    let port = Arc::new(super::Port::default());
     tokio::spawn(source.watch(tx, cancel.clone()));
     run_pipeline(config, rx, port.clone(), cancel.clone());
     wait_port(&port, 9000).await;
