@@ -210,11 +210,10 @@ impl Index {
         self.log.since(version)
     }
 
-    /// Forgets deleted keys every writer has applied (`upto`, the lowest version any
-    /// writer applied), so the log stays as large as the desired set.
+    /// Forgets the changes every writer has planned past (`upto`, the lowest version
+    /// any writer may still ask about), so the log holds recent changes only.
     pub fn compact(&mut self, upto: u64) {
-        let desired = self.translation.desired();
-        self.log.compact(upto, |key| desired.contains_key(key));
+        self.log.compact(upto);
     }
 
     pub fn desired(&self) -> &Desired {
@@ -247,7 +246,7 @@ impl Index {
         self.translation.problems()
     }
 
-    /// Entries in the change log (desired objects plus deletions not yet compacted).
+    /// Entries in the change log (changes not yet compacted).
     pub fn log_len(&self) -> usize {
         self.log.len()
     }

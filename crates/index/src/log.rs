@@ -23,9 +23,9 @@ pub enum Since {
     Everything,
 }
 
-/// Each key appears once, at the version it last changed. A key whose object is gone
-/// stays as a tombstone until every reader is past it ([`ChangeLog::compact`]), so the
-/// log is bounded by the desired set plus the deletions not yet applied everywhere.
+/// Each key appears once, at the version it last changed, until every reader has
+/// planned past that version ([`ChangeLog::compact`]): the log holds the recent
+/// changes, not the estate.
 #[derive(Debug, Default)]
 pub(crate) struct ChangeLog {
     version: u64,
@@ -64,10 +64,9 @@ impl ChangeLog {
         Since::Keys(self.by_version.range(start..).map(|(_, k)| k.clone()).collect())
     }
 
-    /// Forgets tombstones (keys `live` says are gone) at or below `upto`, which every
-    /// reader has applied. A reader still below `upto` afterwards gets
-    /// [`Since::Everything`].
-    pub(crate) fn compact(&mut self, upto: u64, live: impl Fn(&ObjectKey) -> bool) {
+    /// Forgets the changes at or below `upto`, which every reader has planned past. A
+    /// reader still below `upto` afterwards gets [`Since::Everything`].
+    pub(crate) fn compact(&mut self, upto: u64) {
         let upto = upto.min(self.version);
         if upto <= self.floor {
             return;
@@ -75,7 +74,6 @@ impl ChangeLog {
         let old: Vec<(u64, ObjectKey)> = self
             .by_version
             .range(..(upto + 1, least_key()))
-            .filter(|(_, k)| !live(k))
             .cloned()
             .collect();
         for entry in old {
@@ -124,13 +122,15 @@ mod tests {
     }
 
     #[test]
-    fn compaction_drops_tombstones_and_sends_a_late_reader_to_a_full_plan() {
+    fn compaction_forgets_what_every_reader_planned_and_sends_a_late_reader_to_a_full_plan() {
         let mut log = ChangeLog::default();
         log.record([key("gone"), key("kept")]);
         log.record([key("new")]);
-        log.compact(1, |k| k.name != "gone");
-        assert_eq!(log.len(), 2, "the tombstone is forgotten, live keys stay");
+        log.compact(1);
+        assert_eq!(log.len(), 1, "only the change after version 1 is left");
         assert_eq!(log.since(0), Since::Everything);
         assert_eq!(keys(log.since(1)), ["new"]);
+        log.record([key("kept")]);
+        assert_eq!(keys(log.since(1)), ["new", "kept"]);
     }
 }

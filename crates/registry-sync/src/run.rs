@@ -34,7 +34,7 @@ use crate::writer::SinkWriter;
 const EVENT_QUEUE: usize = 1024;
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
-/// The change log is compacted once it holds this many entries beyond the desired set.
+/// The change log is compacted once it holds this many changes.
 const COMPACT_SLACK: usize = 4096;
 
 /// Cancels `cancel` on SIGINT or SIGTERM.
@@ -415,7 +415,7 @@ pub async fn drive(
                 changed |= pipeline.take(event);
             }
             let index = pipeline.index();
-            if index.log_len() > index.desired().len() + COMPACT_SLACK {
+            if index.log_len() > COMPACT_SLACK {
                 let upto = slots
                     .iter()
                     .map(|s| s.needs.load(Ordering::Relaxed))

@@ -198,7 +198,9 @@ impl FilesSink {
     }
 
     fn track(&mut self, key: ObjectKey, name: OsString) {
-        if let Some(old) = self.files.insert(key.clone(), name.clone()) {
+        if let Some(old) = self.files.insert(key.clone(), name.clone())
+            && old != name
+        {
             self.by_file.remove(&old);
             self.stamps.remove(&old);
         }

@@ -39,7 +39,36 @@ pub struct Changes {
     pub notes: Vec<Skipped>,
 }
 
-type Members = BTreeMap<GroupKey, BTreeSet<(String, ServiceKey)>>;
+/// The services of one host group, sorted. Nearly every group has one member, so a
+/// vector without spare room instead of a set, whose first node holds eleven.
+#[derive(Clone, Debug, Default)]
+struct GroupMembers(Vec<(String, ServiceKey)>);
+
+impl GroupMembers {
+    fn insert(&mut self, member: (String, ServiceKey)) {
+        if let Err(at) = self.0.binary_search(&member) {
+            self.0.reserve_exact(1);
+            self.0.insert(at, member);
+        }
+    }
+
+    fn remove(&mut self, member: &(String, ServiceKey)) {
+        if let Ok(at) = self.0.binary_search(member) {
+            self.0.remove(at);
+            self.0.shrink_to_fit();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(String, ServiceKey)> {
+        self.0.iter()
+    }
+}
+
+type Members = BTreeMap<GroupKey, GroupMembers>;
 
 /// Takes a service out of its group; the group is translated again afterwards.
 fn leave(
@@ -258,6 +287,7 @@ impl Index {
             }
             output.keys.push(key);
         }
+        output.keys.shrink_to_fit();
         changes.new_problems.extend(
             output
                 .skipped
