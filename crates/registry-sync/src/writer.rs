@@ -18,7 +18,19 @@ use registry_sync_plan::{MassChangeGuard, Owner, Plan, plan, plan_keys};
 use registry_sync_sinks::{ApplyReport, AsyncSink, SinkError};
 
 use crate::metrics::Metrics;
-use crate::pipeline::{NamedSink, apply};
+
+/// A sink with a name for logs and messages.
+pub struct NamedSink {
+    pub name: String,
+    pub sink: Box<dyn AsyncSink>,
+}
+
+/// What one pass did to one sink.
+#[derive(Debug, Default)]
+pub struct SinkOutcome {
+    pub plan: Plan,
+    pub report: ApplyReport,
+}
 
 const QUARANTINE_FIRST: Duration = Duration::from_secs(1);
 const QUARANTINE_MAX: Duration = Duration::from_secs(300);
@@ -222,6 +234,64 @@ impl SinkWriter {
         self.applied = Some(step.version);
         Ok(applied.report)
     }
+}
+
+/// Applies one plan to one sink, logging what happened.
+async fn apply(sink_name: &str, sink: &mut dyn AsyncSink, plan: Plan) -> Result<SinkOutcome, SinkError> {
+    for conflict in &plan.conflicts {
+        tracing::warn!(sink = sink_name, object = %conflict.key, "conflict, not written: {}", conflict.reason);
+    }
+    for held_back in &plan.held_back {
+        tracing::error!(
+            sink = sink_name,
+            registry = %held_back.registry,
+            changes = held_back.keys.len(),
+            objects = held_back.after.objects,
+            objects_peak = held_back.peak.objects,
+            endpoints = held_back.after.endpoints,
+            endpoints_peak = held_back.peak.endpoints,
+            "mass change held back: {}",
+            held_back.describe()
+        );
+    }
+    if let Some(first) = plan.orphans.first() {
+        tracing::warn!(
+            sink = sink_name,
+            orphans = plan.orphans.len(),
+            example = %first.key,
+            registry = %first.registry,
+            "objects of registries this configuration no longer names are left in place; `registry-sync prune --config FILE` deletes them (`plan` lists them)"
+        );
+    }
+    for kept in &plan.kept {
+        tracing::debug!(sink = sink_name, object = %kept.key, registry = %kept.registry, "kept: registry has not delivered a complete view");
+    }
+    if plan.is_empty() {
+        tracing::debug!(
+            sink = sink_name,
+            unchanged = plan.unchanged,
+            "in sync, nothing to write"
+        );
+        return Ok(SinkOutcome {
+            plan,
+            report: ApplyReport::default(),
+        });
+    }
+    let report = sink.apply(&plan).await?;
+    for (key, error) in &report.failed {
+        tracing::error!(sink = sink_name, object = %key, "write failed: {error}");
+    }
+    tracing::info!(
+        sink = sink_name,
+        created = report.created,
+        updated = report.updated,
+        deleted = report.deleted,
+        failed = report.failed.len(),
+        unchanged = plan.unchanged,
+        conflicts = plan.conflicts.len(),
+        "applied"
+    );
+    Ok(SinkOutcome { plan, report })
 }
 
 #[cfg(test)]
