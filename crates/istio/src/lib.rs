@@ -12,6 +12,8 @@
 mod object;
 mod yaml;
 
+/// The map type of labels, annotations and endpoint fields.
+pub use litemap::LiteMap;
 pub use object::{
     Endpoint, IstioObject, Kind, Location, ObjectKey, ObjectMeta, Resolution, ServiceEntrySpec, ServicePort,
     Spec, WorkloadSelector,

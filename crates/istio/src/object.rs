@@ -51,14 +51,16 @@ impl fmt::Display for ObjectKey {
     }
 }
 
+/// Labels and annotations are flat sorted vectors: a handful each, on every object of
+/// an estate (a map's first node would hold room for eleven).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectMeta {
     pub name: String,
     pub namespace: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    pub labels: LiteMap<String, String>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    pub annotations: LiteMap<String, String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -206,7 +208,7 @@ impl IstioObject {
     fn compute_hash(&self) -> String {
         #[derive(Serialize)]
         struct Hashed<'a> {
-            labels: &'a BTreeMap<String, String>,
+            labels: &'a LiteMap<String, String>,
             annotations: BTreeMap<&'a str, &'a str>,
             spec: &'a Spec,
         }

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use litemap::LiteMap;
 use serde::Deserialize;
 
 use crate::object::spec_hash;
@@ -42,7 +43,7 @@ pub fn render_documents<'a>(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldObject {
     pub key: ObjectKey,
-    pub labels: BTreeMap<String, String>,
+    pub labels: LiteMap<String, String>,
     pub content_hash: Option<String>,
     /// The registry services it was made from (`registry:service`), from its
     /// [`SOURCES_ANNOTATION`]: a merged object may only be rewritten once every one of
@@ -103,7 +104,7 @@ struct LooseMeta {
     #[serde(default)]
     namespace: String,
     #[serde(default)]
-    labels: BTreeMap<String, String>,
+    labels: LiteMap<String, String>,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
 }
@@ -179,7 +180,7 @@ mod tests {
     use crate::{Endpoint, Location, ObjectMeta, Resolution, ServiceEntrySpec, ServicePort, Spec};
 
     fn sample() -> IstioObject {
-        let mut labels = BTreeMap::new();
+        let mut labels = LiteMap::new();
         labels.insert(crate::MANAGED_BY_LABEL.to_string(), "registry-sync".to_string());
         IstioObject::new(
             ObjectMeta {

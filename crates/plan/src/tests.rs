@@ -16,14 +16,16 @@ fn owner() -> Owner {
     Owner::new(US)
 }
 
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+use registry_sync_istio::LiteMap;
+
+fn labels(pairs: &[(&str, &str)]) -> LiteMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
 
-fn ours(registry: &str) -> BTreeMap<String, String> {
+fn ours(registry: &str) -> LiteMap<String, String> {
     labels(&[
         (MANAGED_BY_LABEL, MANAGED_BY_VALUE),
         (INSTANCE_LABEL, US),
@@ -65,7 +67,7 @@ fn held_as_written(object: &IstioObject) -> HeldObject {
     HeldObject::written(object)
 }
 
-fn held(key: ObjectKey, labels: BTreeMap<String, String>, hash: Option<&str>) -> HeldObject {
+fn held(key: ObjectKey, labels: LiteMap<String, String>, hash: Option<&str>) -> HeldObject {
     HeldObject {
         key,
         labels,

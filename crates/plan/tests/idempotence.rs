@@ -66,7 +66,9 @@ fn object(kind: Kind, name: &str, octet: u8, registry: &str) -> IstioObject {
         name: name.into(),
         namespace: "mesh".into(),
         labels,
-        annotations: [(SOURCES_ANNOTATION.to_string(), format!("{registry}:{name}"))].into(),
+        annotations: [(SOURCES_ANNOTATION.to_string(), format!("{registry}:{name}"))]
+            .into_iter()
+            .collect(),
     };
     let endpoint = Endpoint {
         address: format!("10.0.0.{octet}"),
@@ -134,7 +136,7 @@ fn build(slots: &[Slot]) -> State {
                 key.clone(),
                 HeldObject {
                     key,
-                    labels,
+                    labels: labels.into_iter().collect(),
                     content_hash,
                     sources: h
                         .registry

@@ -11,7 +11,9 @@ use registry_sync_sinks::{FilesSink, Sink};
 
 const US: &str = "prod-a";
 
-fn ours() -> BTreeMap<String, String> {
+use registry_sync_istio::LiteMap;
+
+fn ours() -> LiteMap<String, String> {
     [
         (MANAGED_BY_LABEL, MANAGED_BY_VALUE),
         (INSTANCE_LABEL, US),
@@ -22,7 +24,7 @@ fn ours() -> BTreeMap<String, String> {
     .collect()
 }
 
-fn service_entry(name: &str, address: &str, labels: BTreeMap<String, String>) -> IstioObject {
+fn service_entry(name: &str, address: &str, labels: LiteMap<String, String>) -> IstioObject {
     IstioObject::new(
         ObjectMeta {
             name: name.into(),
@@ -175,7 +177,7 @@ fn reopening_the_directory_holds_the_same_hashes_so_a_restart_plans_no_writes() 
 fn files_that_are_not_ours_are_never_touched_or_removed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let users = service_entry("payments", "10.9.9.9", BTreeMap::new());
+    let users = service_entry("payments", "10.9.9.9", LiteMap::new());
     fs::write(
         dir.join("configmap.yaml"),
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
@@ -285,8 +287,8 @@ fn a_file_edited_since_it_was_read_is_neither_overwritten_nor_deleted() {
     sync(&mut sink, &[a.clone(), b.clone()]);
 
     // Someone takes both objects over behind the sink's back.
-    let taken_a = render_object(&service_entry("a", "10.0.0.7", BTreeMap::new())).unwrap();
-    let taken_b = render_object(&service_entry("b", "10.0.0.7", BTreeMap::new())).unwrap();
+    let taken_a = render_object(&service_entry("a", "10.0.0.7", LiteMap::new())).unwrap();
+    let taken_b = render_object(&service_entry("b", "10.0.0.7", LiteMap::new())).unwrap();
     fs::write(tmp.path().join("mesh.serviceentry.a.yaml"), &taken_a).unwrap();
     fs::write(tmp.path().join("mesh.serviceentry.b.yaml"), &taken_b).unwrap();
 

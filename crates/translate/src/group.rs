@@ -115,8 +115,8 @@ pub(crate) fn translate_group(
     let se_meta = ObjectMeta {
         name: se_name.clone(),
         namespace: key.namespace.clone(),
-        labels: se_labels,
-        annotations: [(SOURCES_ANNOTATION.to_string(), sources)].into(),
+        labels: compact(se_labels.into_iter().collect()),
+        annotations: LiteMap::from_iter([(SOURCES_ANNOTATION.to_string(), sources)]),
     };
     let mut spec = ServiceEntrySpec {
         hosts: vec![key.host.clone()],
@@ -148,8 +148,8 @@ pub(crate) fn translate_group(
                 let meta = ObjectMeta {
                     name: object_name(&identity_parts(c, Some(&candidate.instance.id))),
                     namespace: key.namespace.clone(),
-                    labels,
-                    annotations: [(SOURCES_ANNOTATION.to_string(), source_of(c))].into(),
+                    labels: compact(labels.into_iter().collect()),
+                    annotations: LiteMap::from_iter([(SOURCES_ANNOTATION.to_string(), source_of(c))]),
                 };
                 out.objects
                     .push(IstioObject::new(meta, Spec::WorkloadEntry(endpoint)));

@@ -24,10 +24,21 @@ fn one_service_becomes_one_labelled_service_entry_with_inline_endpoints() {
     assert_eq!(object.kind, Kind::ServiceEntry);
     assert_eq!(object.metadata.name, "legacy.orders");
     assert_eq!(object.metadata.namespace, "mesh");
-    assert_eq!(object.metadata.labels[MANAGED_BY_LABEL], "registry-sync");
-    assert_eq!(object.metadata.labels[REGISTRY_LABEL], "legacy");
-    assert_eq!(object.metadata.labels[INSTANCE_LABEL], "default");
-    assert_eq!(object.metadata.annotations[CONTENT_HASH_ANNOTATION].len(), 16);
+    assert_eq!(
+        object.metadata.labels.get(MANAGED_BY_LABEL).unwrap(),
+        "registry-sync"
+    );
+    assert_eq!(object.metadata.labels.get(REGISTRY_LABEL).unwrap(), "legacy");
+    assert_eq!(object.metadata.labels.get(INSTANCE_LABEL).unwrap(), "default");
+    assert_eq!(
+        object
+            .metadata
+            .annotations
+            .get(CONTENT_HASH_ANNOTATION)
+            .unwrap()
+            .len(),
+        16
+    );
     let se = only_entry(&t);
     assert_eq!(se.hosts, ["orders.legacy"]);
     assert_eq!(se.location, Location::MeshInternal);
@@ -317,7 +328,10 @@ fn auto_switches_to_workload_entries_above_the_limit() {
             Some("legacy.a"),
             "selected by the entry"
         );
-        assert_eq!(object.metadata.labels[MANAGED_BY_LABEL], "registry-sync");
+        assert_eq!(
+            object.metadata.labels.get(MANAGED_BY_LABEL).unwrap(),
+            "registry-sync"
+        );
         assert_eq!(spec.ports.get("http-8080").copied(), Some(8080));
     }
 }
@@ -397,7 +411,11 @@ fn services_with_one_host_in_two_registries_merge_into_one_entry() {
         "named after the first registry"
     );
     assert_eq!(
-        t.objects[0].metadata.annotations["registry-sync.io/sources"],
+        t.objects[0]
+            .metadata
+            .annotations
+            .get("registry-sync.io/sources")
+            .unwrap(),
         "consul:orders,legacy:orders"
     );
 }

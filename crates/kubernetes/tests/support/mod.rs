@@ -1,7 +1,7 @@
 //! Objects and scopes the Kubernetes sink tests share.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use registry_sync_istio::{
@@ -13,7 +13,7 @@ use registry_sync_plan::DeleteScope;
 pub const NS: &str = "mesh";
 
 pub fn entry(name: &str, addresses: &[&str]) -> IstioObject {
-    let labels: BTreeMap<String, String> = [
+    let labels: registry_sync_istio::LiteMap<String, String> = [
         (MANAGED_BY_LABEL, MANAGED_BY_VALUE),
         (REGISTRY_LABEL, "legacy"),
         (INSTANCE_LABEL, "default"),
@@ -26,7 +26,7 @@ pub fn entry(name: &str, addresses: &[&str]) -> IstioObject {
             name: name.into(),
             namespace: NS.into(),
             labels,
-            annotations: BTreeMap::new(),
+            annotations: Default::default(),
         },
         Spec::ServiceEntry(ServiceEntrySpec {
             hosts: vec![format!("{name}.legacy")],
