@@ -579,11 +579,13 @@ fn describe(write: &Write, error: &WriteError) -> String {
 }
 
 impl AsyncSink for KubeSink {
-    fn refresh(&mut self) -> BoxFuture<'_, ()> {
+    fn refresh(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
         Box::pin(async move {
+            let mut keys = Vec::new();
             while let Ok(message) = self.observed.try_recv() {
-                self.fold(message);
+                keys.extend(self.fold(message));
             }
+            keys
         })
     }
 

@@ -88,7 +88,7 @@ struct Timed {
 }
 
 impl AsyncSink for Timed {
-    fn refresh(&mut self) -> BoxFuture<'_, ()> {
+    fn refresh(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
         self.inner.refresh()
     }
 

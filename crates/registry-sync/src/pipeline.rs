@@ -77,7 +77,7 @@ impl Pipeline {
         &self.index
     }
 
-    /// Forgets deletions every writer has planned past (see [`Index::compact`]).
+    /// Forgets the changes every writer has planned past (see [`Index::compact`]).
     pub fn compact(&mut self, upto: u64) {
         self.index.compact(upto);
     }
@@ -178,7 +178,7 @@ impl Pipeline {
             held_back: false,
         };
         for writer in writers.iter_mut() {
-            writer.sink.refresh().await;
+            writer.catch_up().await;
             let step = writer.plan(&self.index, std::time::Instant::now());
             outcome.held_back |= !step.plan.held_back.is_empty();
             match writer.apply(step).await {
@@ -206,16 +206,22 @@ mod tests {
 
     use super::*;
 
-    /// Holds what it is given, refuses one object by name, and records the plans.
+    /// Holds what it is given, refuses one object by name, records the plans, and sees
+    /// the objects in `deleted_behind` vanish at its next refresh (someone deleted them).
     struct Refusing {
         held: BTreeMap<ObjectKey, HeldObject>,
         refuses: &'static str,
         plans: Arc<Mutex<Vec<(usize, usize)>>>,
+        deleted_behind: Arc<Mutex<Vec<ObjectKey>>>,
     }
 
     impl AsyncSink for Refusing {
-        fn refresh(&mut self) -> BoxFuture<'_, ()> {
-            Box::pin(std::future::ready(()))
+        fn refresh(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
+            let gone: Vec<ObjectKey> = std::mem::take(&mut *self.deleted_behind.lock().unwrap());
+            for key in &gone {
+                self.held.remove(key);
+            }
+            Box::pin(std::future::ready(gone))
         }
 
         fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
@@ -275,6 +281,7 @@ mod tests {
                 held: BTreeMap::new(),
                 refuses: "bad",
                 plans: Arc::clone(&plans),
+                deleted_behind: Default::default(),
             }),
         });
         let services: Vec<Service> = ["a", "b", "c", "bad"].into_iter().map(service).collect();
@@ -307,5 +314,36 @@ mod tests {
             .collect();
         assert_eq!(names, ["legacy.bad"], "once due, it is retried alone");
         assert_eq!(plans.lock().unwrap().clone(), [(4, 0), (1, 0)]);
+    }
+
+    #[tokio::test]
+    async fn an_object_the_sink_saw_vanish_before_a_plan_is_written_back_by_that_plan() {
+        let config = Config::parse(
+            Path::new("sync.yaml"),
+            "registries:\n  - {name: legacy, kind: file, path: s.yaml, namespace: mesh}\n",
+        )
+        .unwrap();
+        let mut pipeline = Pipeline::new(&config);
+        let plans = Arc::new(Mutex::new(Vec::new()));
+        let deleted_behind: Arc<Mutex<Vec<ObjectKey>>> = Default::default();
+        let mut writers = vec![pipeline.writer(NamedSink {
+            name: "drifting".into(),
+            sink: Box::new(Refusing {
+                held: BTreeMap::new(),
+                refuses: "none",
+                plans: Arc::clone(&plans),
+                deleted_behind: Arc::clone(&deleted_behind),
+            }),
+        })];
+        let services: Vec<Service> = ["a", "b"].into_iter().map(service).collect();
+        pipeline.registry_synced("legacy", RegistrySnapshot::new("legacy", services, vec![]));
+        assert!(pipeline.sync(&mut writers).await.written);
+        // Someone deletes `a`; the next plan (incremental: the index did not change)
+        // learns it from the sink right before planning.
+        let a = pipeline.desired().keys().next().unwrap().clone();
+        deleted_behind.lock().unwrap().push(a.clone());
+        assert!(pipeline.sync(&mut writers).await.written);
+        assert_eq!(plans.lock().unwrap().clone(), [(2, 0), (1, 0)]);
+        assert!(writers[0].sink.held().contains_key(&a), "written back");
     }
 }

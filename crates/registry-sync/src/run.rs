@@ -3,7 +3,7 @@
 //! Tasks and channels (ARCHITECTURE.md draws them):
 //!
 //! * one task per registry sends [`SourceEvent`]s into one bounded channel;
-//! * the feed loop (this function) folds them into the shared [`Pipeline`] — a burst
+//! * the feed loop ([`drive`]) folds them into the shared [`Pipeline`] — a burst
 //!   that arrived meanwhile is folded in one go — and publishes the change on a `watch`
 //!   channel, which coalesces: a writer that was busy sees only the latest;
 //! * one writer task per sink plans what changed since the version it applied, plus
@@ -36,6 +36,8 @@ const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// The change log is compacted once it holds this many changes.
 const COMPACT_SLACK: usize = 4096;
+/// How long a stop waits for the tasks of one kind after cancelling them.
+const STOP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Cancels `cancel` on SIGINT or SIGTERM.
 pub fn cancel_on_signals(cancel: CancellationToken) {
@@ -261,6 +263,7 @@ impl WriterTask {
                 }
                 continue;
             }
+            self.writer.catch_up().await;
             let (step, target) = {
                 let pipeline = lock(&self.pipeline);
                 let step = self.writer.plan(pipeline.index(), std::time::Instant::now());
@@ -339,13 +342,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
 
     drive(&config, sinks, leadership.clone(), metrics, rx, cancel.clone()).await;
     cancel.cancel();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for task in source_tasks {
-        if tokio::time::timeout_at(deadline, task).await.is_err() {
-            tracing::warn!("some registry tasks did not stop within 5 s; stopping anyway");
-            break;
-        }
-    }
+    join_within(source_tasks, "registry tasks").await;
     // Leader election releases its lease on cancel; give it a moment.
     if leadership.is_some() {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -430,11 +427,16 @@ pub async fn drive(
         }
     }
     cancel.cancel();
-    // Every writer ends on cancel; one deadline for all keeps a stop within seconds.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for task in writer_tasks {
+    join_within(writer_tasks, "writers").await;
+}
+
+/// Waits for cancelled tasks under one deadline for all of them, so a stop takes
+/// seconds however many there are.
+async fn join_within(tasks: Vec<tokio::task::JoinHandle<()>>, what: &str) {
+    let deadline = Instant::now() + STOP_DEADLINE;
+    for task in tasks {
         if tokio::time::timeout_at(deadline, task).await.is_err() {
-            tracing::warn!("some writers did not stop within 5 s; stopping anyway");
+            tracing::warn!("some {what} did not stop within {STOP_DEADLINE:?}; stopping anyway");
             break;
         }
     }

@@ -137,6 +137,12 @@ impl SinkWriter {
         self.pending.extend(keys);
     }
 
+    /// Takes in what the sink saw since it was last looked at, before a plan.
+    pub async fn catch_up(&mut self) {
+        let keys = self.sink.refresh().await;
+        self.observed(keys);
+    }
+
     /// The index version planned last: the change log must keep what follows it.
     pub fn planned(&self) -> u64 {
         self.version
@@ -197,14 +203,18 @@ impl SinkWriter {
         if let Some(metrics) = &self.metrics {
             metrics.held_back(&self.name, &step.plan.held_back);
         }
-        let written: Vec<ObjectKey> = step
-            .plan
-            .creates
-            .iter()
-            .chain(&step.plan.updates)
-            .map(|o| o.key())
-            .chain(step.plan.deletes.iter().cloned())
-            .collect();
+        // Which quarantined objects this plan writes; nothing to look for in a plan
+        // (a cold sync of thousands) when nothing is quarantined.
+        let written: Vec<ObjectKey> = if self.quarantine.entries.is_empty() {
+            Vec::new()
+        } else {
+            let plan = &step.plan;
+            let writes = plan.creates.iter().chain(&plan.updates).map(|o| o.key());
+            writes
+                .chain(plan.deletes.iter().cloned())
+                .filter(|key| self.quarantine.entries.contains_key(key))
+                .collect()
+        };
         let applied = match apply(&self.name, self.sink.as_mut(), step.plan).await {
             Ok(applied) => applied,
             Err(e) => {

@@ -25,12 +25,14 @@ pub use stdout::StdoutSink;
 /// A boxed future, so that [`AsyncSink`] can be used as a trait object.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
-/// A sink as the pipeline drives it. Remote sinks (an API server) are asynchronous and
+/// A sink as its writer drives it. Remote sinks (an API server) are asynchronous and
 /// learn what they hold from a watch, which [`AsyncSink::refresh`] folds in before each
 /// plan; every [`Sink`] is an `AsyncSink` whose refresh does nothing.
 pub trait AsyncSink: Send {
-    /// Brings [`AsyncSink::held`] up to date with what the sink has observed since.
-    fn refresh(&mut self) -> BoxFuture<'_, ()>;
+    /// Brings [`AsyncSink::held`] up to date with what the sink has observed since,
+    /// without waiting, and returns the keys whose held state changed (as
+    /// [`AsyncSink::observe`] does), so a plan made right after misses no drift.
+    fn refresh(&mut self) -> BoxFuture<'_, Vec<ObjectKey>>;
 
     /// Waits until the sink sees objects change (by anyone: a hand edit, a delete, the
     /// echo of a write), folds that into [`AsyncSink::held`] and returns their keys, so
@@ -48,8 +50,8 @@ pub trait AsyncSink: Send {
 }
 
 impl<T: Sink + Send> AsyncSink for T {
-    fn refresh(&mut self) -> BoxFuture<'_, ()> {
-        Box::pin(std::future::ready(()))
+    fn refresh(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
+        Box::pin(std::future::ready(Vec::new()))
     }
 
     fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
