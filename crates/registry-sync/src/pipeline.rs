@@ -266,14 +266,19 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_refused_object_is_quarantined_and_retried_alone_while_the_rest_flows() {
+    /// A pipeline over one file registry, `legacy`.
+    fn legacy_pipeline() -> Pipeline {
         let config = Config::parse(
             Path::new("sync.yaml"),
             "registries:\n  - {name: legacy, kind: file, path: s.yaml, namespace: mesh}\n",
         )
         .unwrap();
-        let mut pipeline = Pipeline::new(&config);
+        Pipeline::new(&config)
+    }
+
+    #[tokio::test]
+    async fn a_refused_object_is_quarantined_and_retried_alone_while_the_rest_flows() {
+        let mut pipeline = legacy_pipeline();
         let plans = Arc::new(Mutex::new(Vec::new()));
         let mut writer = pipeline.writer(NamedSink {
             name: "refusing".into(),
@@ -318,12 +323,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_object_the_sink_saw_vanish_before_a_plan_is_written_back_by_that_plan() {
-        let config = Config::parse(
-            Path::new("sync.yaml"),
-            "registries:\n  - {name: legacy, kind: file, path: s.yaml, namespace: mesh}\n",
-        )
-        .unwrap();
-        let mut pipeline = Pipeline::new(&config);
+        let mut pipeline = legacy_pipeline();
         let plans = Arc::new(Mutex::new(Vec::new()));
         let deleted_behind: Arc<Mutex<Vec<ObjectKey>>> = Default::default();
         let mut writers = vec![pipeline.writer(NamedSink {
