@@ -6,8 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Address {
     Ip(IpAddr),
-    /// Lowercase, RFC 1123, without a trailing dot.
-    Hostname(String),
+    /// Lowercase, RFC 1123, without a trailing dot. A boxed string keeps the address as
+    /// small as an IP and an instance 8 bytes smaller.
+    Hostname(Box<str>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -54,7 +55,7 @@ impl Address {
             }
             return Ok(Address::Ip(IpAddr::V6(v6)));
         }
-        parse_hostname(trimmed).map(Address::Hostname)
+        parse_hostname(trimmed).map(|name| Address::Hostname(name.into()))
     }
 
     pub fn is_ip(&self) -> bool {

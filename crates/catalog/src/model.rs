@@ -121,12 +121,50 @@ pub struct Instance {
     pub ports: Vec<InstancePort>,
     pub healthy: bool,
     pub weight: Option<u32>,
+    /// Out of line: an estate holds one instance per endpoint, and most registries set
+    /// none of it. Made with [`Placement::boxed`], which keeps "none of it" as `None`.
+    pub placement: Option<Box<Placement>>,
+    /// Registry metadata, unsanitised: translation decides what survives as a label.
+    pub labels: Metadata,
+}
+
+/// Where an instance runs and as whom, as far as the registry says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Placement {
     /// `region/zone/subzone`.
     pub locality: Option<String>,
     pub network: Option<String>,
     pub service_account: Option<String>,
-    /// Registry metadata, unsanitised: translation decides what survives as a label.
-    pub labels: Metadata,
+}
+
+impl Placement {
+    /// `None` when the registry said nothing of it, so that equal instances compare equal.
+    pub fn boxed(
+        locality: Option<String>,
+        network: Option<String>,
+        service_account: Option<String>,
+    ) -> Option<Box<Placement>> {
+        let placement = Placement {
+            locality,
+            network,
+            service_account,
+        };
+        (placement != Placement::default()).then(|| Box::new(placement))
+    }
+}
+
+impl Instance {
+    pub fn locality(&self) -> Option<&str> {
+        self.placement.as_ref()?.locality.as_deref()
+    }
+
+    pub fn network(&self) -> Option<&str> {
+        self.placement.as_ref()?.network.as_deref()
+    }
+
+    pub fn service_account(&self) -> Option<&str> {
+        self.placement.as_ref()?.service_account.as_deref()
+    }
 }
 
 /// Identifies a service within one registry: registries such as Nacos or Consul
@@ -393,9 +431,7 @@ mod tests {
             ports: vec![],
             healthy: true,
             weight: None,
-            locality: None,
-            network: None,
-            service_account: None,
+            placement: None,
             labels: Metadata::new(),
         }
     }

@@ -48,9 +48,7 @@ fn service(name: &str, ips: &[&str]) -> Service {
                 }],
                 healthy: true,
                 weight: None,
-                locality: None,
-                network: None,
-                service_account: None,
+                placement: None,
                 labels: Default::default(),
             })
             .collect(),

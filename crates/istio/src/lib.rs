@@ -16,7 +16,7 @@ mod yaml;
 pub use litemap::LiteMap;
 pub use object::{
     Endpoint, IstioObject, Kind, Location, ObjectKey, ObjectMeta, Resolution, ServiceEntrySpec, ServicePort,
-    Spec, WorkloadSelector,
+    SharedMaps, Spec, WorkloadSelector,
 };
 /// Desired objects by key. Shared, because the same object sits in the index, in
 /// every sink's plan and in the sink's write queue; cloning it would cost its size each time.

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use litemap::LiteMap;
 use serde::{Deserialize, Serialize};
@@ -85,24 +86,63 @@ pub struct ServicePort {
 }
 
 /// An endpoint inline in a ServiceEntry and the spec of a WorkloadEntry have the same
-/// shape in Istio's API (`WorkloadEntry`), so one type serves both. Its maps are flat
-/// sorted vectors: an estate holds one endpoint per instance, each with a few entries.
+/// shape in Istio's API (`WorkloadEntry`), so one type serves both.
+///
+/// An estate holds one endpoint per instance, so its layout is kept small: the maps are
+/// flat sorted vectors behind an `Arc`, so that the endpoints of one service, which
+/// mostly carry the same ports and one of a few label sets, share one copy of each
+/// (see [`SharedMaps`]); the optional texts are boxed strings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     pub address: String,
-    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
-    pub ports: LiteMap<String, u32>,
-    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
-    pub labels: LiteMap<String, String>,
+    #[serde(default, skip_serializing_if = "is_empty_map")]
+    pub ports: Arc<LiteMap<String, u32>>,
+    #[serde(default, skip_serializing_if = "is_empty_map")]
+    pub labels: Arc<LiteMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
+    pub network: Option<Box<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub locality: Option<String>,
+    pub locality: Option<Box<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_account: Option<String>,
+    pub service_account: Option<Box<str>>,
+}
+
+fn is_empty_map<K, V>(map: &Arc<LiteMap<K, V>>) -> bool {
+    map.is_empty()
+}
+
+/// Hands out one `Arc` per distinct map among those it is given, so that equal port
+/// maps and label sets of a service's endpoints are stored once. It looks only at the
+/// last few distinct maps: endpoints of one service repeat a handful of label sets
+/// (versions, zones), and a set unique to its endpoint is simply not shared.
+#[derive(Debug)]
+pub struct SharedMaps<K, V> {
+    recent: Vec<Arc<LiteMap<K, V>>>,
+}
+
+impl<K, V> Default for SharedMaps<K, V> {
+    fn default() -> Self {
+        SharedMaps { recent: Vec::new() }
+    }
+}
+
+impl<K: Ord + PartialEq, V: PartialEq> SharedMaps<K, V> {
+    const RECENT: usize = 8;
+
+    pub fn share(&mut self, map: LiteMap<K, V>) -> Arc<LiteMap<K, V>> {
+        if let Some(found) = self.recent.iter().find(|known| ***known == map) {
+            return Arc::clone(found);
+        }
+        let shared = Arc::new(map);
+        if self.recent.len() == Self::RECENT {
+            self.recent.remove(0);
+        }
+        self.recent.push(Arc::clone(&shared));
+        shared
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

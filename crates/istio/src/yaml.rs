@@ -200,7 +200,7 @@ mod tests {
                 }],
                 endpoints: vec![Endpoint {
                     address: "10.0.0.1".into(),
-                    ports: [("http-8080".to_string(), 8080)].into_iter().collect(),
+                    ports: std::sync::Arc::new([("http-8080".to_string(), 8080)].into_iter().collect()),
                     ..Default::default()
                 }],
                 workload_selector: None,

@@ -102,9 +102,11 @@ fn estate(services: usize, instances: usize, changed: Option<(usize, usize)>) ->
                         }],
                         healthy: true,
                         weight: Some(1 + (i as u32 % 3)),
-                        locality: Some(format!("region-{}/zone-{}", s % 3, i % 3)),
-                        network: None,
-                        service_account: None,
+                        placement: registry_sync_catalog::Placement::boxed(
+                            Some(format!("region-{}/zone-{}", s % 3, i % 3)),
+                            None,
+                            None,
+                        ),
                         labels: [("version".to_string(), format!("v{}", i % 2))]
                             .into_iter()
                             .collect(),

@@ -258,9 +258,7 @@ mod tests {
                 }],
                 healthy: true,
                 weight: None,
-                locality: None,
-                network: None,
-                service_account: None,
+                placement: None,
                 labels: Default::default(),
             }],
         }

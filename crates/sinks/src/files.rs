@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use registry_sync_istio::{HeldObject, IstioObject, ObjectKey, RenderError, parse_held, render_object};
+use registry_sync_istio::{HeldObject, IstioObject, Kind, ObjectKey, RenderError, parse_held, render_object};
 use registry_sync_plan::Plan;
 use tracing::{debug, warn};
 
@@ -24,11 +24,13 @@ mod drift;
 pub struct FilesSink {
     dir: PathBuf,
     held: BTreeMap<ObjectKey, HeldObject>,
-    /// The file each held object was read from or written to; not always the canonical
-    /// name, since users and older layouts may have named files differently.
-    files: BTreeMap<ObjectKey, OsString>,
-    /// `files` the other way round.
-    by_file: BTreeMap<OsString, ObjectKey>,
+    /// The held objects whose file is not named as the sink names it ([`file_name`]):
+    /// users and older layouts may have named files differently. Every other held
+    /// object is in the file of its own name, which is derived from the key and read
+    /// back from the name, so the sink keeps no second copy of every key and name.
+    renamed: BTreeMap<ObjectKey, OsString>,
+    /// `renamed` the other way round.
+    by_rename: BTreeMap<OsString, ObjectKey>,
     /// What each held file looked like (size, time, inode) when it was last read or
     /// written: a file that still looks so holds what was read, so neither the check
     /// before a write nor the echo of our own write needs to read and parse it again.
@@ -37,7 +39,8 @@ pub struct FilesSink {
     watch: Option<drift::DirWatch>,
 }
 
-/// What a scan of the directory found.
+/// What a scan of the directory found: the objects, and the files of those not in the
+/// file of their own name.
 type Scan = (BTreeMap<ObjectKey, HeldObject>, BTreeMap<ObjectKey, OsString>);
 
 /// A file's size, modification time and inode: a rename-based edit changes the inode,
@@ -117,13 +120,13 @@ impl FilesSink {
             path: dir.to_path_buf(),
             source,
         })?;
-        let (held, files) = scan(dir)?;
-        let by_file = files.iter().map(|(k, n)| (n.clone(), k.clone())).collect();
+        let (held, renamed) = scan(dir)?;
+        let by_rename = renamed.iter().map(|(k, n)| (n.clone(), k.clone())).collect();
         Ok(FilesSink {
             dir: dir.to_path_buf(),
             held,
-            files,
-            by_file,
+            renamed,
+            by_rename,
             stamps: BTreeMap::new(),
             watch: None,
         })
@@ -152,7 +155,7 @@ impl FilesSink {
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .and_then(|text| parse_held(&text));
-        let previous = self.by_file.get(name).cloned();
+        let previous = self.key_in(name);
         let mut changed = Vec::new();
         match (previous, now) {
             (Some(key), Some(now)) if now.key == key => {
@@ -180,31 +183,53 @@ impl FilesSink {
 
     /// Scans the whole directory again; returns the keys whose held state changed.
     fn rescan(&mut self) -> Vec<ObjectKey> {
-        let Ok((held, files)) = scan(&self.dir) else {
+        let Ok((held, renamed)) = scan(&self.dir) else {
             warn!(dir = %self.dir.display(), "cannot rescan the output directory; keeping what was known");
             return Vec::new();
         };
         let mut changed: BTreeSet<ObjectKey> = BTreeSet::new();
         for key in self.held.keys().chain(held.keys()) {
-            if self.held.get(key) != held.get(key) || self.files.get(key) != files.get(key) {
+            if self.held.get(key) != held.get(key) || self.renamed.get(key) != renamed.get(key) {
                 changed.insert(key.clone());
             }
         }
-        self.by_file = files.iter().map(|(k, n)| (n.clone(), k.clone())).collect();
+        self.by_rename = renamed.iter().map(|(k, n)| (n.clone(), k.clone())).collect();
         self.held = held;
-        self.files = files;
+        self.renamed = renamed;
         self.stamps.clear();
         changed.into_iter().collect()
     }
 
+    /// The file that holds `key`.
+    fn name_of(&self, key: &ObjectKey) -> Option<OsString> {
+        if !self.held.contains_key(key) {
+            return None;
+        }
+        self.renamed.get(key).cloned().or_else(|| file_name(key))
+    }
+
+    /// The held object in the file `name`.
+    fn key_in(&self, name: &OsStr) -> Option<ObjectKey> {
+        if let Some(key) = self.by_rename.get(name) {
+            return Some(key.clone());
+        }
+        key_of_file_name(name).filter(|key| self.held.contains_key(key) && !self.renamed.contains_key(key))
+    }
+
+    /// Records that `key` is (about to be) held in the file `name`.
     fn track(&mut self, key: ObjectKey, name: OsString) {
-        if let Some(old) = self.files.insert(key.clone(), name.clone())
+        if let Some(old) = self.name_of(&key)
             && old != name
         {
-            self.by_file.remove(&old);
             self.stamps.remove(&old);
         }
-        self.by_file.insert(name, key);
+        if let Some(old) = self.renamed.remove(&key) {
+            self.by_rename.remove(&old);
+        }
+        if file_name(&key).as_ref() != Some(&name) {
+            self.renamed.insert(key.clone(), name.clone());
+            self.by_rename.insert(name, key);
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -229,7 +254,7 @@ fn scan(dir: &Path) -> Result<Scan, SinkError> {
     names.sort();
 
     let mut held: BTreeMap<ObjectKey, HeldObject> = BTreeMap::new();
-    let mut files: BTreeMap<ObjectKey, OsString> = BTreeMap::new();
+    let mut renamed: BTreeMap<ObjectKey, OsString> = BTreeMap::new();
     for name in names {
         let path = dir.join(&name);
         if !fs::metadata(&path).is_ok_and(|m| m.is_file()) {
@@ -246,31 +271,38 @@ fn scan(dir: &Path) -> Result<Scan, SinkError> {
             debug!(path = %path.display(), "not a single Istio object; ignoring it");
             continue;
         };
-        if let Some(first) = files.get(&object.key) {
+        if held.contains_key(&object.key) {
+            let first = renamed
+                .get(&object.key)
+                .cloned()
+                .or_else(|| file_name(&object.key))
+                .unwrap_or_default();
             warn!(
                 key = %object.key,
                 path = %path.display(),
-                kept = %dir.join(first).display(),
+                kept = %dir.join(&first).display(),
                 "two files hold the same object; using the first by name and never touching this one — remove one of them"
             );
             continue;
         }
-        files.insert(object.key.clone(), name);
+        if file_name(&object.key).as_ref() != Some(&name) {
+            renamed.insert(object.key.clone(), name);
+        }
         held.insert(object.key.clone(), object);
     }
-    Ok((held, files))
+    Ok((held, renamed))
 }
 
 impl FilesSink {
     /// The file that holds `key`, if the sink holds it.
     pub fn path_of(&self, key: &ObjectKey) -> Option<PathBuf> {
-        self.files.get(key).map(|name| self.dir.join(name))
+        self.name_of(key).map(|name| self.dir.join(name))
     }
 
     fn write(&mut self, object: &IstioObject, create: bool) -> Result<(), ObjectError> {
         let key = object.key();
         let target = file_name(&key).ok_or_else(|| ObjectError::UnsafeName { key: key.clone() })?;
-        let mut current = self.files.get(&key).cloned();
+        let mut current = self.name_of(&key);
         if let Some(name) = &current {
             if create {
                 return Err(ObjectError::AlreadyHeld {
@@ -324,7 +356,7 @@ impl FilesSink {
     /// Returns whether the sink held `key` (a delete of an object it never held is a
     /// no-op, not an error).
     fn remove(&mut self, key: &ObjectKey) -> Result<bool, ObjectError> {
-        let Some(name) = self.files.get(key).cloned() else {
+        let Some(name) = self.name_of(key) else {
             debug!(%key, "asked to delete an object this directory does not hold; nothing to do");
             return Ok(false);
         };
@@ -391,11 +423,13 @@ impl FilesSink {
     }
 
     fn forget(&mut self, key: &ObjectKey) {
-        self.held.remove(key);
-        if let Some(name) = self.files.remove(key) {
-            self.by_file.remove(&name);
+        if let Some(name) = self.name_of(key) {
             self.stamps.remove(&name);
         }
+        if let Some(name) = self.renamed.remove(key) {
+            self.by_rename.remove(&name);
+        }
+        self.held.remove(key);
     }
 }
 
@@ -465,6 +499,22 @@ fn file_name(key: &ObjectKey) -> Option<OsString> {
     Some(format!("{}.{kind}.{}.yaml", key.namespace, key.name).into())
 }
 
+/// The key whose [`file_name`] is `name`, if it is one.
+fn key_of_file_name(name: &OsStr) -> Option<ObjectKey> {
+    let stem = name.to_str()?.strip_suffix(".yaml")?;
+    let (namespace, rest) = stem.split_once('.')?;
+    let (kind, object) = rest.split_once('.')?;
+    let kind = [Kind::ServiceEntry, Kind::WorkloadEntry]
+        .into_iter()
+        .find(|k| k.as_str().eq_ignore_ascii_case(kind))?;
+    let key = ObjectKey {
+        kind,
+        namespace: namespace.to_string(),
+        name: object.to_string(),
+    };
+    (file_name(&key).as_deref() == Some(name)).then_some(key)
+}
+
 fn is_yaml(name: &OsStr) -> bool {
     let name = name.to_string_lossy().to_ascii_lowercase();
     name.ends_with(".yaml") || name.ends_with(".yml")
@@ -511,4 +561,34 @@ fn sync_dir(dir: &Path) {
     }
     #[cfg(not(unix))]
     let _ = dir;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_name_reads_back_as_the_key_it_was_made_from_and_nothing_else_does() {
+        let key = |kind, namespace: &str, name: &str| ObjectKey {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        for key in [
+            key(Kind::ServiceEntry, "mesh", "legacy.orders"),
+            key(Kind::WorkloadEntry, "mesh", "legacy.orders.10-0-0-1"),
+            key(Kind::ServiceEntry, "", "orders"),
+        ] {
+            let name = file_name(&key).unwrap();
+            assert_eq!(key_of_file_name(&name), Some(key));
+        }
+        for other in [
+            "orders.yaml",
+            "mesh.serviceentry.orders.yml",
+            "mesh.gateway.orders.yaml",
+            "mesh.ServiceEntry.orders.yaml",
+        ] {
+            assert_eq!(key_of_file_name(OsStr::new(other)), None, "{other}");
+        }
+    }
 }

@@ -89,7 +89,7 @@ impl SrvName {
         }
         let domain = labels[underscored..].join(".");
         let service = match Address::parse(&domain) {
-            Ok(Address::Hostname(host)) if !domain.is_empty() => host,
+            Ok(Address::Hostname(host)) if !domain.is_empty() => host.into(),
             _ => {
                 return Err(format!(
                     "{raw:?}: {domain:?} after the underscore labels is not a valid domain name; {usage}"

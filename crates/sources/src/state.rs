@@ -433,9 +433,7 @@ mod tests {
             }],
             healthy: true,
             weight: None,
-            locality: None,
-            network: None,
-            service_account: None,
+            placement: None,
             labels: Metadata::new(),
         })
     }

@@ -1,13 +1,14 @@
 //! One host group → one ServiceEntry (plus WorkloadEntries in that mode).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use litemap::LiteMap;
 use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Protocol, Skipped, compact};
 use registry_sync_istio::{
     Endpoint, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta, REGISTRY_LABEL,
     RESERVED_LABEL_PREFIX, Resolution, SERVICE_LABEL, SOURCES_ANNOTATION, ServiceEntrySpec, ServicePort,
-    Spec, TLS_MODE_LABEL, WorkloadSelector,
+    SharedMaps, Spec, TLS_MODE_LABEL, WorkloadSelector,
 };
 
 use crate::names::{LabelDrop, is_dns1123_subdomain, label_value_for_name, object_name, sanitize_labels};
@@ -138,9 +139,7 @@ pub(crate) fn translate_group(
             });
             for (candidate, mut endpoint) in endpoints {
                 let c = candidate.contributor;
-                endpoint
-                    .labels
-                    .insert(SERVICE_LABEL.to_string(), selector.clone());
+                Arc::make_mut(&mut endpoint.labels).insert(SERVICE_LABEL.to_string(), selector.clone());
                 let mut labels = own_labels(c.registry, instance_id);
                 labels.insert(SERVICE_LABEL.to_string(), selector.clone());
                 // Its source, like the entry's: while a merged entry waits for a registry,
@@ -440,7 +439,7 @@ fn service_ports(
 }
 
 /// Where an endpoint sends traffic: two endpoints alike in this are one.
-type EndpointIdentity = (Address, LiteMap<String, u32>);
+type EndpointIdentity = (Address, Arc<LiteMap<String, u32>>);
 
 /// Endpoints of the serving instances, sorted by address, duplicates (the same address
 /// and ports from two registries during a migration) kept once.
@@ -450,16 +449,20 @@ fn endpoints<'a>(
     out: &mut Translation,
 ) -> Vec<(&'a Candidate<'a>, Endpoint)> {
     let mut by_identity: BTreeMap<EndpointIdentity, (&Candidate<'_>, Endpoint)> = BTreeMap::new();
+    let mut shared_ports = SharedMaps::default();
+    let mut shared_labels = SharedMaps::default();
     for candidate in candidates.iter().filter(|c| c.serving) {
         let c = candidate.contributor;
         let instance = candidate.instance;
-        let port_map: LiteMap<String, u32> = ports
-            .iter()
-            .filter_map(|lp| {
-                let own = candidate.port(&lp.logical)?;
-                Some((lp.port.name.clone(), u32::from(own.number)))
-            })
-            .collect();
+        let port_map = shared_ports.share(compact(
+            ports
+                .iter()
+                .filter_map(|lp| {
+                    let own = candidate.port(&lp.logical)?;
+                    Some((lp.port.name.clone(), u32::from(own.number)))
+                })
+                .collect(),
+        ));
         let mut secrets = Vec::new();
         let public = without_secrets(c, &instance.labels, &mut secrets);
         let (mut labels, drops) = sanitize_labels(public, is_reserved_label);
@@ -484,10 +487,10 @@ fn endpoints<'a>(
         }
         let endpoint = Endpoint {
             address: instance.address.to_string(),
-            ports: compact(port_map.clone()),
-            labels: compact(labels.into_iter().collect()),
-            network: checked_text(out, candidate, "network", instance.network.as_deref(), |_| true),
-            locality: checked_text(out, candidate, "locality", instance.locality.as_deref(), |l| {
+            ports: Arc::clone(&port_map),
+            labels: shared_labels.share(compact(labels.into_iter().collect())),
+            network: checked_text(out, candidate, "network", instance.network(), |_| true),
+            locality: checked_text(out, candidate, "locality", instance.locality(), |l| {
                 l.split('/').count() <= 3
             }),
             weight: instance.weight,
@@ -495,7 +498,7 @@ fn endpoints<'a>(
                 out,
                 candidate,
                 "service account",
-                instance.service_account.as_deref(),
+                instance.service_account(),
                 is_dns1123_subdomain,
             ),
         };
@@ -514,10 +517,10 @@ fn checked_text(
     what: &str,
     value: Option<&str>,
     valid: impl Fn(&str) -> bool,
-) -> Option<String> {
+) -> Option<Box<str>> {
     let value = value.map(str::trim).filter(|v| !v.is_empty())?;
     if value.len() <= 2048 && valid(value) {
-        return Some(value.to_string());
+        return Some(value.into());
     }
     out.notes.push(skip(
         candidate.contributor,
@@ -539,8 +542,8 @@ fn estimated_size(endpoint: &Endpoint) -> usize {
             .iter()
             .map(|(k, v)| k.len() + v.len() + 8)
             .sum::<usize>()
-        + endpoint.locality.as_ref().map_or(0, String::len)
-        + endpoint.network.as_ref().map_or(0, String::len)
+        + endpoint.locality.as_deref().map_or(0, str::len)
+        + endpoint.network.as_deref().map_or(0, str::len)
 }
 
 /// Inline or WorkloadEntries for this group. The `Auto` result is resolved here:

@@ -45,9 +45,7 @@ fn arb_instance() -> impl Strategy<Value = Instance> {
                 .collect(),
             healthy,
             weight,
-            locality: None,
-            network: None,
-            service_account: None,
+            placement: None,
             labels: labels.into_iter().collect(),
         })
 }
@@ -110,7 +108,7 @@ proptest! {
             };
             for e in endpoints {
                 prop_assert!(e.labels.len() <= 256);
-                for (k, v) in &e.labels {
+                for (k, v) in e.labels.iter() {
                     prop_assert!(is_label_key(k) && is_label_value(v), "endpoint label {:?}={:?}", k, v);
                 }
                 prop_assert_ne!(e.weight, Some(0));

@@ -2,7 +2,7 @@
 
 mod support;
 
-use registry_sync_catalog::Protocol;
+use registry_sync_catalog::{Placement, Protocol};
 use registry_sync_istio::{
     CONTENT_HASH_ANNOTATION, INSTANCE_LABEL, Kind, Location, MANAGED_BY_LABEL, REGISTRY_LABEL, Resolution,
     SERVICE_LABEL, TLS_MODE_LABEL,
@@ -535,12 +535,13 @@ fn only_sidecar_registries_mark_endpoints_for_mtls() {
 fn weight_locality_network_and_service_account_are_carried() {
     let mut i = inst("10.0.0.1", &[("http", 80)]);
     i.weight = Some(3);
-    i.locality = Some("eu-west-1/eu-west-1a".into());
-    i.network = Some("net-1".into());
-    i.service_account = Some("orders".into());
+    i.placement = Placement::boxed(
+        Some("eu-west-1/eu-west-1a".into()),
+        Some("net-1".into()),
+        Some("orders".into()),
+    );
     let mut bad = inst("10.0.0.2", &[("http", 80)]);
-    bad.locality = Some("a/b/c/d".into());
-    bad.service_account = Some("Not Valid".into());
+    bad.placement = Placement::boxed(Some("a/b/c/d".into()), None, Some("Not Valid".into()));
     let t = run(vec![svc("a", vec![i, bad])]);
     let e = &only_entry(&t).endpoints;
     assert_eq!(e[0].weight, Some(3));

@@ -41,7 +41,7 @@ pub fn entry(name: &str, addresses: &[&str]) -> IstioObject {
                 .iter()
                 .map(|a| Endpoint {
                     address: a.to_string(),
-                    ports: [("http-8080".to_string(), 8080)].into_iter().collect(),
+                    ports: std::sync::Arc::new([("http-8080".to_string(), 8080)].into_iter().collect()),
                     ..Default::default()
                 })
                 .collect(),

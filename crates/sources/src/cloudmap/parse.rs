@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Skipped, parse_port};
+use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Placement, Skipped, parse_port};
 
 use crate::state::Item;
 
@@ -112,9 +112,7 @@ fn read(
         }],
         healthy,
         weight: None,
-        locality,
-        network: None,
-        service_account: None,
+        placement: Placement::boxed(locality, None, None),
         labels,
     })
 }
@@ -343,12 +341,12 @@ mod tests {
             ("AVAILABILITY_ZONE", "us-east-1b"),
         ]);
         let instance_ok = instance(&ORIGIN, "i", &pairs, false).unwrap();
-        assert_eq!(instance_ok.locality.as_deref(), Some("us-east-1/us-east-1b"));
+        assert_eq!(instance_ok.locality(), Some("us-east-1/us-east-1b"));
         assert!(!instance_ok.healthy);
         let no_region = Origin {
             region: None,
             ..ORIGIN
         };
-        assert_eq!(instance(&no_region, "i", &pairs, true).unwrap().locality, None);
+        assert_eq!(instance(&no_region, "i", &pairs, true).unwrap().locality(), None);
     }
 }

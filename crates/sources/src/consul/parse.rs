@@ -240,9 +240,7 @@ fn instance(
         }],
         healthy: filter.health.contains(&status),
         weight,
-        locality: None,
-        network: None,
-        service_account: None,
+        placement: None,
         labels,
     })
 }

@@ -88,9 +88,7 @@ pub(super) fn items(
                     healthy: true,
                     // RFC 2782: weight 0 is a very small share, not none.
                     weight: Some(u32::from(record.weight.max(1))),
-                    locality: None,
-                    network: None,
-                    service_account: None,
+                    placement: None,
                     labels: Metadata::new(),
                 }),
                 Err(error) => Err(Skipped {

@@ -114,9 +114,7 @@ impl Layout {
             }],
             healthy: fields.healthy,
             weight: fields.weight,
-            locality: None,
-            network: None,
-            service_account: None,
+            placement: None,
             labels: fields.labels,
         })
     }

@@ -145,9 +145,7 @@ fn instance(id: &str, raw: &Value, status: &str, config: &EurekaConfig) -> Resul
         ports,
         healthy: config.health.iter().any(|h| h == status),
         weight: None,
-        locality: None,
-        network: None,
-        service_account: None,
+        placement: None,
         labels,
     })
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use registry_sync_catalog::{
-    Address, Instance, InstancePort, RegistrySnapshot, Service, ServiceKey, Skipped, parse_port,
+    Address, Instance, InstancePort, Placement, RegistrySnapshot, Service, ServiceKey, Skipped, parse_port,
 };
 
 use super::node::{Node, SNode, line, scalar_text};
@@ -200,9 +200,7 @@ impl<'s> Items<'s> {
                 ports,
                 healthy,
                 weight,
-                locality,
-                network,
-                service_account,
+                placement: Placement::boxed(locality, network, service_account),
                 labels: labels.into_iter().collect(),
             }),
             _ => Err((ident, problems)),

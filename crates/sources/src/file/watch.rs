@@ -38,11 +38,18 @@ enum Wake {
     DirectoryGone,
 }
 
-/// What was last sent, so that repeats are not.
+/// What was last sent, so that repeats are not. A snapshot is remembered by the
+/// digest of the bytes it was parsed from, not the bytes: a registry file of 100,000
+/// endpoints is ~9 MB that would otherwise be held for as long as the process runs.
 enum Last {
     Nothing,
-    Snapshot(Vec<u8>),
+    Snapshot([u8; 32]),
     Failed(String),
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }
 
 struct Emitter {
@@ -252,17 +259,14 @@ impl Emitter {
             Ok(Err(error)) => return self.failed(&error),
             Err(join) => return self.failed_internally(&join),
         };
-        if matches!(&self.last, Last::Snapshot(previous) if *previous == bytes) {
+        let read = digest(&bytes);
+        if matches!(&self.last, Last::Snapshot(previous) if *previous == read) {
             return None;
         }
         let source = self.source.clone();
-        let parsed = tokio::task::spawn_blocking(move || {
-            let parsed = source.parse(&bytes);
-            (bytes, parsed)
-        })
-        .await;
+        let parsed = tokio::task::spawn_blocking(move || source.parse(&bytes)).await;
         match parsed {
-            Ok((bytes, Ok(snapshot))) => {
+            Ok(Ok(snapshot)) => {
                 tracing::info!(
                     registry = %self.source.registry,
                     path = %self.source.path.display(),
@@ -274,13 +278,13 @@ impl Emitter {
                 for skipped in &snapshot.skipped {
                     tracing::debug!("skipped {skipped}");
                 }
-                self.last = Last::Snapshot(bytes);
+                self.last = Last::Snapshot(read);
                 Some(SourceEvent::Snapshot {
                     registry: self.source.registry.clone(),
                     snapshot,
                 })
             }
-            Ok((_, Err(error))) => self.failed(&error),
+            Ok(Err(error)) => self.failed(&error),
             Err(join) => self.failed_internally(&join),
         }
     }

@@ -104,9 +104,7 @@ fn build(id: &str, raw: &ServiceInstance) -> Result<Instance, String> {
         }],
         healthy: raw.healthy && raw.enabled,
         weight: Some(weight),
-        locality: None,
-        network: None,
-        service_account: None,
+        placement: None,
         labels,
     })
 }

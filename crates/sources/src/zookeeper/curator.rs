@@ -104,9 +104,7 @@ fn instance(id: &str, value: &Value) -> Result<Instance, String> {
         ports,
         healthy,
         weight: None,
-        locality: None,
-        network: None,
-        service_account: None,
+        placement: None,
         labels: metadata.into_iter().collect::<Metadata>(),
     })
 }

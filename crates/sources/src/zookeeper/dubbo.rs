@@ -135,9 +135,7 @@ impl<'u> ProviderUrl<'u> {
             }],
             healthy,
             weight,
-            locality: None,
-            network: None,
-            service_account: None,
+            placement: None,
             labels,
         })
     }

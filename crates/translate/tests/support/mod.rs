@@ -56,9 +56,7 @@ pub fn inst(address: &str, ports: &[(&str, u16)]) -> Instance {
             .collect(),
         healthy: true,
         weight: None,
-        locality: None,
-        network: None,
-        service_account: None,
+        placement: None,
         labels: Metadata::new(),
     }
 }

@@ -105,9 +105,9 @@ services:
     assert_eq!(full.address, Address::Hostname("orders-1.example.com".into()));
     assert!(!full.healthy);
     assert_eq!(full.weight, Some(3));
-    assert_eq!(full.locality.as_deref(), Some("eu-west-1/eu-west-1a"));
-    assert_eq!(full.network.as_deref(), Some("net1"));
-    assert_eq!(full.service_account.as_deref(), Some("orders"));
+    assert_eq!(full.locality(), Some("eu-west-1/eu-west-1a"));
+    assert_eq!(full.network(), Some("net1"));
+    assert_eq!(full.service_account(), Some("orders"));
     assert_eq!(
         full.labels.get("version").unwrap(),
         "1.10",
