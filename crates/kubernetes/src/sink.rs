@@ -34,6 +34,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+mod fresh;
+
+use self::fresh::{Fresh, FreshRead};
 use crate::leader::Leadership;
 use crate::pacing::{RateLimiter, is_retryable, status_code};
 
@@ -348,7 +351,7 @@ impl KubeSink {
         self.leader.as_ref().is_none_or(Leadership::is_leader)
     }
 
-    async fn execute(&self, write: Write) -> Outcome {
+    async fn execute(&self, write: Write, fresh: &FreshRead) -> Outcome {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(10))
@@ -356,7 +359,11 @@ impl KubeSink {
             .with_jitter();
         let key = write.key();
         if let Write::Create(object) = &write {
-            match self.existing_foreign(object, "create").await {
+            let checked = match fresh.of(&key) {
+                Fresh::Listed(found) => Ok(found.and_then(|found| self.foreign(object, found, "create"))),
+                Fresh::NotListed => self.existing_foreign(object, "create").await,
+            };
+            match checked {
                 Ok(None) => {}
                 Ok(Some((reason, found))) => return Outcome::Foreign(key, reason, found),
                 Err(e) => return Outcome::Failed(key, describe(&write, &WriteError::Api(e))),
@@ -413,10 +420,20 @@ impl KubeSink {
     ) -> Result<Option<(String, Option<(HeldObject, ServerMeta)>)>, kube::Error> {
         self.limiter.acquire().await;
         let key = object.key();
-        let Some(found) = self.timed(self.api(&key).get_opt(&object.metadata.name)).await? else {
-            return Ok(None);
-        };
-        let held = to_held(key.kind, &found);
+        let found = self.timed(self.api(&key).get_opt(&object.metadata.name)).await?;
+        Ok(found.and_then(|found| self.foreign(object, &found, verb)))
+    }
+
+    /// `found` (the object `object`'s name stands for on the server), as held, with the
+    /// reason it is refused, when it is not ours.
+    fn foreign(
+        &self,
+        object: &IstioObject,
+        found: &DynamicObject,
+        verb: &str,
+    ) -> Option<(String, Option<(HeldObject, ServerMeta)>)> {
+        let key = object.key();
+        let held = to_held(key.kind, found);
         let instance = object
             .metadata
             .labels
@@ -424,7 +441,7 @@ impl KubeSink {
             .cloned()
             .unwrap_or_default();
         if held.as_ref().is_some_and(|(h, _)| Owner::new(instance).owns(h)) {
-            return Ok(None);
+            return None;
         }
         let label = |name: &str| found.labels().get(name).cloned().unwrap_or_default();
         let reason = format!(
@@ -433,7 +450,7 @@ impl KubeSink {
             label(MANAGED_BY_LABEL),
             label(INSTANCE_LABEL),
         );
-        Ok(Some((reason, held)))
+        Some((reason, held))
     }
 
     /// One API call under [`KubeSinkSettings::call_timeout`]; a call that takes longer
@@ -502,9 +519,10 @@ impl KubeSink {
                     .map(|k| Write::Delete(k.clone(), self.server.get(k).map(|m| m.uid.clone()))),
             )
             .collect();
+        let fresh = self.read_before_creates(&plan.creates).await;
         let concurrency = self.settings.concurrency.max(1);
         let outcomes: Vec<Outcome> = futures::stream::iter(writes)
-            .map(|write| self.execute(write))
+            .map(|write| self.execute(write, &fresh))
             .buffer_unordered(concurrency)
             .collect()
             .await;

@@ -198,6 +198,50 @@ async fn a_create_never_takes_over_an_object_the_watch_has_not_shown_yet() {
 }
 
 #[tokio::test]
+async fn many_creates_read_the_namespace_page_by_page_instead_of_once_each_and_still_never_take_over() {
+    let server = StandIn::start().await;
+    let mut sink = connect(&server).await;
+    sink.refresh().await;
+    // The namespace holds more than a page of the listing, so the check reads every page.
+    let objects: Vec<IstioObject> = (0..700)
+        .map(|n| entry(&format!("svc-{n:03}"), &["10.0.0.1"]))
+        .collect();
+    pass(&mut sink, &objects[..600]).await;
+    let planned = plan(&desired(&objects), sink.held(), &Owner::new("default"), &scope());
+    assert_eq!(planned.creates.len(), 100);
+    // Made after the plan, behind the watch's back, on the last page.
+    service_entries(&server)
+        .create(&Default::default(), &users_entry("svc-650"))
+        .await
+        .unwrap();
+    let before = server.object(Resource::ServiceEntry, NS, "svc-650").unwrap();
+    server.reset_counts();
+
+    let report = sink.apply(&planned).await.unwrap();
+    assert_eq!(report.created, 99, "{report:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].0.name, "svc-650");
+    assert!(report.failed[0].1.contains("refused"), "{report:?}");
+    assert_eq!(
+        server.object(Resource::ServiceEntry, NS, "svc-650").unwrap(),
+        before,
+        "the user's object is untouched"
+    );
+    let counts = server.counts();
+    assert_eq!(
+        counts.of(Verb::Get, Resource::ServiceEntry),
+        0,
+        "no GET per create"
+    );
+    assert_eq!(
+        counts.of(Verb::List, Resource::ServiceEntry),
+        2,
+        "one listing of two pages"
+    );
+    assert_eq!(counts.of(Verb::Apply, Resource::ServiceEntry), 99);
+}
+
+#[tokio::test]
 async fn an_update_never_lands_on_an_object_someone_replaced_since_it_was_planned() {
     let server = StandIn::start().await;
     let mut sink = connect(&server).await;
