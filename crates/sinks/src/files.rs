@@ -20,6 +20,9 @@ use tracing::{debug, warn};
 use crate::{ApplyReport, BoxFuture, Sink, SinkError};
 
 mod drift;
+mod stamp;
+
+use self::stamp::{Stamp, stamp, stamp_of};
 
 pub struct FilesSink {
     dir: PathBuf,
@@ -39,30 +42,12 @@ pub struct FilesSink {
     watch: Option<drift::DirWatch>,
 }
 
-/// What a scan of the directory found: the objects, and the files of those not in the
-/// file of their own name.
-type Scan = (BTreeMap<ObjectKey, HeldObject>, BTreeMap<ObjectKey, OsString>);
-
-/// A file's size, modification time and inode: a rename-based edit changes the inode,
-/// an in-place one the time (nanoseconds) and usually the size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
-    len: u64,
-    modified: Option<std::time::SystemTime>,
-    inode: u64,
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let meta = fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-    #[cfg(not(unix))]
-    let inode = 0;
-    Some(Stamp {
-        len: meta.len(),
-        modified: meta.modified().ok(),
-        inode,
-    })
+/// What a scan of the directory found: the objects, the files of those not in the file
+/// of their own name, and how each file it read looked just before it was read.
+struct Scan {
+    held: BTreeMap<ObjectKey, HeldObject>,
+    renamed: BTreeMap<ObjectKey, OsString>,
+    stamps: BTreeMap<OsString, Stamp>,
 }
 
 /// Why one object could not be written or removed. Kept per object so that one bad file
@@ -120,14 +105,18 @@ impl FilesSink {
             path: dir.to_path_buf(),
             source,
         })?;
-        let (held, renamed) = scan(dir)?;
+        let Scan {
+            held,
+            renamed,
+            stamps,
+        } = scan(dir)?;
         let by_rename = renamed.iter().map(|(k, n)| (n.clone(), k.clone())).collect();
         Ok(FilesSink {
             dir: dir.to_path_buf(),
             held,
             renamed,
             by_rename,
-            stamps: BTreeMap::new(),
+            stamps,
             watch: None,
         })
     }
@@ -183,7 +172,12 @@ impl FilesSink {
 
     /// Scans the whole directory again; returns the keys whose held state changed.
     fn rescan(&mut self) -> Vec<ObjectKey> {
-        let Ok((held, renamed)) = scan(&self.dir) else {
+        let Ok(Scan {
+            held,
+            renamed,
+            stamps,
+        }) = scan(&self.dir)
+        else {
             warn!(dir = %self.dir.display(), "cannot rescan the output directory; keeping what was known");
             return Vec::new();
         };
@@ -196,7 +190,10 @@ impl FilesSink {
         self.by_rename = renamed.iter().map(|(k, n)| (n.clone(), k.clone())).collect();
         self.held = held;
         self.renamed = renamed;
-        self.stamps.clear();
+        // Kept from the scan, not cleared: without them the next write of every file
+        // would read and parse it again first (a directory watch overflows on every
+        // cold sync of a few thousand files, so that was every file).
+        self.stamps = stamps;
         changed.into_iter().collect()
     }
 
@@ -255,11 +252,15 @@ fn scan(dir: &Path) -> Result<Scan, SinkError> {
 
     let mut held: BTreeMap<ObjectKey, HeldObject> = BTreeMap::new();
     let mut renamed: BTreeMap<ObjectKey, OsString> = BTreeMap::new();
+    let mut stamps: BTreeMap<OsString, Stamp> = BTreeMap::new();
     for name in names {
         let path = dir.join(&name);
-        if !fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-            continue;
-        }
+        // Taken before the read: a file changed in between then looks changed, and is
+        // read again, rather than the other way round.
+        let seen = match fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => stamp_of(&meta),
+            _ => continue,
+        };
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(error) => {
@@ -285,12 +286,17 @@ fn scan(dir: &Path) -> Result<Scan, SinkError> {
             );
             continue;
         }
+        stamps.insert(name.clone(), seen);
         if file_name(&object.key).as_ref() != Some(&name) {
             renamed.insert(object.key.clone(), name);
         }
         held.insert(object.key.clone(), object);
     }
-    Ok((held, renamed))
+    Ok(Scan {
+        held,
+        renamed,
+        stamps,
+    })
 }
 
 impl FilesSink {
