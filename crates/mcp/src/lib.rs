@@ -1,0 +1,15 @@
+//! The MCP-over-xDS sink: registry-sync as a config source istiod dials
+//! (`meshConfig.configSources: [{address: xds://host:port}]`), serving the
+//! ServiceEntries and WorkloadEntries exactly as istiod reads them (see
+//! `docs`/the README's MCP section for the rules taken from istiod's own client).
+//!
+//! - [`proto`]: the xDS and Istio messages, by hand, with deterministic encoding;
+//! - [`convert`]: an object as an `istio.mcp.v1alpha1.Resource`, and which requested
+//!   type URLs are ours;
+//! - [`stream`]: one istiod stream as a state machine (subscriptions, nonces, ACKs),
+//!   with no I/O.
+
+pub mod convert;
+pub mod proto;
+pub mod served;
+pub mod stream;
