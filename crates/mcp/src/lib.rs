@@ -12,4 +12,6 @@
 pub mod convert;
 pub mod proto;
 pub mod served;
+pub mod server;
+pub mod sink;
 pub mod stream;

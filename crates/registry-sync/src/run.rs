@@ -293,6 +293,7 @@ impl WriterTask {
                         self.metrics.propagation.observe(since.elapsed().as_secs_f64());
                     }
                     if target.is_some_and(|target| self.writer.applied().is_some_and(|v| v >= target)) {
+                        self.writer.sink.complete();
                         self.readiness.set(&self.slot);
                     }
                 }

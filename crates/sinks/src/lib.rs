@@ -47,6 +47,12 @@ pub trait AsyncSink: Send {
 
     /// Applies creates, updates and deletes of the plan; see [`Sink::apply`].
     fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFuture<'a, Result<ApplyReport, SinkError>>;
+
+    /// Every registry has delivered a complete view since start and the sink has applied
+    /// the plan made from it: what it holds is now the whole desired state. A sink whose
+    /// reader takes each answer as the whole set (istiod reading an MCP source deletes
+    /// whatever a response lacks) offers nothing before this.
+    fn complete(&mut self) {}
 }
 
 impl<T: Sink + Send> AsyncSink for T {

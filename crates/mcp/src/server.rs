@@ -1,0 +1,237 @@
+//! The ADS endpoint istiod dials, and one task per connected istiod stream.
+//!
+//! The gRPC service is written out by hand over tonic's server machinery (what
+//! `tonic-build` would generate for one bidirectional method), which needs no `protoc`
+//! and no generated crate. Each stream runs on its own task: a client that stops
+//! reading blocks only its own pushes, and the served set is shared, never copied per
+//! client until it is encoded.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tonic::{Status, Streaming};
+
+use crate::proto::{DiscoveryRequest, DiscoveryResponse};
+use crate::served::Entries;
+use crate::stream::{Answer, Next, StreamState};
+
+const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+const METHOD: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+/// Responses queued per stream before its task waits for the client to read.
+const QUEUED_RESPONSES: usize = 4;
+/// `version_info` of an empty answer.
+const EMPTY_VERSION: &str = "empty";
+
+/// What one connected client reports, for logs and metrics.
+pub trait Observer: Send + Sync + 'static {
+    fn connected(&self, _node: &str) {}
+    fn disconnected(&self, _node: &str) {}
+    fn pushed(&self, _type_url: &str, _bytes: usize) {}
+    fn acked(&self, _node: &str, _type_url: &str, _version: &str, _after: std::time::Duration) {}
+}
+
+/// The ADS service.
+#[derive(Clone)]
+pub struct Ads {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    offers: watch::Receiver<Option<Entries>>,
+    streams: AtomicU64,
+    /// Makes nonces unique across restarts of the process too.
+    process: String,
+    observer: Arc<dyn Observer>,
+}
+
+impl Ads {
+    pub fn new(offers: watch::Receiver<Option<Entries>>, observer: Arc<dyn Observer>) -> Ads {
+        let process = format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        Ads {
+            inner: Arc::new(Inner {
+                offers,
+                streams: AtomicU64::new(0),
+                process,
+                observer,
+            }),
+        }
+    }
+}
+
+impl tonic::server::NamedService for Ads {
+    const NAME: &'static str = SERVICE;
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<B> tower_service::Service<http::Request<B>> for Ads
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != METHOD {
+            // Delta and everything else: istiod never uses them for a config source.
+            return Box::pin(async {
+                Ok(Status::unimplemented("only StreamAggregatedResources").into_http())
+            });
+        }
+        let method = Method(Arc::clone(&self.inner));
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<DiscoveryResponse, DiscoveryRequest>::default();
+            let mut grpc = tonic::server::Grpc::new(codec)
+                .max_decoding_message_size(4 << 20)
+                .max_encoding_message_size(usize::MAX);
+            Ok(grpc.streaming(method, request).await)
+        })
+    }
+}
+
+struct Method(Arc<Inner>);
+
+impl tonic::server::StreamingService<DiscoveryRequest> for Method {
+    type Response = DiscoveryResponse;
+    type ResponseStream = Responses;
+    type Future = BoxFuture<Result<tonic::Response<Responses>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Streaming<DiscoveryRequest>>) -> Self::Future {
+        let inner = Arc::clone(&self.0);
+        Box::pin(async move {
+            let n = inner.streams.fetch_add(1, Ordering::Relaxed) + 1;
+            let (tx, rx) = mpsc::channel(QUEUED_RESPONSES);
+            let state = StreamState::new(format!("{}.{n}", inner.process));
+            tokio::spawn(run_stream(request.into_inner(), tx, inner, state));
+            Ok(tonic::Response::new(Responses(rx)))
+        })
+    }
+}
+
+/// The responses of one stream, as tonic sends them.
+pub struct Responses(mpsc::Receiver<Result<DiscoveryResponse, Status>>);
+
+impl Stream for Responses {
+    type Item = Result<DiscoveryResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+async fn run_stream(
+    mut requests: Streaming<DiscoveryRequest>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    inner: Arc<Inner>,
+    mut state: StreamState,
+) {
+    let mut offers = inner.offers.clone();
+    let mut node = String::from("(no node yet)");
+    let mut announced = false;
+    loop {
+        tokio::select! {
+            message = requests.message() => {
+                let request = match message {
+                    Ok(Some(request)) => request,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(node = %node, %status, "MCP stream ended by an error");
+                        break;
+                    }
+                };
+                let next = state.request(request, Instant::now());
+                if !announced && let Some(id) = state.node_id() {
+                    node = id.to_string();
+                    announced = true;
+                    tracing::info!(node = %node, "istiod connected to the MCP server");
+                    inner.observer.connected(&node);
+                }
+                match next {
+                    Next::Respond(type_url) => {
+                        // Entry types asked for before the set is complete get their
+                        // answer when it is (below).
+                        let offer = offers.borrow().clone();
+                        respond(&tx, &mut state, &offer, &type_url, &inner).await;
+                    }
+                    Next::Acked { type_url, version, after } => {
+                        inner.observer.acked(&node, &type_url, &version, after);
+                    }
+                    Next::Nothing => {}
+                }
+            }
+            changed = offers.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let offer = offers.borrow_and_update().clone();
+                let Some(entries) = offer else { continue };
+                let subscribed: Vec<(String, Option<String>)> = state
+                    .subscribed()
+                    .map(|(url, sent)| (url.to_string(), sent.map(str::to_string)))
+                    .collect();
+                for (type_url, sent) in subscribed {
+                    let Answer::Entries(kind) = Answer::of(&type_url) else { continue };
+                    if sent.as_deref() == Some(entries.of(kind).version.as_str()) {
+                        continue;
+                    }
+                    respond(&tx, &mut state, &Some(entries.clone()), &type_url, &inner).await;
+                }
+            }
+            () = tx.closed() => break,
+        }
+    }
+    if announced {
+        tracing::info!(node = %node, "istiod disconnected from the MCP server");
+        inner.observer.disconnected(&node);
+    }
+}
+
+/// Sends the answer for `type_url`; false when it must wait for a complete set.
+async fn respond(
+    tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    state: &mut StreamState,
+    offer: &Option<Entries>,
+    type_url: &str,
+    inner: &Inner,
+) -> bool {
+    let (version, resources) = match Answer::of(type_url) {
+        Answer::Empty => (EMPTY_VERSION.to_string(), Vec::new()),
+        Answer::Entries(kind) => match offer {
+            Some(entries) => {
+                let set = entries.of(kind);
+                (set.version.clone(), set.resources.clone())
+            }
+            None => return false,
+        },
+    };
+    let nonce = state.sending(type_url, &version, Instant::now());
+    let response = DiscoveryResponse {
+        version_info: version,
+        resources,
+        type_url: type_url.to_string(),
+        nonce,
+        ..Default::default()
+    };
+    let bytes = prost::Message::encoded_len(&response);
+    if tx.send(Ok(response)).await.is_ok() {
+        inner.observer.pushed(type_url, bytes);
+    }
+    true
+}

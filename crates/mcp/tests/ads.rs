@@ -1,0 +1,205 @@
+//! The MCP server against a client that reads it as istiod does (tests/support), over
+//! real gRPC on loopback.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use registry_sync_istio::{
+    Endpoint, IstioObject, LiteMap, Location, ObjectMeta, Resolution, ServiceEntrySpec, ServicePort, Spec,
+};
+use registry_sync_mcp::proto;
+use registry_sync_mcp::server::{Ads, Observer};
+use registry_sync_mcp::sink::McpSink;
+use registry_sync_plan::Plan;
+use registry_sync_sinks::AsyncSink;
+use support::{Event, Istiod, Profile};
+
+struct Quiet;
+impl Observer for Quiet {}
+
+async fn serve() -> (SocketAddr, McpSink) {
+    let (sink, offers) = McpSink::new();
+    let ads = Ads::new(offers, Arc::new(Quiet));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ads)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    (address, sink)
+}
+
+fn entry(name: &str, addresses: &[&str]) -> Arc<IstioObject> {
+    Arc::new(IstioObject::new(
+        ObjectMeta {
+            name: name.into(),
+            namespace: "mesh".into(),
+            labels: LiteMap::new(),
+            annotations: LiteMap::new(),
+        },
+        Spec::ServiceEntry(ServiceEntrySpec {
+            hosts: vec![format!("{name}.legacy")],
+            location: Location::MeshInternal,
+            resolution: Resolution::Static,
+            ports: vec![ServicePort {
+                number: 8080,
+                protocol: "HTTP".into(),
+                name: "http-8080".into(),
+            }],
+            endpoints: addresses
+                .iter()
+                .map(|a| Endpoint {
+                    address: a.to_string(),
+                    ports: Arc::new(LiteMap::from_iter([("http-8080".to_string(), 8080)])),
+                    ..Default::default()
+                })
+                .collect(),
+            workload_selector: None,
+        }),
+    ))
+}
+
+fn creates(objects: Vec<Arc<IstioObject>>) -> Plan {
+    Plan {
+        creates: objects,
+        ..Plan::default()
+    }
+}
+
+const QUIET: Duration = Duration::from_millis(300);
+const SYNC: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn istiod_of_every_profile_syncs_on_every_type_it_asks_for_once_the_set_is_complete() {
+    for profile in [Profile::Istio120, Profile::Istio124, Profile::Istio130] {
+        let (address, mut sink) = serve().await;
+        sink.apply(&creates(vec![entry("orders", &["10.0.0.1"])]))
+            .await
+            .unwrap();
+        let mut istiod = Istiod::connect(
+            address,
+            profile,
+            "sidecar~10.1.0.1~istiod-a.istio-system~istio-system.svc.cluster.local",
+        )
+        .await;
+        // Every other type is answered (empty) at once; the entries wait for the whole set.
+        assert!(
+            !istiod.wait_synced(QUIET).await,
+            "{profile:?}: synced on a partial set"
+        );
+        assert!(
+            istiod.service_entries().is_none(),
+            "{profile:?}: entries sent before the set was complete"
+        );
+        assert_eq!(
+            istiod.synced.len(),
+            profile.types().len() - 2,
+            "{profile:?}: {:?}",
+            istiod.synced
+        );
+
+        sink.complete();
+        assert!(istiod.wait_synced(SYNC).await, "{profile:?}: never synced");
+        let entries = istiod.service_entries().expect("served under the URL asked for");
+        assert_eq!(entries.keys().collect::<Vec<_>>(), ["mesh/orders"], "{profile:?}");
+        let stored = &entries["mesh/orders"];
+        assert_eq!(stored.body.type_url, proto::SERVICE_ENTRY_BODY);
+        assert!(stored.create_time.is_some());
+        let se = proto::ServiceEntry::decode(stored.body.value.as_slice()).unwrap();
+        assert_eq!(se.endpoints[0].address, "10.0.0.1");
+        assert_eq!(
+            istiod.events,
+            [Event::Create("mesh/orders".into())],
+            "{profile:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_change_is_pushed_as_one_update_and_nothing_is_sent_while_nothing_changes() {
+    let (address, mut sink) = serve().await;
+    sink.apply(&creates(vec![
+        entry("orders", &["10.0.0.1"]),
+        entry("billing", &["10.0.0.2"]),
+    ]))
+    .await
+    .unwrap();
+    sink.complete();
+    let mut istiod = Istiod::connect(
+        address,
+        Profile::Istio124,
+        "sidecar~10.1.0.1~istiod-a.istio-system~istio-system.svc.cluster.local",
+    )
+    .await;
+    assert!(istiod.wait_synced(SYNC).await);
+    istiod.events.clear();
+    let seen = istiod.responses_seen;
+    assert!(!istiod.next(QUIET).await, "a response while nothing changed");
+
+    // The plan the writer makes when one endpoint moves.
+    sink.apply(&Plan {
+        updates: vec![entry("orders", &["10.0.0.9"])],
+        ..Plan::default()
+    })
+    .await
+    .unwrap();
+    assert!(istiod.next(SYNC).await, "the change was not pushed");
+    assert_eq!(istiod.events, [Event::Update("mesh/orders".into())]);
+    assert_eq!(
+        istiod.responses_seen,
+        seen + 1,
+        "one response for the one type that changed"
+    );
+    assert!(!istiod.next(QUIET).await, "nothing after the push");
+
+    sink.apply(&Plan {
+        deletes: vec![entry("billing", &[]).key()],
+        ..Plan::default()
+    })
+    .await
+    .unwrap();
+    assert!(istiod.next(SYNC).await);
+    assert_eq!(istiod.events[1..], [Event::Delete("mesh/billing".into())]);
+}
+
+#[tokio::test]
+async fn two_istiods_get_the_same_set_and_a_reconnecting_one_sees_no_change() {
+    let (address, mut sink) = serve().await;
+    sink.apply(&creates(vec![entry("orders", &["10.0.0.1"])]))
+        .await
+        .unwrap();
+    sink.complete();
+    let mut a = Istiod::connect(
+        address,
+        Profile::Istio124,
+        "sidecar~10.1.0.1~istiod-a.istio-system~istio-system.svc.cluster.local",
+    )
+    .await;
+    let mut b = Istiod::connect(
+        address,
+        Profile::Istio130,
+        "sidecar~10.1.0.2~istiod-b.istio-system~istio-system.svc.cluster.local",
+    )
+    .await;
+    assert!(a.wait_synced(SYNC).await);
+    assert!(b.wait_synced(SYNC).await);
+    let version = |i: &Istiod| i.service_entries().unwrap()["mesh/orders"].version.clone();
+    assert_eq!(version(&a), version(&b));
+
+    // A new stream (istiod reconnecting) is answered again in full; the same versions
+    // make its store change nothing.
+    let mut again = Istiod::connect(
+        address,
+        Profile::Istio124,
+        "sidecar~10.1.0.1~istiod-a.istio-system~istio-system.svc.cluster.local",
+    )
+    .await;
+    again.store = a.store.clone();
+    assert!(again.wait_synced(SYNC).await);
+    assert!(again.events.is_empty(), "{:?}", again.events);
+}

@@ -1,0 +1,273 @@
+//! A test client that reads an MCP source the way istiod's `pkg/adsc` does: the
+//! profile's type list in order, each with a Go time string as its nonce, the Node on
+//! the first request only, an ACK with the full Node after every response, and a store
+//! with istiod's rules (a response is the whole set; an unchanged version is ignored;
+//! a resource in the wrong envelope or with a bad name is dropped).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use prost::Message;
+use registry_sync_mcp::proto::{self, DiscoveryRequest, DiscoveryResponse, Node};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+/// Which istiod releases to behave like.
+#[derive(Clone, Copy, Debug)]
+pub enum Profile {
+    /// 1.20 – 1.23: `v1alpha3`/`v1beta1` type URLs.
+    Istio120,
+    /// 1.24 – 1.29: `v1`.
+    Istio124,
+    /// 1.30 and later: `v1` plus TrafficExtension.
+    Istio130,
+}
+
+impl Profile {
+    pub fn types(self) -> Vec<&'static str> {
+        let mut types = vec!["core/v1alpha1/MeshConfig"];
+        match self {
+            Profile::Istio120 => types.extend([
+                "security.istio.io/v1beta1/AuthorizationPolicy",
+                "networking.istio.io/v1alpha3/DestinationRule",
+                "networking.istio.io/v1alpha3/EnvoyFilter",
+                "networking.istio.io/v1alpha3/Gateway",
+                "security.istio.io/v1beta1/PeerAuthentication",
+                "networking.istio.io/v1beta1/ProxyConfig",
+                "security.istio.io/v1beta1/RequestAuthentication",
+                "networking.istio.io/v1alpha3/ServiceEntry",
+                "networking.istio.io/v1alpha3/Sidecar",
+                "telemetry.istio.io/v1alpha1/Telemetry",
+                "networking.istio.io/v1alpha3/VirtualService",
+                "extensions.istio.io/v1alpha1/WasmPlugin",
+                "networking.istio.io/v1alpha3/WorkloadEntry",
+                "networking.istio.io/v1alpha3/WorkloadGroup",
+            ]),
+            Profile::Istio124 | Profile::Istio130 => {
+                types.extend([
+                    "security.istio.io/v1/AuthorizationPolicy",
+                    "networking.istio.io/v1/DestinationRule",
+                    "networking.istio.io/v1alpha3/EnvoyFilter",
+                    "networking.istio.io/v1/Gateway",
+                    "security.istio.io/v1/PeerAuthentication",
+                    "networking.istio.io/v1beta1/ProxyConfig",
+                    "security.istio.io/v1/RequestAuthentication",
+                    "networking.istio.io/v1/ServiceEntry",
+                    "networking.istio.io/v1/Sidecar",
+                    "telemetry.istio.io/v1/Telemetry",
+                ]);
+                if matches!(self, Profile::Istio130) {
+                    types.push("extensions.istio.io/v1alpha1/TrafficExtension");
+                }
+                types.extend([
+                    "networking.istio.io/v1/VirtualService",
+                    "extensions.istio.io/v1alpha1/WasmPlugin",
+                    "networking.istio.io/v1/WorkloadEntry",
+                    "networking.istio.io/v1/WorkloadGroup",
+                ]);
+            }
+        }
+        types
+    }
+
+    pub fn service_entry(self) -> &'static str {
+        match self {
+            Profile::Istio120 => "networking.istio.io/v1alpha3/ServiceEntry",
+            _ => "networking.istio.io/v1/ServiceEntry",
+        }
+    }
+}
+
+/// What istiod's store did, one event per object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Create(String),
+    Update(String),
+    Delete(String),
+}
+
+/// One object as istiod's memory store holds it.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub version: String,
+    pub body: prost_types::Any,
+    pub create_time: Option<prost_types::Timestamp>,
+}
+
+pub struct Istiod {
+    pub profile: Profile,
+    node: Node,
+    requests: mpsc::Sender<DiscoveryRequest>,
+    responses: tonic::Streaming<DiscoveryResponse>,
+    /// Per type URL, name → object.
+    pub store: BTreeMap<String, BTreeMap<String, Stored>>,
+    pub events: Vec<Event>,
+    /// Type URLs answered at least once.
+    pub synced: std::collections::BTreeSet<String>,
+    pub responses_seen: usize,
+    pub nonces: std::collections::BTreeSet<String>,
+}
+
+fn go_time_nonce(n: usize) -> String {
+    format!("2026-12-01 10:00:{n:02}.123456789 +0000 UTC m=+0.{n:09}")
+}
+
+impl Istiod {
+    pub async fn connect(address: std::net::SocketAddr, profile: Profile, node_id: &str) -> Istiod {
+        let channel = Channel::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("the MCP server accepts connections");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let (requests, rx) = mpsc::channel(64);
+        let node = Node {
+            id: node_id.to_string(),
+            ..Default::default()
+        };
+        for (n, type_url) in profile.types().into_iter().enumerate() {
+            requests
+                .send(DiscoveryRequest {
+                    type_url: type_url.to_string(),
+                    response_nonce: go_time_nonce(n),
+                    node: (n == 0).then(|| node.clone()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        let path = http::uri::PathAndQuery::from_static(
+            "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+        );
+        let codec = tonic_prost::ProstCodec::<DiscoveryRequest, DiscoveryResponse>::default();
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+        let responses = grpc
+            .streaming(tonic::Request::new(stream), path, codec)
+            .await
+            .expect("the stream opens")
+            .into_inner();
+        Istiod {
+            profile,
+            node,
+            requests,
+            responses,
+            store: BTreeMap::new(),
+            events: Vec::new(),
+            synced: Default::default(),
+            responses_seen: 0,
+            nonces: Default::default(),
+        }
+    }
+
+    /// Handles the next response within `timeout`; false when none came.
+    pub async fn next(&mut self, timeout: Duration) -> bool {
+        let Ok(message) = tokio::time::timeout(timeout, self.responses.message()).await else {
+            return false;
+        };
+        let response = message
+            .expect("the stream stays up")
+            .expect("the stream stays open");
+        self.responses_seen += 1;
+        assert!(!response.nonce.is_empty(), "every response has a nonce");
+        assert!(self.nonces.insert(response.nonce.clone()), "nonces are unique");
+        assert!(
+            self.profile.types().contains(&response.type_url.as_str()),
+            "only requested types are answered: {}",
+            response.type_url
+        );
+        if response.type_url == "core/v1alpha1/MeshConfig" && !response.resources.is_empty() {
+            return true;
+        }
+        self.handle(&response);
+        self.synced.insert(response.type_url.clone());
+        self.requests
+            .send(DiscoveryRequest {
+                node: Some(self.node.clone()),
+                type_url: response.type_url.clone(),
+                version_info: response.version_info.clone(),
+                response_nonce: response.nonce.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        true
+    }
+
+    /// istiod's handleMCP: the response is the whole set of its type.
+    fn handle(&mut self, response: &DiscoveryResponse) {
+        let store = self.store.entry(response.type_url.clone()).or_default();
+        let mut received = BTreeMap::new();
+        for any in &response.resources {
+            if any.type_url != proto::RESOURCE_TYPE {
+                continue;
+            }
+            let Ok(resource) = proto::Resource::decode(any.value.as_slice()) else {
+                continue;
+            };
+            let Some(meta) = resource.metadata else { continue };
+            if meta.name.split('/').count() != 2 {
+                continue;
+            }
+            let Some(body) = resource.body else { continue };
+            received.insert(
+                meta.name,
+                Stored {
+                    version: meta.version,
+                    body,
+                    create_time: meta.create_time,
+                },
+            );
+        }
+        for (name, object) in &received {
+            match store.get(name) {
+                None => {
+                    self.events.push(Event::Create(name.clone()));
+                    store.insert(name.clone(), object.clone());
+                }
+                Some(old) if old.version != object.version || object.version.is_empty() => {
+                    self.events.push(Event::Update(name.clone()));
+                    store.insert(name.clone(), object.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        let gone: Vec<String> = store
+            .keys()
+            .filter(|k| !received.contains_key(*k))
+            .cloned()
+            .collect();
+        for name in gone {
+            store.remove(&name);
+            self.events.push(Event::Delete(name));
+        }
+    }
+
+    /// Reads responses until every Pilot type has been answered.
+    pub async fn wait_synced(&mut self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.is_synced() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() || !self.next(left).await {
+                return self.is_synced();
+            }
+        }
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.profile
+            .types()
+            .iter()
+            .skip(1)
+            .all(|t| self.synced.contains(*t))
+    }
+
+    pub fn service_entries(&self) -> Option<&BTreeMap<String, Stored>> {
+        self.store.get(self.profile.service_entry())
+    }
+}
