@@ -15,3 +15,5 @@ pub mod served;
 pub mod server;
 pub mod sink;
 pub mod stream;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -235,3 +235,45 @@ async fn respond(
     }
     true
 }
+
+/// An observer that records nothing (the stream's own log lines still appear).
+pub struct Unobserved;
+
+impl Observer for Unobserved {}
+
+/// The bound listener and the service, ready to serve.
+pub struct Serving {
+    listener: tokio::net::TcpListener,
+    ads: Ads,
+}
+
+impl Serving {
+    /// Binds `address` now, so a port already taken fails at start, not later.
+    pub async fn bind(address: std::net::SocketAddr, ads: Ads) -> std::io::Result<Serving> {
+        Ok(Serving {
+            listener: tokio::net::TcpListener::bind(address).await?,
+            ads,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes. HTTP/2 keepalive finds an istiod that went
+    /// away without closing its stream; istiod's own pings (every 30 s) are answered.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+            .add_service(self.ads)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(self.listener),
+                shutdown,
+            )
+            .await
+    }
+}

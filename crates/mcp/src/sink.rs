@@ -73,4 +73,10 @@ impl AsyncSink for McpSink {
         self.served.complete();
         self.publish();
     }
+
+    /// Each replica serves the istiods connected to it; leader election (for the
+    /// Kubernetes sink) must not leave a standby's istiods without an answer.
+    fn needs_leadership(&self) -> bool {
+        false
+    }
 }

@@ -1,8 +1,6 @@
 //! The MCP server against a client that reads it as istiod does (tests/support), over
 //! real gRPC on loopback.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +12,9 @@ use registry_sync_istio::{
 use registry_sync_mcp::proto;
 use registry_sync_mcp::server::{Ads, Observer};
 use registry_sync_mcp::sink::McpSink;
+use registry_sync_mcp::testing::{Event, Istiod, Profile};
 use registry_sync_plan::Plan;
 use registry_sync_sinks::AsyncSink;
-use support::{Event, Istiod, Profile};
 
 struct Quiet;
 impl Observer for Quiet {}

@@ -45,6 +45,13 @@ pub enum CommandError {
     Kubernetes(String),
     #[error("{0}")]
     Admin(String),
+    #[error(
+        "the MCP sink cannot listen on {address} ({source}); choose a free address:port for `sinks.mcp.listen`"
+    )]
+    McpListen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("no sink is configured: add `sinks: {{files: {{dir: …}}}}` or `sinks: {{stdout: true}}` to {0}")]
     NoSink(String),
 }
@@ -140,7 +147,7 @@ async fn sync_once(
     mut pipeline: Pipeline,
     errors: Vec<CommandError>,
 ) -> Result<Outcome, CommandError> {
-    let sinks = open_sinks(config, None).await?;
+    let sinks = open_sinks(config, None, None).await?;
     report_errors(&errors);
     let mut writers: Vec<_> = sinks.into_iter().map(|sink| pipeline.writer(sink)).collect();
     let pass = pipeline.sync(&mut writers).await;

@@ -234,6 +234,14 @@ struct RawSinks {
     stdout: bool,
     #[serde(default)]
     kubernetes: Option<RawKubernetesSink>,
+    #[serde(default)]
+    mcp: Option<RawMcpSink>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMcpSink {
+    listen: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -278,11 +286,13 @@ pub struct SinksConfig {
     pub files: Option<PathBuf>,
     pub stdout: bool,
     pub kubernetes: Option<KubernetesConfig>,
+    /// `sinks.mcp.listen`: where istiod dials this MCP-over-xDS config source.
+    pub mcp: Option<std::net::SocketAddr>,
 }
 
 impl SinksConfig {
     pub fn is_empty(&self) -> bool {
-        self.files.is_none() && !self.stdout && self.kubernetes.is_none()
+        self.files.is_none() && !self.stdout && self.kubernetes.is_none() && self.mcp.is_none()
     }
 }
 
@@ -567,10 +577,24 @@ impl Config {
                 confirm_mass_delete: raw.safety.confirm_mass_delete,
             },
         };
+        let mcp = match raw.sinks.mcp {
+            Some(mcp) => Some(mcp.listen.value.parse().map_err(|_| {
+                invalid(
+                    mcp.listen.referenced.line(),
+                    "sinks.mcp.listen".into(),
+                    format!(
+                        "{:?} is not an address:port such as 0.0.0.0:15010 (the port istiod's `xds://` config source dials)",
+                        mcp.listen.value
+                    ),
+                )
+            })?),
+            None => None,
+        };
         let mut sinks = SinksConfig {
             files: None,
             stdout: raw.sinks.stdout,
             kubernetes,
+            mcp,
         };
         if let Some(files) = raw.sinks.files {
             if files.dir.value.trim().is_empty() {

@@ -328,7 +328,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
         });
     }
 
-    let sinks = open_sinks(&config, leadership.clone()).await?;
+    let sinks = open_sinks(&config, leadership.clone(), Some(&cancel)).await?;
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let mut source_tasks = Vec::new();
     for registry in &config.registries {
@@ -383,11 +383,17 @@ pub async fn drive(
     });
     let mut writer_tasks = Vec::new();
     for (writer, slot) in writers.into_iter().zip(&slots) {
+        // A sink every replica writes (the MCP server's) is not gated by the election.
+        let leadership = if writer.sink.needs_leadership() {
+            leadership.clone()
+        } else {
+            None
+        };
         let task = WriterTask {
             writer,
             pipeline: Arc::clone(&pipeline),
             published: published.clone(),
-            leadership: leadership.clone(),
+            leadership,
             slot: Arc::clone(slot),
             readiness: Arc::clone(&readiness),
             metrics: metrics.clone(),

@@ -24,8 +24,14 @@ pub type Leadership = Option<NoLeaderElection>;
 #[derive(Clone, Debug)]
 pub struct NoLeaderElection;
 
-/// Opens every configured sink for writing.
-pub async fn open_sinks(config: &Config, leadership: Leadership) -> Result<Vec<NamedSink>, CommandError> {
+/// Opens every configured sink for writing. `serving` is the shutdown of a process that
+/// keeps running (`run`): only then is the MCP server started, since it serves istiod
+/// for as long as the process lives; a one-shot command leaves it out.
+pub async fn open_sinks(
+    config: &Config,
+    leadership: Leadership,
+    serving: Option<&tokio_util::sync::CancellationToken>,
+) -> Result<Vec<NamedSink>, CommandError> {
     let mut sinks = Vec::new();
     if let Some(dir) = &config.sinks.files {
         sinks.push(NamedSink {
@@ -42,10 +48,54 @@ pub async fn open_sinks(config: &Config, leadership: Leadership) -> Result<Vec<N
     if let Some(sink) = open_kubernetes(config, leadership).await? {
         sinks.push(sink);
     }
+    if let Some(address) = config.sinks.mcp {
+        match serving {
+            Some(shutdown) => sinks.push(open_mcp(address, shutdown).await?),
+            None => tracing::warn!(
+                "the MCP sink serves istiod while `registry-sync run` runs; this one-shot command leaves it out"
+            ),
+        }
+    }
     if sinks.is_empty() {
         return Err(CommandError::NoSink(config.path.display().to_string()));
     }
     Ok(sinks)
+}
+
+/// The MCP-over-xDS server istiod dials, and the sink its writer drives.
+#[cfg(feature = "mcp")]
+async fn open_mcp(
+    address: std::net::SocketAddr,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<NamedSink, CommandError> {
+    use registry_sync_mcp::server::{Ads, Serving, Unobserved};
+
+    let (sink, offers) = registry_sync_mcp::sink::McpSink::new();
+    let serving = Serving::bind(address, Ads::new(offers, std::sync::Arc::new(Unobserved)))
+        .await
+        .map_err(|source| CommandError::McpListen { address, source })?;
+    let bound = serving.local_addr().unwrap_or(address);
+    tracing::info!(address = %bound, "serving istiod as an MCP-over-xDS config source (xds://{bound})");
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(error) = serving.run(shutdown.cancelled_owned()).await {
+            tracing::error!(%error, "the MCP server stopped; istiod keeps its last view and reconnects when it is back");
+        }
+    });
+    Ok(NamedSink {
+        name: format!("mcp:{bound}"),
+        sink: Box::new(sink),
+    })
+}
+
+#[cfg(not(feature = "mcp"))]
+async fn open_mcp(
+    _address: std::net::SocketAddr,
+    _shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<NamedSink, CommandError> {
+    Err(CommandError::Admin(
+        "`sinks.mcp` is configured but this build has no MCP sink; build with the `mcp` feature".into(),
+    ))
 }
 
 /// The files sink, watching its directory so that a deleted or edited file is

@@ -53,6 +53,12 @@ pub trait AsyncSink: Send {
     /// reader takes each answer as the whole set (istiod reading an MCP source deletes
     /// whatever a response lacks) offers nothing before this.
     fn complete(&mut self) {}
+
+    /// Whether only the leader may write to this sink. A sink whose readers are local to
+    /// each replica (the istiods connected to its MCP server) is written by every replica.
+    fn needs_leadership(&self) -> bool {
+        true
+    }
 }
 
 impl<T: Sink + Send> AsyncSink for T {

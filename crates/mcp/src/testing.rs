@@ -1,16 +1,15 @@
-//! A test client that reads an MCP source the way istiod's `pkg/adsc` does: the
+//! Test support (the `testing` feature): a client that reads an MCP source the way
+//! istiod's `pkg/adsc` does: the
 //! profile's type list in order, each with a Go time string as its nonce, the Node on
 //! the first request only, an ACK with the full Node after every response, and a store
 //! with istiod's rules (a response is the whole set; an unchanged version is ignored;
 //! a resource in the wrong envelope or with a bad name is dropped).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::proto::{self, DiscoveryRequest, DiscoveryResponse, Node};
 use prost::Message;
-use registry_sync_mcp::proto::{self, DiscoveryRequest, DiscoveryResponse, Node};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
