@@ -6,6 +6,10 @@
 //! reasons are folded into a few categories, so no registry data can blow up the
 //! series count. No label or value ever carries a secret.
 
+mod mcp;
+
+pub use self::mcp::McpMetrics;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,6 +63,7 @@ pub struct Metrics {
     pub quarantined: Family<SinkLabels, Gauge>,
     pub propagation: Histogram,
     pub leader: Gauge,
+    pub mcp: McpMetrics,
     ready: Arc<AtomicBool>,
 }
 
@@ -90,6 +95,7 @@ impl Metrics {
             // 0.5 ms to ~65 s.
             propagation: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             leader: Gauge::default(),
+            mcp: McpMetrics::register(&mut registry),
             ready: Arc::new(AtomicBool::new(false)),
         };
         registry.register(

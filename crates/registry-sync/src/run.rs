@@ -27,7 +27,7 @@ use crate::commands::CommandError;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::{NamedSink, Pipeline};
-use crate::sinks::{Leadership, open_sinks};
+use crate::sinks::{Leadership, Serving, open_sinks};
 use crate::sources;
 use crate::writer::SinkWriter;
 
@@ -328,7 +328,11 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
         });
     }
 
-    let sinks = open_sinks(&config, leadership.clone(), Some(&cancel)).await?;
+    let serving = Serving {
+        shutdown: &cancel,
+        metrics: &metrics,
+    };
+    let sinks = open_sinks(&config, leadership.clone(), Some(serving)).await?;
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let mut source_tasks = Vec::new();
     for registry in &config.registries {

@@ -24,13 +24,19 @@ pub type Leadership = Option<NoLeaderElection>;
 #[derive(Clone, Debug)]
 pub struct NoLeaderElection;
 
-/// Opens every configured sink for writing. `serving` is the shutdown of a process that
-/// keeps running (`run`): only then is the MCP server started, since it serves istiod
-/// for as long as the process lives; a one-shot command leaves it out.
+/// What a process that keeps running (`run`) gives the sinks that serve for as long as
+/// it lives (the MCP server): when to stop, and where to report.
+pub struct Serving<'a> {
+    pub shutdown: &'a tokio_util::sync::CancellationToken,
+    pub metrics: &'a crate::metrics::Metrics,
+}
+
+/// Opens every configured sink for writing. The MCP server is started only with
+/// `serving` (by `run`); a one-shot command leaves it out.
 pub async fn open_sinks(
     config: &Config,
     leadership: Leadership,
-    serving: Option<&tokio_util::sync::CancellationToken>,
+    serving: Option<Serving<'_>>,
 ) -> Result<Vec<NamedSink>, CommandError> {
     let mut sinks = Vec::new();
     if let Some(dir) = &config.sinks.files {
@@ -50,7 +56,7 @@ pub async fn open_sinks(
     }
     if let Some(address) = config.sinks.mcp {
         match serving {
-            Some(shutdown) => sinks.push(open_mcp(address, shutdown).await?),
+            Some(serving) => sinks.push(open_mcp(address, serving).await?),
             None => tracing::warn!(
                 "the MCP sink serves istiod while `registry-sync run` runs; this one-shot command leaves it out"
             ),
@@ -64,21 +70,19 @@ pub async fn open_sinks(
 
 /// The MCP-over-xDS server istiod dials, and the sink its writer drives.
 #[cfg(feature = "mcp")]
-async fn open_mcp(
-    address: std::net::SocketAddr,
-    shutdown: &tokio_util::sync::CancellationToken,
-) -> Result<NamedSink, CommandError> {
-    use registry_sync_mcp::server::{Ads, Serving, Unobserved};
+async fn open_mcp(address: std::net::SocketAddr, serving: Serving<'_>) -> Result<NamedSink, CommandError> {
+    use registry_sync_mcp::server::Ads;
 
     let (sink, offers) = registry_sync_mcp::sink::McpSink::new();
-    let serving = Serving::bind(address, Ads::new(offers, std::sync::Arc::new(Unobserved)))
+    let observer = std::sync::Arc::new(serving.metrics.mcp.clone());
+    let server = registry_sync_mcp::server::Serving::bind(address, Ads::new(offers, observer))
         .await
         .map_err(|source| CommandError::McpListen { address, source })?;
-    let bound = serving.local_addr().unwrap_or(address);
+    let bound = server.local_addr().unwrap_or(address);
     tracing::info!(address = %bound, "serving istiod as an MCP-over-xDS config source (xds://{bound})");
-    let shutdown = shutdown.clone();
+    let shutdown = serving.shutdown.clone();
     tokio::spawn(async move {
-        if let Err(error) = serving.run(shutdown.cancelled_owned()).await {
+        if let Err(error) = server.run(shutdown.cancelled_owned()).await {
             tracing::error!(%error, "the MCP server stopped; istiod keeps its last view and reconnects when it is back");
         }
     });
@@ -89,10 +93,7 @@ async fn open_mcp(
 }
 
 #[cfg(not(feature = "mcp"))]
-async fn open_mcp(
-    _address: std::net::SocketAddr,
-    _shutdown: &tokio_util::sync::CancellationToken,
-) -> Result<NamedSink, CommandError> {
+async fn open_mcp(_address: std::net::SocketAddr, _serving: Serving<'_>) -> Result<NamedSink, CommandError> {
     Err(CommandError::Admin(
         "`sinks.mcp` is configured but this build has no MCP sink; build with the `mcp` feature".into(),
     ))

@@ -10,28 +10,47 @@ use registry_sync_mcp::proto;
 use registry_sync_mcp::testing::{Event, Istiod, Profile};
 use support::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn config(port: u16) -> String {
-    format!(
-        "registries:\n  - name: legacy\n    kind: file\n    path: services.yaml\n    namespace: mesh\nsinks:\n  mcp: {{listen: \"127.0.0.1:{port}\"}}\n"
-    )
-}
+const CONFIG: &str = "\
+registries:
+  - name: legacy
+    kind: file
+    path: services.yaml
+    namespace: mesh
+sinks:
+  mcp: {listen: 127.0.0.1:0}
+admin: {listen: 127.0.0.1:0}
+";
 
 const NODE: &str = "sidecar~10.1.0.1~istiod-a.istio-system~istio-system.svc.cluster.local";
 
+/// The address a log line of `child` names after `address=`.
+fn logged_address(child: &ChildGuard, line: &str) -> Option<String> {
+    child
+        .stderr()
+        .lines()
+        .find(|l| l.contains(line))
+        .and_then(|l| l.split("address=").nth(1))
+        .map(|a| a.split_whitespace().next().unwrap_or_default().to_string())
+}
+
+fn get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("the admin endpoint accepts");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn istiod_reads_what_render_prints_and_gets_a_change_pushed_as_one_update() {
-    let port = free_port();
     let ws = Workspace::new();
     ws.write_services(&services(8080, true));
-    ws.write_config(&config(port));
+    ws.write_config(CONFIG);
     let expected: Vec<String> = parse_objects(&ws.cmd("render").stdout)
         .iter()
         .filter(|o| o.kind == "ServiceEntry")
@@ -40,13 +59,18 @@ async fn istiod_reads_what_render_prints_and_gets_a_change_pushed_as_one_update(
     assert_eq!(expected.len(), 3);
 
     let mut child = ws.spawn_run();
+    let mut mcp = None;
     assert!(
-        wait_until(DEADLINE, || std::net::TcpStream::connect(("127.0.0.1", port))
-            .is_ok()),
+        wait_until(DEADLINE, || {
+            mcp = logged_address(&child, "MCP-over-xDS config source");
+            mcp.is_some()
+        }),
         "the MCP server never listened; stderr:\n{}",
         child.stderr()
     );
-    let mut istiod = Istiod::connect(([127, 0, 0, 1], port).into(), Profile::Istio124, NODE).await;
+    let mcp: std::net::SocketAddr = mcp.unwrap().parse().unwrap();
+    let admin = logged_address(&child, "serving /metrics").expect("the admin address is logged");
+    let mut istiod = Istiod::connect(mcp, Profile::Istio124, NODE).await;
     assert!(
         istiod.wait_synced(DEADLINE).await,
         "never synced; stderr:\n{}",
@@ -61,6 +85,20 @@ async fn istiod_reads_what_render_prints_and_gets_a_change_pushed_as_one_update(
         child.stderr().contains("istiod connected to the MCP server"),
         "a log line names the client; stderr:\n{}",
         child.stderr()
+    );
+
+    // The ACK of the last response may still be on its way.
+    let acked = format!("registry_sync_mcp_acked_version{{node=\"{NODE}\",type=\"ServiceEntry\"");
+    assert!(
+        wait_until(DEADLINE, || get(&admin, "/metrics").contains(&acked)),
+        "{}",
+        get(&admin, "/metrics")
+    );
+    let metrics = get(&admin, "/metrics");
+    assert!(metrics.contains("registry_sync_mcp_clients 1"), "{metrics}");
+    assert!(
+        metrics.contains("registry_sync_mcp_pushes_total{type=\"other\"}"),
+        "{metrics}"
     );
 
     istiod.events.clear();
