@@ -18,8 +18,9 @@ use tracing_subscriber::EnvFilter;
 /// Nacos, AWS Cloud Map, DNS SRV), translates what they hold into networking.istio.io/v1
 /// objects following Istio's rules (hosts, ports, healthy endpoints only, sanitised
 /// labels), and writes only what changed: to the Kubernetes API (server-side apply,
-/// leader election), to a directory of YAML files, or to stdout. Objects it did not
-/// create are never touched; a registry that fails keeps its objects.
+/// leader election), to a directory of YAML files, to stdout, or straight to istiod as
+/// an MCP-over-xDS config source. Objects it did not create are never touched; a
+/// registry that fails keeps its objects.
 #[derive(Parser)]
 #[command(
     name = "registry-sync",
