@@ -17,3 +17,4 @@ pub mod sink;
 pub mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod validate;

@@ -11,6 +11,7 @@ use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError};
 use tokio::sync::watch;
 
 use crate::served::{Entries, Served};
+use crate::validate::refusal;
 
 pub struct McpSink {
     served: Served,
@@ -49,15 +50,28 @@ impl AsyncSink for McpSink {
     fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFuture<'a, Result<ApplyReport, SinkError>> {
         let now = SystemTime::now();
         let mut report = ApplyReport::default();
-        for object in &plan.creates {
+        for (object, create) in plan
+            .creates
+            .iter()
+            .map(|o| (o, true))
+            .chain(plan.updates.iter().map(|o| (o, false)))
+        {
+            // Refused here rather than dropped by istiod without a word; an update
+            // refused leaves the last good version served, as istiod would keep it.
+            if let Some(why) = refusal(object) {
+                report.failed.push((
+                    object.key(),
+                    format!("not served to istiod: {why} (istiod would drop it without a word)"),
+                ));
+                continue;
+            }
             self.served.upsert(object, now);
             self.held.insert(object.key(), HeldObject::written(object));
-            report.created += 1;
-        }
-        for object in &plan.updates {
-            self.served.upsert(object, now);
-            self.held.insert(object.key(), HeldObject::written(object));
-            report.updated += 1;
+            if create {
+                report.created += 1;
+            } else {
+                report.updated += 1;
+            }
         }
         for key in &plan.deletes {
             if self.served.remove(key) {

@@ -201,3 +201,39 @@ async fn two_istiods_get_the_same_set_and_a_reconnecting_one_sees_no_change() {
     assert!(again.wait_synced(SYNC).await);
     assert!(again.events.is_empty(), "{:?}", again.events);
 }
+
+#[tokio::test]
+async fn an_object_istiod_would_drop_is_refused_and_the_last_good_version_stays_served() {
+    let (address, mut sink) = serve().await;
+    sink.apply(&creates(vec![entry("orders", &["10.0.0.1"])]))
+        .await
+        .unwrap();
+    sink.complete();
+    let mut istiod = Istiod::connect(
+        address,
+        Profile::Istio124,
+        "sidecar~10.1.0.1~istiod-a.istio-system~istio-system.svc.cluster.local",
+    )
+    .await;
+    assert!(istiod.wait_synced(SYNC).await);
+    istiod.events.clear();
+
+    // A host name where STATIC resolution needs an IP: istiod's validation drops it.
+    let report = sink
+        .apply(&Plan {
+            updates: vec![entry("orders", &["orders-1.example.com"])],
+            creates: vec![entry("billing", &["10.0.0.2"])],
+            ..Plan::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].0.name, "orders");
+    assert!(report.failed[0].1.contains("STATIC"), "{report:?}");
+    assert_eq!(report.created, 1);
+    assert!(istiod.next(SYNC).await);
+    assert_eq!(istiod.events, [Event::Create("mesh/billing".into())]);
+    let orders = &istiod.service_entries().unwrap()["mesh/orders"];
+    let se = proto::ServiceEntry::decode(orders.body.value.as_slice()).unwrap();
+    assert_eq!(se.endpoints[0].address, "10.0.0.1", "the last good version stays");
+}
