@@ -193,3 +193,26 @@ fn the_guard_window_and_secret_keys_are_configurable() {
     assert!(message.contains("safety.window"), "{message}");
     assert_eq!(parse(GOOD).unwrap().safety.guard_window, DEFAULT_GUARD_WINDOW);
 }
+
+#[test]
+fn the_mcp_sink_listens_where_sinks_mcp_listen_says_and_a_bad_address_names_the_key() {
+    let config = parse(
+        "registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\nsinks:\n  mcp: {listen: \"0.0.0.0:15010\"}\n",
+    )
+    .unwrap();
+    assert_eq!(config.sinks.mcp, Some("0.0.0.0:15010".parse().unwrap()));
+    assert!(!config.sinks.is_empty());
+    let message = error(
+        "registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\nsinks:\n  mcp:\n    listen: istiod\n",
+    );
+    assert!(
+        message.contains("sinks.mcp.listen")
+            && message.contains("line 5")
+            && message.contains("address:port"),
+        "{message}"
+    );
+    let message = error(
+        "registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\nsinks:\n  mcp: {listen: \"0.0.0.0:15010\", port: 1}\n",
+    );
+    assert!(message.contains("unknown field `port`"), "{message}");
+}

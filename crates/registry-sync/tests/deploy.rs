@@ -104,4 +104,15 @@ fn the_helm_chart_has_every_template_the_readme_lists() {
     )
     .unwrap();
     Config::load(&dir.path().join("sync.yaml")).expect("the chart's default config is valid");
+
+    // `sink: mcp`: the chart fills in `sinks.mcp.listen` from `mcp.port`.
+    assert_eq!(values["sink"], "kubernetes");
+    config["sinks"] = serde_json::json!({"mcp": {"listen": format!("0.0.0.0:{}", values["mcp"]["port"])}});
+    std::fs::write(
+        dir.path().join("sync.yaml"),
+        serde_json::to_string(&config).unwrap(),
+    )
+    .unwrap();
+    let mcp = Config::load(&dir.path().join("sync.yaml")).expect("the chart's MCP config is valid");
+    assert_eq!(mcp.sinks.mcp.map(|a| a.port()), Some(15010));
 }

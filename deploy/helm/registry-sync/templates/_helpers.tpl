@@ -41,7 +41,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $_ := set $kube "leader_election" (dict "enabled" false) -}}
 {{- end -}}
 {{- $sinks := default dict $config.sinks -}}
-{{- if not (hasKey $sinks "kubernetes") -}}
+{{- if eq .Values.sink "mcp" -}}
+{{- if not (hasKey $sinks "mcp") -}}
+{{- $_ := set $sinks "mcp" (dict "listen" (printf "0.0.0.0:%v" .Values.mcp.port)) -}}
+{{- end -}}
+{{- else if not (hasKey $sinks "kubernetes") -}}
 {{- $_ := set $sinks "kubernetes" $kube -}}
 {{- end -}}
 {{- $_ := set $config "sinks" $sinks -}}
