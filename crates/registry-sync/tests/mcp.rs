@@ -116,3 +116,87 @@ async fn istiod_reads_what_render_prints_and_gets_a_change_pushed_as_one_update(
     child.terminate();
     assert!(child.wait_timeout(DEADLINE).is_some(), "run stops after SIGTERM");
 }
+
+const TWO_REGISTRIES: &str = "\
+registries:
+  - name: legacy
+    kind: file
+    path: services.yaml
+    namespace: mesh
+  - name: billing
+    kind: file
+    path: billing.yaml
+    namespace: mesh
+sinks:
+  mcp: {listen: 127.0.0.1:0}
+";
+
+async fn connected(child: &ChildGuard) -> Istiod {
+    let mut mcp = None;
+    assert!(
+        wait_until(DEADLINE, || {
+            mcp = logged_address(child, "MCP-over-xDS config source");
+            mcp.is_some()
+        }),
+        "the MCP server never listened; stderr:\n{}",
+        child.stderr()
+    );
+    Istiod::connect(mcp.unwrap().parse().unwrap(), Profile::Istio124, NODE).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_entries_reach_istiod_before_every_registry_has_been_read_and_a_failing_one_keeps_its_own() {
+    let ws = Workspace::new();
+    ws.write_services(&services(8080, true));
+    ws.write_config(TWO_REGISTRIES);
+    // billing.yaml does not exist yet: that registry cannot be read.
+    let mut child = ws.spawn_run();
+    let mut istiod = connected(&child).await;
+    assert!(
+        !istiod.wait_synced(Duration::from_secs(2)).await,
+        "istiod synced while a registry was unread; stderr:\n{}",
+        child.stderr()
+    );
+    assert!(
+        istiod.service_entries().is_none(),
+        "a partial set would delete billing's entries in istiod: {:?}",
+        istiod.service_entries()
+    );
+
+    ws.write_atomically(
+        "billing.yaml",
+        "services:\n  - name: invoices\n    instances:\n      - address: 10.0.2.1\n        ports: {http: 8080}\n",
+    );
+    assert!(
+        istiod.wait_synced(DEADLINE).await,
+        "never synced; stderr:\n{}",
+        child.stderr()
+    );
+    let served: Vec<String> = istiod.service_entries().unwrap().keys().cloned().collect();
+    assert_eq!(
+        served,
+        [
+            "mesh/billing.invoices",
+            "mesh/legacy.orders",
+            "mesh/legacy.payments",
+            "mesh/legacy.reports"
+        ]
+    );
+
+    // The legacy file breaks: its registry fails and keeps its objects; nothing is sent
+    // that would delete them in istiod.
+    istiod.events.clear();
+    ws.write_services_atomically("services: [this is not\n");
+    assert!(
+        wait_until(DEADLINE, || child.stderr().contains("legacy")
+            && child.stderr().to_lowercase().contains("error")),
+        "the broken file was never reported; stderr:\n{}",
+        child.stderr()
+    );
+    while istiod.next(Duration::from_millis(500)).await {}
+    assert!(istiod.events.is_empty(), "{:?}", istiod.events);
+    assert_eq!(istiod.service_entries().unwrap().len(), 4);
+
+    child.terminate();
+    assert!(child.wait_timeout(DEADLINE).is_some(), "run stops after SIGTERM");
+}
