@@ -241,19 +241,57 @@ pub struct Unobserved;
 
 impl Observer for Unobserved {}
 
+/// The server certificate and key, PEM, for istiod dialing with `tlsSettings.mode:
+/// SIMPLE` (1.26+); istiod checks the certificate's DNS names against its `sni` or the
+/// host it dials.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the TLS certificate or key is not usable: {0}")]
+    Tls(tonic::transport::Error),
+}
+
 /// The bound listener and the service, ready to serve.
 pub struct Serving {
     listener: tokio::net::TcpListener,
     ads: Ads,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
+fn tls_config(tls: &ServerTls) -> tonic::transport::ServerTlsConfig {
+    tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem))
 }
 
 impl Serving {
-    /// Binds `address` now, so a port already taken fails at start, not later.
-    pub async fn bind(address: std::net::SocketAddr, ads: Ads) -> std::io::Result<Serving> {
-        Ok(Serving {
-            listener: tokio::net::TcpListener::bind(address).await?,
-            ads,
-        })
+    /// Binds `address` and checks the certificate now, so a port already taken or a bad
+    /// key fails at start, not later.
+    pub async fn bind(
+        address: std::net::SocketAddr,
+        ads: Ads,
+        tls: Option<&ServerTls>,
+    ) -> Result<Serving, ServeError> {
+        let tls = tls.map(tls_config);
+        if let Some(tls) = &tls {
+            tonic::transport::Server::builder()
+                .tls_config(tls.clone())
+                .map_err(ServeError::Tls)?;
+        }
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| ServeError::Listen { address, source })?;
+        Ok(Serving { listener, ads, tls })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -266,7 +304,11 @@ impl Serving {
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
             .add_service(self.ads)

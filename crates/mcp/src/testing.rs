@@ -120,6 +120,29 @@ impl Istiod {
             .connect()
             .await
             .expect("the MCP server accepts connections");
+        Istiod::over(channel, profile, node_id).await
+    }
+
+    /// As istiod ≥ 1.26 with `tlsSettings: {mode: SIMPLE, caCertificates, sni}`.
+    pub async fn connect_tls(
+        address: std::net::SocketAddr,
+        ca_pem: &[u8],
+        sni: &str,
+        profile: Profile,
+        node_id: &str,
+    ) -> Result<Istiod, tonic::transport::Error> {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem))
+            .domain_name(sni);
+        let channel = Channel::from_shared(format!("https://{address}"))
+            .unwrap()
+            .tls_config(tls)?
+            .connect()
+            .await?;
+        Ok(Istiod::over(channel, profile, node_id).await)
+    }
+
+    async fn over(channel: Channel, profile: Profile, node_id: &str) -> Istiod {
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.unwrap();
         let (requests, rx) = mpsc::channel(64);

@@ -237,3 +237,74 @@ async fn an_object_istiod_would_drop_is_refused_and_the_last_good_version_stays_
     let se = proto::ServiceEntry::decode(orders.body.value.as_slice()).unwrap();
     assert_eq!(se.endpoints[0].address, "10.0.0.1", "the last good version stays");
 }
+
+fn certificates() -> (Vec<u8>, registry_sync_mcp::server::ServerTls) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["registry-sync.istio-system.svc".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    (
+        ca.pem().into_bytes(),
+        registry_sync_mcp::server::ServerTls {
+            cert_pem: server.pem().into_bytes(),
+            key_pem: server_key.serialize_pem().into_bytes(),
+        },
+    )
+}
+
+#[tokio::test]
+async fn istiod_dialing_with_simple_tls_syncs_and_a_name_the_certificate_lacks_is_refused() {
+    let (ca, tls) = certificates();
+    let (sink, offers) = McpSink::new();
+    let mut sink = sink;
+    let serving = registry_sync_mcp::server::Serving::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Ads::new(offers, Arc::new(Quiet)),
+        Some(&tls),
+    )
+    .await
+    .unwrap();
+    let address = serving.local_addr().unwrap();
+    tokio::spawn(serving.run(std::future::pending()));
+    sink.apply(&creates(vec![entry("orders", &["10.0.0.1"])]))
+        .await
+        .unwrap();
+    sink.complete();
+
+    let mut istiod = Istiod::connect_tls(
+        address,
+        &ca,
+        "registry-sync.istio-system.svc",
+        Profile::Istio130,
+        "sidecar~x",
+    )
+    .await
+    .expect("the TLS handshake succeeds");
+    assert!(istiod.wait_synced(SYNC).await);
+    assert!(istiod.service_entries().unwrap().contains_key("mesh/orders"));
+
+    let wrong = Istiod::connect_tls(address, &ca, "elsewhere.example", Profile::Istio130, "sidecar~y").await;
+    assert!(
+        wrong.is_err(),
+        "a certificate without the dialled name must be refused"
+    );
+
+    let bad = registry_sync_mcp::server::ServerTls {
+        cert_pem: b"not a certificate".to_vec(),
+        key_pem: tls.key_pem.clone(),
+    };
+    let (_, offers) = McpSink::new();
+    let refused = registry_sync_mcp::server::Serving::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Ads::new(offers, Arc::new(Quiet)),
+        Some(&bad),
+    )
+    .await;
+    assert!(refused.is_err(), "a bad certificate fails at start");
+}

@@ -45,13 +45,9 @@ pub enum CommandError {
     Kubernetes(String),
     #[error("{0}")]
     Admin(String),
-    #[error(
-        "the MCP sink cannot listen on {address} ({source}); choose a free address:port for `sinks.mcp.listen`"
-    )]
-    McpListen {
-        address: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    /// Already says what to fix.
+    #[error("{0}")]
+    Mcp(String),
     #[error("no sink is configured: add `sinks: {{files: {{dir: …}}}}` or `sinks: {{stdout: true}}` to {0}")]
     NoSink(String),
 }

@@ -11,10 +11,13 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 mod kubernetes;
+mod mcp;
 mod registries;
 
 pub use kubernetes::{KubernetesConfig, LeaderElectionConfig};
 use kubernetes::{RawKubernetesSink, kubernetes_config};
+pub use mcp::{McpConfig, McpTls};
+use mcp::{RawMcpSink, mcp_config};
 
 /// A configuration problem, with where it is.
 #[derive(Debug, thiserror::Error)]
@@ -240,12 +243,6 @@ struct RawSinks {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawMcpSink {
-    listen: Spanned<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawFilesSink {
     dir: Spanned<String>,
 }
@@ -286,8 +283,8 @@ pub struct SinksConfig {
     pub files: Option<PathBuf>,
     pub stdout: bool,
     pub kubernetes: Option<KubernetesConfig>,
-    /// `sinks.mcp.listen`: where istiod dials this MCP-over-xDS config source.
-    pub mcp: Option<std::net::SocketAddr>,
+    /// Where istiod dials this MCP-over-xDS config source.
+    pub mcp: Option<McpConfig>,
 }
 
 impl SinksConfig {
@@ -578,16 +575,7 @@ impl Config {
             },
         };
         let mcp = match raw.sinks.mcp {
-            Some(mcp) => Some(mcp.listen.value.parse().map_err(|_| {
-                invalid(
-                    mcp.listen.referenced.line(),
-                    "sinks.mcp.listen".into(),
-                    format!(
-                        "{:?} is not an address:port such as 0.0.0.0:15010 (the port istiod's `xds://` config source dials)",
-                        mcp.listen.value
-                    ),
-                )
-            })?),
+            Some(mcp) => Some(mcp_config(mcp, &base, &invalid)?),
             None => None,
         };
         let mut sinks = SinksConfig {

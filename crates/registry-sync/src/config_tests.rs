@@ -200,7 +200,9 @@ fn the_mcp_sink_listens_where_sinks_mcp_listen_says_and_a_bad_address_names_the_
         "registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\nsinks:\n  mcp: {listen: \"0.0.0.0:15010\"}\n",
     )
     .unwrap();
-    assert_eq!(config.sinks.mcp, Some("0.0.0.0:15010".parse().unwrap()));
+    let mcp = config.sinks.mcp.as_ref().unwrap();
+    assert_eq!(mcp.listen, "0.0.0.0:15010".parse().unwrap());
+    assert_eq!(mcp.tls, None);
     assert!(!config.sinks.is_empty());
     let message = error(
         "registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\nsinks:\n  mcp:\n    listen: istiod\n",
@@ -215,4 +217,19 @@ fn the_mcp_sink_listens_where_sinks_mcp_listen_says_and_a_bad_address_names_the_
         "registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\nsinks:\n  mcp: {listen: \"0.0.0.0:15010\", port: 1}\n",
     );
     assert!(message.contains("unknown field `port`"), "{message}");
+}
+
+#[test]
+fn the_mcp_sinks_certificate_and_key_go_together_relative_to_the_config_file() {
+    let config = parse(
+        "registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\nsinks:\n  mcp: {listen: \"0.0.0.0:15010\", cert_file: tls/server.pem, key_file: tls/server.key}\n",
+    )
+    .unwrap();
+    let tls = config.sinks.mcp.unwrap().tls.unwrap();
+    assert_eq!(tls.cert_file, Path::new("/etc/registry-sync/tls/server.pem"));
+    assert_eq!(tls.key_file, Path::new("/etc/registry-sync/tls/server.key"));
+    let message = error(
+        "registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\nsinks:\n  mcp: {listen: \"0.0.0.0:15010\", cert_file: server.pem}\n",
+    );
+    assert!(message.contains("go together"), "{message}");
 }

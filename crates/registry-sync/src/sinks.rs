@@ -54,9 +54,9 @@ pub async fn open_sinks(
     if let Some(sink) = open_kubernetes(config, leadership).await? {
         sinks.push(sink);
     }
-    if let Some(address) = config.sinks.mcp {
+    if let Some(mcp) = &config.sinks.mcp {
         match serving {
-            Some(serving) => sinks.push(open_mcp(address, serving).await?),
+            Some(serving) => sinks.push(open_mcp(mcp, serving).await?),
             None => tracing::warn!(
                 "the MCP sink serves istiod while `registry-sync run` runs; this one-shot command leaves it out"
             ),
@@ -70,16 +70,39 @@ pub async fn open_sinks(
 
 /// The MCP-over-xDS server istiod dials, and the sink its writer drives.
 #[cfg(feature = "mcp")]
-async fn open_mcp(address: std::net::SocketAddr, serving: Serving<'_>) -> Result<NamedSink, CommandError> {
-    use registry_sync_mcp::server::Ads;
+async fn open_mcp(
+    config: &crate::config::McpConfig,
+    serving: Serving<'_>,
+) -> Result<NamedSink, CommandError> {
+    use registry_sync_mcp::server::{Ads, ServerTls};
 
+    let read = |path: &std::path::Path, key: &str| {
+        std::fs::read(path).map_err(|e| {
+            CommandError::Mcp(format!(
+                "cannot read `sinks.mcp.{key}` {}: {e}; point it at a PEM file",
+                path.display()
+            ))
+        })
+    };
+    let tls = match &config.tls {
+        Some(tls) => Some(ServerTls {
+            cert_pem: read(&tls.cert_file, "cert_file")?,
+            key_pem: read(&tls.key_file, "key_file")?,
+        }),
+        None => None,
+    };
     let (sink, offers) = registry_sync_mcp::sink::McpSink::new();
     let observer = std::sync::Arc::new(serving.metrics.mcp.clone());
-    let server = registry_sync_mcp::server::Serving::bind(address, Ads::new(offers, observer))
+    let server = registry_sync_mcp::server::Serving::bind(config.listen, Ads::new(offers, observer), tls.as_ref())
         .await
-        .map_err(|source| CommandError::McpListen { address, source })?;
-    let bound = server.local_addr().unwrap_or(address);
-    tracing::info!(address = %bound, "serving istiod as an MCP-over-xDS config source (xds://{bound})");
+        .map_err(|e| {
+            CommandError::Mcp(format!(
+                "the MCP sink cannot start: {e}; check `sinks.mcp` (a free address:port, a matching certificate and key)"
+            ))
+        })?;
+    let bound = server.local_addr().unwrap_or(config.listen);
+    let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
+    tracing::info!(address = %bound, "serving istiod as an MCP-over-xDS config source (xds://{bound}, {scheme})");
     let shutdown = serving.shutdown.clone();
     tokio::spawn(async move {
         if let Err(error) = server.run(shutdown.cancelled_owned()).await {
@@ -93,8 +116,11 @@ async fn open_mcp(address: std::net::SocketAddr, serving: Serving<'_>) -> Result
 }
 
 #[cfg(not(feature = "mcp"))]
-async fn open_mcp(_address: std::net::SocketAddr, _serving: Serving<'_>) -> Result<NamedSink, CommandError> {
-    Err(CommandError::Admin(
+async fn open_mcp(
+    _config: &crate::config::McpConfig,
+    _serving: Serving<'_>,
+) -> Result<NamedSink, CommandError> {
+    Err(CommandError::Mcp(
         "`sinks.mcp` is configured but this build has no MCP sink; build with the `mcp` feature".into(),
     ))
 }

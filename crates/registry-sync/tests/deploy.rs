@@ -114,5 +114,5 @@ fn the_helm_chart_has_every_template_the_readme_lists() {
     )
     .unwrap();
     let mcp = Config::load(&dir.path().join("sync.yaml")).expect("the chart's MCP config is valid");
-    assert_eq!(mcp.sinks.mcp.map(|a| a.port()), Some(15010));
+    assert_eq!(mcp.sinks.mcp.map(|m| m.listen.port()), Some(15010));
 }
