@@ -107,6 +107,10 @@ pub struct Istiod {
     pub synced: std::collections::BTreeSet<String>,
     pub responses_seen: usize,
     pub nonces: std::collections::BTreeSet<String>,
+    /// The stream ended or failed; [`Istiod::reconnect`] opens a new one.
+    pub broken: bool,
+    /// Responses received per type URL, over every stream.
+    pub answers: BTreeMap<String, usize>,
 }
 
 fn go_time_nonce(n: usize) -> String {
@@ -143,34 +147,11 @@ impl Istiod {
     }
 
     async fn over(channel: Channel, profile: Profile, node_id: &str) -> Istiod {
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.unwrap();
-        let (requests, rx) = mpsc::channel(64);
         let node = Node {
             id: node_id.to_string(),
             ..Default::default()
         };
-        for (n, type_url) in profile.types().into_iter().enumerate() {
-            requests
-                .send(DiscoveryRequest {
-                    type_url: type_url.to_string(),
-                    response_nonce: go_time_nonce(n),
-                    node: (n == 0).then(|| node.clone()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-        }
-        let path = http::uri::PathAndQuery::from_static(
-            "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
-        );
-        let codec = tonic_prost::ProstCodec::<DiscoveryRequest, DiscoveryResponse>::default();
-        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
-        let responses = grpc
-            .streaming(tonic::Request::new(stream), path, codec)
-            .await
-            .expect("the stream opens")
-            .into_inner();
+        let (requests, responses) = open(channel, profile, &node).await.expect("the stream opens");
         Istiod {
             profile,
             node,
@@ -181,18 +162,51 @@ impl Istiod {
             synced: Default::default(),
             responses_seen: 0,
             nonces: Default::default(),
+            broken: false,
+            answers: BTreeMap::new(),
+        }
+    }
+
+    /// What istiod does when its stream breaks: waits out its backoff (0.5 s, ×1.5,
+    /// ±50 %, at most 60 s) between attempts, then opens a new stream and asks for every
+    /// type again, keeping its store and its synced flags. Gives up after `patience`.
+    pub async fn reconnect(&mut self, address: std::net::SocketAddr, patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut backoff = Backoff::new();
+        loop {
+            tokio::time::sleep(backoff.next()).await;
+            if let Ok(channel) = Channel::from_shared(format!("http://{address}"))
+                .unwrap()
+                .connect()
+                .await
+                && let Ok((requests, responses)) = open(channel, self.profile, &self.node).await
+            {
+                self.requests = requests;
+                self.responses = responses;
+                self.broken = false;
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
         }
     }
 
     /// Handles the next response within `timeout`; false when none came.
     pub async fn next(&mut self, timeout: Duration) -> bool {
+        if self.broken {
+            return false;
+        }
         let Ok(message) = tokio::time::timeout(timeout, self.responses.message()).await else {
             return false;
         };
-        let response = message
-            .expect("the stream stays up")
-            .expect("the stream stays open");
+        let Ok(Some(response)) = message else {
+            // The server went away: istiod keeps its store and reconnects.
+            self.broken = true;
+            return false;
+        };
         self.responses_seen += 1;
+        *self.answers.entry(response.type_url.clone()).or_default() += 1;
         assert!(!response.nonce.is_empty(), "every response has a nonce");
         assert!(self.nonces.insert(response.nonce.clone()), "nonces are unique");
         assert!(
@@ -205,7 +219,8 @@ impl Istiod {
         }
         self.handle(&response);
         self.synced.insert(response.type_url.clone());
-        self.requests
+        if self
+            .requests
             .send(DiscoveryRequest {
                 node: Some(self.node.clone()),
                 type_url: response.type_url.clone(),
@@ -214,7 +229,10 @@ impl Istiod {
                 ..Default::default()
             })
             .await
-            .unwrap();
+            .is_err()
+        {
+            self.broken = true;
+        }
         true
     }
 
@@ -292,4 +310,69 @@ impl Istiod {
     pub fn service_entries(&self) -> Option<&BTreeMap<String, Stored>> {
         self.store.get(self.profile.service_entry())
     }
+}
+
+/// istiod's reconnect schedule (cenkalti/backoff defaults as Istio sets them).
+struct Backoff {
+    interval: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 | 1);
+        Backoff {
+            interval: Duration::from_millis(500),
+            seed,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        // xorshift: jitter, not cryptography.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let factor = 0.5 + (self.seed % 1000) as f64 / 1000.0;
+        let wait = self.interval.mul_f64(factor);
+        self.interval = self.interval.mul_f64(1.5).min(Duration::from_secs(60));
+        wait
+    }
+}
+
+type Opened = (
+    mpsc::Sender<DiscoveryRequest>,
+    tonic::Streaming<DiscoveryResponse>,
+);
+
+/// One stream as istiod opens it: every type of the profile, in order, each with a Go
+/// time string for a nonce, the Node on the first only.
+async fn open(channel: Channel, profile: Profile, node: &Node) -> Result<Opened, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let (requests, rx) = mpsc::channel(64);
+    for (n, type_url) in profile.types().into_iter().enumerate() {
+        requests
+            .send(DiscoveryRequest {
+                type_url: type_url.to_string(),
+                response_nonce: go_time_nonce(n),
+                node: (n == 0).then(|| node.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|_| tonic::Status::internal("request queue closed"))?;
+    }
+    let path = http::uri::PathAndQuery::from_static(
+        "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+    );
+    let codec = tonic_prost::ProstCodec::<DiscoveryRequest, DiscoveryResponse>::default();
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    let responses = grpc
+        .streaming(tonic::Request::new(stream), path, codec)
+        .await?
+        .into_inner();
+    Ok((requests, responses))
 }

@@ -200,3 +200,69 @@ async fn no_entries_reach_istiod_before_every_registry_has_been_read_and_a_faili
     child.terminate();
     assert!(child.wait_timeout(DEADLINE).is_some(), "run stops after SIGTERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_registry_sync_never_shows_istiod_a_partial_set_and_changes_nothing_it_had() {
+    // One port for both processes, as a Service gives istiod.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let ws = Workspace::new();
+    ws.write_services(&services(8080, true));
+    ws.write(
+        "billing.yaml",
+        "services:\n  - name: invoices\n    instances:\n      - address: 10.0.2.1\n        ports: {http: 8080}\n",
+    );
+    ws.write_config(&TWO_REGISTRIES.replace("127.0.0.1:0", &address.to_string()));
+    let mut first = ws.spawn_run();
+    assert!(
+        wait_until(DEADLINE, || std::net::TcpStream::connect(address).is_ok()),
+        "{}",
+        first.stderr()
+    );
+    let mut istiod = Istiod::connect(address, Profile::Istio124, NODE).await;
+    assert!(istiod.wait_synced(DEADLINE).await, "{}", first.stderr());
+    assert_eq!(istiod.service_entries().unwrap().len(), 4);
+    istiod.events.clear();
+
+    // Restarted with the billing registry unreadable for a while: the new process holds
+    // the entry types back rather than answer without billing's entries.
+    first.terminate();
+    assert!(first.wait_timeout(DEADLINE).is_some());
+    while istiod.next(Duration::from_millis(200)).await {}
+    assert!(istiod.broken, "the stream ends with the process");
+    std::fs::rename(ws.path().join("billing.yaml"), ws.path().join("billing.later")).unwrap();
+    let second = ws.spawn_run();
+    assert!(istiod.reconnect(address, DEADLINE).await, "{}", second.stderr());
+    while istiod.next(Duration::from_secs(2)).await {}
+    assert!(
+        istiod.events.is_empty(),
+        "istiod's store changed: {:?}",
+        istiod.events
+    );
+
+    // Once billing is read, the whole set comes, with the same versions: nothing changes.
+    std::fs::rename(ws.path().join("billing.later"), ws.path().join("billing.yaml")).unwrap();
+    let entries = istiod.profile.service_entry().to_string();
+    let answered = |i: &Istiod| i.answers.get(&entries).copied().unwrap_or(0);
+    let before = answered(&istiod);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while answered(&istiod) == before && tokio::time::Instant::now() < deadline {
+        istiod.next(Duration::from_millis(100)).await;
+    }
+    assert!(
+        answered(&istiod) > before,
+        "the full set never came; stderr:\n{}",
+        second.stderr()
+    );
+    assert!(
+        istiod.events.is_empty(),
+        "a restart changed istiod's store: {:?}",
+        istiod.events
+    );
+    assert_eq!(istiod.service_entries().unwrap().len(), 4);
+    second.terminate();
+}
