@@ -111,6 +111,10 @@ pub struct Istiod {
     pub broken: bool,
     /// Responses received per type URL, over every stream.
     pub answers: BTreeMap<String, usize>,
+    /// Encoded size of the last response.
+    pub last_bytes: usize,
+    /// Off: responses are ACKed but not stored (a bench's extra clients).
+    pub keep_store: bool,
 }
 
 fn go_time_nonce(n: usize) -> String {
@@ -164,6 +168,8 @@ impl Istiod {
             nonces: Default::default(),
             broken: false,
             answers: BTreeMap::new(),
+            last_bytes: 0,
+            keep_store: true,
         }
     }
 
@@ -207,6 +213,7 @@ impl Istiod {
         };
         self.responses_seen += 1;
         *self.answers.entry(response.type_url.clone()).or_default() += 1;
+        self.last_bytes = prost::Message::encoded_len(&response);
         assert!(!response.nonce.is_empty(), "every response has a nonce");
         assert!(self.nonces.insert(response.nonce.clone()), "nonces are unique");
         assert!(
@@ -217,7 +224,9 @@ impl Istiod {
         if response.type_url == "core/v1alpha1/MeshConfig" && !response.resources.is_empty() {
             return true;
         }
-        self.handle(&response);
+        if self.keep_store {
+            self.handle(&response);
+        }
         self.synced.insert(response.type_url.clone());
         if self
             .requests

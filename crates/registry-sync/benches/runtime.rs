@@ -19,185 +19,26 @@
 //! `cargo bench -p registry-sync --bench runtime`; `BENCH_SERVICES`, `BENCH_INSTANCES`,
 //! `BENCH_CHANGES` change the sizes.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use registry_sync::config::Config;
-use registry_sync::metrics::Metrics;
-use registry_sync::pipeline::{NamedSink, Pipeline};
-use registry_sync::run::drive;
-use registry_sync_catalog::{Address, Instance, InstancePort, RegistryDelta, RegistrySnapshot, Service};
-use registry_sync_istio::{HeldObject, Kind, ObjectKey};
+use registry_sync::pipeline::Pipeline;
+use registry_sync_catalog::RegistrySnapshot;
+use registry_sync_istio::Kind;
 use registry_sync_kube_standin::StandIn;
 use registry_sync_kubernetes::{KubeSink, KubeSinkSettings, api_resource};
-use registry_sync_plan::Plan;
-use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, FilesSink, SinkError};
-use registry_sync_sources::SourceEvent;
+use registry_sync_sinks::{AsyncSink, FilesSink};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+
+mod support;
+
+use support::*;
 
 const CONCURRENCY: usize = 8;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn service(s: usize, instances: usize, port: u16) -> Service {
-    Service {
-        name: format!("service-{s:05}"),
-        namespace: None,
-        labels: Default::default(),
-        instances: (0..instances)
-            .map(|i| {
-                let n = s * instances + i;
-                Instance {
-                    id: format!("i-{n}"),
-                    address: Address::parse(&format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255))
-                        .unwrap(),
-                    ports: vec![InstancePort {
-                        name: "http".into(),
-                        number: if i == 0 { port } else { 8080 },
-                        protocol_hint: None,
-                    }],
-                    healthy: true,
-                    weight: None,
-                    placement: None,
-                    labels: [("version".to_string(), format!("v{}", i % 2))]
-                        .into_iter()
-                        .collect(),
-                }
-            })
-            .collect(),
-    }
-}
-
-/// When one apply began and when it returned.
-#[derive(Clone, Copy)]
-struct Applied {
-    began: Instant,
-    ended: Instant,
-}
-
-/// A sink that reports when each apply began and returned.
-struct Timed {
-    inner: Box<dyn AsyncSink>,
-    done: mpsc::UnboundedSender<Applied>,
-}
-
-impl AsyncSink for Timed {
-    fn refresh(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
-        self.inner.refresh()
-    }
-
-    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
-        self.inner.held()
-    }
-
-    fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFuture<'a, Result<ApplyReport, SinkError>> {
-        Box::pin(async move {
-            let began = Instant::now();
-            let report = self.inner.apply(plan).await;
-            let _ = self.done.send(Applied {
-                began,
-                ended: Instant::now(),
-            });
-            report
-        })
-    }
-
-    fn observe(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
-        self.inner.observe()
-    }
-}
-
-fn timed(name: &str, inner: Box<dyn AsyncSink>) -> (NamedSink, mpsc::UnboundedReceiver<Applied>) {
-    let (done, rx) = mpsc::unbounded_channel();
-    let sink = NamedSink {
-        name: name.into(),
-        sink: Box::new(Timed { inner, done }),
-    };
-    (sink, rx)
-}
-
-/// The estate as a watching source holds it, and the port counter that makes every
-/// change a real one.
-struct Estate {
-    services: Vec<Arc<Service>>,
-    instances: usize,
-    next_port: u16,
-}
-
-impl Estate {
-    fn new(services: usize, instances: usize) -> Estate {
-        Estate {
-            services: (0..services)
-                .map(|s| Arc::new(service(s, instances, 8080)))
-                .collect(),
-            instances,
-            next_port: 10_000,
-        }
-    }
-
-    fn snapshot(&self) -> SourceEvent {
-        SourceEvent::Snapshot {
-            registry: "bench".into(),
-            snapshot: RegistrySnapshot::from_shared("bench", self.services.clone(), vec![]),
-        }
-    }
-
-    /// One instance of one service changes its port: the delta a source sends.
-    fn change(&mut self, n: usize) -> SourceEvent {
-        let s = (n * 7919) % self.services.len();
-        self.next_port = if self.next_port >= 60_000 {
-            10_000
-        } else {
-            self.next_port + 1
-        };
-        self.services[s] = Arc::new(service(s, self.instances, self.next_port));
-        SourceEvent::Changed {
-            registry: "bench".into(),
-            delta: RegistryDelta {
-                upserts: vec![Arc::clone(&self.services[s])],
-                ..RegistryDelta::default()
-            },
-        }
-    }
-}
-
-/// `run`'s core with these sinks, fed by the bench.
-struct Runtime {
-    events: mpsc::Sender<SourceEvent>,
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Runtime {
-    fn start(config: &Config, sinks: Vec<NamedSink>) -> Runtime {
-        let (events, rx) = mpsc::channel(1024);
-        let cancel = CancellationToken::new();
-        let config = config.clone();
-        let stop = cancel.clone();
-        let task = tokio::spawn(async move { drive(&config, sinks, None, Metrics::new(), rx, stop).await });
-        Runtime { events, cancel, task }
-    }
-
-    async fn send(&self, event: SourceEvent) {
-        self.events.send(event).await.expect("the runtime runs");
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        let _ = self.task.await;
-    }
-}
 
 /// Sends `changes` one-service changes, each after the previous one was applied, timing
 /// each from its send to its apply returning. Each is followed by one run of `bare`, so
@@ -244,26 +85,6 @@ struct Parts {
     applying: Vec<Duration>,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn p50_p99(sorted: &[Duration]) -> String {
-    format!(
-        "{} / {}",
-        ms(percentile(sorted, 0.5)),
-        ms(percentile(sorted, 0.99))
-    )
-}
-
-fn p99_ratio(ours: &[Duration], bare: &[Duration]) -> f64 {
-    percentile(ours, 0.99).as_secs_f64() / percentile(bare, 0.99).as_secs_f64()
-}
-
 async fn kube_sink(server: &StandIn, namespace: &str) -> Box<dyn AsyncSink> {
     let settings = KubeSinkSettings {
         namespaces: BTreeSet::from([namespace.to_string()]),
@@ -292,17 +113,6 @@ fn objects_in(config: &Config, estate: &Estate, namespace: &str) -> Vec<serde_js
             value
         })
         .collect()
-}
-
-/// What the files sink does for one object, without registry-sync around it.
-fn bare_file_write(dir: &Path, name: &str, text: &[u8]) {
-    let tmp = dir.join(".bare.tmp");
-    let mut file = std::fs::File::create(&tmp).unwrap();
-    file.write_all(text).unwrap();
-    file.sync_all().unwrap();
-    drop(file);
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
-    std::fs::File::open(dir).unwrap().sync_all().unwrap();
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {

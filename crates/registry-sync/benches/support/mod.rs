@@ -1,0 +1,218 @@
+//! What the runtime benches share: the estate as a watching source holds it, `run`'s
+//! core fed by the bench, a sink wrapper that reports when each apply began and ended,
+//! and percentiles.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use registry_sync::config::Config;
+use registry_sync::metrics::Metrics;
+use registry_sync::pipeline::NamedSink;
+use registry_sync::run::drive;
+use registry_sync_catalog::{Address, Instance, InstancePort, RegistryDelta, RegistrySnapshot, Service};
+use registry_sync_istio::{HeldObject, ObjectKey};
+use registry_sync_plan::Plan;
+use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError};
+use registry_sync_sources::SourceEvent;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub fn service(s: usize, instances: usize, port: u16) -> Service {
+    Service {
+        name: format!("service-{s:05}"),
+        namespace: None,
+        labels: Default::default(),
+        instances: (0..instances)
+            .map(|i| {
+                let n = s * instances + i;
+                Instance {
+                    id: format!("i-{n}"),
+                    address: Address::parse(&format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255))
+                        .unwrap(),
+                    ports: vec![InstancePort {
+                        name: "http".into(),
+                        number: if i == 0 { port } else { 8080 },
+                        protocol_hint: None,
+                    }],
+                    healthy: true,
+                    weight: None,
+                    placement: None,
+                    labels: [("version".to_string(), format!("v{}", i % 2))]
+                        .into_iter()
+                        .collect(),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// When one apply began and when it returned.
+#[derive(Clone, Copy)]
+pub struct Applied {
+    pub began: Instant,
+    pub ended: Instant,
+}
+
+/// A sink that reports when each apply began and returned.
+pub struct Timed {
+    pub inner: Box<dyn AsyncSink>,
+    pub done: mpsc::UnboundedSender<Applied>,
+}
+
+impl AsyncSink for Timed {
+    fn refresh(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
+        self.inner.refresh()
+    }
+
+    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
+        self.inner.held()
+    }
+
+    fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFuture<'a, Result<ApplyReport, SinkError>> {
+        Box::pin(async move {
+            let began = Instant::now();
+            let report = self.inner.apply(plan).await;
+            let _ = self.done.send(Applied {
+                began,
+                ended: Instant::now(),
+            });
+            report
+        })
+    }
+
+    fn observe(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
+        self.inner.observe()
+    }
+
+    fn complete(&mut self) {
+        self.inner.complete();
+    }
+
+    fn needs_leadership(&self) -> bool {
+        self.inner.needs_leadership()
+    }
+}
+
+pub fn timed(name: &str, inner: Box<dyn AsyncSink>) -> (NamedSink, mpsc::UnboundedReceiver<Applied>) {
+    let (done, rx) = mpsc::unbounded_channel();
+    let sink = NamedSink {
+        name: name.into(),
+        sink: Box::new(Timed { inner, done }),
+    };
+    (sink, rx)
+}
+
+/// The estate as a watching source holds it, and the port counter that makes every
+/// change a real one.
+pub struct Estate {
+    pub services: Vec<Arc<Service>>,
+    pub instances: usize,
+    pub next_port: u16,
+}
+
+impl Estate {
+    pub fn new(services: usize, instances: usize) -> Estate {
+        Estate {
+            services: (0..services)
+                .map(|s| Arc::new(service(s, instances, 8080)))
+                .collect(),
+            instances,
+            next_port: 10_000,
+        }
+    }
+
+    pub fn snapshot(&self) -> SourceEvent {
+        SourceEvent::Snapshot {
+            registry: "bench".into(),
+            snapshot: RegistrySnapshot::from_shared("bench", self.services.clone(), vec![]),
+        }
+    }
+
+    /// One instance of one service changes its port: the delta a source sends.
+    pub fn change(&mut self, n: usize) -> SourceEvent {
+        let s = (n * 7919) % self.services.len();
+        self.next_port = if self.next_port >= 60_000 {
+            10_000
+        } else {
+            self.next_port + 1
+        };
+        self.services[s] = Arc::new(service(s, self.instances, self.next_port));
+        SourceEvent::Changed {
+            registry: "bench".into(),
+            delta: RegistryDelta {
+                upserts: vec![Arc::clone(&self.services[s])],
+                ..RegistryDelta::default()
+            },
+        }
+    }
+}
+
+/// `run`'s core with these sinks, fed by the bench.
+pub struct Runtime {
+    pub events: mpsc::Sender<SourceEvent>,
+    pub cancel: CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Runtime {
+    pub fn start(config: &Config, sinks: Vec<NamedSink>) -> Runtime {
+        let (events, rx) = mpsc::channel(1024);
+        let cancel = CancellationToken::new();
+        let config = config.clone();
+        let stop = cancel.clone();
+        let task = tokio::spawn(async move { drive(&config, sinks, None, Metrics::new(), rx, stop).await });
+        Runtime { events, cancel, task }
+    }
+
+    pub async fn send(&self, event: SourceEvent) {
+        self.events.send(event).await.expect("the runtime runs");
+    }
+
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+pub fn p50_p99(sorted: &[Duration]) -> String {
+    format!(
+        "{} / {}",
+        ms(percentile(sorted, 0.5)),
+        ms(percentile(sorted, 0.99))
+    )
+}
+
+pub fn p99_ratio(ours: &[Duration], bare: &[Duration]) -> f64 {
+    percentile(ours, 0.99).as_secs_f64() / percentile(bare, 0.99).as_secs_f64()
+}
+
+/// What the files sink does for one object, without registry-sync around it.
+pub fn bare_file_write(dir: &Path, name: &str, text: &[u8]) {
+    let tmp = dir.join(".bare.tmp");
+    let mut file = std::fs::File::create(&tmp).unwrap();
+    file.write_all(text).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+    std::fs::File::open(dir).unwrap().sync_all().unwrap();
+}
