@@ -117,6 +117,9 @@ pub struct Istiod {
     pub keep_store: bool,
 }
 
+/// istiod's HTTP/2 windows (`WithInitialWindowSize`, `WithInitialConnWindowSize`).
+const WINDOW: u32 = 1 << 20;
+
 fn go_time_nonce(n: usize) -> String {
     format!("2026-12-01 10:00:{n:02}.123456789 +0000 UTC m=+0.{n:09}")
 }
@@ -125,6 +128,8 @@ impl Istiod {
     pub async fn connect(address: std::net::SocketAddr, profile: Profile, node_id: &str) -> Istiod {
         let channel = Channel::from_shared(format!("http://{address}"))
             .unwrap()
+            .initial_stream_window_size(WINDOW)
+            .initial_connection_window_size(WINDOW)
             .connect()
             .await
             .expect("the MCP server accepts connections");
@@ -144,6 +149,8 @@ impl Istiod {
             .domain_name(sni);
         let channel = Channel::from_shared(format!("https://{address}"))
             .unwrap()
+            .initial_stream_window_size(WINDOW)
+            .initial_connection_window_size(WINDOW)
             .tls_config(tls)?
             .connect()
             .await?;
@@ -183,6 +190,8 @@ impl Istiod {
             tokio::time::sleep(backoff.next()).await;
             if let Ok(channel) = Channel::from_shared(format!("http://{address}"))
                 .unwrap()
+                .initial_stream_window_size(WINDOW)
+                .initial_connection_window_size(WINDOW)
                 .connect()
                 .await
                 && let Ok((requests, responses)) = open(channel, self.profile, &self.node).await
@@ -358,7 +367,9 @@ type Opened = (
 /// One stream as istiod opens it: every type of the profile, in order, each with a Go
 /// time string for a nonce, the Node on the first only.
 async fn open(channel: Channel, profile: Profile, node: &Node) -> Result<Opened, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(channel);
+    // istiod takes responses of any size (`MaxCallRecvMsgSize(math.MaxInt32)`): a
+    // whole set of 10,000 entries is tens of MiB.
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(i32::MAX as usize);
     grpc.ready()
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;

@@ -308,3 +308,29 @@ async fn istiod_dialing_with_simple_tls_syncs_and_a_name_the_certificate_lacks_i
     .await;
     assert!(refused.is_err(), "a bad certificate fails at start");
 }
+
+#[tokio::test]
+async fn a_set_larger_than_grpcs_default_message_limit_reaches_istiod_whole() {
+    let (address, mut sink) = serve().await;
+    let addresses: Vec<String> = (0..10).map(|i| format!("10.0.{i}.1")).collect();
+    let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    let objects: Vec<_> = (0..16_000)
+        .map(|n| entry(&format!("svc-{n:05}"), &addresses))
+        .collect();
+    sink.apply(&creates(objects)).await.unwrap();
+    sink.complete();
+    let mut istiod = Istiod::connect(address, Profile::Istio124, "sidecar~big").await;
+    assert!(
+        istiod.wait_synced(Duration::from_secs(30)).await,
+        "broken: {}",
+        istiod.broken
+    );
+    let entries = istiod.service_entries().unwrap();
+    assert_eq!(entries.len(), 16_000);
+    // gRPC refuses messages over 4 MiB unless both ends are told otherwise, as istiod is.
+    let bodies: usize = entries.values().map(|e| e.body.value.len()).sum();
+    assert!(
+        bodies > 4 << 20,
+        "the set is only {bodies} bytes: not past the default limit"
+    );
+}

@@ -42,7 +42,7 @@ async fn next_entries(istiod: &mut Istiod, before: usize) -> bool {
     let url = istiod.profile.service_entry().to_string();
     let deadline = Instant::now() + Duration::from_secs(120);
     while istiod.answers.get(&url).copied().unwrap_or(0) <= before {
-        if Instant::now() > deadline {
+        if Instant::now() > deadline || istiod.broken {
             return false;
         }
         istiod.next(Duration::from_secs(1)).await;
