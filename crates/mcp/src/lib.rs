@@ -18,3 +18,4 @@ pub mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod validate;
+pub mod wire;

@@ -22,7 +22,11 @@ pub struct KindSet {
     /// A digest of every object's name and content version: the same set gives the same
     /// version in every process and replica.
     pub version: String,
-    pub resources: Vec<Any>,
+    /// How many objects the set holds.
+    pub count: usize,
+    /// The `resources` of a response, encoded once for every stream
+    /// ([`crate::wire::encode_resources`]).
+    pub resources: bytes::Bytes,
 }
 
 /// One published state of the served set: both kinds, each shared by every response.
@@ -147,12 +151,13 @@ impl Served {
             digest.update(b"=");
             digest.update(entry.version.as_bytes());
             digest.update(b"\n");
-            resources.push(entry.resource.clone());
+            resources.push(&entry.resource);
         }
         let version = digest.finalize();
         KindSet {
             version: version[..8].iter().map(|b| format!("{b:02x}")).collect(),
-            resources,
+            count: resources.len(),
+            resources: crate::wire::encode_resources(resources),
         }
     }
 }
@@ -194,8 +199,8 @@ mod tests {
         assert!(served.upsert(&entry("b", "b.example"), now));
         served.complete();
         let offer = served.offer().expect("complete now");
-        assert_eq!(offer.service_entries.resources.len(), 2);
-        assert!(offer.workload_entries.resources.is_empty());
+        assert_eq!(offer.service_entries.count, 2);
+        assert!(offer.workload_entries.count == 0);
         assert!(served.offer().is_none(), "nothing changed since");
     }
 
@@ -214,7 +219,7 @@ mod tests {
         assert!(Arc::ptr_eq(&first.workload_entries, &second.workload_entries));
         assert!(served.remove(&entry("a", "a2.example").key()));
         let third = served.offer().unwrap();
-        assert!(third.service_entries.resources.is_empty());
+        assert!(third.service_entries.count == 0);
         assert_ne!(third.service_entries.version, second.service_entries.version);
     }
 

@@ -17,9 +17,10 @@ use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
-use crate::proto::{DiscoveryRequest, DiscoveryResponse};
+use crate::proto::DiscoveryRequest;
 use crate::served::Entries;
 use crate::stream::{Answer, Next, StreamState};
+use crate::wire::{Codec, Encoded};
 
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const METHOD: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
@@ -97,8 +98,7 @@ where
         }
         let method = Method(Arc::clone(&self.inner));
         Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<DiscoveryResponse, DiscoveryRequest>::default();
-            let mut grpc = tonic::server::Grpc::new(codec)
+            let mut grpc = tonic::server::Grpc::new(Codec)
                 .max_decoding_message_size(4 << 20)
                 .max_encoding_message_size(usize::MAX);
             Ok(grpc.streaming(method, request).await)
@@ -109,7 +109,7 @@ where
 struct Method(Arc<Inner>);
 
 impl tonic::server::StreamingService<DiscoveryRequest> for Method {
-    type Response = DiscoveryResponse;
+    type Response = Encoded;
     type ResponseStream = Responses;
     type Future = BoxFuture<Result<tonic::Response<Responses>, Status>>;
 
@@ -126,10 +126,10 @@ impl tonic::server::StreamingService<DiscoveryRequest> for Method {
 }
 
 /// The responses of one stream, as tonic sends them.
-pub struct Responses(mpsc::Receiver<Result<DiscoveryResponse, Status>>);
+pub struct Responses(mpsc::Receiver<Result<Encoded, Status>>);
 
 impl Stream for Responses {
-    type Item = Result<DiscoveryResponse, Status>;
+    type Item = Result<Encoded, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.0.poll_recv(cx)
@@ -138,7 +138,7 @@ impl Stream for Responses {
 
 async fn run_stream(
     mut requests: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    tx: mpsc::Sender<Result<Encoded, Status>>,
     inner: Arc<Inner>,
     mut state: StreamState,
 ) {
@@ -205,14 +205,14 @@ async fn run_stream(
 
 /// Sends the answer for `type_url`; false when it must wait for a complete set.
 async fn respond(
-    tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    tx: &mpsc::Sender<Result<Encoded, Status>>,
     state: &mut StreamState,
     offer: &Option<Entries>,
     type_url: &str,
     inner: &Inner,
 ) -> bool {
     let (version, resources) = match Answer::of(type_url) {
-        Answer::Empty => (EMPTY_VERSION.to_string(), Vec::new()),
+        Answer::Empty => (EMPTY_VERSION.to_string(), bytes::Bytes::new()),
         Answer::Entries(kind) => match offer {
             Some(entries) => {
                 let set = entries.of(kind);
@@ -222,14 +222,8 @@ async fn respond(
         },
     };
     let nonce = state.sending(type_url, &version, Instant::now());
-    let response = DiscoveryResponse {
-        version_info: version,
-        resources,
-        type_url: type_url.to_string(),
-        nonce,
-        ..Default::default()
-    };
-    let bytes = prost::Message::encoded_len(&response);
+    let response = Encoded::response(&version, type_url, &nonce, &resources);
+    let bytes = response.len();
     if tx.send(Ok(response)).await.is_ok() {
         inner.observer.pushed(type_url, bytes);
     }
