@@ -104,18 +104,6 @@ impl Served {
         }
     }
 
-    pub fn is_complete(&self) -> bool {
-        self.complete
-    }
-
-    pub fn len(&self) -> usize {
-        self.objects.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.objects.is_empty()
-    }
-
     /// The state to publish, when it changed since the last call; never before the set
     /// is complete.
     pub fn offer(&mut self) -> Option<Entries> {

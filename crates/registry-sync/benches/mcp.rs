@@ -13,11 +13,9 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use registry_sync::config::Config;
 use registry_sync_mcp::server::{Ads, Serving, Unobserved};
 use registry_sync_mcp::sink::McpSink;
 use registry_sync_mcp::testing::{Istiod, Profile};
@@ -63,11 +61,7 @@ async fn main() {
     let services = env_usize("BENCH_SERVICES", 10_000);
     let instances = env_usize("BENCH_INSTANCES", 10);
     let change_count = env_usize("BENCH_CHANGES", 1_000);
-    let config = Config::parse(
-        Path::new("bench.yaml"),
-        "registries:\n  - {name: bench, kind: file, path: unused.yaml, namespace: mesh, endpoints: inline}\n",
-    )
-    .expect("bench config parses");
+    let config = bench_config();
     let mut estate = Estate::new(services, instances);
 
     let (mcp, offers) = McpSink::new();

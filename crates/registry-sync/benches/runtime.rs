@@ -178,11 +178,7 @@ async fn main() {
     let services = env_usize("BENCH_SERVICES", 10_000);
     let instances = env_usize("BENCH_INSTANCES", 10);
     let change_count = env_usize("BENCH_CHANGES", 1_000);
-    let config = Config::parse(
-        Path::new("bench.yaml"),
-        "registries:\n  - {name: bench, kind: file, path: unused.yaml, namespace: mesh, endpoints: inline}\n",
-    )
-    .expect("bench config parses");
+    let config = bench_config();
     let server = StandIn::start().await;
     let mut estate = Estate::new(services, instances);
 

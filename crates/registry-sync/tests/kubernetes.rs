@@ -204,18 +204,7 @@ async fn run_follows_the_registry_into_the_cluster_and_coalesces_bursts() {
         .and_then(|l| l.split("address=").nth(1))
         .map(|a| a.trim().to_string())
         .expect("the admin address is logged");
-    let get = |path: &str| -> String {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(&address).expect("the admin endpoint accepts");
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
-    };
+    let get = |path: &str| http_get(&address, path);
     // The objects can land a moment before the pass that wrote them reports back.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

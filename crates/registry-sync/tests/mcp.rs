@@ -33,19 +33,6 @@ fn logged_address(child: &ChildGuard, line: &str) -> Option<String> {
         .map(|a| a.split_whitespace().next().unwrap_or_default().to_string())
 }
 
-fn get(address: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).expect("the admin endpoint accepts");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn istiod_reads_what_render_prints_and_gets_a_change_pushed_as_one_update() {
     let ws = Workspace::new();
@@ -90,11 +77,11 @@ async fn istiod_reads_what_render_prints_and_gets_a_change_pushed_as_one_update(
     // The ACK of the last response may still be on its way.
     let acked = format!("registry_sync_mcp_acked_version{{node=\"{NODE}\",type=\"ServiceEntry\"");
     assert!(
-        wait_until(DEADLINE, || get(&admin, "/metrics").contains(&acked)),
+        wait_until(DEADLINE, || http_get(&admin, "/metrics").contains(&acked)),
         "{}",
-        get(&admin, "/metrics")
+        http_get(&admin, "/metrics")
     );
-    let metrics = get(&admin, "/metrics");
+    let metrics = http_get(&admin, "/metrics");
     assert!(metrics.contains("registry_sync_mcp_clients 1"), "{metrics}");
     assert!(
         metrics.contains("registry_sync_mcp_pushes_total{type=\"other\"}"),

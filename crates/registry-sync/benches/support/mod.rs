@@ -22,6 +22,15 @@ use registry_sync_sources::SourceEvent;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// One file registry named `bench` whose objects land in `mesh`, inline endpoints.
+pub fn bench_config() -> Config {
+    Config::parse(
+        Path::new("bench.yaml"),
+        "registries:\n  - {name: bench, kind: file, path: unused.yaml, namespace: mesh, endpoints: inline}\n",
+    )
+    .expect("bench config parses")
+}
+
 pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
