@@ -1,5 +1,6 @@
-//! What the sink serves, kept encoded: each object is turned into its MCP resource
-//! once, when it changes, and every response for its kind shares the result.
+//! What the sink serves, kept encoded: each object is turned into its MCP resource and
+//! encoded once, when it changes. A change re-encodes only the changed object; the
+//! set's bytes are the concatenation of every object's own, shared by every response.
 //!
 //! istiod takes a response as the whole set of its type and deletes what it lacks, so
 //! the set is only offered once it is complete ([`Served::complete`]): before that,
@@ -10,7 +11,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use prost_types::Any;
 use registry_sync_istio::{IstioObject, Kind, ObjectKey};
 use sha2::{Digest, Sha256};
 
@@ -25,7 +25,7 @@ pub struct KindSet {
     /// How many objects the set holds.
     pub count: usize,
     /// The `resources` of a response, encoded once for every stream
-    /// ([`crate::wire::encode_resources`]).
+    /// ([`crate::wire::encode_resource`] of each object, in key order).
     pub resources: bytes::Bytes,
 }
 
@@ -46,7 +46,8 @@ impl Entries {
 }
 
 struct Entry {
-    resource: Any,
+    /// The object's `resources` field as it goes on the wire.
+    encoded: bytes::Bytes,
     version: String,
     first_served: SystemTime,
 }
@@ -78,7 +79,7 @@ impl Served {
             None => now,
         };
         let entry = Entry {
-            resource: resource(object, first_served),
+            encoded: crate::wire::encode_resource(&resource(object, first_served)),
             version,
             first_served,
         };
@@ -131,21 +132,24 @@ impl Served {
 
     fn kind_set(&self, kind: Kind) -> KindSet {
         let mut digest = Sha256::new();
-        let mut resources = Vec::new();
-        for (key, entry) in self.objects.iter().filter(|(k, _)| k.kind == kind) {
+        let of_kind = || self.objects.iter().filter(move |(k, _)| k.kind == kind);
+        let mut count = 0;
+        let mut resources = Vec::with_capacity(of_kind().map(|(_, e)| e.encoded.len()).sum());
+        for (key, entry) in of_kind() {
             digest.update(key.namespace.as_bytes());
             digest.update(b"/");
             digest.update(key.name.as_bytes());
             digest.update(b"=");
             digest.update(entry.version.as_bytes());
             digest.update(b"\n");
-            resources.push(&entry.resource);
+            resources.extend_from_slice(&entry.encoded);
+            count += 1;
         }
         let version = digest.finalize();
         KindSet {
             version: version[..8].iter().map(|b| format!("{b:02x}")).collect(),
-            count: resources.len(),
-            resources: crate::wire::encode_resources(resources),
+            count,
+            resources: bytes::Bytes::from(resources),
         }
     }
 }

@@ -96,7 +96,11 @@ fn service_entry(spec: &ServiceEntrySpec) -> Option<String> {
     }
     for endpoint in &spec.endpoints {
         let is_ip = endpoint.address.parse::<IpAddr>().is_ok();
+        // An endpoint on another network may leave its address to that network's
+        // gateway (istiod warns, and keeps it); `workload_entry` below checks the pair.
+        let unset = endpoint.address.is_empty();
         match spec.resolution {
+            _ if unset => {}
             Resolution::Static if !is_ip && !endpoint.address.starts_with("unix://") => {
                 return Some(format!(
                     "endpoint {:?} is not an IP, which STATIC resolution requires",

@@ -19,7 +19,7 @@ pub struct Encoded {
 }
 
 impl Encoded {
-    /// `resources` is what [`encode_resources`] made.
+    /// `resources` is the concatenation of [`encode_resource`] of each object.
     pub fn response(version_info: &str, type_url: &str, nonce: &str, resources: &Bytes) -> Encoded {
         let header = DiscoveryResponse {
             version_info: version_info.to_string(),
@@ -43,12 +43,11 @@ impl Encoded {
     }
 }
 
-/// The `resources` field of a response holding `resources`, encoded.
-pub fn encode_resources<'a>(resources: impl IntoIterator<Item = &'a prost_types::Any>) -> Bytes {
-    let mut buf = Vec::new();
-    for any in resources {
-        prost::encoding::message::encode(2, any, &mut buf);
-    }
+/// One entry of a response's `resources` field, encoded. A response's resources are
+/// the concatenation of these, so a set is rebuilt by copying, without encoding again.
+pub fn encode_resource(resource: &prost_types::Any) -> Bytes {
+    let mut buf = Vec::with_capacity(resource.encoded_len() + 8);
+    prost::encoding::message::encode(2, resource, &mut buf);
     Bytes::from(buf)
 }
 
@@ -97,7 +96,11 @@ mod tests {
                 value: vec![n; 5],
             })
             .collect();
-        let body = encode_resources(&resources);
+        let body: Vec<u8> = resources
+            .iter()
+            .flat_map(|r| encode_resource(r).to_vec())
+            .collect();
+        let body = Bytes::from(body);
         let encoded = Encoded::response("v7", "networking.istio.io/v1/ServiceEntry", "s1-4", &body);
         let mut wire = encoded.header.clone();
         wire.extend_from_slice(&encoded.resources);

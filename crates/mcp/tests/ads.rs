@@ -1,73 +1,20 @@
 //! The MCP server against a client that reads it as istiod does (tests/support), over
 //! real gRPC on loopback.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use registry_sync_istio::{
-    Endpoint, IstioObject, LiteMap, Location, ObjectMeta, Resolution, ServiceEntrySpec, ServicePort, Spec,
-};
 use registry_sync_mcp::proto;
 use registry_sync_mcp::server::{Ads, Observer};
 use registry_sync_mcp::sink::McpSink;
+use registry_sync_mcp::testing::fixtures::{creates, serve_loopback as serve, service_entry as entry};
 use registry_sync_mcp::testing::{Event, Istiod, Profile};
 use registry_sync_plan::Plan;
 use registry_sync_sinks::AsyncSink;
 
 struct Quiet;
 impl Observer for Quiet {}
-
-async fn serve() -> (SocketAddr, McpSink) {
-    let (sink, offers) = McpSink::new();
-    let ads = Ads::new(offers, Arc::new(Quiet));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(ads)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
-    (address, sink)
-}
-
-fn entry(name: &str, addresses: &[&str]) -> Arc<IstioObject> {
-    Arc::new(IstioObject::new(
-        ObjectMeta {
-            name: name.into(),
-            namespace: "mesh".into(),
-            labels: LiteMap::new(),
-            annotations: LiteMap::new(),
-        },
-        Spec::ServiceEntry(ServiceEntrySpec {
-            hosts: vec![format!("{name}.legacy")],
-            location: Location::MeshInternal,
-            resolution: Resolution::Static,
-            ports: vec![ServicePort {
-                number: 8080,
-                protocol: "HTTP".into(),
-                name: "http-8080".into(),
-            }],
-            endpoints: addresses
-                .iter()
-                .map(|a| Endpoint {
-                    address: a.to_string(),
-                    ports: Arc::new(LiteMap::from_iter([("http-8080".to_string(), 8080)])),
-                    ..Default::default()
-                })
-                .collect(),
-            workload_selector: None,
-        }),
-    ))
-}
-
-fn creates(objects: Vec<Arc<IstioObject>>) -> Plan {
-    Plan {
-        creates: objects,
-        ..Plan::default()
-    }
-}
 
 const QUIET: Duration = Duration::from_millis(300);
 const SYNC: Duration = Duration::from_secs(5);

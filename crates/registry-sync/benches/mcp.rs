@@ -2,8 +2,9 @@
 //! the files sink and to the MCP server in the same run, with clients that read the
 //! server as istiod does (the `testing` client of crates/mcp) over gRPC on loopback:
 //!
-//! 1. one instance changed in a 10,000 × 10 estate → the new set received by a
-//!    connected client, p50 / p99, beside the files sink's apply of the same change;
+//! 1. one instance changed in a 10,000 × 10 estate → the new set handed to the
+//!    transport by the server, and received and stored by a connected client, p50 / p99,
+//!    beside the files sink's apply of the same change;
 //! 2. the full ServiceEntry set at 10,000 entries: time from a new client's subscription
 //!    to its response, and the response's bytes;
 //! 3. the process's resident memory with 10 clients connected, over none.
@@ -16,7 +17,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use registry_sync_mcp::server::{Ads, Serving, Unobserved};
+use registry_sync_mcp::server::{Ads, Observer, Serving};
 use registry_sync_mcp::sink::McpSink;
 use registry_sync_mcp::testing::{Istiod, Profile};
 use registry_sync_sinks::FilesSink;
@@ -33,6 +34,17 @@ fn resident_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Records when each ServiceEntry response was handed to the transport.
+struct PushTimes(tokio::sync::mpsc::UnboundedSender<Instant>);
+
+impl Observer for PushTimes {
+    fn pushed(&self, type_url: &str, _bytes: usize) {
+        if type_url.ends_with("/ServiceEntry") {
+            let _ = self.0.send(Instant::now());
+        }
+    }
 }
 
 /// Reads until the client has one more ServiceEntry answer than `before`.
@@ -65,9 +77,10 @@ async fn main() {
     let mut estate = Estate::new(services, instances);
 
     let (mcp, offers) = McpSink::new();
+    let (push_times, mut pushes) = tokio::sync::mpsc::unbounded_channel();
     let serving = Serving::bind(
         "127.0.0.1:0".parse().unwrap(),
-        Ads::new(offers, Arc::new(Unobserved)),
+        Ads::new(offers, Arc::new(PushTimes(push_times))),
         None,
     )
     .await
@@ -94,9 +107,11 @@ async fn main() {
 
     // 1: one change at a time, each read by the client and applied by the files sink.
     let mut pushed = Vec::with_capacity(change_count);
+    let mut sent = Vec::with_capacity(change_count);
     let mut files_applied = Vec::with_capacity(change_count);
     for n in 0..change_count {
         let before = entries_answered(&istiod);
+        while pushes.try_recv().is_ok() {}
         let event = estate.change(n);
         let start = Instant::now();
         runtime.send(event).await;
@@ -105,11 +120,15 @@ async fn main() {
             "change {n} was never pushed"
         );
         pushed.push(start.elapsed());
+        if let Ok(at) = pushes.try_recv() {
+            sent.push(at - start);
+        }
         let applied = files_done.recv().await.expect("the files writer runs");
         files_applied.push(applied.ended - start);
         while mcp_done.try_recv().is_ok() {}
     }
     pushed.sort();
+    sent.sort();
     files_applied.sort();
     assert_eq!(istiod.service_entries().map(|s| s.len()), Some(services));
 
@@ -147,6 +166,10 @@ async fn main() {
         "| one instance changed → the new set received by a client, p50 / p99 over {change_count} | {} | files sink applied: {} |",
         p50_p99(&pushed),
         p50_p99(&files_applied)
+    );
+    println!(
+        "| one instance changed → the new set handed to the transport by the server | {} | |",
+        p50_p99(&sent)
     );
     println!(
         "| full ServiceEntry set to a new client ({services} entries) | {} , {:.1} MiB | first set after the view arrived: {} |",

@@ -3,7 +3,12 @@
 //! profile's type list in order, each with a Go time string as its nonce, the Node on
 //! the first request only, an ACK with the full Node after every response, and a store
 //! with istiod's rules (a response is the whole set; an unchanged version is ignored;
-//! a resource in the wrong envelope or with a bad name is dropped).
+//! a resource in the wrong envelope, with a bad name, for another revision or failing
+//! istiod's validation is dropped without a word to the server).
+
+pub mod fixtures;
+mod istiod_checks;
+pub use istiod_checks::{REVISION_LABEL, in_revision, refusal as istiod_refusal};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -95,8 +100,63 @@ pub struct Stored {
     pub create_time: Option<prost_types::Timestamp>,
 }
 
+/// How istiod dials: its revision and keepalive (`GRPC_KEEPALIVE_INTERVAL`, 30 s;
+/// `GRPC_KEEPALIVE_TIMEOUT`, 10 s; no pings without a stream).
+#[derive(Clone, Debug)]
+pub struct Dial {
+    pub profile: Profile,
+    pub node_id: String,
+    /// `REVISION`; the Helm chart sets `default`.
+    pub revision: String,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+impl Dial {
+    pub fn new(profile: Profile, node_id: &str) -> Dial {
+        Dial {
+            profile,
+            node_id: node_id.to_string(),
+            revision: "default".into(),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn endpoint(&self, uri: String) -> tonic::transport::Endpoint {
+        Channel::from_shared(uri)
+            .expect("a valid URI")
+            .initial_stream_window_size(WINDOW)
+            .initial_connection_window_size(WINDOW)
+            .http2_keep_alive_interval(self.keepalive_interval)
+            .keep_alive_timeout(self.keepalive_timeout)
+            .keep_alive_while_idle(false)
+    }
+
+    /// The Node istiod sends: `{GENERATOR: api, ISTIO_REVISION, ISTIO_VERSION}`, the
+    /// revision left out when it is empty.
+    fn node(&self) -> Node {
+        let text = |s: &str| prost_types::Value {
+            kind: Some(prost_types::value::Kind::StringValue(s.to_string())),
+        };
+        let mut fields = BTreeMap::from([
+            ("GENERATOR".to_string(), text("api")),
+            ("ISTIO_VERSION".to_string(), text("65536.65536.65536")),
+        ]);
+        if !self.revision.is_empty() {
+            fields.insert("ISTIO_REVISION".into(), text(&self.revision));
+        }
+        Node {
+            id: self.node_id.clone(),
+            metadata: Some(prost_types::Struct { fields }),
+            ..Default::default()
+        }
+    }
+}
+
 pub struct Istiod {
     pub profile: Profile,
+    dial: Dial,
     node: Node,
     requests: mpsc::Sender<DiscoveryRequest>,
     responses: tonic::Streaming<DiscoveryResponse>,
@@ -115,6 +175,10 @@ pub struct Istiod {
     pub last_bytes: usize,
     /// Off: responses are ACKed but not stored (a bench's extra clients).
     pub keep_store: bool,
+    /// Off: responses are stored but never ACKed (a server must not wait for ACKs).
+    pub acks: bool,
+    /// What istiod would have logged about a resource it dropped: name and reason.
+    pub dropped: Vec<(String, String)>,
 }
 
 /// istiod's HTTP/2 windows (`WithInitialWindowSize`, `WithInitialConnWindowSize`).
@@ -126,14 +190,19 @@ fn go_time_nonce(n: usize) -> String {
 
 impl Istiod {
     pub async fn connect(address: std::net::SocketAddr, profile: Profile, node_id: &str) -> Istiod {
-        let channel = Channel::from_shared(format!("http://{address}"))
-            .unwrap()
-            .initial_stream_window_size(WINDOW)
-            .initial_connection_window_size(WINDOW)
+        Istiod::dial(address, Dial::new(profile, node_id))
+            .await
+            .expect("the MCP server accepts connections")
+    }
+
+    /// istiod's first dial: when it fails, istiod exits (`configSources` fail closed).
+    pub async fn dial(address: std::net::SocketAddr, dial: Dial) -> Result<Istiod, tonic::Status> {
+        let channel = dial
+            .endpoint(format!("http://{address}"))
             .connect()
             .await
-            .expect("the MCP server accepts connections");
-        Istiod::over(channel, profile, node_id).await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        Istiod::over(channel, dial).await
     }
 
     /// As istiod ≥ 1.26 with `tlsSettings: {mode: SIMPLE, caCertificates, sni}`.
@@ -147,24 +216,21 @@ impl Istiod {
         let tls = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem))
             .domain_name(sni);
-        let channel = Channel::from_shared(format!("https://{address}"))
-            .unwrap()
-            .initial_stream_window_size(WINDOW)
-            .initial_connection_window_size(WINDOW)
+        let dial = Dial::new(profile, node_id);
+        let channel = dial
+            .endpoint(format!("https://{address}"))
             .tls_config(tls)?
             .connect()
             .await?;
-        Ok(Istiod::over(channel, profile, node_id).await)
+        Ok(Istiod::over(channel, dial).await.expect("the stream opens"))
     }
 
-    async fn over(channel: Channel, profile: Profile, node_id: &str) -> Istiod {
-        let node = Node {
-            id: node_id.to_string(),
-            ..Default::default()
-        };
-        let (requests, responses) = open(channel, profile, &node).await.expect("the stream opens");
-        Istiod {
-            profile,
+    async fn over(channel: Channel, dial: Dial) -> Result<Istiod, tonic::Status> {
+        let node = dial.node();
+        let (requests, responses) = open(channel, dial.profile, &node).await?;
+        Ok(Istiod {
+            profile: dial.profile,
+            dial,
             node,
             requests,
             responses,
@@ -177,7 +243,9 @@ impl Istiod {
             answers: BTreeMap::new(),
             last_bytes: 0,
             keep_store: true,
-        }
+            acks: true,
+            dropped: Vec::new(),
+        })
     }
 
     /// What istiod does when its stream breaks: waits out its backoff (0.5 s, ×1.5,
@@ -188,12 +256,7 @@ impl Istiod {
         let mut backoff = Backoff::new();
         loop {
             tokio::time::sleep(backoff.next()).await;
-            if let Ok(channel) = Channel::from_shared(format!("http://{address}"))
-                .unwrap()
-                .initial_stream_window_size(WINDOW)
-                .initial_connection_window_size(WINDOW)
-                .connect()
-                .await
+            if let Ok(channel) = self.dial.endpoint(format!("http://{address}")).connect().await
                 && let Ok((requests, responses)) = open(channel, self.profile, &self.node).await
             {
                 self.requests = requests;
@@ -237,17 +300,18 @@ impl Istiod {
             self.handle(&response);
         }
         self.synced.insert(response.type_url.clone());
-        if self
-            .requests
-            .send(DiscoveryRequest {
-                node: Some(self.node.clone()),
-                type_url: response.type_url.clone(),
-                version_info: response.version_info.clone(),
-                response_nonce: response.nonce.clone(),
-                ..Default::default()
-            })
-            .await
-            .is_err()
+        if self.acks
+            && self
+                .requests
+                .send(DiscoveryRequest {
+                    node: Some(self.node.clone()),
+                    type_url: response.type_url.clone(),
+                    version_info: response.version_info.clone(),
+                    response_nonce: response.nonce.clone(),
+                    ..Default::default()
+                })
+                .await
+                .is_err()
         {
             self.broken = true;
         }
@@ -260,37 +324,66 @@ impl Istiod {
         let mut received = BTreeMap::new();
         for any in &response.resources {
             if any.type_url != proto::RESOURCE_TYPE {
+                self.dropped
+                    .push((String::new(), format!("mismatched message type {}", any.type_url)));
                 continue;
             }
             let Ok(resource) = proto::Resource::decode(any.value.as_slice()) else {
+                self.dropped
+                    .push((String::new(), "the resource does not decode".into()));
                 continue;
             };
-            let Some(meta) = resource.metadata else { continue };
+            let Some(mut meta) = resource.metadata else {
+                continue;
+            };
+            if !in_revision(&meta.labels, &self.dial.revision) {
+                continue;
+            }
             if meta.name.split('/').count() != 2 {
+                self.dropped.push((meta.name, "invalid name".into()));
                 continue;
             }
             let Some(body) = resource.body else { continue };
+            let labels = std::mem::take(&mut meta.labels);
             received.insert(
-                meta.name,
-                Stored {
-                    version: meta.version,
-                    body,
-                    create_time: meta.create_time,
-                },
+                meta.name.clone(),
+                (
+                    Stored {
+                        version: meta.version,
+                        body,
+                        create_time: meta.create_time,
+                    },
+                    labels,
+                ),
             );
         }
-        for (name, object) in &received {
-            match store.get(name) {
-                None => {
-                    self.events.push(Event::Create(name.clone()));
-                    store.insert(name.clone(), object.clone());
-                }
-                Some(old) if old.version != object.version || object.version.is_empty() => {
-                    self.events.push(Event::Update(name.clone()));
-                    store.insert(name.clone(), object.clone());
-                }
-                Some(_) => {}
+        for (name, (object, labels)) in received.iter() {
+            let changes = match store.get(name) {
+                None => true,
+                Some(old) => old.version != object.version || object.version.is_empty(),
+            };
+            if !changes {
+                continue;
             }
+            // A create that fails validation leaves no object; an update that fails
+            // keeps the old one.
+            // Validation runs on what changes only, as the store's Create and Update do.
+            let meta = proto::Metadata {
+                labels: labels.clone(),
+                ..Default::default()
+            };
+            if let Some(why) = istiod_refusal(self.profile, &response.type_url, &meta, &object.body) {
+                self.dropped
+                    .push((name.clone(), format!("validation failed: {why}")));
+                continue;
+            }
+            let event = if store.contains_key(name) {
+                Event::Update(name.clone())
+            } else {
+                Event::Create(name.clone())
+            };
+            self.events.push(event);
+            store.insert(name.clone(), object.clone());
         }
         let gone: Vec<String> = store
             .keys()

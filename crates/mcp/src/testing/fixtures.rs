@@ -1,0 +1,73 @@
+//! Objects and a server on loopback, for the tests of this crate and the binary's.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use registry_sync_istio::{
+    Endpoint, IstioObject, LiteMap, Location, ObjectMeta, Resolution, ServiceEntrySpec, ServicePort, Spec,
+};
+use registry_sync_plan::Plan;
+
+use crate::server::{Ads, Unobserved};
+use crate::sink::McpSink;
+
+/// The MCP server on an ephemeral loopback port, fed by the returned sink.
+pub async fn serve_loopback() -> (SocketAddr, McpSink) {
+    let (sink, offers) = McpSink::new();
+    let ads = Ads::new(offers, Arc::new(Unobserved));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let address = listener.local_addr().expect("a bound address");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ads)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    (address, sink)
+}
+
+/// A STATIC ServiceEntry `mesh/<name>` for `<name>.legacy:8080` with these endpoints.
+pub fn service_entry(name: &str, addresses: &[&str]) -> Arc<IstioObject> {
+    Arc::new(IstioObject::new(
+        ObjectMeta {
+            name: name.into(),
+            namespace: "mesh".into(),
+            labels: LiteMap::new(),
+            annotations: LiteMap::new(),
+        },
+        Spec::ServiceEntry(ServiceEntrySpec {
+            hosts: vec![format!("{name}.legacy")],
+            location: Location::MeshInternal,
+            resolution: Resolution::Static,
+            ports: vec![ServicePort {
+                number: 8080,
+                protocol: "HTTP".into(),
+                name: "http-8080".into(),
+            }],
+            endpoints: addresses
+                .iter()
+                .map(|a| Endpoint {
+                    address: a.to_string(),
+                    ports: Arc::new(LiteMap::from_iter([("http-8080".to_string(), 8080)])),
+                    ..Default::default()
+                })
+                .collect(),
+            workload_selector: None,
+        }),
+    ))
+}
+
+pub fn creates(objects: Vec<Arc<IstioObject>>) -> Plan {
+    Plan {
+        creates: objects,
+        ..Plan::default()
+    }
+}
+
+pub fn updates(objects: Vec<Arc<IstioObject>>) -> Plan {
+    Plan {
+        updates: objects,
+        ..Plan::default()
+    }
+}
