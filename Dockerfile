@@ -2,10 +2,7 @@
 # non-root runtime image (glibc, CA certificates, nothing else).
 #   docker build -t registry-sync .
 FROM rust:1.95-slim-bookworm AS build
-# etcd-client generates its gRPC code at build time.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler \
- && rm -rf /var/lib/apt/lists/*
+# Nothing but the Rust toolchain: no protoc, no system libraries.
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin registry-sync \

@@ -45,7 +45,6 @@ as_root() {
 }
 
 # Queues the Debian packages of what is missing. Known names:
-#   protoc     protoc and the well-known .proto files (etcd-client's build needs both)
 #   etcd       the etcd server and etcdctl
 #   zookeeper  ZooKeeper 3.8 (runs on the machine's Java)
 #   dnsmasq    dnsmasq-base: a DNS server serving SRV/A/AAAA records from a conf file
@@ -55,10 +54,6 @@ need_packages() {
   local what
   for what in "$@"; do
     case "$what" in
-      protoc)
-        command -v protoc >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(protobuf-compiler)
-        [ -f /usr/include/google/protobuf/descriptor.proto ] || TEST_SERVER_PACKAGES+=(libprotobuf-dev)
-        ;;
       etcd)
         command -v etcd >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(etcd-server etcd-client)
         ;;

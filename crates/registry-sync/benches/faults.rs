@@ -400,7 +400,7 @@ fn main() {
 
 /// Writes `n` services of three instances each into etcd's naming layout.
 async fn put_services(url: &str, n: usize, port: u16) {
-    let mut client = etcd_client::Client::connect([url], None)
+    let mut client = registry_sync_sources::etcd::EtcdClient::connect_plain(url)
         .await
         .expect("connect to etcd");
     for s in 0..n {
@@ -411,7 +411,7 @@ async fn put_services(url: &str, n: usize, port: u16) {
                 s / 250,
                 s % 250
             );
-            client.put(key, value, None).await.expect("write to etcd");
+            client.put(key, value).await.expect("write to etcd");
         }
     }
 }

@@ -21,7 +21,7 @@ use registry_sync_istio::{HeldObject, ObjectKey, Spec};
 use registry_sync_plan::Plan;
 use registry_sync_sinks::{ApplyReport, Sink, SinkError};
 use registry_sync_sources::SourceEvent;
-use registry_sync_sources::etcd::{EtcdConfig, EtcdSource, ValueFormat};
+use registry_sync_sources::etcd::{EtcdClient, EtcdConfig, EtcdSource, ValueFormat};
 use registry_sync_sources::testing::{TestEtcd, TestZookeeper};
 use registry_sync_sources::zookeeper::{ZkLayout, ZookeeperConfig, ZookeeperSource};
 use std::collections::BTreeMap;
@@ -141,26 +141,20 @@ struct Row {
 async fn bench_etcd(changes: usize, idle: Duration) -> Row {
     let server = TestEtcd::start().expect("etcd is installed (scripts/test installs it)");
     let url = server.url();
-    let mut client = etcd_client::Client::connect([url.clone()], None).await.unwrap();
+    let mut client = EtcdClient::connect_plain(&url).await.unwrap();
     let value = |port: usize| format!("{{\"Addr\":\"10.0.0.1:{port}\",\"Metadata\":{{}}}}");
 
     // The registry's own latency: a bare watch client.
-    let mut stream = client
-        .watch("/bare/", Some(etcd_client::WatchOptions::new().with_prefix()))
-        .await
-        .unwrap();
+    let mut stream = client.watch_prefix("/bare/").await.unwrap();
     let mut bare = Vec::with_capacity(changes);
     for n in 0..changes {
         let t = Instant::now();
-        client
-            .put("/bare/orders/1", value(10000 + n), None)
-            .await
-            .unwrap();
-        stream.message().await.unwrap();
+        client.put("/bare/orders/1", value(10000 + n)).await.unwrap();
+        stream.next_events().await.unwrap();
         bare.push(t.elapsed());
     }
 
-    client.put("/services/orders/1", value(9000), None).await.unwrap();
+    client.put("/services/orders/1", value(9000)).await.unwrap();
     let config = Config::parse(
         Path::new("bench.yaml"),
         &format!("registries:\n  - {{name: kv, kind: etcd, address: \"{url}\", prefix: /services, namespace: mesh}}\n"),
@@ -186,7 +180,7 @@ async fn bench_etcd(changes: usize, idle: Duration) -> Row {
     for n in 0..changes {
         let want = 10000 + n;
         let t = Instant::now();
-        client.put("/services/orders/1", value(want), None).await.unwrap();
+        client.put("/services/orders/1", value(want)).await.unwrap();
         wait_port(&port, want).await;
         synced.push(t.elapsed());
     }

@@ -32,12 +32,12 @@ fn set(url: &str, key: &str, value: Option<&str>) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let mut client = etcd_client::Client::connect([url], None)
+        let mut client = registry_sync_sources::etcd::EtcdClient::connect_plain(url)
             .await
             .expect("connect to etcd");
         match value {
-            Some(value) => client.put(key, value, None).await.map(drop),
-            None => client.delete(key, None).await.map(drop),
+            Some(value) => client.put(key, value).await.map(drop),
+            None => client.delete(key).await.map(drop),
         }
         .expect("write to etcd");
     });

@@ -20,7 +20,9 @@
 //! revision away is everything listed again. A service exists while it has at least
 //! one key: deleting a service's last key deletes the service.
 
+mod client;
 mod layout;
+mod proto;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -28,7 +30,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
 use registry_sync_catalog::{RegistrySnapshot, Skipped};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,11 @@ use tokio_util::sync::CancellationToken;
 use crate::SourceEvent;
 use crate::secret::{Credentials, SecretError};
 use crate::state::{Item, Services};
+#[cfg(not(any(test, feature = "testing")))]
+use client::EtcdClient;
+use client::{ConnectOptions, status_text};
+#[cfg(any(test, feature = "testing"))]
+pub use client::{EtcdClient, WatchStream};
 pub use layout::PORT_NAME;
 use layout::{KeyPlace, Layout};
 
@@ -203,8 +209,8 @@ impl EtcdSource {
 
     /// Lists the prefix once, for `once`, `plan`, `render` and `check`.
     pub async fn load(&self) -> Result<RegistrySnapshot, EtcdError> {
-        let client = self.connect().await?;
-        let listing = self.list(&client).await?;
+        let mut client = self.connect().await?;
+        let listing = self.list(&mut client).await?;
         let mut state = Services::new(&self.registry);
         state.replace_all(listing.services, listing.orphans);
         Ok(state.snapshot())
@@ -242,36 +248,43 @@ impl EtcdSource {
         }
     }
 
-    async fn connect(&self) -> Result<Client, EtcdError> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
-            .with_keep_alive_while_idle(true);
-        if let Some(credentials) = &self.config.credentials {
-            let password = credentials.password.read().map_err(|error| EtcdError::Password {
-                registry: self.registry.clone(),
-                error,
-            })?;
-            options = options
-                .with_user(credentials.username.clone(), password.expose().to_string())
-                .with_auto_token_refresh(true);
-        }
-        if let Some(tls) = &self.config.tls {
-            options = options.with_tls(self.tls_options(tls)?);
-        }
-        let connect = Client::connect(&self.config.endpoints, Some(options));
+    async fn connect(&self) -> Result<EtcdClient, EtcdError> {
+        let user = match &self.config.credentials {
+            Some(credentials) => {
+                let password = credentials.password.read().map_err(|error| EtcdError::Password {
+                    registry: self.registry.clone(),
+                    error,
+                })?;
+                Some((credentials.username.clone(), password))
+            }
+            None => None,
+        };
+        let tls = match &self.config.tls {
+            Some(tls) => Some(self.tls_config(tls)?),
+            None => None,
+        };
+        let options = ConnectOptions {
+            connect_timeout: CONNECT_TIMEOUT,
+            keep_alive_interval: KEEP_ALIVE_INTERVAL,
+            keep_alive_timeout: KEEP_ALIVE_TIMEOUT,
+            max_message: MAX_MESSAGE,
+            tls,
+            user,
+        };
+        let connect = EtcdClient::connect(&self.config.endpoints, options);
         match tokio::time::timeout(REQUEST_TIMEOUT, connect).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(error)) => Err(EtcdError::Connect {
                 registry: self.registry.clone(),
                 endpoints: self.endpoints(),
-                error: error.to_string(),
+                error,
             }),
             Err(_) => Err(self.timeout_error("the connection")),
         }
     }
 
-    fn tls_options(&self, tls: &TlsFiles) -> Result<TlsOptions, EtcdError> {
+    fn tls_config(&self, tls: &TlsFiles) -> Result<tonic::transport::ClientTlsConfig, EtcdError> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
         let read = |path: &PathBuf| {
             std::fs::read(path).map_err(|error| EtcdError::TlsFile {
                 registry: self.registry.clone(),
@@ -279,18 +292,17 @@ impl EtcdSource {
                 error,
             })
         };
-        let mut options = TlsOptions::new().ca_certificate(Certificate::from_pem(read(&tls.ca_file)?));
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&tls.ca_file)?));
         if let Some((cert, key)) = &tls.client {
-            options = options.identity(Identity::from_pem(read(cert)?, read(key)?));
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
         }
-        Ok(options)
+        Ok(config)
     }
 
     /// Reads every key under the prefix, page by page, all at the revision of the
     /// first page, so the listing is one consistent moment the watch can start from.
-    async fn list(&self, client: &Client) -> Result<Listing, EtcdError> {
+    async fn list(&self, client: &mut EtcdClient) -> Result<Listing, EtcdError> {
         let layout = self.layout();
-        let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
         let end = prefix_end(layout.dir().as_bytes());
         let mut from = layout.dir().as_bytes().to_vec();
         let mut listing = Listing {
@@ -300,34 +312,35 @@ impl EtcdSource {
         };
         let action = format!("listing {}", layout.dir());
         loop {
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
-            if listing.revision > 0 {
-                options = options.with_revision(listing.revision);
-            }
-            let response =
-                match tokio::time::timeout(REQUEST_TIMEOUT, kv.get(from.clone(), Some(options))).await {
-                    Ok(Ok(response)) => response,
-                    Ok(Err(error)) => return Err(self.request_error(&action, error)),
-                    Err(_) => return Err(self.timeout_error(&action)),
-                };
+            let request = proto::RangeRequest {
+                key: from.clone(),
+                range_end: end.clone(),
+                limit: PAGE,
+                revision: listing.revision,
+            };
+            let response = match tokio::time::timeout(REQUEST_TIMEOUT, client.range(request)).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(status)) => return Err(self.request_error(&action, status_text(&status))),
+                Err(_) => return Err(self.timeout_error(&action)),
+            };
             if listing.revision == 0 {
-                listing.revision = response.header().map(|h| h.revision()).unwrap_or_default();
+                listing.revision = response.header.as_ref().map_or(0, |h| h.revision);
             }
-            for kv in response.kvs() {
-                let key = String::from_utf8_lossy(kv.key()).into_owned();
-                match layout.place(kv.key()) {
+            for kv in &response.kvs {
+                match layout.place(&kv.key) {
                     KeyPlace::Instance { service, id } => {
-                        let item = layout.item(&service, &id, kv.value());
+                        let item = layout.item(&service, &id, &kv.value);
                         listing.services.entry(service).or_default().insert(id, item);
                     }
                     KeyPlace::Refused(skipped) => {
+                        let key = String::from_utf8_lossy(&kv.key).into_owned();
                         listing.orphans.insert(key, skipped);
                     }
                 }
             }
-            match response.kvs().last() {
-                Some(last) if response.more() => {
-                    from = last.key().to_vec();
+            match response.kvs.last() {
+                Some(last) if response.more => {
+                    from = last.key.clone();
                     from.push(0);
                 }
                 _ => break,

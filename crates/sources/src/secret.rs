@@ -66,6 +66,11 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    #[cfg(any(test, feature = "testing"))]
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
 }
 
 impl SecretSource {

@@ -106,18 +106,26 @@ pub struct TestEtcd {
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
+    /// Flags beyond the ports and data directory, e.g. `--auth-token-ttl`.
+    extra: Vec<String>,
 }
 
 impl TestEtcd {
     /// Starts one, or returns `None` (skipped) when the shared etcd is not configured,
     /// which is what says the `etcd` binary was installed.
     pub fn start() -> Option<TestEtcd> {
+        TestEtcd::start_with(&[])
+    }
+
+    /// As [`TestEtcd::start`], with more flags for the server.
+    pub fn start_with(extra: &[&str]) -> Option<TestEtcd> {
         shared_server(ETCD_VAR)?;
         let mut etcd = TestEtcd {
             dir: scratch_dir("etcd"),
             client_port: free_port(),
             peer_port: free_port(),
             child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         etcd.resume();
         Some(etcd)
@@ -125,6 +133,22 @@ impl TestEtcd {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Runs `etcdctl` against this server, as an operator would; panics when it fails.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let output = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.url()))
+            .args(args)
+            .output()
+            .expect("run etcdctl (installed with etcd)");
+        assert!(
+            output.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// Kills the server (as a crash would), keeping its data.
@@ -156,6 +180,7 @@ impl TestEtcd {
                 &peer,
             ])
             .args(["--initial-cluster", &format!("t={peer}")])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log_file(&self.dir, "etcd.log"))
             .stderr(log_file(&self.dir, "etcd.log"))

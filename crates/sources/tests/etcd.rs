@@ -8,8 +8,7 @@ mod support;
 
 use std::sync::Arc;
 
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
-use registry_sync_sources::etcd::{EtcdConfig, EtcdSource, ValueFormat};
+use registry_sync_sources::etcd::{EtcdClient as Client, EtcdConfig, EtcdSource, ValueFormat};
 use registry_sync_sources::testing::{ETCD_VAR, Proxy, TestEtcd, shared_server};
 use support::{Watch, instance, unique};
 
@@ -24,17 +23,17 @@ fn config(url: &str, prefix: &str) -> EtcdConfig {
 }
 
 async fn client(url: &str) -> Client {
-    Client::connect([url], None)
+    Client::connect_plain(url)
         .await
         .expect("connect to the test etcd")
 }
 
 async fn put(client: &mut Client, key: &str, value: &str) {
-    client.put(key, value, None).await.expect("put a key");
+    client.put(key, value).await.expect("put a key");
 }
 
 async fn delete(client: &mut Client, key: &str) {
-    client.delete(key, None).await.expect("delete a key");
+    client.delete(key).await.expect("delete a key");
 }
 
 fn endpoint(addr: &str, metadata: &str) -> String {
@@ -221,23 +220,15 @@ async fn a_burst_in_one_transaction_is_one_snapshot_and_unchanged_services_keep_
     .await;
     let mut watch = Watch::start_etcd(EtcdSource::new("kv", config(&url, &prefix)));
     let first = watch.until("steady is listed", |s| s.services().len() == 1).await;
-    let puts: Vec<TxnOp> = (0..50)
+    let puts: Vec<(String, String)> = (0..50)
         .map(|i| {
-            TxnOp::put(
+            (
                 format!("{prefix}/busy/{i}"),
                 endpoint(&format!("10.0.1.{i}:80"), "{}"),
-                None,
             )
         })
         .collect();
-    let txn = Txn::new()
-        .when([Compare::version(
-            format!("{prefix}/steady/a"),
-            CompareOp::Greater,
-            0,
-        )])
-        .and_then(puts);
-    etcd.txn(txn).await.expect("the transaction");
+    etcd.put_all(puts).await.expect("the transaction");
     let next = watch.next_snapshot().await;
     let busy = next
         .services()
@@ -352,12 +343,8 @@ async fn a_compacted_history_after_a_disconnect_forces_a_relist_that_converges()
     )
     .await;
     delete(&mut etcd, &format!("{prefix}/orders/a")).await;
-    let response = etcd
-        .put(format!("{prefix}-marker"), "x", None)
-        .await
-        .expect("put");
-    let revision = response.header().expect("a header").revision();
-    etcd.compact(revision, None).await.expect("compact the history");
+    let revision = etcd.put(format!("{prefix}-marker"), "x").await.expect("put");
+    etcd.compact(revision).await.expect("compact the history");
     proxy.restore();
     let snap = watch
         .until("the relisted state", |s| {
@@ -422,4 +409,116 @@ async fn load_reads_the_prefix_once_and_an_unreachable_server_is_an_error_naming
         message.contains("\"kv\"") && message.contains(&closed),
         "{message}"
     );
+}
+
+/// etcd with authentication on: `root`, and `reader` with read rights on `/services/`.
+fn etcd_with_users() -> Option<TestEtcd> {
+    // Tokens expire after 2 s without use, so a test can outlive one.
+    let etcd = TestEtcd::start_with(&["--auth-token-ttl", "2"])?;
+    etcd.etcdctl(&["user", "add", "root:root-secret-1", "--interactive=false"]);
+    etcd.etcdctl(&["role", "add", "reader"]);
+    etcd.etcdctl(&[
+        "role",
+        "grant-permission",
+        "reader",
+        "--prefix=true",
+        "read",
+        "/services/",
+    ]);
+    etcd.etcdctl(&["user", "add", "reader:reader-secret-2", "--interactive=false"]);
+    etcd.etcdctl(&["user", "grant-role", "reader", "reader"]);
+    etcd.etcdctl(&["user", "add", "nobody:nobody-secret-3", "--interactive=false"]);
+    etcd.etcdctl(&["auth", "enable"]);
+    Some(etcd)
+}
+
+fn as_user(url: &str, user: &str, password_file: &std::path::Path) -> EtcdConfig {
+    EtcdConfig {
+        credentials: Some(registry_sync_sources::secret::Credentials {
+            username: user.into(),
+            password: registry_sync_sources::secret::SecretSource::File(password_file.into()),
+        }),
+        ..config(url, "/services")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_reads_with_its_password_and_a_wrong_password_or_missing_rights_is_an_error_without_it() {
+    let Some(etcd) = etcd_with_users() else {
+        return;
+    };
+    let url = etcd.url();
+    let mut root = Client::connect_as(&url, "root", "root-secret-1")
+        .await
+        .expect("root signs in");
+    put(&mut root, "/services/orders/a", &endpoint("10.0.0.1:80", "{}")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let password = |name: &str, value: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{value}\n")).unwrap();
+        path
+    };
+
+    let reader = password("reader", "reader-secret-2");
+    let snapshot = EtcdSource::new("kv", as_user(&url, "reader", &reader))
+        .load()
+        .await
+        .expect("the reader lists what it may read");
+    assert!(instance(&snapshot, "orders", "a").is_some());
+
+    let wrong = password("wrong", "not-the-secret-4");
+    let message = EtcdSource::new("kv", as_user(&url, "reader", &wrong))
+        .load()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("\"kv\"") && message.contains("authentication failed"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("not-the-secret-4"),
+        "the password leaked: {message}"
+    );
+
+    let nobody = password("nobody", "nobody-secret-3");
+    let message = EtcdSource::new("kv", as_user(&url, "nobody", &nobody))
+        .load()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("\"kv\"") && message.contains("permission denied"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("nobody-secret-3"),
+        "the password leaked: {message}"
+    );
+
+    // A token that expired while the client sat idle is renewed on the next request.
+    let mut idle = Client::connect_as(&url, "reader", "reader-secret-2")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(idle.count("/services/").await.expect("signed in again"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watching_user_keeps_following_changes_past_its_tokens_lifetime() {
+    let Some(etcd) = etcd_with_users() else {
+        return;
+    };
+    let url = etcd.url();
+    let mut root = Client::connect_as(&url, "root", "root-secret-1").await.unwrap();
+    put(&mut root, "/services/orders/a", &endpoint("10.0.0.1:80", "{}")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reader");
+    std::fs::write(&path, "reader-secret-2").unwrap();
+    let mut watch = Watch::start_etcd(EtcdSource::new("kv", as_user(&url, "reader", &path)));
+    watch.until("orders is listed", |s| s.services().len() == 1).await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    put(&mut root, "/services/payments/a", &endpoint("10.0.1.1:80", "{}")).await;
+    watch.until("payments arrives", |s| s.services().len() == 2).await;
+    watch.assert_failures(0);
 }

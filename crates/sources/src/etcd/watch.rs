@@ -13,12 +13,13 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use etcd_client::{EventType, WatchOptions, WatchResponse, WatchStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::client::{WatchStream, status_text};
 use super::layout::{KeyPlace, Layout};
-use super::{EtcdError, EtcdSource, MAX_MESSAGE, REQUEST_TIMEOUT};
+use super::proto::{self, WatchCreateRequest, WatchResponse};
+use super::{EtcdError, EtcdSource, REQUEST_TIMEOUT, prefix_end};
 use crate::SourceEvent;
 use crate::emit::{Backoff, Emitter, Stopped};
 use crate::state::Services;
@@ -78,14 +79,14 @@ pub(super) async fn run(source: EtcdSource, tx: mpsc::Sender<SourceEvent>, cance
 impl Watcher {
     /// Connects, lists if needed, and follows the watch until it breaks.
     async fn session(&mut self, backoff: &mut Backoff) -> Result<End, Stopped> {
-        let client = match self.source.connect().await {
+        let mut client = match self.source.connect().await {
             Ok(client) => client,
             Err(error) => return Ok(End::Failed(error)),
         };
         let revision = match self.revision {
             Some(revision) => revision,
             None => {
-                let listing = match self.source.list(&client).await {
+                let listing = match self.source.list(&mut client).await {
                     Ok(listing) => listing,
                     Err(error) => return Ok(End::Failed(error)),
                 };
@@ -104,15 +105,20 @@ impl Watcher {
         };
 
         let action = format!("watching {}", self.layout.dir());
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision + 1)
-            .with_progress_notify();
-        let mut watch_client = client.watch_client().max_decoding_message_size(MAX_MESSAGE);
-        let start = watch_client.watch(self.layout.dir(), Some(options));
+        let create = WatchCreateRequest {
+            key: self.layout.dir().as_bytes().to_vec(),
+            range_end: prefix_end(self.layout.dir().as_bytes()),
+            start_revision: revision + 1,
+            progress_notify: true,
+        };
+        let start = client.watch(create);
         let mut stream = match tokio::time::timeout(REQUEST_TIMEOUT, start).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => return Ok(End::Failed(self.source.request_error(&action, error))),
+            Ok(Err(status)) => {
+                return Ok(End::Failed(
+                    self.source.request_error(&action, status_text(&status)),
+                ));
+            }
             Err(_) => return Ok(End::Failed(self.source.timeout_error(&action))),
         };
 
@@ -131,7 +137,9 @@ impl Watcher {
                     Ok(None) => Some(End::Failed(
                         self.source.request_error(&action, "etcd closed the watch stream"),
                     )),
-                    Err(error) => Some(End::Failed(self.source.request_error(&action, error))),
+                    Err(status) => Some(End::Failed(
+                        self.source.request_error(&action, status_text(&status)),
+                    )),
                 };
                 if end.is_some() {
                     break;
@@ -150,50 +158,56 @@ impl Watcher {
 
     /// Applies one watch response to the state. `Some` ends the session.
     fn apply(&mut self, response: WatchResponse, backoff: &mut Backoff) -> Option<End> {
-        if response.canceled() {
-            if response.compact_revision() > 0 {
+        if response.canceled {
+            if response.compact_revision > 0 {
                 return Some(End::Compacted);
             }
-            let reason = match response.cancel_reason() {
+            let reason = match response.cancel_reason.as_str() {
                 "" => "etcd cancelled the watch".to_string(),
                 reason => format!("etcd cancelled the watch: {reason}"),
             };
             let action = format!("watching {}", self.layout.dir());
             return Some(End::Failed(self.source.request_error(&action, reason)));
         }
-        if response.created() {
+        if response.created {
             // Connected again: the state is complete as of `revision`, and what was
             // missed follows as events. The snapshot after this ends a failure.
             backoff.reset();
             return None;
         }
-        let events = response.events();
-        if events.is_empty() {
+        if response.events.is_empty() {
             // A progress notification: everything up to the header's revision is here.
-            if let Some(header) = response.header() {
-                self.revision = Some(header.revision());
+            if let Some(header) = &response.header {
+                self.revision = Some(header.revision);
             }
             return None;
         }
-        for event in events {
-            let Some(kv) = event.kv() else { continue };
-            match self.layout.place(kv.key()) {
-                KeyPlace::Instance { service, id } => match event.event_type() {
-                    EventType::Put => {
-                        let item = self.layout.item(&service, &id, kv.value());
+        for event in &response.events {
+            let Some(kv) = &event.kv else { continue };
+            let put = match event.r#type {
+                proto::PUT => true,
+                proto::DELETE => false,
+                _ => continue,
+            };
+            match self.layout.place(&kv.key) {
+                KeyPlace::Instance { service, id } => {
+                    if put {
+                        let item = self.layout.item(&service, &id, &kv.value);
                         self.state.put(&service, &id, item);
+                    } else {
+                        self.state.remove(&service, &id, true);
                     }
-                    EventType::Delete => self.state.remove(&service, &id, true),
-                },
+                }
                 KeyPlace::Refused(skipped) => {
-                    let key = String::from_utf8_lossy(kv.key()).into_owned();
-                    match event.event_type() {
-                        EventType::Put => self.state.put_orphan(&key, skipped),
-                        EventType::Delete => self.state.remove_orphan(&key),
+                    let key = String::from_utf8_lossy(&kv.key).into_owned();
+                    if put {
+                        self.state.put_orphan(&key, skipped);
+                    } else {
+                        self.state.remove_orphan(&key);
                     }
                 }
             }
-            self.revision = Some(kv.mod_revision());
+            self.revision = Some(kv.mod_revision);
         }
         None
     }
@@ -202,7 +216,7 @@ impl Watcher {
 /// The next watch response if one has already arrived, without waiting. Taking the
 /// message future and dropping it unfinished loses nothing: the stream keeps what it
 /// has received until the next call.
-fn received(stream: &mut WatchStream) -> Option<Result<Option<WatchResponse>, etcd_client::Error>> {
+fn received(stream: &mut WatchStream) -> Option<Result<Option<WatchResponse>, tonic::Status>> {
     let mut cx = Context::from_waker(Waker::noop());
     match pin!(stream.message()).poll(&mut cx) {
         Poll::Ready(message) => Some(message),
