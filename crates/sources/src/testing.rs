@@ -108,6 +108,8 @@ pub struct TestEtcd {
     child: Option<Child>,
     /// Flags beyond the ports and data directory, e.g. `--auth-token-ttl`.
     extra: Vec<String>,
+    /// A second client listener that speaks only TLS and wants a client certificate.
+    tls_port: Option<u16>,
 }
 
 impl TestEtcd {
@@ -126,6 +128,7 @@ impl TestEtcd {
             peer_port: free_port(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls_port: None,
         };
         etcd.resume();
         Some(etcd)
@@ -133,6 +136,41 @@ impl TestEtcd {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// As [`TestEtcd::start`], plus a TLS listener ([`TestEtcd::tls_url`]) with this
+    /// server certificate and key (PEM), taking only clients with a certificate `ca`
+    /// signed.
+    pub fn start_tls(ca: &str, cert: &str, key: &str) -> Option<TestEtcd> {
+        shared_server(ETCD_VAR)?;
+        let dir = scratch_dir("etcd");
+        for (name, pem) in [("ca.pem", ca), ("server.pem", cert), ("server.key", key)] {
+            std::fs::write(dir.join(name), pem).expect("write a TLS file");
+        }
+        let path = |name: &str| dir.join(name).display().to_string();
+        let mut etcd = TestEtcd {
+            extra: vec![
+                "--cert-file".into(),
+                path("server.pem"),
+                "--key-file".into(),
+                path("server.key"),
+                "--trusted-ca-file".into(),
+                path("ca.pem"),
+                "--client-cert-auth".into(),
+            ],
+            dir,
+            client_port: free_port(),
+            peer_port: free_port(),
+            child: None,
+            tls_port: Some(free_port()),
+        };
+        etcd.resume();
+        Some(etcd)
+    }
+
+    /// The TLS listener of [`TestEtcd::start_tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port.map(|port| format!("https://127.0.0.1:{port}"))
     }
 
     /// Runs `etcdctl` against this server, as an operator would; panics when it fails.
@@ -162,7 +200,11 @@ impl TestEtcd {
     /// Starts the server again on the same ports and data, and waits until it serves.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "etcd is already running");
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        // The plain listener stays for the readiness check and for writers.
+        let client = match self.tls_port {
+            Some(tls) => format!("http://127.0.0.1:{},https://127.0.0.1:{tls}", self.client_port),
+            None => format!("http://127.0.0.1:{}", self.client_port),
+        };
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut child = Command::new("etcd")
             .args(["--name", "t", "--data-dir"])

@@ -522,3 +522,83 @@ async fn a_watching_user_keeps_following_changes_past_its_tokens_lifetime() {
     watch.until("payments arrives", |s| s.services().len() == 2).await;
     watch.assert_failures(0);
 }
+
+/// A CA, and a server and a client certificate it signed: PEM of the CA, server cert,
+/// server key, client cert, client key.
+fn certificates() -> [String; 5] {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client = rcgen::CertificateParams::new(vec!["registry-sync".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    [
+        ca.pem(),
+        server.pem(),
+        server_key.serialize_pem(),
+        client.pem(),
+        client_key.serialize_pem(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_clusters_ca_and_a_client_certificate_lists_and_without_either_it_is_an_error() {
+    let [ca, server_cert, server_key, client_cert, client_key] = certificates();
+    let Some(etcd) = TestEtcd::start_tls(&ca, &server_cert, &server_key) else {
+        return;
+    };
+    let mut plain = client(&etcd.url()).await;
+    put(&mut plain, "/services/orders/a", &endpoint("10.0.0.1:80", "{}")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, pem: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let ca_file = file("ca.pem", &ca);
+    let identity = Some((file("client.pem", &client_cert), file("client.key", &client_key)));
+    let tls_url = etcd.tls_url().unwrap();
+    let over_tls =
+        |client: Option<(std::path::PathBuf, std::path::PathBuf)>, ca_file: std::path::PathBuf| EtcdConfig {
+            tls: Some(registry_sync_sources::etcd::TlsFiles { ca_file, client }),
+            ..config(&tls_url, "/services")
+        };
+
+    let snapshot = EtcdSource::new("kv", over_tls(identity.clone(), ca_file.clone()))
+        .load()
+        .await
+        .expect("TLS with a client certificate");
+    assert!(instance(&snapshot, "orders", "a").is_some());
+
+    let without_identity = EtcdSource::new("kv", over_tls(None, ca_file.clone()))
+        .load()
+        .await;
+    let message = without_identity
+        .expect_err("etcd wants a client certificate")
+        .to_string();
+    assert!(
+        message.contains("\"kv\"") && message.contains(&tls_url),
+        "{message}"
+    );
+
+    let [other_ca, ..] = certificates();
+    let wrong_ca = file("other-ca.pem", &other_ca);
+    let message = EtcdSource::new("kv", over_tls(identity, wrong_ca))
+        .load()
+        .await
+        .expect_err("a server certificate another CA signed")
+        .to_string();
+    assert!(
+        message.contains("\"kv\"") && message.contains("cannot connect"),
+        "{message}"
+    );
+}
