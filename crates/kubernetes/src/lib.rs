@@ -12,10 +12,12 @@
 #![forbid(unsafe_code)]
 
 pub mod leader;
+mod open;
 pub mod pacing;
 pub mod sink;
 
 pub use leader::{LeaderSettings, Leadership};
+pub use open::{ElectionOptions, KubeOptions, Mode, OpenError, Opened, open};
 pub use sink::{FIELD_MANAGER, KubeSink, KubeSinkSettings, api_resource};
 
 /// A client for the given kubeconfig file, or — without one — the environment's

@@ -10,6 +10,7 @@
 //!   with no I/O.
 
 pub mod convert;
+mod open;
 pub mod proto;
 pub mod served;
 pub mod server;
@@ -19,3 +20,5 @@ pub mod stream;
 pub mod testing;
 pub mod validate;
 pub mod wire;
+
+pub use open::{McpOptions, OpenError, open};

@@ -3,54 +3,12 @@
 use std::io::Write;
 
 use registry_sync_istio::render_documents;
-use registry_sync_sinks::SinkError;
 
 use crate::config::Config;
+pub use crate::error::{CommandError, Outcome};
 use crate::pipeline::Pipeline;
-use crate::sinks::{open_sinks, open_sinks_read_only};
+use crate::sinks::{Purpose, open_sinks};
 use crate::sources;
-
-/// How a command ended, as the process exit code scripts rely on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Done; for `plan`: nothing to change.
-    Ok = 0,
-    /// Something failed (a registry, a sink, a write).
-    Failed = 1,
-    /// `plan` only: changes are pending.
-    Pending = 2,
-    /// `once`, `prune`: the mass-change guard held changes back (a registry would lose
-    /// more than `safety.max_delete_share` of its objects or endpoints); everything
-    /// else was written. Confirm with `--confirm-mass-delete` if the change is real.
-    HeldBack = 3,
-}
-
-/// Failures of one-shot commands, each naming what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    /// `message` comes from the source and already names the registry.
-    #[error("{message}")]
-    Registry { registry: String, message: String },
-    #[error(
-        "the files sink's output path {0} exists but is not a directory; point `sinks.files.dir` at a directory"
-    )]
-    NotADirectory(String),
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-    #[error("cannot write to stdout: {0}")]
-    Stdout(#[from] std::io::Error),
-    #[error(transparent)]
-    Render(#[from] registry_sync_istio::RenderError),
-    #[error("kubernetes sink: {0}")]
-    Kubernetes(String),
-    #[error("{0}")]
-    Admin(String),
-    /// Already says what to fix.
-    #[error("{0}")]
-    Mcp(String),
-    #[error("no sink is configured: add `sinks: {{files: {{dir: …}}}}` or `sinks: {{stdout: true}}` to {0}")]
-    NoSink(String),
-}
 
 /// Reads every registry once into a fresh pipeline. Every failure is collected so one
 /// broken registry does not hide the others'.
@@ -102,7 +60,7 @@ pub async fn render(config: &Config, out: &mut dyn Write) -> Result<Outcome, Com
 /// `plan`: the diff against each sink, writing nothing. 0 in sync, 2 pending, 1 error.
 pub async fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
     let (pipeline, errors) = load_all(config).await;
-    let sinks = open_sinks_read_only(config).await?;
+    let sinks = open_sinks(config, Purpose::ReadOnly).await?.sinks;
     let mut pending = false;
     for named in &sinks {
         let plan = pipeline.plan_for(named.sink.as_ref());
@@ -143,7 +101,7 @@ async fn sync_once(
     mut pipeline: Pipeline,
     errors: Vec<CommandError>,
 ) -> Result<Outcome, CommandError> {
-    let sinks = open_sinks(config, None, None).await?;
+    let sinks = open_sinks(config, Purpose::Once).await?.sinks;
     report_errors(&errors);
     let mut writers: Vec<_> = sinks.into_iter().map(|sink| pipeline.writer(sink)).collect();
     let pass = pipeline.sync(&mut writers).await;

@@ -504,6 +504,24 @@ impl Config {
             });
         }
 
+        for (built, set, key) in [
+            (
+                cfg!(feature = "kubernetes"),
+                &raw.sinks.kubernetes.is_some(),
+                "kubernetes",
+            ),
+            (cfg!(feature = "mcp"), &raw.sinks.mcp.is_some(), "mcp"),
+        ] {
+            if *set && !built {
+                return Err(invalid(
+                    1,
+                    format!("sinks.{key}"),
+                    format!(
+                        "this build of registry-sync has no {key} sink; build it with the Cargo feature `{key}`"
+                    ),
+                ));
+            }
+        }
         let mut instance = instance;
         let kubernetes = match raw.sinks.kubernetes {
             Some(k) => {

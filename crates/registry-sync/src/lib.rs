@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod commands;
 pub mod config;
+pub mod error;
 pub mod metrics;
 pub mod pipeline;
 pub mod run;

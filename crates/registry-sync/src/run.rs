@@ -23,13 +23,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
-use crate::commands::CommandError;
 use crate::config::Config;
+use crate::error::CommandError;
 use crate::metrics::Metrics;
 use crate::pipeline::{NamedSink, Pipeline};
-use crate::sinks::{Leadership, Serving, open_sinks};
+use crate::sinks::{Purpose, open_sinks};
 use crate::sources;
 use crate::writer::SinkWriter;
+use registry_sync_sinks::Gate;
 
 const EVENT_QUEUE: usize = 1024;
 const RETRY_FIRST: Duration = Duration::from_millis(500);
@@ -69,78 +70,12 @@ pub fn cancel_on_signals(cancel: CancellationToken) {
 /// reports (a conflict resolved by hand in a sink that cannot watch itself).
 const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Starts leader election when the Kubernetes sink asks for it.
-#[cfg(feature = "kubernetes")]
-async fn start_leader_election(
-    config: &Config,
-    cancel: &CancellationToken,
-) -> Result<Option<registry_sync_kubernetes::Leadership>, CommandError> {
-    let Some(kube) = &config.sinks.kubernetes else {
-        return Ok(None);
-    };
-    let Some(election) = &kube.leader_election else {
-        return Ok(None);
-    };
-    let namespace = match election
-        .namespace
-        .clone()
-        .or_else(|| std::env::var("POD_NAMESPACE").ok())
-    {
-        Some(namespace) => namespace,
-        None => {
-            return Err(CommandError::Kubernetes(
-                "leader election needs the Lease's namespace: set sinks.kubernetes.leader_election.namespace or the POD_NAMESPACE environment variable".into(),
-            ));
-        }
-    };
-    let identity = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| format!("registry-sync-{}", std::process::id()));
-    let client = registry_sync_kubernetes::client(kube.kubeconfig.as_deref())
-        .await
-        .map_err(CommandError::Kubernetes)?;
-    let lease_duration = Duration::from_secs(election.lease_duration_seconds);
-    let settings = registry_sync_kubernetes::LeaderSettings {
-        namespace,
-        lease_name: election.lease.clone(),
-        identity,
-        lease_duration,
-        retry_period: (lease_duration / 5).max(Duration::from_millis(500)),
-    };
-    tracing::info!(lease = %settings.lease_name, namespace = %settings.namespace, identity = %settings.identity, "leader election: standing by");
-    Ok(Some(registry_sync_kubernetes::leader::start(
-        client,
-        settings,
-        cancel.child_token(),
-    )))
+fn is_leader(gate: &Gate) -> bool {
+    gate.as_ref().is_none_or(|g| g.is_open())
 }
 
-#[cfg(not(feature = "kubernetes"))]
-async fn start_leader_election(
-    _config: &Config,
-    _cancel: &CancellationToken,
-) -> Result<Leadership, CommandError> {
-    Ok(None)
-}
-
-#[cfg(feature = "kubernetes")]
-fn is_leader(leadership: &Leadership) -> bool {
-    leadership.as_ref().is_none_or(|l| l.is_leader())
-}
-
-#[cfg(not(feature = "kubernetes"))]
-fn is_leader(_: &Leadership) -> bool {
-    true
-}
-
-#[cfg(feature = "kubernetes")]
-fn leader_changes(leadership: &Leadership) -> Option<watch::Receiver<bool>> {
-    leadership.as_ref().map(|l| l.changes())
-}
-
-#[cfg(not(feature = "kubernetes"))]
-fn leader_changes(_: &Leadership) -> Option<watch::Receiver<bool>> {
-    None
+fn leader_changes(gate: &Gate) -> Option<watch::Receiver<bool>> {
+    gate.as_ref().map(|g| g.changes())
 }
 
 /// Waits for the next change of leadership; never, without leader election.
@@ -202,7 +137,7 @@ struct WriterTask {
     writer: SinkWriter,
     pipeline: Arc<Mutex<Pipeline>>,
     published: watch::Receiver<Published>,
-    leadership: Leadership,
+    leadership: Gate,
     slot: Arc<WriterSlot>,
     readiness: Arc<Readiness>,
     metrics: Metrics,
@@ -316,7 +251,15 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
             .await
             .map_err(|e| CommandError::Admin(format!("cannot serve the admin endpoint on {listen}: {e}")))?;
     }
-    let leadership = start_leader_election(&config, &cancel).await?;
+    let opened = open_sinks(
+        &config,
+        Purpose::Run {
+            shutdown: &cancel,
+            metrics: &metrics,
+        },
+    )
+    .await?;
+    let (sinks, leadership) = (opened.sinks, opened.gate);
     metrics.leader.set(i64::from(is_leader(&leadership)));
     if let Some(mut changes) = leader_changes(&leadership) {
         let metrics = metrics.clone();
@@ -327,12 +270,6 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
             }
         });
     }
-
-    let serving = Serving {
-        shutdown: &cancel,
-        metrics: &metrics,
-    };
-    let sinks = open_sinks(&config, leadership.clone(), Some(serving)).await?;
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let mut source_tasks = Vec::new();
     for registry in &config.registries {
@@ -362,7 +299,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
 pub async fn drive(
     config: &Config,
     sinks: Vec<NamedSink>,
-    leadership: Leadership,
+    leadership: Gate,
     metrics: Metrics,
     mut rx: mpsc::Receiver<SourceEvent>,
     cancel: CancellationToken,

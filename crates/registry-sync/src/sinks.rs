@@ -1,128 +1,104 @@
 //! Opens the configured sinks: for writing (`run`, `once`) or only to read what they
-//! hold (`plan`, which needs no write access anywhere).
+//! hold (`plan`, which needs no write access anywhere). Each sink is opened by its own
+//! crate in one call; a sink left out of the build is refused when the config loads.
 
 use std::collections::BTreeMap;
-#[cfg(feature = "kubernetes")]
-use std::time::Duration;
 
 use registry_sync_istio::{HeldObject, ObjectKey};
 use registry_sync_plan::Plan;
-use registry_sync_sinks::{ApplyReport, AsyncSink, FilesSink, Sink, SinkError, StdoutSink};
+use registry_sync_sinks::{ApplyReport, AsyncSink, FilesSink, Gate, Sink, SinkError, StdoutSink};
 
-use crate::commands::CommandError;
 use crate::config::Config;
+use crate::error::CommandError;
 use crate::pipeline::NamedSink;
 
-/// Decides who may write to the Kubernetes sink; `None` when leader election is off.
-#[cfg(feature = "kubernetes")]
-pub type Leadership = Option<registry_sync_kubernetes::Leadership>;
-#[cfg(not(feature = "kubernetes"))]
-pub type Leadership = Option<NoLeaderElection>;
-
-/// Without the Kubernetes sink there is nothing to elect a leader for.
-#[cfg(not(feature = "kubernetes"))]
-#[derive(Clone, Debug)]
-pub struct NoLeaderElection;
-
-/// What a process that keeps running (`run`) gives the sinks that serve for as long as
-/// it lives (the MCP server): when to stop, and where to report.
-pub struct Serving<'a> {
-    pub shutdown: &'a tokio_util::sync::CancellationToken,
-    pub metrics: &'a crate::metrics::Metrics,
+/// What the sinks are opened for.
+pub enum Purpose<'a> {
+    /// `run`: leader election starts where configured, and the sinks that serve for as
+    /// long as the process lives (the MCP server) start, stopping with `shutdown`.
+    Run {
+        shutdown: &'a tokio_util::sync::CancellationToken,
+        metrics: &'a crate::metrics::Metrics,
+    },
+    /// `once`, `prune`: one pass of writes, no election, no server.
+    Once,
+    /// `plan`: what each stateful sink holds, writing nothing anywhere. A missing output
+    /// directory is an empty one (and is not created); stdout, which holds nothing, is
+    /// left out, and with no stateful sink the plan is against nothing.
+    ReadOnly,
 }
 
-/// Opens every configured sink for writing. The MCP server is started only with
-/// `serving` (by `run`); a one-shot command leaves it out.
-pub async fn open_sinks(
-    config: &Config,
-    leadership: Leadership,
-    serving: Option<Serving<'_>>,
-) -> Result<Vec<NamedSink>, CommandError> {
+/// The sinks, and the gate leader election puts before those one replica must own.
+pub struct OpenedSinks {
+    pub sinks: Vec<NamedSink>,
+    pub gate: Gate,
+}
+
+pub async fn open_sinks(config: &Config, purpose: Purpose<'_>) -> Result<OpenedSinks, CommandError> {
+    let read_only = matches!(purpose, Purpose::ReadOnly);
     let mut sinks = Vec::new();
+    // Only leader election (the Kubernetes sink's) sets a gate.
+    #[cfg_attr(not(feature = "kubernetes"), allow(unused_mut))]
+    let mut gate: Gate = None;
+    let mut add = |name: String, sink: Box<dyn AsyncSink>| sinks.push(NamedSink { name, sink });
     if let Some(dir) = &config.sinks.files {
-        sinks.push(NamedSink {
-            name: format!("files:{}", dir.display()),
-            sink: Box::new(watched_files(dir)?),
-        });
+        let name = format!("files:{}", dir.display());
+        if !read_only {
+            add(name, Box::new(watched_files(dir)?));
+        } else if dir.is_dir() {
+            add(name, Box::new(FilesSink::open(dir)?));
+        } else if dir.exists() {
+            return Err(CommandError::NotADirectory(dir.display().to_string()));
+        } else {
+            add(name, Box::new(Nothing(BTreeMap::new())));
+        }
     }
-    if config.sinks.stdout {
-        sinks.push(NamedSink {
-            name: "stdout".into(),
-            sink: Box::new(StdoutSink::stdout()),
-        });
+    if config.sinks.stdout && !read_only {
+        add("stdout".into(), Box::new(StdoutSink::stdout()));
     }
-    if let Some(sink) = open_kubernetes(config, leadership).await? {
-        sinks.push(sink);
+    #[cfg(feature = "kubernetes")]
+    if let Some(kube) = &config.sinks.kubernetes {
+        use registry_sync_kubernetes::Mode;
+        let mode = match &purpose {
+            Purpose::Run { shutdown, .. } => Mode::Elected(shutdown),
+            Purpose::Once => Mode::Unelected,
+            Purpose::ReadOnly => Mode::ReadOnly,
+        };
+        let opened = registry_sync_kubernetes::open(&kube.options(config), mode).await?;
+        gate = opened.leadership.map(|l| std::sync::Arc::new(l) as _);
+        add("kubernetes".into(), Box::new(opened.sink));
     }
+    #[cfg(feature = "mcp")]
     if let Some(mcp) = &config.sinks.mcp {
-        match serving {
-            Some(serving) => sinks.push(open_mcp(mcp, serving).await?),
-            None => tracing::warn!(
+        match &purpose {
+            Purpose::Run { shutdown, metrics } => {
+                let observer = std::sync::Arc::new(metrics.mcp.clone());
+                let (sink, bound) = registry_sync_mcp::open(
+                    &mcp.options(),
+                    observer,
+                    tokio_util::sync::CancellationToken::clone(shutdown).cancelled_owned(),
+                )
+                .await
+                .map_err(|e| CommandError::Mcp(e.to_string()))?;
+                add(format!("mcp:{bound}"), Box::new(sink));
+            }
+            Purpose::Once => tracing::warn!(
                 "the MCP sink serves istiod while `registry-sync run` runs; this one-shot command leaves it out"
             ),
+            // istiod holds what it was served; there is nothing here to diff against.
+            Purpose::ReadOnly => {}
         }
     }
     if sinks.is_empty() {
-        return Err(CommandError::NoSink(config.path.display().to_string()));
-    }
-    Ok(sinks)
-}
-
-/// The MCP-over-xDS server istiod dials, and the sink its writer drives.
-#[cfg(feature = "mcp")]
-async fn open_mcp(
-    config: &crate::config::McpConfig,
-    serving: Serving<'_>,
-) -> Result<NamedSink, CommandError> {
-    use registry_sync_mcp::server::{Ads, ServerTls};
-
-    let read = |path: &std::path::Path, key: &str| {
-        std::fs::read(path).map_err(|e| {
-            CommandError::Mcp(format!(
-                "cannot read `sinks.mcp.{key}` {}: {e}; point it at a PEM file",
-                path.display()
-            ))
-        })
-    };
-    let tls = match &config.tls {
-        Some(tls) => Some(ServerTls {
-            cert_pem: read(&tls.cert_file, "cert_file")?,
-            key_pem: read(&tls.key_file, "key_file")?,
-        }),
-        None => None,
-    };
-    let (sink, offers) = registry_sync_mcp::sink::McpSink::new();
-    let observer = std::sync::Arc::new(serving.metrics.mcp.clone());
-    let server = registry_sync_mcp::server::Serving::bind(config.listen, Ads::new(offers, observer), tls.as_ref())
-        .await
-        .map_err(|e| {
-            CommandError::Mcp(format!(
-                "the MCP sink cannot start: {e}; check `sinks.mcp` (a free address:port, a matching certificate and key)"
-            ))
-        })?;
-    let bound = server.local_addr().unwrap_or(config.listen);
-    let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
-    tracing::info!(address = %bound, "serving istiod as an MCP-over-xDS config source (xds://{bound}, {scheme})");
-    let shutdown = serving.shutdown.clone();
-    tokio::spawn(async move {
-        if let Err(error) = server.run(shutdown.cancelled_owned()).await {
-            tracing::error!(%error, "the MCP server stopped; istiod keeps its last view and reconnects when it is back");
+        if !read_only {
+            return Err(CommandError::NoSink(config.path.display().to_string()));
         }
-    });
-    Ok(NamedSink {
-        name: format!("mcp:{bound}"),
-        sink: Box::new(sink),
-    })
-}
-
-#[cfg(not(feature = "mcp"))]
-async fn open_mcp(
-    _config: &crate::config::McpConfig,
-    _serving: Serving<'_>,
-) -> Result<NamedSink, CommandError> {
-    Err(CommandError::Mcp(
-        "`sinks.mcp` is configured but this build has no MCP sink; build with the `mcp` feature".into(),
-    ))
+        sinks.push(NamedSink {
+            name: "(no stateful sink)".into(),
+            sink: Box::new(Nothing(BTreeMap::new())),
+        });
+    }
+    Ok(OpenedSinks { sinks, gate })
 }
 
 /// The files sink, watching its directory so that a deleted or edited file is
@@ -148,86 +124,5 @@ impl Sink for Nothing {
 
     fn apply(&mut self, _plan: &Plan) -> Result<ApplyReport, SinkError> {
         Ok(ApplyReport::default())
-    }
-}
-
-/// What `plan` diffs against: the sinks that hold state. A missing output directory is
-/// an empty one (and is not created); the Kubernetes sink only lists and watches.
-/// stdout holds nothing, so with no stateful sink the plan is against nothing:
-/// everything would be created.
-pub async fn open_sinks_read_only(config: &Config) -> Result<Vec<NamedSink>, CommandError> {
-    let mut sinks = Vec::new();
-    if let Some(dir) = &config.sinks.files {
-        let sink: Box<dyn AsyncSink> = if dir.is_dir() {
-            Box::new(FilesSink::open(dir)?)
-        } else if dir.exists() {
-            return Err(CommandError::NotADirectory(dir.display().to_string()));
-        } else {
-            Box::new(Nothing(BTreeMap::new()))
-        };
-        sinks.push(NamedSink {
-            name: format!("files:{}", dir.display()),
-            sink,
-        });
-    }
-    if let Some(sink) = open_kubernetes(config, None).await? {
-        sinks.push(sink);
-    }
-    if sinks.is_empty() {
-        sinks.push(NamedSink {
-            name: "(no stateful sink)".into(),
-            sink: Box::new(Nothing(BTreeMap::new())),
-        });
-    }
-    Ok(sinks)
-}
-
-#[cfg(feature = "kubernetes")]
-async fn open_kubernetes(config: &Config, leadership: Leadership) -> Result<Option<NamedSink>, CommandError> {
-    use registry_sync_kubernetes::{KubeSink, KubeSinkSettings};
-
-    let Some(kube) = &config.sinks.kubernetes else {
-        return Ok(None);
-    };
-    let client = registry_sync_kubernetes::client(kube.kubeconfig.as_deref())
-        .await
-        .map_err(CommandError::Kubernetes)?;
-    let settings = KubeSinkSettings {
-        namespaces: config
-            .registries
-            .iter()
-            .map(|r| r.settings.namespace.clone())
-            .collect(),
-        qps: kube.qps,
-        burst: kube.burst,
-        concurrency: kube.concurrency,
-        // A write sent while leading must not land after the lease could have passed
-        // to another replica: no call outlasts the leadership margin (a fifth of it).
-        call_timeout: kube
-            .leader_election
-            .as_ref()
-            .map(|election| Duration::from_secs(election.lease_duration_seconds) / 5)
-            .unwrap_or(Duration::from_secs(10))
-            .min(Duration::from_secs(10)),
-        ..KubeSinkSettings::default()
-    };
-    let sink = KubeSink::connect(client, settings, leadership).await?;
-    Ok(Some(NamedSink {
-        name: "kubernetes".into(),
-        sink: Box::new(sink),
-    }))
-}
-
-#[cfg(not(feature = "kubernetes"))]
-async fn open_kubernetes(
-    config: &Config,
-    _leadership: Leadership,
-) -> Result<Option<NamedSink>, CommandError> {
-    match &config.sinks.kubernetes {
-        Some(_) => Err(CommandError::Kubernetes(
-            "this build of registry-sync does not include the Kubernetes sink (Cargo feature `kubernetes`)"
-                .into(),
-        )),
-        None => Ok(None),
     }
 }

@@ -61,6 +61,31 @@ pub struct LeaderElectionConfig {
     pub lease_duration_seconds: u64,
 }
 
+#[cfg(feature = "kubernetes")]
+impl KubernetesConfig {
+    /// What the Kubernetes crate opens the sink with.
+    pub fn options(&self, config: &super::Config) -> registry_sync_kubernetes::KubeOptions {
+        registry_sync_kubernetes::KubeOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            namespaces: config
+                .registries
+                .iter()
+                .map(|r| r.settings.namespace.clone())
+                .collect(),
+            qps: self.qps,
+            burst: self.burst,
+            concurrency: self.concurrency,
+            leader_election: self.leader_election.as_ref().map(|e| {
+                registry_sync_kubernetes::ElectionOptions {
+                    namespace: e.namespace.clone(),
+                    lease: e.lease.clone(),
+                    lease_duration: std::time::Duration::from_secs(e.lease_duration_seconds),
+                }
+            }),
+        }
+    }
+}
+
 /// Validates `sinks.kubernetes`.
 pub(super) fn kubernetes_config(
     raw: RawKubernetesSink,

@@ -26,6 +26,20 @@ pub struct McpConfig {
     pub tls: Option<McpTls>,
 }
 
+#[cfg(feature = "mcp")]
+impl McpConfig {
+    /// What the MCP crate opens the server with.
+    pub fn options(&self) -> registry_sync_mcp::McpOptions {
+        registry_sync_mcp::McpOptions {
+            listen: self.listen,
+            tls: self
+                .tls
+                .as_ref()
+                .map(|t| (t.cert_file.clone(), t.key_file.clone())),
+        }
+    }
+}
+
 /// PEM files, resolved against the config file's directory; read at start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct McpTls {

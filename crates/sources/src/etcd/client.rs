@@ -243,7 +243,7 @@ impl WatchStream {
 
 #[cfg(any(test, feature = "testing"))]
 mod writes {
-    use super::super::proto::{DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, Written};
+    use super::super::proto::writes::{DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, Written};
     use super::*;
 
     fn plain_options() -> ConnectOptions {

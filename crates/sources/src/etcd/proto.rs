@@ -131,44 +131,50 @@ pub struct AuthenticateResponse {
     pub token: String,
 }
 
-/// `etcdserverpb.PutRequest` (for tests and benches that write a registry).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PutRequest {
-    #[prost(bytes = "vec", tag = "1")]
-    pub key: Vec<u8>,
-    #[prost(bytes = "vec", tag = "2")]
-    pub value: Vec<u8>,
-}
+/// The writes, for tests and benches that fill a registry.
+#[cfg(any(test, feature = "testing"))]
+pub mod writes {
+    use super::ResponseHeader;
 
-/// `etcdserverpb.DeleteRangeRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct DeleteRangeRequest {
-    #[prost(bytes = "vec", tag = "1")]
-    pub key: Vec<u8>,
-    #[prost(bytes = "vec", tag = "2")]
-    pub range_end: Vec<u8>,
-}
+    /// `etcdserverpb.PutRequest` (for tests and benches that write a registry).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PutRequest {
+        #[prost(bytes = "vec", tag = "1")]
+        pub key: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub value: Vec<u8>,
+    }
 
-/// `etcdserverpb.RequestOp`: the `request_put` and `request_delete_range` cases.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RequestOp {
-    #[prost(message, optional, tag = "2")]
-    pub request_put: Option<PutRequest>,
-    #[prost(message, optional, tag = "3")]
-    pub request_delete_range: Option<DeleteRangeRequest>,
-}
+    /// `etcdserverpb.DeleteRangeRequest`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct DeleteRangeRequest {
+        #[prost(bytes = "vec", tag = "1")]
+        pub key: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub range_end: Vec<u8>,
+    }
 
-/// `etcdserverpb.TxnRequest` without comparisons: its `success` ops apply as one
-/// revision.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct TxnRequest {
-    #[prost(message, repeated, tag = "2")]
-    pub success: Vec<RequestOp>,
-}
+    /// `etcdserverpb.RequestOp`: the `request_put` and `request_delete_range` cases.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RequestOp {
+        #[prost(message, optional, tag = "2")]
+        pub request_put: Option<PutRequest>,
+        #[prost(message, optional, tag = "3")]
+        pub request_delete_range: Option<DeleteRangeRequest>,
+    }
 
-/// The header alone, which is all a caller here reads of a write's answer.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Written {
-    #[prost(message, optional, tag = "1")]
-    pub header: Option<ResponseHeader>,
+    /// `etcdserverpb.TxnRequest` without comparisons: its `success` ops apply as one
+    /// revision.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TxnRequest {
+        #[prost(message, repeated, tag = "2")]
+        pub success: Vec<RequestOp>,
+    }
+
+    /// The header alone, which is all a caller here reads of a write's answer.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Written {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
 }
