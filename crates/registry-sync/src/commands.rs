@@ -26,10 +26,10 @@ pub async fn load_all(config: &Config) -> (Pipeline, Vec<CommandError>) {
                 );
                 pipeline.registry_synced(&registry.name, snapshot);
             }
-            Err(message) => {
+            Err(error) => {
                 errors.push(CommandError::Registry {
                     registry: registry.name.clone(),
-                    message,
+                    message: error.to_string(),
                 });
             }
         }
@@ -129,17 +129,19 @@ pub async fn check(config: &Config, out: &mut dyn Write) -> Result<Outcome, Comm
                 out,
                 "registry {} ({}): ok, {} services, {} instances, {} items skipped",
                 registry.name,
-                registry.kind,
+                registry.source.kind(),
                 snapshot.services().len(),
                 snapshot.instance_count(),
                 snapshot.skipped.len()
             )?,
-            Err(message) => {
+            Err(error) => {
+                let message = error.to_string();
                 failed = true;
                 writeln!(
                     out,
                     "registry {} ({}): FAILED: {message}",
-                    registry.name, registry.kind
+                    registry.name,
+                    registry.source.kind()
                 )?;
             }
         }

@@ -2,22 +2,21 @@
 //! file, the line and the key, because a mistake here is the one a user fixes by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use registry_sync_istio::Location;
-use registry_sync_translate::{EndpointMode, HostTemplate, RegistrySettings, SecretKeys, Settings};
+use registry_sync_translate::{RegistrySettings, SecretKeys, Settings};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 mod kubernetes;
 mod mcp;
-mod registries;
+mod registry;
 
 pub use kubernetes::{KubernetesConfig, LeaderElectionConfig};
 use kubernetes::{RawKubernetesSink, kubernetes_config};
 pub use mcp::{McpConfig, McpTls};
 use mcp::{RawMcpSink, mcp_config};
+pub use registry_sync_sources::registry::SourceConfig;
 
 /// A configuration problem, with where it is.
 #[derive(Debug, thiserror::Error)]
@@ -87,56 +86,12 @@ fn redact_scalars(text: &str) -> String {
     out
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RegistryKind {
-    File,
-    Etcd,
-    Zookeeper,
-    Dns,
-    Consul,
-    Eureka,
-    #[serde(rename = "cloudmap")]
-    CloudMap,
-    Nacos,
-}
-
-impl fmt::Display for RegistryKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RegistryKind::File => "file",
-            RegistryKind::Etcd => "etcd",
-            RegistryKind::Zookeeper => "zookeeper",
-            RegistryKind::Dns => "dns",
-            RegistryKind::Consul => "consul",
-            RegistryKind::Eureka => "eureka",
-            RegistryKind::CloudMap => "cloudmap",
-            RegistryKind::Nacos => "nacos",
-        })
-    }
-}
-
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum RawEndpointMode {
-    Inline,
-    WorkloadEntry,
-    Auto,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum RawLocation {
-    MeshInternal,
-    MeshExternal,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
     instance: Option<Spanned<String>>,
-    registries: Spanned<Vec<RawRegistry>>,
+    registries: Spanned<Vec<registry::RawRegistry>>,
     #[serde(default)]
     sinks: RawSinks,
     #[serde(default)]
@@ -165,69 +120,6 @@ struct RawSafety {
     confirm_mass_delete: bool,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRegistry {
-    name: Spanned<String>,
-    kind: Spanned<RegistryKind>,
-    #[serde(default)]
-    path: Option<Spanned<String>>,
-    #[serde(default)]
-    hosts: Option<Spanned<String>>,
-    #[serde(default)]
-    endpoints: Option<RawEndpointMode>,
-    namespace: Spanned<String>,
-    #[serde(default)]
-    location: Option<RawLocation>,
-    #[serde(default)]
-    sidecar: bool,
-    // Keys of the registries that push (etcd, zookeeper); see config/registries.rs.
-    address: Option<Spanned<registries::RawAddress>>,
-    prefix: Option<Spanned<String>>,
-    value_format: Option<Spanned<String>>,
-    address_field: Option<Spanned<String>>,
-    port_field: Option<Spanned<String>>,
-    metadata_field: Option<Spanned<String>>,
-    healthy_field: Option<Spanned<String>>,
-    weight_field: Option<Spanned<String>>,
-    username: Option<Spanned<String>>,
-    password_file: Option<Spanned<String>>,
-    password_env: Option<Spanned<String>>,
-    ca_file: Option<Spanned<String>>,
-    cert_file: Option<Spanned<String>>,
-    key_file: Option<Spanned<String>>,
-    layout: Option<Spanned<String>>,
-    root: Option<Spanned<String>>,
-    chroot: Option<Spanned<String>>,
-    session_timeout: Option<Spanned<String>>,
-    // Keys of the `dns` registry.
-    nameserver: Option<Spanned<String>>,
-    names: Option<Spanned<Vec<String>>>,
-    min_refresh: Option<Spanned<String>>,
-    max_refresh: Option<Spanned<String>>,
-    // Keys of the `consul` and `eureka` registries; see config/registries/http.rs.
-    datacenter: Option<Spanned<String>>,
-    token_file: Option<Spanned<String>>,
-    token_env: Option<Spanned<String>>,
-    consul_namespace: Option<Spanned<String>>,
-    partition: Option<Spanned<String>>,
-    health: Option<Spanned<Vec<String>>>,
-    services: Option<Spanned<Vec<String>>>,
-    tags: Option<Spanned<Vec<String>>>,
-    wait: Option<Spanned<String>>,
-    max_connections: Option<Spanned<u64>>,
-    refresh: Option<Spanned<String>>,
-    instance_address: Option<Spanned<String>>,
-    // Keys of the `cloudmap` registry; see config/registries/cloudmap.rs.
-    region: Option<Spanned<String>>,
-    namespaces: Option<Spanned<Vec<String>>>,
-    endpoint: Option<Spanned<String>>,
-    interval: Option<Spanned<String>>,
-    // Keys of the `nacos` registry (with `interval`); see config/registries/nacos.rs.
-    namespace_id: Option<Spanned<String>>,
-    groups: Option<Spanned<Vec<String>>>,
-}
-
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSinks {
@@ -247,32 +139,10 @@ struct RawFilesSink {
     dir: Spanned<String>,
 }
 
-/// Where a registry's data comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SourceConfig {
-    File {
-        path: PathBuf,
-    },
-    #[cfg(feature = "etcd")]
-    Etcd(Box<registry_sync_sources::etcd::EtcdConfig>),
-    #[cfg(feature = "zookeeper")]
-    Zookeeper(Box<registry_sync_sources::zookeeper::ZookeeperConfig>),
-    #[cfg(feature = "dns")]
-    Dns(Box<registry_sync_sources::dns::DnsConfig>),
-    #[cfg(feature = "consul")]
-    Consul(Box<registry_sync_sources::consul::ConsulConfig>),
-    #[cfg(feature = "eureka")]
-    Eureka(Box<registry_sync_sources::eureka::EurekaConfig>),
-    #[cfg(feature = "cloudmap")]
-    CloudMap(Box<registry_sync_sources::cloudmap::CloudMapConfig>),
-    #[cfg(feature = "nacos")]
-    Nacos(Box<registry_sync_sources::nacos::NacosConfig>),
-}
-
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
     pub name: String,
-    pub kind: RegistryKind,
+    /// The checked keys of its kind ([`SourceConfig::kind`] names it).
     pub source: SourceConfig,
     pub settings: RegistrySettings,
 }
@@ -333,7 +203,7 @@ pub struct Config {
 }
 
 /// DNS-1123 label: what registry names and Kubernetes namespaces must be.
-fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -396,112 +266,22 @@ impl Config {
         let mut seen = BTreeSet::new();
         let mut registries = Vec::new();
         for (index, r) in raw.registries.value.into_iter().enumerate() {
-            let key = |field: &str| format!("registries[{index}].{field}");
-            let name = r.name.value.clone();
-            if !is_dns_label(&name) {
-                return Err(invalid(
-                    r.name.referenced.line(),
-                    key("name"),
-                    format!("{name:?} must be a DNS label (lowercase letters, digits and '-', at most 63)"),
-                ));
-            }
-            if !seen.insert(name.clone()) {
-                return Err(invalid(
-                    r.name.referenced.line(),
-                    key("name"),
-                    format!("{name:?} is used by two registries"),
-                ));
-            }
-            if !is_dns_label(&r.namespace.value) {
-                return Err(invalid(
-                    r.namespace.referenced.line(),
-                    key("namespace"),
-                    format!("{:?} is not a valid Kubernetes namespace name", r.namespace.value),
-                ));
-            }
-            let kind = r.kind.value;
-            let check = registries::Check {
-                raw: &r,
-                base: &base,
-                invalid: &invalid,
+            let entry = registry::Entry {
                 index,
+                base: &base,
+                secret_keys: &secret_keys,
+                invalid: &invalid,
             };
-            check.only_own_keys(kind)?;
-            let hosts = match &r.hosts {
-                Some(h) => HostTemplate::parse(&h.value)
-                    .map_err(|e| invalid(h.referenced.line(), key("hosts"), e.to_string()))?,
-                // The default host template of the kind, used when `hosts` is not set.
-                None => HostTemplate::parse(check.default_hosts(kind)).expect("built-in templates are valid"),
-            };
-            let source = match kind {
-                #[cfg(feature = "etcd")]
-                RegistryKind::Etcd => check.etcd()?,
-                #[cfg(feature = "zookeeper")]
-                RegistryKind::Zookeeper => check.zookeeper()?,
-                #[cfg(not(feature = "etcd"))]
-                RegistryKind::Etcd => return Err(check.not_built(kind)),
-                #[cfg(not(feature = "zookeeper"))]
-                RegistryKind::Zookeeper => return Err(check.not_built(kind)),
-                #[cfg(feature = "dns")]
-                RegistryKind::Dns => check.dns()?,
-                #[cfg(not(feature = "dns"))]
-                RegistryKind::Dns => return Err(check.not_built(kind)),
-                #[cfg(feature = "consul")]
-                RegistryKind::Consul => check.consul()?,
-                #[cfg(not(feature = "consul"))]
-                RegistryKind::Consul => return Err(check.not_built(kind)),
-                #[cfg(feature = "eureka")]
-                RegistryKind::Eureka => check.eureka()?,
-                #[cfg(not(feature = "eureka"))]
-                RegistryKind::Eureka => return Err(check.not_built(kind)),
-                #[cfg(feature = "cloudmap")]
-                RegistryKind::CloudMap => check.cloudmap()?,
-                #[cfg(not(feature = "cloudmap"))]
-                RegistryKind::CloudMap => return Err(check.not_built(kind)),
-                #[cfg(feature = "nacos")]
-                RegistryKind::Nacos => check.nacos()?,
-                #[cfg(not(feature = "nacos"))]
-                RegistryKind::Nacos => return Err(check.not_built(kind)),
-                RegistryKind::File => {
-                    let Some(p) = &r.path else {
-                        return Err(invalid(
-                            r.kind.referenced.line(),
-                            key("path"),
-                            "a registry of kind `file` needs `path`, the services file".into(),
-                        ));
-                    };
-                    if p.value.trim().is_empty() {
-                        return Err(invalid(
-                            p.referenced.line(),
-                            key("path"),
-                            "must not be empty".into(),
-                        ));
-                    }
-                    SourceConfig::File {
-                        path: base.join(&p.value),
-                    }
-                }
-            };
-            registries.push(RegistryConfig {
-                name,
-                kind,
-                source,
-                settings: RegistrySettings {
-                    hosts,
-                    namespace: r.namespace.value,
-                    endpoints: match r.endpoints {
-                        Some(RawEndpointMode::Inline) => EndpointMode::Inline,
-                        Some(RawEndpointMode::WorkloadEntry) => EndpointMode::WorkloadEntry,
-                        Some(RawEndpointMode::Auto) | None => EndpointMode::Auto,
-                    },
-                    location: match r.location {
-                        Some(RawLocation::MeshExternal) => Location::MeshExternal,
-                        Some(RawLocation::MeshInternal) | None => Location::MeshInternal,
-                    },
-                    sidecar: r.sidecar,
-                    secret_keys: secret_keys.clone(),
-                },
-            });
+            let name_line = r.name_line();
+            let registry = entry.check(r)?;
+            if !seen.insert(registry.name.clone()) {
+                return Err(invalid(
+                    name_line,
+                    format!("registries[{index}].name"),
+                    format!("{:?} is used by two registries", registry.name),
+                ));
+            }
+            registries.push(registry);
         }
 
         for (built, set, key) in [
@@ -581,13 +361,15 @@ impl Config {
                 max_delete_share: share.map_or(0.5, |s| s.value),
                 guard_window: match raw.safety.window {
                     None => DEFAULT_GUARD_WINDOW,
-                    Some(window) => registries::parse_duration(&window.value).ok_or_else(|| {
-                        invalid(
-                            window.referenced.line(),
-                            "safety.window".into(),
-                            "is not a duration: write it as `300s`, `5m` or `2500ms`".into(),
-                        )
-                    })?,
+                    Some(window) => {
+                        registry_sync_sources::config::parse_duration(&window.value).ok_or_else(|| {
+                            invalid(
+                                window.referenced.line(),
+                                "safety.window".into(),
+                                "is not a duration: write it as `300s`, `5m` or `2500ms`".into(),
+                            )
+                        })?
+                    }
                 },
                 confirm_mass_delete: raw.safety.confirm_mass_delete,
             },

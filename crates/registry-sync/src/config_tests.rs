@@ -1,3 +1,6 @@
+use registry_sync_istio::Location;
+use registry_sync_translate::EndpointMode;
+
 use super::*;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -32,9 +35,9 @@ fn a_full_config_parses_with_paths_relative_to_the_config_file() {
     assert_eq!(r.name, "legacy");
     assert_eq!(
         r.source,
-        SourceConfig::File {
+        SourceConfig::File(Box::new(registry_sync_sources::file::FileConfig {
             path: "/etc/registry-sync/services.yaml".into()
-        }
+        }))
     );
     assert_eq!(r.settings.namespace, "mesh-external");
     assert_eq!(r.settings.endpoints, EndpointMode::WorkloadEntry);
@@ -162,7 +165,10 @@ fn a_syntax_error_never_echoes_the_values_of_the_file() {
     let message = error(
         "registries:\n  - name: a\n    kind: file\n    path: s.yaml\n    namespace: mesh\n    tokn: x\n",
     );
-    assert!(message.contains("`tokn`"), "the key is named: {message}");
+    assert!(
+        message.contains("registries[0].tokn`"),
+        "the key is named: {message}"
+    );
 }
 
 #[test]
@@ -173,8 +179,12 @@ fn a_registry_address_with_credentials_is_refused_without_echoing_them() {
     assert!(!message.contains("hunter2"), "{message}");
     assert!(message.contains("credentials"), "{message}");
     assert!(message.contains("line 4"), "{message}");
-    assert!(super::registries::has_userinfo("zk-user:pw@10.0.0.1:2181"));
-    assert!(!super::registries::has_userinfo("http://127.0.0.1:8500/path@x"));
+    assert!(registry_sync_sources::config::has_userinfo(
+        "zk-user:pw@10.0.0.1:2181"
+    ));
+    assert!(!registry_sync_sources::config::has_userinfo(
+        "http://127.0.0.1:8500/path@x"
+    ));
 }
 
 #[test]

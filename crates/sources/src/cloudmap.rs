@@ -33,6 +33,8 @@
 //! the port's protocol downstream), `AWS_*` attributes do not; ECS's
 //! `AVAILABILITY_ZONE` (with `REGION` or the client's region) becomes the locality.
 
+mod config;
+pub use config::CloudMapBlock;
 mod client;
 mod parse;
 mod poll;

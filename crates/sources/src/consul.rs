@@ -30,6 +30,8 @@
 //! Connect proxies and gateways (`Kind` set) are not services of the mesh and are left
 //! out; a service made only of them is not published at all.
 
+mod config;
+pub use config::ConsulBlock;
 mod client;
 mod overflow;
 mod parse;

@@ -26,6 +26,8 @@
 //! kept and the name is tried again with backoff. A target that has no address is left
 //! out with its reason; the other targets are kept.
 
+mod config;
+pub use config::DnsBlock;
 mod lookup;
 mod records;
 mod schedule;

@@ -20,6 +20,8 @@
 //! revision away is everything listed again. A service exists while it has at least
 //! one key: deleting a service's last key deletes the service.
 
+mod config;
+pub use config::EtcdBlock;
 mod client;
 mod layout;
 mod proto;

@@ -26,6 +26,8 @@
 //! (default `UP`). Eureka's JSON may give a list of one as the item itself; both forms
 //! are read.
 
+mod config;
+pub use config::EurekaBlock;
 mod parse;
 mod watch;
 

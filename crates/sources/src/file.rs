@@ -26,6 +26,8 @@
 //! Write the file atomically (a temporary file in the same directory, then `mv`) where
 //! possible; in-place writes are picked up when the writer closes the file.
 
+mod config;
+pub use config::{FileBlock, FileConfig};
 mod format;
 mod items;
 mod node;

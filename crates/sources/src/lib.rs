@@ -20,8 +20,12 @@ use registry_sync_catalog::{RegistryDelta, RegistrySnapshot};
 
 #[cfg(test)]
 mod arbitrary;
+// Each kind uses the checks it needs; a build with few kinds leaves some unused.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+pub mod config;
 #[cfg(feature = "file")]
 pub mod file;
+pub mod registry;
 
 #[cfg(feature = "cloudmap")]
 pub mod cloudmap;
@@ -60,13 +64,6 @@ mod http;
 ))]
 #[cfg_attr(not(all(feature = "etcd", feature = "zookeeper")), allow(dead_code))]
 mod json;
-#[cfg(any(
-    feature = "etcd",
-    feature = "zookeeper",
-    feature = "consul",
-    feature = "eureka",
-    feature = "nacos"
-))]
 pub mod secret;
 #[cfg(any(
     feature = "etcd",

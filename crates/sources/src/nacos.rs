@@ -50,6 +50,8 @@
 //! negative weight or metadata over [`parse::MAX_METADATA_BYTES`] are skipped with a
 //! reason.
 
+mod config;
+pub use config::NacosBlock;
 mod client;
 mod paging;
 mod parse;

@@ -14,6 +14,8 @@
 //! keeps the last known state in place downstream, and a new session (with backoff)
 //! watches again and reads the whole tree again.
 
+mod config;
+pub use config::ZookeeperBlock;
 mod curator;
 mod dubbo;
 mod watch;

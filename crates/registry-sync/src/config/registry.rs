@@ -1,0 +1,238 @@
+//! One entry of `registries`: the keys every kind shares (name, kind, namespace,
+//! hosts, endpoints, location, sidecar) are read here; every other key belongs to the
+//! kind, whose own module in the sources crate checks it
+//! (`registry_sync_sources::registry`). This module names no kind.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use registry_sync_istio::Location;
+use registry_sync_sources::registry::{self, Context};
+use registry_sync_translate::{EndpointMode, HostTemplate, RegistrySettings, SecretKeys};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_saphyr::Spanned;
+
+use super::{ConfigError, RegistryConfig, is_dns_label};
+
+#[derive(Clone, Copy, Debug)]
+enum RawEndpointMode {
+    Inline,
+    WorkloadEntry,
+    Auto,
+}
+
+/// Read by hand so that a list under `endpoints` (a registry's addresses, written where
+/// the endpoint mode goes) is told where they belong.
+impl<'de> Deserialize<'de> for RawEndpointMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const WHAT: &str = "`endpoints` is the endpoint mode: inline, workload-entry or auto; a registry's addresses or URLs go in `address`";
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(mode) => match mode.trim() {
+                "inline" => Ok(RawEndpointMode::Inline),
+                "workload-entry" => Ok(RawEndpointMode::WorkloadEntry),
+                "auto" => Ok(RawEndpointMode::Auto),
+                // Not a secret's place: the mode is one of three words.
+                other => Err(de::Error::custom(format!(
+                    "unknown endpoint mode `{other}`; {WHAT}"
+                ))),
+            },
+            _ => Err(de::Error::custom(WHAT)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum RawLocation {
+    MeshInternal,
+    MeshExternal,
+}
+
+pub(super) struct RawRegistry {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    namespace: Spanned<String>,
+    hosts: Option<Spanned<String>>,
+    endpoints: Option<RawEndpointMode>,
+    location: Option<RawLocation>,
+    sidecar: bool,
+    /// The kind's keys, as written, and the line of each.
+    block: serde_json::Map<String, serde_json::Value>,
+    lines: BTreeMap<String, u64>,
+}
+
+impl<'de> Deserialize<'de> for RawRegistry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(EntryVisitor)
+    }
+}
+
+struct EntryVisitor;
+
+impl<'de> Visitor<'de> for EntryVisitor {
+    type Value = RawRegistry;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a registry: name, kind, namespace and the kind's keys")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRegistry, A::Error> {
+        let (mut name, mut kind, mut namespace, mut hosts) = (None, None, None, None);
+        let (mut endpoints, mut location, mut sidecar) = (None, None, false);
+        let mut block = serde_json::Map::new();
+        let mut lines = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "name" => name = Some(map.next_value()?),
+                "kind" => kind = Some(map.next_value()?),
+                "namespace" => namespace = Some(map.next_value()?),
+                "hosts" => hosts = Some(map.next_value()?),
+                "endpoints" => endpoints = Some(map.next_value()?),
+                "location" => location = Some(map.next_value()?),
+                "sidecar" => sidecar = map.next_value()?,
+                _ => {
+                    let value: Spanned<serde_json::Value> = map.next_value()?;
+                    lines.insert(key.clone(), value.referenced.line());
+                    block.insert(key, value.value);
+                }
+            }
+        }
+        Ok(RawRegistry {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            kind: kind.ok_or_else(|| de::Error::missing_field("kind"))?,
+            namespace: namespace.ok_or_else(|| de::Error::missing_field("namespace"))?,
+            hosts,
+            endpoints,
+            location,
+            sidecar,
+            block,
+            lines,
+        })
+    }
+}
+
+impl RawRegistry {
+    pub(super) fn name_line(&self) -> u64 {
+        self.name.referenced.line()
+    }
+}
+
+pub(super) struct Entry<'a> {
+    pub index: usize,
+    pub base: &'a Path,
+    pub secret_keys: &'a SecretKeys,
+    pub invalid: &'a dyn Fn(u64, String, String) -> ConfigError,
+}
+
+impl Entry<'_> {
+    fn error(&self, line: u64, field: &str, message: impl Into<String>) -> ConfigError {
+        (self.invalid)(
+            line,
+            format!("registries[{}].{field}", self.index),
+            message.into(),
+        )
+    }
+
+    pub(super) fn check(&self, r: RawRegistry) -> Result<RegistryConfig, ConfigError> {
+        let name = r.name.value.clone();
+        if !is_dns_label(&name) {
+            return Err(self.error(
+                r.name.referenced.line(),
+                "name",
+                format!("{name:?} must be a DNS label (lowercase letters, digits and '-', at most 63)"),
+            ));
+        }
+        if !is_dns_label(&r.namespace.value) {
+            return Err(self.error(
+                r.namespace.referenced.line(),
+                "namespace",
+                format!("{:?} is not a valid Kubernetes namespace name", r.namespace.value),
+            ));
+        }
+        let kind = r.kind.value.trim();
+        let kind_line = r.kind.referenced.line();
+        if !registry::KINDS.contains(&kind) {
+            return Err(self.error(
+                kind_line,
+                "kind",
+                format!(
+                    "{kind:?} is not a registry kind; use one of {}",
+                    registry::KINDS.join(", ")
+                ),
+            ));
+        }
+        let cx = Context { base: self.base };
+        let source = match registry::configure(kind, serde_json::Value::Object(r.block), &cx) {
+            None => {
+                return Err(self.error(
+                    kind_line,
+                    "kind",
+                    format!("this build of registry-sync does not include the `{kind}` registry (Cargo feature `{kind}`)"),
+                ));
+            }
+            Some(Err(e)) => {
+                let line = r.lines.get(&e.key).copied().unwrap_or(kind_line);
+                return Err(self.error(line, &e.key, with_owner(kind, &e.key, e.message)));
+            }
+            Some(Ok(source)) => source,
+        };
+        let hosts = match &r.hosts {
+            Some(h) => HostTemplate::parse(&h.value)
+                .map_err(|e| self.error(h.referenced.line(), "hosts", e.to_string()))?,
+            None => HostTemplate::parse(source.default_hosts()).expect("built-in templates are valid"),
+        };
+        Ok(RegistryConfig {
+            name,
+            source,
+            settings: RegistrySettings {
+                hosts,
+                namespace: r.namespace.value,
+                endpoints: match r.endpoints {
+                    Some(RawEndpointMode::Inline) => EndpointMode::Inline,
+                    Some(RawEndpointMode::WorkloadEntry) => EndpointMode::WorkloadEntry,
+                    Some(RawEndpointMode::Auto) | None => EndpointMode::Auto,
+                },
+                location: match r.location {
+                    Some(RawLocation::MeshExternal) => Location::MeshExternal,
+                    Some(RawLocation::MeshInternal) | None => Location::MeshInternal,
+                },
+                sidecar: r.sidecar,
+                secret_keys: self.secret_keys.clone(),
+            },
+        })
+    }
+}
+
+/// A key of another kind: says whose it is.
+fn with_owner(kind: &str, key: &str, message: String) -> String {
+    if !message.contains("does not apply") {
+        return message;
+    }
+    let owners: Vec<&str> = registry::KINDS
+        .iter()
+        .copied()
+        .filter(|k| *k != kind && registry::keys(k).is_some_and(|keys| keys.contains(&key)))
+        .collect();
+    match owners.as_slice() {
+        [] => message,
+        owners => format!("{message} (`{key}` is a key of {})", owners.join(", ")),
+    }
+}
+
+#[cfg(all(test, feature = "etcd", feature = "zookeeper"))]
+#[path = "registries_tests.rs"]
+mod tests;
+
+#[cfg(all(test, feature = "dns"))]
+#[path = "dns_tests.rs"]
+mod dns_tests;
+
+#[cfg(all(test, feature = "cloudmap"))]
+#[path = "cloudmap_tests.rs"]
+mod cloudmap_tests;
+
+#[cfg(all(test, feature = "nacos"))]
+#[path = "nacos_tests.rs"]
+mod nacos_tests;
