@@ -29,7 +29,7 @@ pub async fn load_all(config: &Config) -> (Pipeline, Vec<CommandError>) {
             Err(error) => {
                 errors.push(CommandError::Registry {
                     registry: registry.name.clone(),
-                    message: error.to_string(),
+                    error: Box::new(error),
                 });
             }
         }

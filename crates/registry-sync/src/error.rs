@@ -22,15 +22,22 @@ pub enum Outcome {
 /// Failures of one-shot commands, each naming what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    /// `message` comes from the source and already names the registry.
-    #[error("{message}")]
-    Registry { registry: String, message: String },
+    /// The source's own error, which already names the registry.
+    #[error("{error}")]
+    Registry {
+        registry: String,
+        /// Boxed: some kinds' errors are large, and most results never hold one.
+        #[source]
+        error: Box<registry_sync_sources::registry::SourceError>,
+    },
     #[error(
         "the files sink's output path {0} exists but is not a directory; point `sinks.files.dir` at a directory"
     )]
     NotADirectory(String),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Files(#[from] registry_sync_sinks::FilesError),
     #[error("cannot write to stdout: {0}")]
     Stdout(#[from] std::io::Error),
     #[error(transparent)]

@@ -17,7 +17,7 @@ use registry_sync_istio::{HeldObject, IstioObject, Kind, ObjectKey, RenderError,
 use registry_sync_plan::Plan;
 use tracing::{debug, warn};
 
-use crate::{ApplyReport, BoxFuture, Sink, SinkError};
+use crate::{ApplyReport, BoxFuture, FilesError, Sink, SinkError};
 
 mod drift;
 mod stamp;
@@ -100,8 +100,8 @@ enum Recheck {
 impl FilesSink {
     /// Scans `dir` (created if missing) for the Istio objects it holds. Files that do not
     /// parse as exactly one ServiceEntry or WorkloadEntry are not held and never touched.
-    pub fn open(dir: &Path) -> Result<FilesSink, SinkError> {
-        fs::create_dir_all(dir).map_err(|source| SinkError::CreateDir {
+    pub fn open(dir: &Path) -> Result<FilesSink, FilesError> {
+        fs::create_dir_all(dir).map_err(|source| FilesError::CreateDir {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -123,7 +123,7 @@ impl FilesSink {
 
     /// Watches the directory from now on, so that [`Sink::observe`] reports a file
     /// someone deleted, edited or added.
-    pub fn watch(&mut self) -> Result<(), SinkError> {
+    pub fn watch(&mut self) -> Result<(), FilesError> {
         self.watch = Some(drift::DirWatch::start(&self.dir)?);
         Ok(())
     }
@@ -235,8 +235,8 @@ impl FilesSink {
 }
 
 /// Reads every YAML file of `dir` that holds exactly one Istio object.
-fn scan(dir: &Path) -> Result<Scan, SinkError> {
-    let read_dir_error = |source| SinkError::ReadDir {
+fn scan(dir: &Path) -> Result<Scan, FilesError> {
+    let read_dir_error = |source| FilesError::ReadDir {
         path: dir.to_path_buf(),
         source,
     };

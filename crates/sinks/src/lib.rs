@@ -115,8 +115,24 @@ impl ApplyReport {
     }
 }
 
+/// Why a sink cannot take a plan now. What any sink may say is here; each local sink's
+/// own failures are in its own type.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// A remote sink cannot take writes now (unreachable, not the leader, not ready).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    #[error(
+        "cannot write the plan to the output stream: {source}; the stream may be closed (a pipe whose reader exited?)"
+    )]
+    Output { source: io::Error },
+}
+
+/// The files sink's own failures, each naming the directory and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
     #[error(
         "cannot create the output directory {path}: {source}; create it by hand or choose a writable directory"
     )]
@@ -125,13 +141,6 @@ pub enum SinkError {
         "cannot list the output directory {path}: {source}; check that it is a directory registry-sync may read"
     )]
     ReadDir { path: PathBuf, source: io::Error },
-    /// A remote sink cannot take writes now (unreachable, not the leader, not ready).
-    #[error("{0}")]
-    Unavailable(String),
-    #[error(
-        "cannot write the plan to the output stream: {source}; the stream may be closed (a pipe whose reader exited?)"
-    )]
-    Output { source: io::Error },
     #[error(
         "cannot watch the output directory {path} for changes: {source}; raise fs.inotify.max_user_watches or max_user_instances if they are exhausted"
     )]

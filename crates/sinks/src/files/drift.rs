@@ -18,7 +18,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::is_yaml;
-use crate::SinkError;
+use crate::FilesError;
 
 const NAMES_QUEUE: usize = 1024;
 
@@ -37,11 +37,11 @@ pub(super) enum Seen {
 }
 
 impl DirWatch {
-    pub(super) fn start(dir: &Path) -> Result<DirWatch, SinkError> {
+    pub(super) fn start(dir: &Path) -> Result<DirWatch, FilesError> {
         let (tx, names) = mpsc::channel(NAMES_QUEUE);
         let overflowed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&overflowed);
-        let error = |source| SinkError::Watch {
+        let error = |source| FilesError::Watch {
             path: dir.to_path_buf(),
             source,
         };
