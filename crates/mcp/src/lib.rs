@@ -1,7 +1,7 @@
 //! The MCP-over-xDS sink: registry-sync as a config source istiod dials
 //! (`meshConfig.configSources: [{address: xds://host:port}]`), serving the
 //! ServiceEntries and WorkloadEntries exactly as istiod reads them (see
-//! `docs`/the README's MCP section for the rules taken from istiod's own client).
+//! docs/mcp-sink.md for the rules taken from istiod's own client).
 //!
 //! - [`proto`]: the xDS and Istio messages, by hand, with deterministic encoding;
 //! - [`convert`]: an object as an `istio.mcp.v1alpha1.Resource`, and which requested

@@ -417,6 +417,26 @@ impl Config {
         })
     }
 
+    /// Every key of the file outside the registries' kinds, by the section it is in
+    /// (`sinks.kubernetes`), from the config's own types: what the docs must cover.
+    pub fn keys() -> Vec<(&'static str, &'static [&'static str])> {
+        use registry_sync_sources::config::keys_of;
+        vec![
+            ("", keys_of::<RawConfig>()),
+            ("registries[]", registry::COMMON_KEYS),
+            ("sinks", keys_of::<RawSinks>()),
+            ("sinks.files", keys_of::<RawFilesSink>()),
+            ("sinks.kubernetes", keys_of::<RawKubernetesSink>()),
+            (
+                "sinks.kubernetes.leader_election",
+                keys_of::<kubernetes::RawLeaderElection>(),
+            ),
+            ("sinks.mcp", keys_of::<RawMcpSink>()),
+            ("safety", keys_of::<RawSafety>()),
+            ("admin", keys_of::<RawAdmin>()),
+        ]
+    }
+
     /// The settings translation needs.
     pub fn translate_settings(&self) -> Settings {
         Settings {

@@ -26,7 +26,7 @@ use tracing_subscriber::EnvFilter;
     name = "registry-sync",
     version,
     propagate_version = true,
-    after_long_help = "Examples:\n  registry-sync render --config examples/quickstart/sync.yaml   # the objects, as YAML\n  registry-sync plan   --config sync.yaml   # what would change; exit 0 in sync, 2 pending, 1 error\n  registry-sync run    --config sync.yaml   # keep syncing until SIGINT/SIGTERM\n\nThe configuration file lists `registries` (name, kind, hosts template, namespace,\nendpoints mode, and each kind's connection keys) and `sinks` (kubernetes, files dir,\nstdout); see the README for every key."
+    after_long_help = "Examples:\n  registry-sync render --config examples/quickstart/sync.yaml   # the objects, as YAML\n  registry-sync plan   --config sync.yaml   # what would change; exit 0 in sync, 2 pending, 1 error\n  registry-sync run    --config sync.yaml   # keep syncing until SIGINT/SIGTERM\n\nThe configuration file lists `registries` (name, kind, hosts template, namespace,\nendpoints mode, and each kind's connection keys) and `sinks` (kubernetes, files dir,\nstdout); see docs/configuration.md for every key."
 )]
 struct Cli {
     /// More log detail: -v debug, -vv trace. RUST_LOG, when set, takes precedence.

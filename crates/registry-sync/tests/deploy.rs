@@ -1,5 +1,5 @@
 //! The shipped deployment files are valid: the plain manifests parse, give the
-//! least-privilege RBAC the README promises, and carry a config registry-sync accepts.
+//! least-privilege RBAC the docs promise, and carry a config registry-sync accepts.
 
 use std::path::{Path, PathBuf};
 
@@ -88,12 +88,23 @@ fn the_helm_chart_has_every_template_the_readme_lists() {
         "templates/configmap.yaml",
         "templates/service.yaml",
         "templates/serviceaccount.yaml",
+        "templates/poddisruptionbudget.yaml",
+        "templates/servicemonitor.yaml",
     ] {
         assert!(chart.join(file).is_file(), "missing {file}");
     }
     let values: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap()).unwrap();
     assert_eq!(values["replicaCount"], 2);
+    assert_eq!(
+        values["podDisruptionBudget"]["enabled"], true,
+        "two replicas keep one through drains"
+    );
+    assert_eq!(
+        values["metrics"]["serviceMonitor"]["enabled"], false,
+        "the CRD may not exist"
+    );
+    assert!(values["secretMounts"].as_array().is_some_and(Vec::is_empty));
     // The chart's registry config, as the chart renders it, minus the parts it fills in.
     let mut config = values["config"].clone();
     config["sinks"] = serde_json::json!({"stdout": true});
@@ -115,4 +126,108 @@ fn the_helm_chart_has_every_template_the_readme_lists() {
     .unwrap();
     let mcp = Config::load(&dir.path().join("sync.yaml")).expect("the chart's MCP config is valid");
     assert_eq!(mcp.sinks.mcp.map(|m| m.listen.port()), Some(15010));
+}
+
+/// The config `_helpers.tpl`'s `registry-sync.config` renders from `values` for a
+/// release `name` in `namespace` (helm cannot run here, so its few rules are mirrored:
+/// the sink block, leader election and the admin listener are filled in when left out).
+fn rendered_config(values: &Value, namespace: &str, name: &str) -> Value {
+    let mut config = values["config"].clone();
+    let fullname = format!("{name}-registry-sync");
+    let instance = match values["instance"].as_str() {
+        Some(set) if !set.is_empty() => set.to_string(),
+        _ => format!("{namespace}-{name}"),
+    };
+    let mut sinks = config.get("sinks").cloned().unwrap_or(serde_json::json!({}));
+    if values["sink"] == "mcp" {
+        if sinks.get("mcp").is_none() {
+            sinks["mcp"] = serde_json::json!({"listen": format!("0.0.0.0:{}", values["mcp"]["port"])});
+        }
+    } else if sinks.get("kubernetes").is_none() {
+        let mut kube = serde_json::json!({
+            "instance": instance,
+            "qps": values["kubernetes"]["qps"],
+            "burst": values["kubernetes"]["burst"],
+            "concurrency": values["kubernetes"]["concurrency"],
+        });
+        kube["leader_election"] = if values["leaderElection"]["enabled"] == true {
+            serde_json::json!({"lease": fullname, "lease_duration_seconds": values["leaderElection"]["leaseDurationSeconds"]})
+        } else {
+            serde_json::json!({"enabled": false})
+        };
+        sinks["kubernetes"] = kube;
+    }
+    config["sinks"] = sinks;
+    if config.get("admin").is_none() {
+        config["admin"] = serde_json::json!({"listen": format!("0.0.0.0:{}", values["adminPort"])});
+    }
+    config
+}
+
+/// Writes the ConfigMap's files (`sync.yaml` and `files`) and runs `registry-sync check`.
+fn check_rendered(values: &Value, config: &Value) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sync.yaml"),
+        serde_json::to_string(config).unwrap(),
+    )
+    .unwrap();
+    for (name, content) in values["files"].as_object().unwrap() {
+        std::fs::write(dir.path().join(name), content.as_str().unwrap()).unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_registry-sync"))
+        .args(["check", "--config"])
+        .arg(dir.path().join("sync.yaml"))
+        .output()
+        .unwrap();
+    drop(dir);
+    out
+}
+
+#[test]
+fn the_charts_rendered_config_passes_check_for_either_sink_and_with_a_mounted_secret() {
+    let chart = repo().join("deploy/helm/registry-sync");
+    let mut values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap()).unwrap();
+
+    let config = rendered_config(&values, "mesh-system", "sync");
+    assert_eq!(
+        config["sinks"]["kubernetes"]["instance"], "mesh-system-sync",
+        "a unique default instance"
+    );
+    let out = check_rendered(&values, &config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("registry legacy (file): ok"), "{stdout}");
+
+    values["sink"] = "mcp".into();
+    let out = check_rendered(&values, &rendered_config(&values, "mesh-system", "sync"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A registry whose password comes from a `secretMounts` entry: the config points at
+    // the mount path the Deployment template uses; check names the registry and the
+    // file when the Secret is not there, and never a secret's value.
+    values["sink"] = "kubernetes".into();
+    values["config"]["registries"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "name": "kv", "kind": "etcd", "namespace": "mesh-external",
+            "address": "http://127.0.0.1:1", "prefix": "/services",
+            "username": "sync", "password_file": "/var/run/secrets/registry-sync/etcd-auth/password",
+        }));
+    let deployment = std::fs::read_to_string(chart.join("templates/deployment.yaml")).unwrap();
+    assert!(deployment.contains("mountPath: /var/run/secrets/registry-sync/{{ .name }}"));
+    let out = check_rendered(&values, &rendered_config(&values, "mesh-system", "sync"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("registry kv (etcd): FAILED")
+            && stdout.contains("/var/run/secrets/registry-sync/etcd-auth/password"),
+        "{stdout}"
+    );
 }

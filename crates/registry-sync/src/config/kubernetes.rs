@@ -26,7 +26,7 @@ pub(super) struct RawKubernetesSink {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawLeaderElection {
+pub(super) struct RawLeaderElection {
     #[serde(default = "default_true")]
     enabled: bool,
     #[serde(default)]

@@ -50,6 +50,17 @@ enum RawLocation {
     MeshExternal,
 }
 
+/// The keys every registry entry takes, whatever its kind.
+pub const COMMON_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "namespace",
+    "hosts",
+    "endpoints",
+    "location",
+    "sidecar",
+];
+
 pub(super) struct RawRegistry {
     name: Spanned<String>,
     kind: Spanned<String>,
