@@ -22,6 +22,6 @@ mod model;
 
 pub use address::{Address, AddressError};
 pub use model::{
-    Catalog, Instance, InstancePort, Metadata, Placement, PortError, Protocol, RegistryDelta,
-    RegistrySnapshot, Service, ServiceKey, Skipped, compact, parse_port,
+    Catalog, Instance, InstancePort, Metadata, Placement, PortError, Protocol, Refusal, RegistryDelta,
+    RegistrySnapshot, Service, ServiceKey, SkipKind, Skipped, compact, parse_port,
 };

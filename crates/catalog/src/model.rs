@@ -215,6 +215,7 @@ impl Service {
                     registry: registry.to_string(),
                     service: self.key().to_string(),
                     instance: Some(instance.id.clone()),
+                    kind: SkipKind::Duplicate,
                     reason: "another instance of this service has the same id; this one is ignored".into(),
                 });
                 continue;
@@ -232,13 +233,102 @@ impl Service {
     }
 }
 
+/// What was wrong with a skipped item, in few enough kinds for a metric label; the
+/// reason says the rest in words. Set where the item is refused, by the code that knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SkipKind {
+    /// The record does not parse: bad JSON or YAML, an unknown key, a value of the
+    /// wrong type, a URL or name that does not decode.
+    Malformed,
+    /// An address that is neither an IP nor a valid host name.
+    InvalidAddress,
+    /// A port number out of range or not a number.
+    InvalidPort,
+    /// A port Istio's sidecar keeps for itself.
+    ReservedPort,
+    /// The host template gives a name that is not a valid host.
+    InvalidHost,
+    /// The registry lists the service or the instance twice.
+    Duplicate,
+    /// A port left out of the ServiceEntry (not declared by every serving instance, or
+    /// its number taken), or an instance with no port at all.
+    PortNotPublished,
+    /// Kept, with something dropped or changed (a label, a protocol): a note.
+    Adjusted,
+}
+
+impl SkipKind {
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            SkipKind::Malformed => "malformed",
+            SkipKind::InvalidAddress => "invalid_address",
+            SkipKind::InvalidPort => "invalid_port",
+            SkipKind::ReservedPort => "reserved_port",
+            SkipKind::InvalidHost => "invalid_host",
+            SkipKind::Duplicate => "duplicate",
+            SkipKind::PortNotPublished => "port_not_published",
+            SkipKind::Adjusted => "adjusted",
+        }
+    }
+}
+
+/// Why a record cannot become an instance, before it is placed in its registry and
+/// service: what parsers return.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: SkipKind,
+    pub reason: String,
+}
+
+impl Refusal {
+    pub fn new(kind: SkipKind, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            kind,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn malformed(reason: impl Into<String>) -> Refusal {
+        Refusal::new(SkipKind::Malformed, reason)
+    }
+
+    pub fn address(reason: impl Into<String>) -> Refusal {
+        Refusal::new(SkipKind::InvalidAddress, reason)
+    }
+
+    pub fn port(reason: impl Into<String>) -> Refusal {
+        Refusal::new(SkipKind::InvalidPort, reason)
+    }
+
+    /// The same refusal, its reason prefixed with where it was found
+    /// (`Metadata.weight: …`).
+    pub fn within(self, place: impl fmt::Display) -> Refusal {
+        Refusal {
+            kind: self.kind,
+            reason: format!("{place}: {}", self.reason),
+        }
+    }
+
+    /// The item refused for this reason, in `registry`'s `service`.
+    pub fn skipped(self, registry: &str, service: &str, instance: Option<&str>) -> Skipped {
+        Skipped {
+            registry: registry.to_string(),
+            service: service.to_string(),
+            instance: instance.map(str::to_string),
+            kind: self.kind,
+            reason: self.reason,
+        }
+    }
+}
+
 /// An item a stage refused, with enough context for an operator to find it in the
-/// registry: which registry, which service, which instance, and why.
+/// registry: which registry, which service, which instance, what kind of problem and why.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Skipped {
     pub registry: String,
     pub service: String,
     pub instance: Option<String>,
+    pub kind: SkipKind,
     pub reason: String,
 }
 
@@ -281,6 +371,7 @@ impl RegistrySnapshot {
                     registry: registry.to_string(),
                     service: key.to_string(),
                     instance: None,
+                    kind: SkipKind::Duplicate,
                     reason: "the service is listed twice; the later listing is ignored".into(),
                 });
                 continue;
@@ -324,6 +415,7 @@ impl RegistrySnapshot {
                     registry: registry.to_string(),
                     service: service.key().to_string(),
                     instance: None,
+                    kind: SkipKind::Duplicate,
                     reason: "the service is listed twice; the later listing is ignored".into(),
                 });
                 continue;

@@ -170,6 +170,7 @@ fn a_refused_item_is_reported_once() {
         registry: "legacy".into(),
         service: "a".into(),
         instance: Some("x".into()),
+        kind: registry_sync_catalog::SkipKind::InvalidPort,
         reason: "port 0".into(),
     };
     let snapshot = RegistrySnapshot::new("legacy", vec![service("a", &["10.0.0.1"])], vec![refused.clone()]);

@@ -186,7 +186,7 @@ impl Metrics {
     pub fn skip(&self, skip: &Skipped) {
         let labels = SkipLabels {
             registry: skip.registry.clone(),
-            reason: skip_category(&skip.reason),
+            reason: skip.kind.metric_label(),
         };
         self.skipped.get_or_create(&labels).inc();
     }
@@ -260,28 +260,6 @@ impl Metrics {
     }
 }
 
-/// A bounded category for a skip reason, for the metric label.
-pub fn skip_category(reason: &str) -> &'static str {
-    let r = reason.to_ascii_lowercase();
-    if r.contains("reserved") {
-        "reserved_port"
-    } else if r.contains("port") && (r.contains("range") || r.contains("not a number")) {
-        "invalid_port"
-    } else if r.contains("address") {
-        "invalid_address"
-    } else if r.contains("host") {
-        "invalid_host"
-    } else if r.contains("unknown key") || r.contains("json") || r.contains("yaml") || r.contains("url") {
-        "malformed"
-    } else if r.contains("twice") || r.contains("same id") {
-        "duplicate"
-    } else if r.contains("port") {
-        "port_not_published"
-    } else {
-        "other"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,23 +285,36 @@ mod tests {
     }
 
     #[test]
-    fn skip_reasons_fold_into_few_categories() {
-        assert_eq!(
-            skip_category("port 15000 (\"admin\") is reserved by Istio's sidecar"),
-            "reserved_port"
-        );
-        assert_eq!(
-            skip_category("ports.http: port 0 is out of range: must be 1-65535"),
-            "invalid_port"
-        );
-        assert_eq!(
-            skip_category("address \"10.0.0.300\" looks like a dotted number"),
-            "invalid_address"
-        );
-        assert_eq!(
-            skip_category("host label \"x\" is longer than 63 characters"),
-            "invalid_host"
-        );
-        assert_eq!(skip_category("something new"), "other");
+    fn skipped_items_are_counted_by_the_kind_their_source_gave_not_by_their_words() {
+        use registry_sync_catalog::SkipKind;
+        let metrics = Metrics::new();
+        let skip = |kind, reason: &str| Skipped {
+            registry: "legacy".into(),
+            service: "orders".into(),
+            instance: Some("orders-1".into()),
+            kind,
+            reason: reason.into(),
+        };
+        // The words mention a port; the kind says it is the address that is wrong.
+        metrics.skip(&skip(
+            SkipKind::InvalidAddress,
+            "port 8080's host \"10.0.0.300\" is no address",
+        ));
+        metrics.skip(&skip(
+            SkipKind::ReservedPort,
+            "port 15000 is reserved by Istio's sidecar",
+        ));
+        metrics.skip(&skip(
+            SkipKind::ReservedPort,
+            "port 15001 is reserved by Istio's sidecar",
+        ));
+        let text = metrics.encode();
+        for (label, count) in [("invalid_address", 1), ("reserved_port", 2)] {
+            let line = format!(
+                "registry_sync_skipped_items_total{{registry=\"legacy\",reason=\"{label}\"}} {count}"
+            );
+            assert!(text.contains(&line), "{line} not in:\n{text}");
+        }
+        assert!(!text.contains("reason=\"invalid_port\""), "{text}");
     }
 }

@@ -1,6 +1,6 @@
 //! Small helpers for registries that store JSON (etcd values, Curator nodes).
 
-use registry_sync_catalog::{Metadata, parse_port};
+use registry_sync_catalog::{Metadata, Refusal, parse_port};
 use serde_json::Value;
 
 /// Registry metadata from a JSON object: strings as they are, anything else as its
@@ -35,44 +35,52 @@ pub(crate) fn describe(value: &Value) -> String {
 }
 
 /// A port from a JSON number or a numeric string.
-pub(crate) fn port(value: &Value) -> Result<u16, String> {
+pub(crate) fn port(value: &Value) -> Result<u16, Refusal> {
     match value {
         Value::Number(n) => match n.as_i64() {
-            Some(n) => parse_port(n).map_err(|e| e.to_string()),
-            None => Err(format!("port {n} is not a whole number from 1 to 65535")),
+            Some(n) => parse_port(n).map_err(|e| Refusal::port(e.to_string())),
+            None => Err(Refusal::port(format!(
+                "port {n} is not a whole number from 1 to 65535"
+            ))),
         },
         Value::String(s) => match s.trim().parse::<i64>() {
-            Ok(n) => parse_port(n).map_err(|e| e.to_string()),
-            Err(_) => Err(format!("port {s:?} is not a number")),
+            Ok(n) => parse_port(n).map_err(|e| Refusal::port(e.to_string())),
+            Err(_) => Err(Refusal::port(format!("port {s:?} is not a number"))),
         },
-        other => Err(format!("the port must be a number, found {}", describe(other))),
+        other => Err(Refusal::port(format!(
+            "the port must be a number, found {}",
+            describe(other)
+        ))),
     }
 }
 
 #[cfg(feature = "etcd")]
 /// A weight from a JSON number or a numeric string: 0 (no traffic) to 4294967295.
-pub(crate) fn weight(value: &Value) -> Result<u32, String> {
+pub(crate) fn weight(value: &Value) -> Result<u32, Refusal> {
     let parsed = match value {
         Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
         Value::String(s) => s.trim().parse::<u32>().ok(),
         _ => None,
     };
     parsed.ok_or_else(|| {
-        format!(
+        Refusal::malformed(format!(
             "the weight must be a whole number from 0 to {}, found {}",
             u32::MAX,
             describe(value)
-        )
+        ))
     })
 }
 
 /// Health from a JSON boolean or the text `true` / `false`.
-pub(crate) fn healthy(value: &Value) -> Result<bool, String> {
+pub(crate) fn healthy(value: &Value) -> Result<bool, Refusal> {
     match value {
         Value::Bool(b) => Ok(*b),
         Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
         Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
-        other => Err(format!("health must be true or false, found {}", describe(other))),
+        other => Err(Refusal::malformed(format!(
+            "health must be true or false, found {}",
+            describe(other)
+        ))),
     }
 }
 
@@ -94,15 +102,17 @@ pub(crate) fn split_host_port(raw: &str) -> Option<(&str, &str)> {
 
 #[cfg(feature = "etcd")]
 /// An address that must carry a port: `10.0.0.1:8080`, `[2001:db8::1]:80`, `host:80`.
-pub(crate) fn address_with_port(raw: &str) -> Result<(registry_sync_catalog::Address, u16), String> {
+pub(crate) fn address_with_port(raw: &str) -> Result<(registry_sync_catalog::Address, u16), Refusal> {
     let Some((host, port)) = split_host_port(raw) else {
-        return Err(format!("address {raw:?} has no port; expected host:port"));
+        return Err(Refusal::port(format!(
+            "address {raw:?} has no port; expected host:port"
+        )));
     };
-    let address = registry_sync_catalog::Address::parse(host).map_err(|e| e.to_string())?;
+    let address = registry_sync_catalog::Address::parse(host).map_err(|e| Refusal::address(e.to_string()))?;
     let port = port
         .parse::<i64>()
-        .map_err(|_| format!("port {port:?} in address {raw:?} is not a number"))
-        .and_then(|n| parse_port(n).map_err(|e| e.to_string()))?;
+        .map_err(|_| Refusal::port(format!("port {port:?} in address {raw:?} is not a number")))
+        .and_then(|n| parse_port(n).map_err(|e| Refusal::port(e.to_string())))?;
     Ok((address, port))
 }
 

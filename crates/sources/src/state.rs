@@ -485,6 +485,7 @@ mod tests {
                 registry: "r".into(),
                 service: "a".into(),
                 instance: Some("k3".into()),
+                kind: registry_sync_catalog::SkipKind::Malformed,
                 reason: "bad".into(),
             }),
         );

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use litemap::LiteMap;
-use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Protocol, Skipped, compact};
+use registry_sync_catalog::{
+    Address, Instance, InstancePort, Metadata, Protocol, SkipKind, Skipped, compact,
+};
 use registry_sync_istio::{
     Endpoint, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta, REGISTRY_LABEL,
     RESERVED_LABEL_PREFIX, Resolution, SERVICE_LABEL, SOURCES_ANNOTATION, ServiceEntrySpec, ServicePort,
@@ -79,11 +81,12 @@ struct LogicalPort {
     port: ServicePort,
 }
 
-fn skip(c: &Contributor<'_>, instance: Option<&Instance>, reason: String) -> Skipped {
+fn skip(c: &Contributor<'_>, instance: Option<&Instance>, kind: SkipKind, reason: String) -> Skipped {
     Skipped {
         registry: c.registry.to_string(),
         service: c.service.key().to_string(),
         instance: instance.map(|i| i.id.clone()),
+        kind,
         reason,
     }
 }
@@ -212,8 +215,11 @@ fn note_drops(
     instance: Option<&Instance>,
     drops: Vec<LabelDrop>,
 ) {
-    out.notes
-        .extend(drops.into_iter().map(|d| skip(c, instance, d.to_string())));
+    out.notes.extend(
+        drops
+            .into_iter()
+            .map(|d| skip(c, instance, SkipKind::Adjusted, d.to_string())),
+    );
 }
 
 /// Instances that can be published at all: every port outside Istio's reserved range
@@ -228,6 +234,7 @@ fn validate_instances<'a>(contributors: &'a [Contributor<'a>], out: &mut Transla
                 out.skipped.push(skip(
                     c,
                     Some(instance),
+                    SkipKind::ReservedPort,
                     format!(
                         "port {} ({:?}) is reserved by Istio's sidecar",
                         port.number, port.name
@@ -236,8 +243,12 @@ fn validate_instances<'a>(contributors: &'a [Contributor<'a>], out: &mut Transla
                 continue;
             }
             if instance.ports.is_empty() {
-                out.skipped
-                    .push(skip(c, Some(instance), "the instance declares no port".into()));
+                out.skipped.push(skip(
+                    c,
+                    Some(instance),
+                    SkipKind::PortNotPublished,
+                    "the instance declares no port".into(),
+                ));
                 continue;
             }
             let serving = instance.healthy && instance.weight != Some(0);
@@ -375,6 +386,7 @@ fn service_ports(
             out.skipped.push(skip(
                 primary,
                 None,
+                SkipKind::PortNotPublished,
                 format!(
                     "port {name:?} not published: {} serving instance(s), e.g. {:?} of {:?}, do not declare it, and Istio would send its traffic to them anyway",
                     lacking.len(),
@@ -409,6 +421,7 @@ fn service_ports(
                 out.notes.push(skip(
                     primary,
                     None,
+                    SkipKind::Adjusted,
                     format!(
                         "port {name:?}: instances disagree on the protocol ({protocols:?}); published as TCP"
                     ),
@@ -420,6 +433,7 @@ fn service_ports(
             out.skipped.push(skip(
                 primary,
                 None,
+                SkipKind::PortNotPublished,
                 format!("port {name:?} not published: its number {number} is already used by port {other:?}"),
             ));
             continue;
@@ -479,6 +493,7 @@ fn endpoints<'a>(
             out.notes.push(skip(
                 c,
                 Some(instance),
+                SkipKind::Adjusted,
                 format!(
                     "{} labels dropped: Istio allows at most {MAX_ENDPOINT_LABELS}",
                     extra.len()
@@ -525,6 +540,7 @@ fn checked_text(
     out.notes.push(skip(
         candidate.contributor,
         Some(candidate.instance),
+        SkipKind::Adjusted,
         format!(
             "{what} {:?} dropped: not a valid value",
             value.chars().take(64).collect::<String>()
@@ -565,6 +581,7 @@ fn endpoint_mode(
             out.skipped.push(skip(
                 primary,
                 None,
+                SkipKind::Adjusted,
                 format!(
                     "{count} endpoints (~{} KiB) do not fit inline (the API server refuses more than {INLINE_ENDPOINT_LIMIT} or about 1.5 MiB); published as WorkloadEntries instead",
                     size / 1024

@@ -71,6 +71,7 @@ pub fn host_of(registry: &str, settings: &RegistrySettings, service: &Service) -
             registry: registry.to_string(),
             service: service.key().to_string(),
             instance: None,
+            kind: registry_sync_catalog::SkipKind::InvalidHost,
             reason: e.to_string(),
         })
 }

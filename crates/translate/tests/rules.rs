@@ -172,6 +172,7 @@ fn an_instance_with_a_reserved_istio_port_is_skipped_with_registry_service_insta
         ("legacy", "orders")
     );
     assert_eq!(skip.instance.as_deref(), Some("10.0.0.2:15000"));
+    assert_eq!(skip.kind, registry_sync_catalog::SkipKind::ReservedPort);
     assert!(
         skip.reason.contains("15000") && skip.reason.contains("reserved"),
         "{}",

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Placement, Skipped, parse_port};
+use registry_sync_catalog::{
+    Address, Instance, InstancePort, Metadata, Placement, Refusal, SkipKind, parse_port,
+};
 
 use crate::state::Item;
 
@@ -45,12 +47,8 @@ pub(super) fn instance(
     attributes: &HashMap<String, String>,
     healthy: bool,
 ) -> Item {
-    read(origin, id, attributes, healthy).map_err(|reason| Skipped {
-        registry: origin.registry.to_string(),
-        service: origin.service.to_string(),
-        instance: Some(id.to_string()),
-        reason,
-    })
+    read(origin, id, attributes, healthy)
+        .map_err(|refusal| refusal.skipped(origin.registry, origin.service, Some(id)))
 }
 
 fn read(
@@ -58,29 +56,31 @@ fn read(
     id: &str,
     attributes: &HashMap<String, String>,
     healthy: bool,
-) -> Result<Instance, String> {
+) -> Result<Instance, Refusal> {
     if id.trim().is_empty() {
-        return Err("the instance has no id".into());
+        return Err(Refusal::malformed("the instance has no id"));
     }
     let total: usize = attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
     if total > MAX_ATTRIBUTES_BYTES {
-        return Err(format!(
+        return Err(Refusal::malformed(format!(
             "its attributes take {total} bytes, more than the {MAX_ATTRIBUTES_BYTES} a Cloud Map instance can hold"
-        ));
+        )));
     }
-    let address = address(attributes)?;
+    // Every reason `address` gives is about the address.
+    let address = address(attributes).map_err(Refusal::address)?;
     let port = match attributes.get(PORT) {
         None => {
-            return Err(format!(
-                "it has no {PORT} attribute, so there is no port to publish"
+            return Err(Refusal::new(
+                SkipKind::PortNotPublished,
+                format!("it has no {PORT} attribute, so there is no port to publish"),
             ));
         }
         Some(raw) => {
             let number: i64 = raw
                 .trim()
                 .parse()
-                .map_err(|_| format!("{PORT} {:?} is not a port number", shorten(raw)))?;
-            parse_port(number).map_err(|e| format!("{PORT}: {e}"))?
+                .map_err(|_| Refusal::port(format!("{PORT} {:?} is not a port number", shorten(raw))))?;
+            parse_port(number).map_err(|e| Refusal::port(format!("{PORT}: {e}")))?
         }
     };
     let labels: Metadata = attributes

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Skipped};
+use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Refusal};
 use serde_json::{Map, Value};
 
 use super::CheckStatus;
@@ -126,16 +126,11 @@ pub(super) fn health(registry: &str, service: &str, body: &[u8], filter: &Filter
     let mut items = BTreeMap::new();
     let mut infrastructure = 0;
     for (n, entry) in entries.iter().enumerate() {
-        let skip = |instance: String, reason: String| Skipped {
-            registry: registry.to_string(),
-            service: service.to_string(),
-            instance: Some(instance),
-            reason,
-        };
+        let skip = |instance: &str, refusal: Refusal| refusal.skipped(registry, service, Some(instance));
         let Some((key, node, svc)) = identify(entry) else {
             let key = format!("#{n}");
-            let reason = "the health entry has no Node.Node or no Service.ID".to_string();
-            items.insert(key.clone(), Err(skip(key, reason)));
+            let refusal = Refusal::malformed("the health entry has no Node.Node or no Service.ID");
+            items.insert(key.clone(), Err(skip(&key, refusal)));
             continue;
         };
         let kind = svc.get("Kind").and_then(Value::as_str).unwrap_or_default();
@@ -147,8 +142,7 @@ pub(super) fn health(registry: &str, service: &str, body: &[u8], filter: &Filter
         if !filter.tags.iter().all(|t| tags.contains(t)) {
             continue;
         }
-        let item =
-            instance(&key, node, svc, &tags, entry.get("Checks"), filter).map_err(|r| skip(key.clone(), r));
+        let item = instance(&key, node, svc, &tags, entry.get("Checks"), filter).map_err(|r| skip(&key, r));
         items.insert(key, item);
     }
     if items.is_empty() && infrastructure > 0 {
@@ -185,7 +179,7 @@ fn instance(
     tags: &[String],
     checks: Option<&Value>,
     filter: &Filter,
-) -> Result<Instance, String> {
+) -> Result<Instance, Refusal> {
     let text = |map: &Map<String, Value>, key: &str| {
         map.get(key)
             .and_then(Value::as_str)
@@ -195,8 +189,8 @@ fn instance(
     };
     let raw_address = text(svc, "Address")
         .or_else(|| text(node, "Address"))
-        .ok_or("neither the service nor its node has an address")?;
-    let address = Address::parse(&raw_address).map_err(|e| e.to_string())?;
+        .ok_or_else(|| Refusal::address("neither the service nor its node has an address"))?;
+    let address = Address::parse(&raw_address).map_err(|e| Refusal::address(e.to_string()))?;
     let port = json::port(svc.get("Port").unwrap_or(&Value::Null))?;
 
     let mut labels: Metadata = json::metadata(svc.get("Meta"));
@@ -209,7 +203,7 @@ fn instance(
         }
     }
 
-    let status = aggregate(checks)?;
+    let status = aggregate(checks).map_err(Refusal::malformed)?;
     let weights = svc.get("Weights");
     let weight = match status {
         CheckStatus::Warning => weights.and_then(|w| w.get("Warning")),
@@ -222,11 +216,11 @@ fn instance(
                 .as_u64()
                 .and_then(|w| u32::try_from(w).ok())
                 .ok_or_else(|| {
-                    format!(
+                    Refusal::malformed(format!(
                         "the weight must be a whole number from 0 to {}, found {}",
                         u32::MAX,
                         json::describe(value)
-                    )
+                    ))
                 })?,
         ),
     };

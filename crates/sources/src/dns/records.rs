@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Skipped, parse_port};
+use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Refusal, parse_port};
 
 use super::SrvName;
 use crate::state::Item;
@@ -47,18 +47,16 @@ pub(super) fn items(
     let mut items = BTreeMap::new();
     for record in published(records) {
         let key = format!("{}:{}", record.target, record.port);
-        let skip = |reason: String| Skipped {
-            registry: registry.to_string(),
-            service: name.service().to_string(),
-            instance: Some(key.clone()),
-            reason,
-        };
+        let skip = |refusal: Refusal| refusal.skipped(registry, name.service(), Some(&key));
         let port = match parse_port(record.port) {
             Ok(port) => port,
             Err(error) => {
                 items.insert(
                     key.clone(),
-                    Err(skip(format!("the SRV record of {}: {error}", name.name()))),
+                    Err(skip(Refusal::port(format!(
+                        "the SRV record of {}: {error}",
+                        name.name()
+                    )))),
                 );
                 continue;
             }
@@ -66,11 +64,14 @@ pub(super) fn items(
         let addresses = match targets.get(&record.target) {
             Some(TargetAddresses::Found(addresses)) => addresses,
             Some(TargetAddresses::Missing(reason)) => {
-                items.insert(key.clone(), Err(skip(reason.clone())));
+                items.insert(key.clone(), Err(skip(Refusal::address(reason.clone()))));
                 continue;
             }
             None => {
-                items.insert(key.clone(), Err(skip("the target was not looked up".into())));
+                items.insert(
+                    key.clone(),
+                    Err(skip(Refusal::address("the target was not looked up"))),
+                );
                 continue;
             }
         };
@@ -91,13 +92,11 @@ pub(super) fn items(
                     placement: None,
                     labels: Metadata::new(),
                 }),
-                Err(error) => Err(Skipped {
-                    instance: Some(id.clone()),
-                    ..skip(format!(
-                        "target {} resolves to an unusable address: {error}",
-                        record.target
-                    ))
-                }),
+                Err(error) => Err(Refusal::address(format!(
+                    "target {} resolves to an unusable address: {error}",
+                    record.target
+                ))
+                .skipped(registry, name.service(), Some(&id))),
             };
             items.insert(id, item);
         }

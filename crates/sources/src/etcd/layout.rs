@@ -6,7 +6,7 @@
 //! item — an instance or the reason it was refused — so a bad key never hides a good
 //! one and a deleted key always removes what it added.
 
-use registry_sync_catalog::{Instance, InstancePort, Metadata, Skipped};
+use registry_sync_catalog::{Instance, InstancePort, Metadata, Refusal, SkipKind, Skipped};
 use serde_json::Value;
 
 use super::{FieldPath, JsonFields, ValueFormat};
@@ -61,6 +61,7 @@ impl Layout {
                 registry: self.registry.clone(),
                 service,
                 instance: Some(String::from_utf8_lossy(key).into_owned()),
+                kind: SkipKind::Malformed,
                 reason,
             })
         };
@@ -85,19 +86,14 @@ impl Layout {
 
     /// Decodes one value into an instance, or the reason it cannot be one.
     pub(crate) fn item(&self, service: &str, id: &str, value: &[u8]) -> Item {
-        let refuse = |reason: String| Skipped {
-            registry: self.registry.clone(),
-            service: service.to_string(),
-            instance: Some(id.to_string()),
-            reason,
-        };
-        let value: Value =
-            serde_json::from_slice(value).map_err(|e| refuse(format!("the value is not valid JSON: {e}")))?;
+        let refuse = |refusal: Refusal| refusal.skipped(&self.registry, service, Some(id));
+        let value: Value = serde_json::from_slice(value)
+            .map_err(|e| refuse(Refusal::malformed(format!("the value is not valid JSON: {e}"))))?;
         if !value.is_object() {
-            return Err(refuse(format!(
+            return Err(refuse(Refusal::malformed(format!(
                 "the value must be a JSON object, found {}",
                 json::describe(&value)
-            )));
+            ))));
         }
         let fields = match &self.format {
             ValueFormat::NamingEndpoints => naming_endpoint(&value),
@@ -130,21 +126,26 @@ struct Fields {
 
 /// etcd's own `naming/endpoints` value: `{"Addr":"10.0.0.1:8080","Metadata":{…}}`
 /// (older clients also wrote `"Op":0`, which is ignored).
-fn naming_endpoint(value: &Value) -> Result<Fields, String> {
+fn naming_endpoint(value: &Value) -> Result<Fields, Refusal> {
     let addr = match value.get("Addr") {
         Some(Value::String(addr)) => addr,
-        Some(other) => return Err(format!("`Addr` must be text, found {}", json::describe(other))),
-        None => return Err("the value has no `Addr`".into()),
+        Some(other) => {
+            return Err(Refusal::malformed(format!(
+                "`Addr` must be text, found {}",
+                json::describe(other)
+            )));
+        }
+        None => return Err(Refusal::malformed("the value has no `Addr`")),
     };
     let (address, port) = json::address_with_port(addr)?;
     let mut labels = json::metadata(value.get("Metadata"));
     let metadata = value.get("Metadata");
     let weight = match metadata.and_then(|m| m.get(WEIGHT_KEY)) {
-        Some(w) => Some(json::weight(w).map_err(|e| format!("Metadata.weight: {e}"))?),
+        Some(w) => Some(json::weight(w).map_err(|e| e.within("Metadata.weight"))?),
         None => None,
     };
     let healthy = match metadata.and_then(|m| m.get(HEALTHY_KEY)) {
-        Some(h) => json::healthy(h).map_err(|e| format!("Metadata.healthy: {e}"))?,
+        Some(h) => json::healthy(h).map_err(|e| e.within("Metadata.healthy"))?,
         None => true,
     };
     labels.remove(WEIGHT_KEY);
@@ -166,38 +167,44 @@ fn lookup<'v>(value: &'v Value, path: &FieldPath) -> Option<&'v Value> {
 }
 
 /// A JSON object with configurable field paths.
-fn json_fields(fields: &JsonFields, value: &Value) -> Result<Fields, String> {
+fn json_fields(fields: &JsonFields, value: &Value) -> Result<Fields, Refusal> {
     let raw_address = match lookup(value, &fields.address) {
         Some(Value::String(address)) => address,
         Some(other) => {
-            return Err(format!(
+            return Err(Refusal::malformed(format!(
                 "`{}` must be text, found {}",
                 fields.address,
                 json::describe(other)
-            ));
+            )));
         }
-        None => return Err(format!("the value has no `{}`", fields.address)),
+        None => {
+            return Err(Refusal::malformed(format!(
+                "the value has no `{}`",
+                fields.address
+            )));
+        }
     };
     let (address, port) = match lookup(value, &fields.port) {
         Some(port) => {
-            let port = json::port(port).map_err(|e| format!("`{}`: {e}", fields.port))?;
+            let port = json::port(port).map_err(|e| e.within(format!("`{}`", fields.port)))?;
             let address = registry_sync_catalog::Address::parse(raw_address)
-                .map_err(|e| format!("`{}`: {e}", fields.address))?;
+                .map_err(|e| Refusal::address(format!("`{}`: {e}", fields.address)))?;
             (address, port)
         }
-        None => json::address_with_port(raw_address).map_err(|e| {
-            format!(
-                "`{}`: {e} (or give the port in `{}`)",
-                fields.address, fields.port
-            )
+        None => json::address_with_port(raw_address).map_err(|e| Refusal {
+            kind: e.kind,
+            reason: format!(
+                "`{}`: {} (or give the port in `{}`)",
+                fields.address, e.reason, fields.port
+            ),
         })?,
     };
     let healthy = match lookup(value, &fields.healthy) {
-        Some(h) => json::healthy(h).map_err(|e| format!("`{}`: {e}", fields.healthy))?,
+        Some(h) => json::healthy(h).map_err(|e| e.within(format!("`{}`", fields.healthy)))?,
         None => true,
     };
     let weight = match lookup(value, &fields.weight) {
-        Some(w) => Some(json::weight(w).map_err(|e| format!("`{}`: {e}", fields.weight))?),
+        Some(w) => Some(json::weight(w).map_err(|e| e.within(format!("`{}`", fields.weight)))?),
         None => None,
     };
     Ok(Fields {
@@ -295,6 +302,14 @@ mod tests {
         );
         assert_eq!(skipped.instance.as_deref(), Some("k1"));
         assert!(skipped.reason.contains("not valid JSON"), "{}", skipped.reason);
+        assert_eq!(skipped.kind, SkipKind::Malformed);
+        let kind = |value: &[u8]| layout.item("o", "1", value).expect_err("refused").kind;
+        assert_eq!(kind(br#"{"Addr":"10.0.0.1:0"}"#), SkipKind::InvalidPort);
+        assert_eq!(kind(br#"{"Addr":"999.0.0.1:80"}"#), SkipKind::InvalidAddress);
+        assert_eq!(
+            kind(br#"{"Addr":"10.0.0.1:80","Metadata":{"weight":"x"}}"#),
+            SkipKind::Malformed
+        );
         assert!(reason(layout.item("o", "1", br#"{"Addr":"10.0.0.1"}"#)).contains("no port"));
         assert!(reason(layout.item("o", "1", br#"{"Addr":"10.0.0.1:0"}"#)).contains("out of range"));
         assert!(reason(layout.item("o", "1", br#"{"Addr":"10.0.0.1:65536"}"#)).contains("out of range"));

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Protocol, Skipped};
+use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Protocol, Refusal, SkipKind};
 use serde_json::Value;
 
 use super::{EurekaConfig, InstanceAddress};
@@ -69,12 +69,8 @@ pub(super) fn applications(
                 .or_else(|| text("hostName"))
                 .map_or_else(|| format!("#{m}"), str::to_string);
             let status = text("status").unwrap_or("UNKNOWN").to_ascii_uppercase();
-            let item = instance(&id, raw, &status, config).map_err(|reason| Skipped {
-                registry: registry.to_string(),
-                service: name.to_string(),
-                instance: Some(id.clone()),
-                reason,
-            });
+            let item = instance(&id, raw, &status, config)
+                .map_err(|refusal| refusal.skipped(registry, name, Some(&id)));
             instances.push(Entry {
                 app: name.to_string(),
                 id,
@@ -88,7 +84,7 @@ pub(super) fn applications(
 }
 
 /// `{"$": 8080, "@enabled": "true"}`: the port when enabled, `None` when disabled.
-fn port(value: Option<&Value>, name: &str) -> Result<Option<u16>, String> {
+fn port(value: Option<&Value>, name: &str) -> Result<Option<u16>, Refusal> {
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return Ok(None);
     };
@@ -102,11 +98,13 @@ fn port(value: Option<&Value>, name: &str) -> Result<Option<u16>, String> {
     }
     let number = value
         .get("$")
-        .ok_or_else(|| format!("`{name}` has no \"$\" number"))?;
-    json::port(number).map(Some).map_err(|e| format!("`{name}`: {e}"))
+        .ok_or_else(|| Refusal::port(format!("`{name}` has no \"$\" number")))?;
+    json::port(number)
+        .map(Some)
+        .map_err(|e| e.within(format!("`{name}`")))
 }
 
-fn instance(id: &str, raw: &Value, status: &str, config: &EurekaConfig) -> Result<Instance, String> {
+fn instance(id: &str, raw: &Value, status: &str, config: &EurekaConfig) -> Result<Instance, Refusal> {
     let field = match config.instance_address {
         InstanceAddress::Ip => "ipAddr",
         InstanceAddress::Hostname => "hostName",
@@ -114,8 +112,8 @@ fn instance(id: &str, raw: &Value, status: &str, config: &EurekaConfig) -> Resul
     let raw_address = raw
         .get(field)
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("the instance has no `{field}`"))?;
-    let address = Address::parse(raw_address).map_err(|e| e.to_string())?;
+        .ok_or_else(|| Refusal::address(format!("the instance has no `{field}`")))?;
+    let address = Address::parse(raw_address).map_err(|e| Refusal::address(e.to_string()))?;
     let mut ports = Vec::new();
     if let Some(number) = port(raw.get("port"), "port")? {
         ports.push(InstancePort {
@@ -132,7 +130,10 @@ fn instance(id: &str, raw: &Value, status: &str, config: &EurekaConfig) -> Resul
         });
     }
     if ports.is_empty() {
-        return Err("neither `port` nor `securePort` is enabled".into());
+        return Err(Refusal::new(
+            SkipKind::PortNotPublished,
+            "neither `port` nor `securePort` is enabled",
+        ));
     }
     // Eureka's serializer marks an empty map with a `@class` key.
     let labels: Metadata = json::metadata(raw.get("metadata"))

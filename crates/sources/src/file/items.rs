@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use registry_sync_catalog::{
-    Address, Instance, InstancePort, Placement, RegistrySnapshot, Service, ServiceKey, Skipped, parse_port,
+    Address, Instance, InstancePort, Placement, RegistrySnapshot, Service, ServiceKey, SkipKind, Skipped,
+    parse_port,
 };
 
 use super::node::{Node, SNode, line, scalar_text};
@@ -34,8 +35,41 @@ pub(super) struct Items<'s> {
     skipped: Vec<Skipped>,
 }
 
-/// Problems found in one item, each already prefixed with its line.
-type Problems = Vec<String>;
+/// Problems found in one item, each already prefixed with its line; the first one
+/// of a kind other than malformed input gives the item's kind.
+#[derive(Default)]
+struct Problems {
+    texts: Vec<String>,
+    kind: Option<SkipKind>,
+}
+
+impl Problems {
+    fn new() -> Problems {
+        Problems::default()
+    }
+
+    /// A part of the item that does not parse.
+    fn push(&mut self, text: String) {
+        self.texts.push(text);
+    }
+
+    /// A problem of a known kind (an address, a port).
+    fn push_kind(&mut self, kind: SkipKind, text: String) {
+        self.kind.get_or_insert(kind);
+        self.texts.push(text);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+
+    fn one(text: String) -> Problems {
+        Problems {
+            texts: vec![text],
+            kind: None,
+        }
+    }
+}
 
 impl<'s> Items<'s> {
     pub(super) fn new(registry: &'s str, source: &'s str) -> Self {
@@ -57,11 +91,11 @@ impl<'s> Items<'s> {
             self.skip(
                 format!("#{index}"),
                 None,
-                vec![format!(
+                Problems::one(format!(
                     "line {}: a service must be a mapping with `name` and `instances`, found {}",
                     line(node),
                     node.value.kind()
-                )],
+                )),
             );
             return;
         };
@@ -128,7 +162,7 @@ impl<'s> Items<'s> {
                 line(node),
                 node.value.kind()
             );
-            return Err((format!("#{index}"), vec![why]));
+            return Err((format!("#{index}"), Problems::one(why)));
         };
         let fields = self.fields(entries, INSTANCE_KEYS, &mut problems);
         let id = fields
@@ -150,7 +184,7 @@ impl<'s> Items<'s> {
                     .and_then(|raw| match Address::parse(&raw) {
                         Ok(address) => Some(address),
                         Err(e) => {
-                            problems.push(format!("line {}: {e}", line(n)));
+                            problems.push_kind(SkipKind::InvalidAddress, format!("line {}: {e}", line(n)));
                             None
                         }
                     })
@@ -158,7 +192,7 @@ impl<'s> Items<'s> {
         };
         let ports = match fields.get("ports") {
             None => {
-                problems.push(format!(
+                problems.push_kind(SkipKind::PortNotPublished, format!(
                     "line {}: the instance has no `ports`; give at least one, e.g. `ports: {{http: 8080}}`",
                     line(node)
                 ));
@@ -240,21 +274,27 @@ impl<'s> Items<'s> {
                 Node::Int(n) => parse_port(*n),
                 Node::UInt(n) => parse_port(*n),
                 _ => {
-                    problems.push(format!(
-                        "line {}: ports.{name}: must be a whole number from 1 to 65535, found {}",
-                        line(value),
-                        self.describe(value)
-                    ));
+                    problems.push_kind(
+                        SkipKind::InvalidPort,
+                        format!(
+                            "line {}: ports.{name}: must be a whole number from 1 to 65535, found {}",
+                            line(value),
+                            self.describe(value)
+                        ),
+                    );
                     continue;
                 }
             };
             match number {
-                Err(e) => problems.push(format!("line {}: ports.{name}: {e}", line(value))),
+                Err(e) => problems.push_kind(
+                    SkipKind::InvalidPort,
+                    format!("line {}: ports.{name}: {e}", line(value)),
+                ),
                 Ok(_) if ports.contains_key(&name) => {
-                    problems.push(format!(
-                        "line {}: the port name {name:?} appears twice",
-                        line(key)
-                    ));
+                    problems.push_kind(
+                        SkipKind::Duplicate,
+                        format!("line {}: the port name {name:?} appears twice", line(key)),
+                    );
                 }
                 Ok(number) => {
                     ports.insert(name, number);
@@ -412,7 +452,8 @@ impl<'s> Items<'s> {
             registry: self.registry.to_string(),
             service,
             instance,
-            reason: problems.join("; "),
+            kind: problems.kind.unwrap_or(SkipKind::Malformed),
+            reason: problems.texts.join("; "),
         });
     }
 }

@@ -2,7 +2,7 @@
 //! with a reason, never a reason to drop its service. No I/O here.
 
 use nacos_sdk::api::naming::ServiceInstance;
-use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Skipped, parse_port};
+use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Refusal, parse_port};
 use serde_json::Value;
 
 use crate::state::Item;
@@ -71,24 +71,19 @@ pub(super) fn instance(registry: &str, service: &ServiceName, raw: &ServiceInsta
         Some(id) if !id.is_empty() => id.to_string(),
         _ => format!("{}#{}#{cluster}", raw.ip, raw.port),
     };
-    let item = build(&key, raw).map_err(|reason| Skipped {
-        registry: registry.to_string(),
-        service: service.key(),
-        instance: Some(key.clone()),
-        reason,
-    });
+    let item = build(&key, raw).map_err(|refusal| refusal.skipped(registry, &service.key(), Some(&key)));
     (key, item)
 }
 
-fn build(id: &str, raw: &ServiceInstance) -> Result<Instance, String> {
-    let address = Address::parse(&raw.ip).map_err(|e| e.to_string())?;
-    let port = parse_port(raw.port).map_err(|e| e.to_string())?;
-    let weight = weight(raw.weight)?;
+fn build(id: &str, raw: &ServiceInstance) -> Result<Instance, Refusal> {
+    let address = Address::parse(&raw.ip).map_err(|e| Refusal::address(e.to_string()))?;
+    let port = parse_port(raw.port).map_err(|e| Refusal::port(e.to_string()))?;
+    let weight = weight(raw.weight).map_err(Refusal::malformed)?;
     let size: usize = raw.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > MAX_METADATA_BYTES {
-        return Err(format!(
+        return Err(Refusal::malformed(format!(
             "its metadata is {size} bytes, more than the {MAX_METADATA_BYTES} accepted"
-        ));
+        )));
     }
     let mut labels: Metadata = raw.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     if let Some(cluster) = raw.cluster_name.as_deref().filter(|c| !c.is_empty()) {

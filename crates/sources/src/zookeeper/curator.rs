@@ -16,7 +16,7 @@
 //! Health: `enabled: false`, or a Spring `instance_status` other than `UP`, takes the
 //! instance out of service.
 
-use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Skipped};
+use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Refusal, SkipKind};
 use serde_json::Value;
 
 use crate::json;
@@ -34,30 +34,33 @@ const SPRING_STATUS: &str = "instance_status";
 
 /// One instance node. `id` is the node's name, unique within the service.
 pub(super) fn item(registry: &str, service: &str, id: &str, data: &[u8]) -> Item {
-    let refuse = |reason: String| Skipped {
-        registry: registry.to_string(),
-        service: service.to_string(),
-        instance: Some(id.to_string()),
-        reason,
-    };
-    let value: Value = serde_json::from_slice(data)
-        .map_err(|e| refuse(format!("the node's data is not valid JSON: {e}")))?;
+    let refuse = |refusal: Refusal| refusal.skipped(registry, service, Some(id));
+    let value: Value = serde_json::from_slice(data).map_err(|e| {
+        refuse(Refusal::malformed(format!(
+            "the node's data is not valid JSON: {e}"
+        )))
+    })?;
     instance(id, &value).map_err(refuse)
 }
 
-fn instance(id: &str, value: &Value) -> Result<Instance, String> {
+fn instance(id: &str, value: &Value) -> Result<Instance, Refusal> {
     if !value.is_object() {
-        return Err(format!(
+        return Err(Refusal::malformed(format!(
             "the node's data must be a JSON ServiceInstance object, found {}",
             json::describe(value)
-        ));
+        )));
     }
     let address = match value.get("address") {
-        Some(Value::String(address)) => Address::parse(address).map_err(|e| e.to_string())?,
-        Some(other) if !other.is_null() => {
-            return Err(format!("`address` must be text, found {}", json::describe(other)));
+        Some(Value::String(address)) => {
+            Address::parse(address).map_err(|e| Refusal::address(e.to_string()))?
         }
-        _ => return Err("the instance has no `address`".into()),
+        Some(other) if !other.is_null() => {
+            return Err(Refusal::malformed(format!(
+                "`address` must be text, found {}",
+                json::describe(other)
+            )));
+        }
+        _ => return Err(Refusal::address("the instance has no `address`")),
     };
     let payload = value.get("payload").filter(|p| !p.is_null());
     let spring = payload
@@ -71,13 +74,16 @@ fn instance(id: &str, value: &Value) -> Result<Instance, String> {
             None | Some(Value::Null) => {}
             Some(raw) => ports.push(InstancePort {
                 name: name.to_string(),
-                number: json::port(raw).map_err(|e| format!("`{field}`: {e}"))?,
+                number: json::port(raw).map_err(|e| e.within(format!("`{field}`")))?,
                 protocol_hint: None,
             }),
         }
     }
     if ports.is_empty() {
-        return Err("the instance has neither `port` nor `sslPort`".into());
+        return Err(Refusal::new(
+            SkipKind::PortNotPublished,
+            "the instance has neither `port` nor `sslPort`",
+        ));
     }
     let metadata = match payload.and_then(|p| p.get("metadata")) {
         Some(m @ Value::Object(_)) => json::metadata(Some(m)),
@@ -89,7 +95,7 @@ fn instance(id: &str, value: &Value) -> Result<Instance, String> {
     };
     let mut healthy = match value.get("enabled") {
         None | Some(Value::Null) => true,
-        Some(enabled) => json::healthy(enabled).map_err(|e| format!("`enabled`: {e}"))?,
+        Some(enabled) => json::healthy(enabled).map_err(|e| e.within("`enabled`"))?,
     };
     if spring
         && metadata

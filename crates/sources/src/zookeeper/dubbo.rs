@@ -8,7 +8,7 @@
 //! `disabled=true` takes the provider out of service; `side=consumer` nodes are not
 //! providers and are ignored.
 
-use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Protocol, Skipped, parse_port};
+use registry_sync_catalog::{Address, Instance, InstancePort, Metadata, Protocol, Refusal, parse_port};
 
 use crate::json::split_host_port;
 use crate::state::Item;
@@ -26,19 +26,15 @@ fn protocol_hint(scheme: &str) -> Option<Protocol> {
 
 /// One provider node, or `None` when the node is not a provider (`side=consumer`).
 pub(super) fn item(registry: &str, service: &str, node: &str) -> Option<Item> {
-    let refuse = |reason: String| Skipped {
-        registry: registry.to_string(),
-        service: service.to_string(),
-        instance: Some(node.to_string()),
-        reason,
-    };
+    let refuse = |refusal: Refusal| refusal.skipped(registry, service, Some(node));
+    // A node name that does not decode, or is no provider URL, is malformed.
     let url = match decode(node) {
         Ok(url) => url,
-        Err(reason) => return Some(Err(refuse(reason))),
+        Err(reason) => return Some(Err(refuse(Refusal::malformed(reason)))),
     };
     let parsed = match ProviderUrl::parse(&url) {
         Ok(parsed) => parsed,
-        Err(reason) => return Some(Err(refuse(reason))),
+        Err(reason) => return Some(Err(refuse(Refusal::malformed(reason)))),
     };
     if parsed.param("side") == Some("consumer") {
         return None;
@@ -103,21 +99,26 @@ impl<'u> ProviderUrl<'u> {
         self.params.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v)
     }
 
-    fn instance(&self) -> Result<Instance, String> {
-        let address = Address::parse(self.host).map_err(|e| e.to_string())?;
+    fn instance(&self) -> Result<Instance, Refusal> {
+        let address = Address::parse(self.host).map_err(|e| Refusal::address(e.to_string()))?;
         let Some(port) = self.port else {
-            return Err(format!("the URL has no port after the host {:?}", self.host));
+            return Err(Refusal::port(format!(
+                "the URL has no port after the host {:?}",
+                self.host
+            )));
         };
         let number = port
             .parse::<i64>()
-            .map_err(|_| format!("port {port:?} is not a number"))
-            .and_then(|n| parse_port(n).map_err(|e| e.to_string()))?;
+            .map_err(|_| Refusal::port(format!("port {port:?} is not a number")))
+            .and_then(|n| parse_port(n).map_err(|e| Refusal::port(e.to_string())))?;
         let weight = match self.param("weight") {
             None | Some("") => None,
-            Some(w) => Some(
-                w.parse::<u32>()
-                    .map_err(|_| format!("weight {w:?} is not a whole number from 0 to {}", u32::MAX))?,
-            ),
+            Some(w) => Some(w.parse::<u32>().map_err(|_| {
+                Refusal::malformed(format!(
+                    "weight {w:?} is not a whole number from 0 to {}",
+                    u32::MAX
+                ))
+            })?),
         };
         let healthy = self.param("enabled") != Some("false") && self.param("disabled") != Some("true");
         let labels: Metadata = self
