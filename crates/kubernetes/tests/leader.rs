@@ -8,10 +8,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use registry_sync_istio::Desired;
-use registry_sync_kube_standin::{Resource, StandIn, Verb};
 use registry_sync_kubernetes::{KubeSink, KubeSinkSettings, LeaderSettings, Leadership, leader};
 use registry_sync_plan::{Owner, plan};
 use registry_sync_sinks::{AsyncSink, SinkError};
+use registry_sync_testing::kube::{Resource, StandIn, Verb};
 use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;

@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use registry_sync_istio::IstioObject;
-use registry_sync_kube_standin::{Resource, StandIn, Verb};
 use registry_sync_kubernetes::{KubeSink, KubeSinkSettings};
 use registry_sync_plan::{Owner, Plan, plan};
 use registry_sync_sinks::AsyncSink;
+use registry_sync_testing::kube::{Resource, StandIn, Verb};
 use support::*;
 
 fn settings() -> KubeSinkSettings {

@@ -15,8 +15,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use registry_sync_kube_standin::{Resource, StandIn, Verb};
-use registry_sync_sources::testing::TestEtcd;
+use registry_sync_testing::kube::{Resource, StandIn, Verb};
+use registry_sync_testing::servers::TestEtcd;
 
 const CONVERGE_LIMIT: Duration = Duration::from_secs(120);
 

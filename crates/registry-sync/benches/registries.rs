@@ -22,8 +22,8 @@ use registry_sync_plan::Plan;
 use registry_sync_sinks::{ApplyReport, Sink, SinkError};
 use registry_sync_sources::SourceEvent;
 use registry_sync_sources::etcd::{EtcdClient, EtcdConfig, EtcdSource, ValueFormat};
-use registry_sync_sources::testing::{TestEtcd, TestZookeeper};
 use registry_sync_sources::zookeeper::{ZkLayout, ZookeeperConfig, ZookeeperSource};
+use registry_sync_testing::servers::{TestEtcd, TestZookeeper};
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -308,10 +308,10 @@ async fn bench_zookeeper(changes: usize, idle: Duration) -> Row {
 /// take the writes, so there is no bare-client column; the time is from the write to
 /// the stand-in until registry-sync applied it.
 async fn bench_http(name: &'static str, changes: usize, idle: Duration) -> Row {
-    use registry_sync_registry_standins::consul::ConsulStandIn;
-    use registry_sync_registry_standins::eureka::EurekaStandIn;
     use registry_sync_sources::consul::{ConsulConfig, ConsulSource};
     use registry_sync_sources::eureka::{EurekaConfig, EurekaSource};
+    use registry_sync_testing::standins::consul::ConsulStandIn;
+    use registry_sync_testing::standins::eureka::EurekaStandIn;
     use serde_json::json;
 
     let (tx, rx) = mpsc::channel(64);

@@ -29,9 +29,9 @@ use registry_sync::config::Config;
 use registry_sync::pipeline::Pipeline;
 use registry_sync_catalog::RegistrySnapshot;
 use registry_sync_istio::Kind;
-use registry_sync_kube_standin::StandIn;
 use registry_sync_kubernetes::{KubeSink, KubeSinkSettings, api_resource};
 use registry_sync_sinks::{AsyncSink, FilesSink};
+use registry_sync_testing::kube::StandIn;
 use tokio::sync::mpsc;
 
 mod support;
@@ -230,7 +230,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         server
-            .objects(registry_sync_kube_standin::Resource::ServiceEntry)
+            .objects(registry_sync_testing::kube::Resource::ServiceEntry)
             .iter()
             .filter(|o| o["metadata"]["namespace"] == "mesh")
             .count(),

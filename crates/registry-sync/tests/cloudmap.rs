@@ -11,7 +11,8 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use registry_sync_sources::testing::{CloudMapWriter, MOTO_ENV, Proxy, TestMoto};
+use registry_sync_sources::testing::CloudMapWriter;
+use registry_sync_testing::servers::{MOTO_ENV, Proxy, TestMoto};
 use support::*;
 
 fn config(endpoint: &str) -> String {
@@ -235,7 +236,7 @@ fn check_reads_cloud_map_and_reports_an_unreachable_one_naming_the_registry() {
         "{output}"
     );
 
-    let closed = format!("http://127.0.0.1:{}", registry_sync_sources::testing::free_port());
+    let closed = format!("http://127.0.0.1:{}", registry_sync_testing::servers::free_port());
     ws.write_config(&config(&closed));
     let output = ws.cmd_with_env("check", MOTO_ENV);
     assert_eq!(output.code(), Some(1), "{output}");

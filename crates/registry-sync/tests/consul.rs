@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use registry_sync_registry_standins::consul::ConsulStandIn;
+use registry_sync_testing::standins::consul::ConsulStandIn;
 use serde_json::json;
 use support::*;
 
@@ -112,7 +112,7 @@ fn run_follows_consul_into_files_keeps_them_while_consul_is_down_and_converges_a
 fn check_reports_an_unreachable_consul_naming_the_registry() {
     let ws = Workspace::new();
     ws.write("consul-token", "t\n");
-    let closed = format!("http://127.0.0.1:{}", registry_sync_sources::testing::free_port());
+    let closed = format!("http://127.0.0.1:{}", registry_sync_testing::servers::free_port());
     ws.write_config(&config(&closed, "consul-token"));
     let output = ws.cmd("check");
     assert_eq!(output.code(), Some(1), "{output}");

@@ -8,7 +8,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use registry_sync_sources::testing::TestDnsmasq;
+use registry_sync_testing::servers::TestDnsmasq;
 use support::*;
 
 fn config(nameserver: &str) -> String {
@@ -128,7 +128,7 @@ fn run_follows_srv_records_into_files_keeps_them_while_dns_is_down_and_converges
 fn check_reports_an_unreachable_dns_server_naming_the_registry() {
     let ws = Workspace::new();
     // A UDP port nobody listens on: the query is refused at once.
-    let closed = format!("127.0.0.1:{}", registry_sync_sources::testing::free_port());
+    let closed = format!("127.0.0.1:{}", registry_sync_testing::servers::free_port());
     ws.write_config(&config(&closed));
     let output = ws.cmd("check");
     assert_eq!(output.code(), Some(1), "{output}");

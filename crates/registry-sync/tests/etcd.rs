@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use registry_sync_sources::testing::TestEtcd;
+use registry_sync_testing::servers::TestEtcd;
 use support::*;
 
 fn config(url: &str) -> String {
@@ -130,7 +130,7 @@ fn run_follows_etcd_into_files_keeps_them_while_etcd_is_down_and_converges_after
 #[test]
 fn check_reports_an_unreachable_etcd_naming_the_registry() {
     let ws = Workspace::new();
-    let closed = format!("http://127.0.0.1:{}", registry_sync_sources::testing::free_port());
+    let closed = format!("http://127.0.0.1:{}", registry_sync_testing::servers::free_port());
     ws.write_config(&config(&closed));
     let output = ws.cmd("check");
     assert_eq!(output.code(), Some(1), "{output}");

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use registry_sync_registry_standins::eureka::EurekaStandIn;
+use registry_sync_testing::standins::eureka::EurekaStandIn;
 use serde_json::json;
 use support::*;
 

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use registry_sync_kube_standin::{Resource, StandIn, Verb};
+use registry_sync_testing::kube::{Resource, StandIn, Verb};
 use support::*;
 
 /// A workspace whose config writes to the stand-in, with the given extra config text.

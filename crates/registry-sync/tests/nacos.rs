@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use registry_sync_sources::testing::{NACOS_VAR, NacosInstance, NacosWriter, TestNacos, shared_server};
+use registry_sync_testing::servers::{NACOS_VAR, NacosInstance, NacosWriter, TestNacos, shared_server};
 use support::*;
 
 fn config(address: &str, namespace_id: &str, auth: &str) -> String {
@@ -166,7 +166,7 @@ fn render_publishes_a_group_in_the_host_and_the_protocol_from_metadata() {
 #[test]
 fn check_reports_an_unreachable_nacos_naming_the_registry() {
     let ws = Workspace::new();
-    let closed = format!("127.0.0.1:{}", registry_sync_sources::testing::free_port());
+    let closed = format!("127.0.0.1:{}", registry_sync_testing::servers::free_port());
     ws.write_config(&config(&closed, "public", ""));
     let output = ws.cmd("check");
     assert_eq!(output.code(), Some(1), "{output}");

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use registry_sync_sources::testing::TestZookeeper;
+use registry_sync_testing::servers::TestZookeeper;
 use support::*;
 use zookeeper_client::{Acls, Client, CreateMode};
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use registry_sync_catalog::RegistrySnapshot;
 use registry_sync_sources::cloudmap::{CloudMapConfig, CloudMapSource};
-use registry_sync_sources::testing::{CloudMapWriter, MOTO_REGION, Proxy, TestMoto};
+use registry_sync_sources::testing::CloudMapWriter;
+use registry_sync_testing::servers::{MOTO_REGION, Proxy, TestMoto};
 use support::{Watch, instance};
 
 const INTERVAL: Duration = Duration::from_millis(200);

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use registry_sync_catalog::RegistrySnapshot;
-use registry_sync_registry_standins::consul::ConsulStandIn;
 use registry_sync_sources::SourceEvent;
 use registry_sync_sources::consul::{ConsulConfig, ConsulSource};
 use registry_sync_sources::secret::SecretSource;
+use registry_sync_testing::standins::consul::ConsulStandIn;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use registry_sync_catalog::{RegistrySnapshot, Service};
 use registry_sync_sources::dns::{DnsConfig, DnsSource, SrvName};
-use registry_sync_sources::testing::TestDnsmasq;
+use registry_sync_testing::servers::TestDnsmasq;
 use support::Watch;
 
 const BILLING: &str = "_http._tcp.billing.example";

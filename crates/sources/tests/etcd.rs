@@ -9,7 +9,7 @@ mod support;
 use std::sync::Arc;
 
 use registry_sync_sources::etcd::{EtcdClient as Client, EtcdConfig, EtcdSource, ValueFormat};
-use registry_sync_sources::testing::{ETCD_VAR, Proxy, TestEtcd, shared_server};
+use registry_sync_testing::servers::{ETCD_VAR, Proxy, TestEtcd, shared_server};
 use support::{Watch, instance, unique};
 
 fn config(url: &str, prefix: &str) -> EtcdConfig {
@@ -399,7 +399,7 @@ async fn load_reads_the_prefix_once_and_an_unreachable_server_is_an_error_naming
         .expect("load");
     assert!(instance(&snapshot, "orders", "a").is_some());
 
-    let closed = format!("http://127.0.0.1:{}", registry_sync_sources::testing::free_port());
+    let closed = format!("http://127.0.0.1:{}", registry_sync_testing::servers::free_port());
     let error = EtcdSource::new("kv", config(&closed, &prefix))
         .load()
         .await

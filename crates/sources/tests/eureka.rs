@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use registry_sync_catalog::{Instance, RegistrySnapshot};
-use registry_sync_registry_standins::eureka::EurekaStandIn;
 use registry_sync_sources::SourceEvent;
 use registry_sync_sources::eureka::{EurekaConfig, EurekaSource};
+use registry_sync_testing::standins::eureka::EurekaStandIn;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use registry_sync_catalog::{Instance, RegistrySnapshot};
 use registry_sync_sources::nacos::{CLUSTER_LABEL, NacosConfig, NacosSource};
 use registry_sync_sources::secret::{Credentials, SecretSource};
-use registry_sync_sources::testing::{NACOS_VAR, NacosInstance, NacosWriter, TestNacos, shared_server};
+use registry_sync_testing::servers::{NACOS_VAR, NacosInstance, NacosWriter, TestNacos, shared_server};
 use support::{Watch, unique};
 
 /// A config for one namespace that lists services every second, so that a service's
@@ -390,7 +390,7 @@ async fn with_auth_the_source_logs_in_and_a_wrong_password_never_shows_in_the_er
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_is_an_error_that_names_the_registry_and_address() {
-    let address = format!("127.0.0.1:{}", registry_sync_sources::testing::free_port());
+    let address = format!("127.0.0.1:{}", registry_sync_testing::servers::free_port());
     let error = NacosSource::new("nacos", config(&address, "public"))
         .load()
         .await

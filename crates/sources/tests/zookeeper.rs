@@ -10,8 +10,8 @@ mod support;
 use std::time::Duration;
 
 use registry_sync_sources::secret::{Credentials, SecretSource};
-use registry_sync_sources::testing::{Proxy, TestZookeeper, ZOOKEEPER_VAR, shared_server};
 use registry_sync_sources::zookeeper::{ZkLayout, ZookeeperConfig, ZookeeperSource};
+use registry_sync_testing::servers::{Proxy, TestZookeeper, ZOOKEEPER_VAR, shared_server};
 use support::{Watch, instance, unique};
 use zookeeper_client::{Acls, Client, CreateMode};
 

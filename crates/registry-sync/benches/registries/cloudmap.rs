@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use registry_sync::config::Config;
 use registry_sync_sources::cloudmap::{CloudMapConfig, CloudMapSource};
-use registry_sync_sources::testing::{CloudMapWriter, MOTO_REGION, TestMoto};
+use registry_sync_sources::testing::CloudMapWriter;
+use registry_sync_testing::servers::{MOTO_REGION, TestMoto};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

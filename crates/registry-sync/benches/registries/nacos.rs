@@ -11,7 +11,7 @@ use nacos_sdk::api::naming::{NamingChangeEvent, NamingEventListener, NamingServi
 use nacos_sdk::api::props::ClientProps;
 use registry_sync::config::Config;
 use registry_sync_sources::nacos::{NacosConfig, NacosSource};
-use registry_sync_sources::testing::{NacosInstance, NacosWriter, TestNacos};
+use registry_sync_testing::servers::{NacosInstance, NacosWriter, TestNacos};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
