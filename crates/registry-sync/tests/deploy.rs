@@ -31,6 +31,12 @@ fn the_manifests_run_two_replicas_with_probes_as_non_root() {
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert!(container["resources"]["requests"]["memory"].is_string());
     assert_eq!(of_kind(&docs, "Service").len(), 1, "a metrics Service");
+    let budget = of_kind(&docs, "PodDisruptionBudget");
+    assert_eq!(budget.len(), 1, "one replica stays through drains");
+    assert_eq!(
+        budget[0]["spec"]["selector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"],
+        "the budget covers the Deployment's pods"
+    );
 }
 
 #[test]
