@@ -1,7 +1,7 @@
 //! The seam every registry kind plugs into: its config block, its check, its default
 //! host template, and how it is read once or watched. A kind implements [`Kind`] in
-//! its own module and takes one line in [`registries!`] below; nothing else in the
-//! tree names it.
+//! its own module and takes one line in the `registries!` list of lib.rs, which
+//! declares the module and the dispatch; nothing else in the tree names it.
 
 use std::future::Future;
 
@@ -118,7 +118,7 @@ fn as_text(value: serde_json::Value) -> serde_json::Value {
     }
 }
 
-fn configure_kind<K: Kind>(
+pub(crate) fn configure_kind<K: Kind>(
     kind: &str,
     block: serde_json::Value,
     cx: &Context,
@@ -128,87 +128,94 @@ fn configure_kind<K: Kind>(
     K::configure(block, cx)
 }
 
+/// Declares each kind's module (behind the Cargo feature of its name) and the dispatch
+/// over all of them ([`SourceConfig`] and the rest, re-exported here). Invoked once, in
+/// lib.rs, with one line per kind.
 macro_rules! registries {
-    ($($kind:literal => $Variant:ident($Source:ty)),* $(,)?) => {
-        /// A registry's checked config, of one of the kinds this build has.
-        #[derive(Clone, Debug, PartialEq)]
-        pub enum SourceConfig {
-            $(#[cfg(feature = $kind)] $Variant(Box<<$Source as Kind>::Config>),)*
-        }
+    ($($kind:literal => $Variant:ident($module:ident :: $Source:ident)),* $(,)?) => {
+        $(#[cfg(feature = $kind)] pub mod $module;)*
 
-        /// Why a registry could not be read; each kind's own error.
-        #[derive(Debug, thiserror::Error)]
-        pub enum SourceError {
-            $(#[cfg(feature = $kind)] #[error(transparent)] $Variant(<$Source as Kind>::Error),)*
-        }
+        /// The dispatch over every kind (see [`crate::registry`]).
+        pub mod dispatch {
+            use registry_sync_catalog::RegistrySnapshot;
+            use tokio::sync::mpsc;
+            use tokio_util::sync::CancellationToken;
 
-        /// Every kind, built into this binary or not (the Cargo feature of each has its
-        /// name), so a kind left out is named as such rather than as unknown.
-        pub const KINDS: &[&str] = &[$($kind),*];
+            use crate::SourceEvent;
+            use crate::registry::{BlockError, Context, Kind, configure_kind};
 
-        /// Checks `block` (the registry entry's keys other than the common ones) as a
-        /// registry of `kind`. `None`: this build has no such kind.
-        pub fn configure(kind: &str, block: serde_json::Value, cx: &Context) -> Option<Result<SourceConfig, BlockError>> {
-            match kind {
-                $(#[cfg(feature = $kind)] $kind => Some(
-                    configure_kind::<$Source>(kind, block, cx).map(|c| SourceConfig::$Variant(Box::new(c)))
-                ),)*
-                _ => None,
+            /// A registry's checked config, of one of the kinds this build has.
+            #[derive(Clone, Debug, PartialEq)]
+            pub enum SourceConfig {
+                $(#[cfg(feature = $kind)] $Variant(Box<<crate::$module::$Source as Kind>::Config>),)*
             }
-        }
 
-        /// The keys of `kind`'s block; `None` when this build lacks it.
-        pub fn keys(kind: &str) -> Option<&'static [&'static str]> {
-            match kind {
-                $(#[cfg(feature = $kind)] $kind => Some(crate::config::keys_of::<<$Source as Kind>::Block>()),)*
-                _ => None,
+            /// Why a registry could not be read; each kind's own error.
+            #[derive(Debug, thiserror::Error)]
+            pub enum SourceError {
+                $(#[cfg(feature = $kind)] #[error(transparent)] $Variant(<crate::$module::$Source as Kind>::Error),)*
             }
-        }
 
-        impl SourceConfig {
-            pub fn kind(&self) -> &'static str {
-                match *self {
-                    $(#[cfg(feature = $kind)] SourceConfig::$Variant(_) => $kind,)*
+            /// Every kind, built into this binary or not (the Cargo feature of each has its
+            /// name), so a kind left out is named as such rather than as unknown.
+            pub const KINDS: &[&str] = &[$($kind),*];
+
+            /// Checks `block` (the registry entry's keys other than the common ones) as a
+            /// registry of `kind`. `None`: this build has no such kind.
+            pub fn configure(kind: &str, block: serde_json::Value, cx: &Context) -> Option<Result<SourceConfig, BlockError>> {
+                match kind {
+                    $(#[cfg(feature = $kind)] $kind => Some(
+                        configure_kind::<crate::$module::$Source>(kind, block, cx).map(|c| SourceConfig::$Variant(Box::new(c)))
+                    ),)*
+                    _ => None,
                 }
             }
 
-            pub fn default_hosts(&self) -> &'static str {
-                match *self {
-                    $(#[cfg(feature = $kind)] SourceConfig::$Variant(ref c) => <$Source as Kind>::default_hosts(c),)*
+            /// The keys of `kind`'s block; `None` when this build lacks it.
+            pub fn keys(kind: &str) -> Option<&'static [&'static str]> {
+                match kind {
+                    $(#[cfg(feature = $kind)] $kind => Some(crate::config::keys_of::<<crate::$module::$Source as Kind>::Block>()),)*
+                    _ => None,
                 }
             }
 
-            pub async fn load(&self, registry: &str) -> Result<RegistrySnapshot, SourceError> {
-                match *self {
-                    $(#[cfg(feature = $kind)] SourceConfig::$Variant(ref c) => {
-                        <$Source as Kind>::load(registry, c).await.map_err(SourceError::$Variant)
-                    })*
+            impl SourceConfig {
+                pub fn kind(&self) -> &'static str {
+                    match *self {
+                        $(#[cfg(feature = $kind)] SourceConfig::$Variant(_) => $kind,)*
+                    }
                 }
-            }
 
-            pub fn watch(
-                &self,
-                registry: &str,
-                tx: mpsc::Sender<SourceEvent>,
-                cancel: CancellationToken,
-            ) -> tokio::task::JoinHandle<()> {
-                match *self {
-                    $(#[cfg(feature = $kind)] SourceConfig::$Variant(ref c) => {
-                        tokio::spawn(<$Source as Kind>::watch(registry, c, tx, cancel))
-                    })*
+                pub fn default_hosts(&self) -> &'static str {
+                    match *self {
+                        $(#[cfg(feature = $kind)] SourceConfig::$Variant(ref c) => <crate::$module::$Source as Kind>::default_hosts(c),)*
+                    }
+                }
+
+                pub async fn load(&self, registry: &str) -> Result<RegistrySnapshot, SourceError> {
+                    match *self {
+                        $(#[cfg(feature = $kind)] SourceConfig::$Variant(ref c) => {
+                            <crate::$module::$Source as Kind>::load(registry, c).await.map_err(SourceError::$Variant)
+                        })*
+                    }
+                }
+
+                pub fn watch(
+                    &self,
+                    registry: &str,
+                    tx: mpsc::Sender<SourceEvent>,
+                    cancel: CancellationToken,
+                ) -> tokio::task::JoinHandle<()> {
+                    match *self {
+                        $(#[cfg(feature = $kind)] SourceConfig::$Variant(ref c) => {
+                            tokio::spawn(<crate::$module::$Source as Kind>::watch(registry, c, tx, cancel))
+                        })*
+                    }
                 }
             }
         }
     };
 }
+pub(crate) use registries;
 
-registries! {
-    "file" => File(crate::file::FileSource),
-    "etcd" => Etcd(crate::etcd::EtcdSource),
-    "zookeeper" => Zookeeper(crate::zookeeper::ZookeeperSource),
-    "dns" => Dns(crate::dns::DnsSource),
-    "consul" => Consul(crate::consul::ConsulSource),
-    "eureka" => Eureka(crate::eureka::EurekaSource),
-    "cloudmap" => CloudMap(crate::cloudmap::CloudMapSource),
-    "nacos" => Nacos(crate::nacos::NacosSource),
-}
+pub use crate::dispatch::{KINDS, SourceConfig, SourceError, configure, keys};
