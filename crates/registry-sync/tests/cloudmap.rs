@@ -93,7 +93,7 @@ fn run_follows_cloud_map_into_files_keeps_them_while_it_is_unreachable_and_conve
     let proxy = Proxy::start(&moto.address());
     let ws = Workspace::new();
     ws.write_config(&config(&format!("http://{}", proxy.address())));
-    let mut child = ws.spawn_run_with_env(MOTO_ENV);
+    let child = ws.spawn_run_with_env(MOTO_ENV);
 
     await_entry(&child, &ws, "orders.demo.local", "orders appears", |t| {
         t.contains("10.0.0.1") && t.contains("http-8080")
@@ -165,11 +165,7 @@ fn run_follows_cloud_map_into_files_keeps_them_while_it_is_unreachable_and_conve
         "orders was never deleted after the service went; stderr:\n{}",
         child.stderr()
     );
-    child.terminate();
-    assert!(
-        child.wait_timeout(DEADLINE).is_some_and(|s| s.success()),
-        "run did not stop cleanly"
-    );
+    child.stop_cleanly();
 }
 
 #[test]

@@ -27,16 +27,6 @@ sinks:
     )
 }
 
-fn await_file(child: &ChildGuard, path: &std::path::Path, what: &str, cond: impl Fn(&str) -> bool) {
-    assert!(
-        wait_until(Duration::from_secs(30), || std::fs::read_to_string(path)
-            .is_ok_and(|t| cond(&t))),
-        "{what}: {} never matched; stderr:\n{}",
-        path.display(),
-        child.stderr()
-    );
-}
-
 fn web(id: &str, address: &str, port: u16) -> serde_json::Value {
     json!({"ID": id, "Name": "web", "Address": address, "Port": port, "Meta": {"protocol": "http"},
         "Check": {"CheckID": format!("check-{id}"), "Status": "passing"}})
@@ -50,41 +40,29 @@ fn run_follows_consul_into_files_keeps_them_while_consul_is_down_and_converges_a
     ws.write("consul-token", "consul-acl-token\n");
     ws.write_config(&config(&consul.url(), "consul-token"));
     consul.register(web("web-1", "10.0.0.1", 8080)).unwrap();
-    let mut child = ws.spawn_run();
+    let child = ws.spawn_run();
     let file = ws.service_entry_file("consul.web");
 
-    await_file(&child, &file, "web appears", |t| {
+    child.await_file(&file, "web appears", |t| {
         t.contains("10.0.0.1") && t.contains("http-8080")
     });
     assert_eq!(parse_object(&file).spec.hosts, ["web.service.consul"]);
 
     consul.register(web("web-1", "10.0.0.1", 9090)).unwrap();
-    await_file(&child, &file, "the port follows", |t| t.contains("http-9090"));
+    child.await_file(&file, "the port follows", |t| t.contains("http-9090"));
     consul.register(web("web-2", "10.0.0.2", 9090)).unwrap();
     consul.set_check("check-web-1", "critical");
-    await_file(&child, &file, "web-1 fails its check", |t| {
+    child.await_file(&file, "web-1 fails its check", |t| {
         t.contains("10.0.0.2") && !t.contains("10.0.0.1")
     });
 
     consul.stop();
-    assert!(
-        wait_until(Duration::from_secs(30), || child
-            .stderr()
-            .contains("registry failing")),
-        "the failure was never logged; stderr:\n{}",
-        child.stderr()
-    );
-    let kept = ws.out_files();
-    assert!(
-        holds_for(Duration::from_secs(2), || ws.out_files() == kept),
-        "objects changed while Consul was down"
-    );
+    child.assert_down_and_nothing_deleted(&ws, "Consul", Duration::from_secs(30));
     consul
         .register(json!({"ID": "pay-1", "Name": "payments", "Address": "10.0.1.1", "Port": 8443}))
         .unwrap();
     consul.resume();
-    await_file(
-        &child,
+    child.await_file(
         &ws.service_entry_file("consul.payments"),
         "payments after the restart",
         |t| t.contains("10.0.1.1"),
@@ -101,11 +79,7 @@ fn run_follows_consul_into_files_keeps_them_while_consul_is_down_and_converges_a
         !child.stderr().contains("consul-acl-token"),
         "the token was logged"
     );
-    child.terminate();
-    assert!(
-        child.wait_timeout(DEADLINE).is_some_and(|s| s.success()),
-        "run did not stop cleanly"
-    );
+    child.stop_cleanly();
 }
 
 #[test]
@@ -113,12 +87,10 @@ fn check_reports_an_unreachable_consul_naming_the_registry() {
     let ws = Workspace::new();
     ws.write("consul-token", "t\n");
     let closed = format!("http://127.0.0.1:{}", registry_sync_testing::servers::free_port());
-    ws.write_config(&config(&closed, "consul-token"));
-    let output = ws.cmd("check");
-    assert_eq!(output.code(), Some(1), "{output}");
-    assert!(
-        output.stdout.contains("registry consul (consul): FAILED") && output.stdout.contains(&closed),
-        "{output}"
+    ws.check_fails_naming(
+        &config(&closed, "consul-token"),
+        "registry consul (consul): FAILED",
+        &closed,
     );
 }
 

@@ -63,7 +63,7 @@ fn run_follows_srv_records_into_files_keeps_them_while_dns_is_down_and_converges
     };
     let ws = Workspace::new();
     ws.write_config(&config(&dns.address()));
-    let mut child = ws.spawn_run();
+    let child = ws.spawn_run();
 
     await_entry(&child, &ws, "billing.example", "billing appears", |t| {
         t.contains("10.0.0.1") && t.contains("http-8080")
@@ -91,18 +91,7 @@ fn run_follows_srv_records_into_files_keeps_them_while_dns_is_down_and_converges
 
     // The server goes away: nothing is deleted, the failure is logged.
     dns.stop();
-    assert!(
-        wait_until(Duration::from_secs(30), || child
-            .stderr()
-            .contains("registry failing")),
-        "the failure was never logged; stderr:\n{}",
-        child.stderr()
-    );
-    let kept = ws.out_files();
-    assert!(
-        holds_for(Duration::from_secs(2), || ws.out_files() == kept),
-        "objects changed while DNS was down"
-    );
+    child.assert_down_and_nothing_deleted(&ws, "DNS", Duration::from_secs(30));
 
     // Back without orders: billing converges, orders is deleted.
     dns.restart(
@@ -117,11 +106,7 @@ fn run_follows_srv_records_into_files_keeps_them_while_dns_is_down_and_converges
         "orders was never deleted after its SRV name went; stderr:\n{}",
         child.stderr()
     );
-    child.terminate();
-    assert!(
-        child.wait_timeout(DEADLINE).is_some_and(|s| s.success()),
-        "run did not stop cleanly"
-    );
+    child.stop_cleanly();
 }
 
 #[test]
@@ -129,11 +114,5 @@ fn check_reports_an_unreachable_dns_server_naming_the_registry() {
     let ws = Workspace::new();
     // A UDP port nobody listens on: the query is refused at once.
     let closed = format!("127.0.0.1:{}", registry_sync_testing::servers::free_port());
-    ws.write_config(&config(&closed));
-    let output = ws.cmd("check");
-    assert_eq!(output.code(), Some(1), "{output}");
-    assert!(
-        output.stdout.contains("registry legacy-dns (dns): FAILED") && output.stdout.contains(&closed),
-        "{output}"
-    );
+    ws.check_fails_naming(&config(&closed), "registry legacy-dns (dns): FAILED", &closed);
 }

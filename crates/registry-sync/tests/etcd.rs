@@ -43,16 +43,6 @@ fn set(url: &str, key: &str, value: Option<&str>) {
     });
 }
 
-fn await_file(child: &ChildGuard, path: &std::path::Path, what: &str, cond: impl Fn(&str) -> bool) {
-    assert!(
-        wait_until(Duration::from_secs(30), || std::fs::read_to_string(path)
-            .is_ok_and(|t| cond(&t))),
-        "{what}: {} never matched; stderr:\n{}",
-        path.display(),
-        child.stderr()
-    );
-}
-
 #[test]
 fn run_follows_etcd_into_files_keeps_them_while_etcd_is_down_and_converges_after() {
     let Some(mut etcd) = TestEtcd::start() else { return };
@@ -64,10 +54,10 @@ fn run_follows_etcd_into_files_keeps_them_while_etcd_is_down_and_converges_after
         "/services/orders/a",
         Some(r#"{"Addr":"10.0.0.1:8080","Metadata":{"protocol":"http"}}"#),
     );
-    let mut child = ws.spawn_run();
+    let child = ws.spawn_run();
     let orders = ws.service_entry_file("kv.orders");
 
-    await_file(&child, &orders, "orders appears", |t| {
+    child.await_file(&orders, "orders appears", |t| {
         t.contains("10.0.0.1") && t.contains("http-8080")
     });
     let object = parse_object(&orders);
@@ -78,36 +68,24 @@ fn run_follows_etcd_into_files_keeps_them_while_etcd_is_down_and_converges_after
         "/services/orders/a",
         Some(r#"{"Addr":"10.0.0.1:9090","Metadata":{"protocol":"http"}}"#),
     );
-    await_file(&child, &orders, "the port follows", |t| t.contains("http-9090"));
+    child.await_file(&orders, "the port follows", |t| t.contains("http-9090"));
     set(
         &url,
         "/services/orders/b",
         Some(r#"{"Addr":"10.0.0.2:9090","Metadata":{"protocol":"http"}}"#),
     );
     set(&url, "/services/orders/a", None);
-    await_file(&child, &orders, "a is replaced by b", |t| {
+    child.await_file(&orders, "a is replaced by b", |t| {
         t.contains("10.0.0.2") && !t.contains("10.0.0.1")
     });
 
     // etcd goes away: nothing is deleted, the failure is logged.
     etcd.stop();
-    assert!(
-        wait_until(Duration::from_secs(30), || child
-            .stderr()
-            .contains("registry failing")),
-        "the failure was never logged; stderr:\n{}",
-        child.stderr()
-    );
-    let kept = ws.out_files();
-    assert!(
-        holds_for(Duration::from_secs(2), || ws.out_files() == kept),
-        "objects changed while etcd was down"
-    );
+    child.assert_down_and_nothing_deleted(&ws, "etcd", Duration::from_secs(30));
 
     etcd.resume();
     set(&url, "/services/payments/a", Some(r#"{"Addr":"10.0.1.1:8443"}"#));
-    await_file(
-        &child,
+    child.await_file(
         &ws.service_entry_file("kv.payments"),
         "payments after the restart",
         |t| t.contains("10.0.1.1"),
@@ -120,22 +98,12 @@ fn run_follows_etcd_into_files_keeps_them_while_etcd_is_down_and_converges_after
         "orders was never deleted after its last key went; stderr:\n{}",
         child.stderr()
     );
-    child.terminate();
-    assert!(
-        child.wait_timeout(DEADLINE).is_some_and(|s| s.success()),
-        "run did not stop cleanly"
-    );
+    child.stop_cleanly();
 }
 
 #[test]
 fn check_reports_an_unreachable_etcd_naming_the_registry() {
     let ws = Workspace::new();
     let closed = format!("http://127.0.0.1:{}", registry_sync_testing::servers::free_port());
-    ws.write_config(&config(&closed));
-    let output = ws.cmd("check");
-    assert_eq!(output.code(), Some(1), "{output}");
-    assert!(
-        output.stdout.contains("registry kv (etcd): FAILED") && output.stdout.contains(&closed),
-        "{output}"
-    );
+    ws.check_fails_naming(&config(&closed), "registry kv (etcd): FAILED", &closed);
 }

@@ -25,16 +25,6 @@ sinks:
     )
 }
 
-fn await_file(child: &ChildGuard, path: &std::path::Path, what: &str, cond: impl Fn(&str) -> bool) {
-    assert!(
-        wait_until(Duration::from_secs(30), || std::fs::read_to_string(path)
-            .is_ok_and(|t| cond(&t))),
-        "{what}: {} never matched; stderr:\n{}",
-        path.display(),
-        child.stderr()
-    );
-}
-
 fn orders(id: &str, ip: &str, port: u16) -> serde_json::Value {
     json!({"instanceId": id, "hostName": format!("{id}.local"), "app": "ORDERS", "ipAddr": ip, "status": "UP",
         "port": {"$": port, "@enabled": "true"}, "securePort": {"$": 443, "@enabled": "false"}})
@@ -47,7 +37,7 @@ fn run_follows_eureka_into_files_keeps_them_while_eureka_is_down_and_converges_a
     let ws = Workspace::new();
     ws.write_config(&config(&eureka.url()));
     eureka.register("orders", orders("o1", "10.0.0.1", 8080)).unwrap();
-    let mut child = ws.spawn_run();
+    let child = ws.spawn_run();
     // The app name is upper case, so the object name carries a hash suffix.
     let find = || {
         std::fs::read_dir(ws.out_dir())
@@ -66,32 +56,21 @@ fn run_follows_eureka_into_files_keeps_them_while_eureka_is_down_and_converges_a
     );
     let file = find().unwrap();
 
-    await_file(&child, &file, "orders appears", |t| {
+    child.await_file(&file, "orders appears", |t| {
         t.contains("10.0.0.1") && t.contains("http-8080")
     });
     assert_eq!(parse_object(&file).spec.hosts, ["orders.eureka"]);
     eureka.register("orders", orders("o2", "10.0.0.2", 8080)).unwrap();
     eureka.set_status("orders", "o1", "OUT_OF_SERVICE");
-    await_file(&child, &file, "o1 out of service", |t| {
+    child.await_file(&file, "o1 out of service", |t| {
         t.contains("10.0.0.2") && !t.contains("10.0.0.1")
     });
 
     eureka.stop();
-    assert!(
-        wait_until(Duration::from_secs(30), || child
-            .stderr()
-            .contains("registry failing")),
-        "the failure was never logged; stderr:\n{}",
-        child.stderr()
-    );
-    let kept = ws.out_files();
-    assert!(
-        holds_for(Duration::from_secs(2), || ws.out_files() == kept),
-        "objects changed while Eureka was down"
-    );
+    child.assert_down_and_nothing_deleted(&ws, "Eureka", Duration::from_secs(30));
     eureka.register("orders", orders("o3", "10.0.0.3", 8080)).unwrap();
     eureka.resume();
-    await_file(&child, &file, "converges", |t| t.contains("10.0.0.3"));
+    child.await_file(&file, "converges", |t| t.contains("10.0.0.3"));
 
     eureka.cancel("orders", "o1");
     eureka.cancel("orders", "o2");
@@ -101,9 +80,5 @@ fn run_follows_eureka_into_files_keeps_them_while_eureka_is_down_and_converges_a
         "orders was never deleted after its last instance went; stderr:\n{}",
         child.stderr()
     );
-    child.terminate();
-    assert!(
-        child.wait_timeout(DEADLINE).is_some_and(|s| s.success()),
-        "run did not stop cleanly"
-    );
+    child.stop_cleanly();
 }

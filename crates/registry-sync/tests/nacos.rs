@@ -27,16 +27,6 @@ fn config(address: &str, namespace_id: &str, auth: &str) -> String {
     )
 }
 
-fn await_file(child: &ChildGuard, path: &std::path::Path, what: &str, cond: impl Fn(&str) -> bool) {
-    assert!(
-        wait_until(Duration::from_secs(30), || std::fs::read_to_string(path)
-            .is_ok_and(|t| cond(&t))),
-        "{what}: {} never matched; stderr:\n{}",
-        path.display(),
-        child.stderr()
-    );
-}
-
 fn orders<'a>(ip: &'a str, port: u32, extra: &'a [(&'a str, &'a str)]) -> NacosInstance<'a> {
     NacosInstance {
         namespace_id: "public",
@@ -64,37 +54,26 @@ fn run_follows_nacos_into_files_keeps_them_while_nacos_is_down_and_converges_aft
     let mut child = ws.spawn_run();
     let file = ws.service_entry_file("nacos.orders");
 
-    await_file(&child, &file, "orders appears", |t| {
+    child.await_file(&file, "orders appears", |t| {
         t.contains("10.0.0.1") && t.contains("http-8080")
     });
     assert_eq!(parse_object(&file).spec.hosts, ["orders.nacos"]);
 
     nacos.put(&orders("10.0.0.1", 9090, HTTP));
     nacos.delete("public", "DEFAULT_GROUP", "orders", "10.0.0.1", 8080);
-    await_file(&child, &file, "the port follows", |t| {
+    child.await_file(&file, "the port follows", |t| {
         t.contains("http-9090") && !t.contains("8080")
     });
     let weighted: Vec<(&str, &str)> = [HTTP, &[("weight", "0.5")]].concat();
     nacos.put(&orders("10.0.0.2", 9090, &weighted));
     nacos.delete("public", "DEFAULT_GROUP", "orders", "10.0.0.1", 9090);
-    await_file(&child, &file, "10.0.0.2 with weight 50 replaces 10.0.0.1", |t| {
+    child.await_file(&file, "10.0.0.2 with weight 50 replaces 10.0.0.1", |t| {
         t.contains("10.0.0.2") && !t.contains("10.0.0.1") && t.contains("weight: 50")
     });
 
     // Nacos goes away: nothing is deleted, the failure is logged.
     server.stop();
-    assert!(
-        wait_until(Duration::from_secs(30), || child
-            .stderr()
-            .contains("registry failing")),
-        "the failure was never logged; stderr:\n{}",
-        child.stderr()
-    );
-    let kept = ws.out_files();
-    assert!(
-        holds_for(Duration::from_secs(2), || ws.out_files() == kept),
-        "objects changed while Nacos was down"
-    );
+    child.assert_down_and_nothing_deleted(&ws, "Nacos", Duration::from_secs(30));
 
     server.resume();
     let nacos = server.writer().login("nacos", "nacos");
@@ -103,8 +82,7 @@ fn run_follows_nacos_into_files_keeps_them_while_nacos_is_down_and_converges_aft
         ..orders("10.0.1.1", 8443, &[])
     });
     nacos.put(&orders("10.0.0.2", 9090, &weighted));
-    await_file(
-        &child,
+    child.await_file(
         &ws.service_entry_file("nacos.payments"),
         "payments after the restart",
         |t| t.contains("10.0.1.1"),
@@ -167,12 +145,10 @@ fn render_publishes_a_group_in_the_host_and_the_protocol_from_metadata() {
 fn check_reports_an_unreachable_nacos_naming_the_registry() {
     let ws = Workspace::new();
     let closed = format!("127.0.0.1:{}", registry_sync_testing::servers::free_port());
-    ws.write_config(&config(&closed, "public", ""));
-    let output = ws.cmd("check");
-    assert_eq!(output.code(), Some(1), "{output}");
-    assert!(
-        output.stdout.contains("registry nacos (nacos): FAILED") && output.stdout.contains(&closed),
-        "{output}"
+    ws.check_fails_naming(
+        &config(&closed, "public", ""),
+        "registry nacos (nacos): FAILED",
+        &closed,
     );
 }
 

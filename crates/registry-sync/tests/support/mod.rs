@@ -192,6 +192,42 @@ impl ChildGuard {
         assert!(status.success(), "kill -TERM {} failed: {status}", self.pid());
     }
 
+    /// Waits until the file at `path` exists and `cond` holds for its text.
+    pub fn await_file(&self, path: &Path, what: &str, cond: impl Fn(&str) -> bool) {
+        assert!(
+            wait_until(Duration::from_secs(30), || std::fs::read_to_string(path)
+                .is_ok_and(|t| cond(&t))),
+            "{what}: {} never matched; stderr:\n{}",
+            path.display(),
+            self.stderr()
+        );
+    }
+
+    /// What every registry run checks once its registry is down: the failure is logged
+    /// within `within`, and the objects in `ws` stay as they were for 2 s.
+    pub fn assert_down_and_nothing_deleted(&self, ws: &Workspace, registry: &str, within: Duration) {
+        assert!(
+            wait_until(within, || self.stderr().contains("registry failing")),
+            "the failure of {registry} was never logged; stderr:\n{}",
+            self.stderr()
+        );
+        let kept = ws.out_files();
+        assert!(
+            holds_for(Duration::from_secs(2), || ws.out_files() == kept),
+            "objects changed while {registry} was down"
+        );
+    }
+
+    /// SIGTERM, and a clean exit within [`DEADLINE`].
+    pub fn stop_cleanly(mut self) {
+        self.terminate();
+        assert!(
+            self.wait_timeout(DEADLINE).is_some_and(|s| s.success()),
+            "run did not stop cleanly; stderr:\n{}",
+            self.stderr()
+        );
+    }
+
     /// Waits up to `timeout` for the process to exit; `None` if it is still running.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let mut status = None;
@@ -277,6 +313,18 @@ impl Workspace {
 
     pub fn write_config(&self, text: &str) {
         self.write(CONFIG_FILE, text);
+    }
+
+    /// `check` on `config` exits 1 and names the failing registry (`what`, e.g.
+    /// `registry kv (etcd): FAILED`) and the address it could not reach.
+    pub fn check_fails_naming(&self, config: &str, what: &str, address: &str) {
+        self.write_config(config);
+        let output = self.cmd("check");
+        assert_eq!(output.code(), Some(1), "{output}");
+        assert!(
+            output.stdout.contains(what) && output.stdout.contains(address),
+            "{output}"
+        );
     }
 
     /// Writes `services.yaml` in place (truncate, then write).
