@@ -602,3 +602,74 @@ async fn tls_with_the_clusters_ca_and_a_client_certificate_lists_and_without_eit
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_one_member_down_is_read_and_followed_through_the_others() {
+    let Some(url) = shared_server(ETCD_VAR) else {
+        return;
+    };
+    let prefix = unique("/registry-sync-test/members");
+    let mut etcd = client(&url).await;
+    put(
+        &mut etcd,
+        &format!("{prefix}/orders/a"),
+        &endpoint("10.0.0.1:80", "{}"),
+    )
+    .await;
+    // The first member listed is down; the second is up.
+    let down = format!("http://127.0.0.1:{}", registry_sync_testing::servers::free_port());
+    let mut members = config(&down, &prefix);
+    members.endpoints.push(url.clone());
+
+    let snapshot = EtcdSource::new("kv", members.clone())
+        .load()
+        .await
+        .expect("read through the member that is up");
+    assert!(instance(&snapshot, "orders", "a").is_some());
+
+    let mut watch = Watch::start_etcd(EtcdSource::new("kv", members));
+    watch.until("orders is listed", |s| s.services().len() == 1).await;
+    put(
+        &mut etcd,
+        &format!("{prefix}/payments/a"),
+        &endpoint("10.0.1.1:80", "{}"),
+    )
+    .await;
+    watch.until("payments arrives", |s| s.services().len() == 2).await;
+    watch.assert_failures(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_member_in_use_goes_away_the_next_one_takes_over_and_nothing_is_missed() {
+    let Some(url) = shared_server(ETCD_VAR) else {
+        return;
+    };
+    let prefix = unique("/registry-sync-test/failover");
+    let mut etcd = client(&url).await;
+    put(
+        &mut etcd,
+        &format!("{prefix}/orders/a"),
+        &endpoint("10.0.0.1:80", "{}"),
+    )
+    .await;
+    // Two members with the same data: a proxy in front of the server, and the server.
+    let proxy = Proxy::start(url.trim_start_matches("http://"));
+    let mut members = config(&format!("http://{}", proxy.address()), &prefix);
+    members.endpoints.push(url.clone());
+    let mut watch = Watch::start_etcd(EtcdSource::new("kv", members));
+    watch.until("orders is listed", |s| s.services().len() == 1).await;
+
+    proxy.cut();
+    put(
+        &mut etcd,
+        &format!("{prefix}/payments/a"),
+        &endpoint("10.0.1.1:80", "{}"),
+    )
+    .await;
+    let snap = watch
+        .until("payments arrives through the other member", |s| {
+            s.services().len() == 2
+        })
+        .await;
+    assert!(instance(&snap, "orders", "a").is_some(), "orders was kept");
+}

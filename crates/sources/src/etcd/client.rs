@@ -78,16 +78,28 @@ fn endpoint(address: &str, options: &ConnectOptions) -> Result<Endpoint, String>
 }
 
 impl EtcdClient {
-    /// One member is dialled at once, so a wrong address fails here; several are
-    /// balanced and dialled as requests need them.
+    /// Dials the members in order and keeps the first that answers, so a member that is
+    /// down costs one connect timeout, not every request (a balanced channel keeps
+    /// sending requests to a member it cannot reach). When that member goes away, the
+    /// source reconnects and the next member that answers takes over.
     pub async fn connect(addresses: &[String], options: ConnectOptions) -> Result<EtcdClient, String> {
         let endpoints = addresses
             .iter()
             .map(|a| endpoint(a, &options))
             .collect::<Result<Vec<_>, _>>()?;
-        let channel = match endpoints.as_slice() {
-            [one] => one.connect().await.map_err(|e| transport_error(&e))?,
-            _ => Channel::balance_list(endpoints.into_iter()),
+        let mut failures = Vec::new();
+        let mut channel = None;
+        for (address, endpoint) in addresses.iter().zip(&endpoints) {
+            match endpoint.connect().await {
+                Ok(connected) => {
+                    channel = Some(connected);
+                    break;
+                }
+                Err(e) => failures.push(format!("{address}: {}", transport_error(&e))),
+            }
+        }
+        let Some(channel) = channel else {
+            return Err(failures.join("; "));
         };
         let mut client = EtcdClient {
             channel,
