@@ -19,6 +19,7 @@ fn settings(registries: &[&str]) -> Settings {
                     location: Location::MeshInternal,
                     sidecar: false,
                     secret_keys: Default::default(),
+                    export_to: Vec::new(),
                 };
                 (name.to_string(), settings)
             })

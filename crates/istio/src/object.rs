@@ -162,6 +162,10 @@ pub struct ServiceEntrySpec {
     pub endpoints: Vec<Endpoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_selector: Option<WorkloadSelector>,
+    /// The namespaces that see the service (`.`: its own, `*`: all); empty: the mesh's
+    /// default (`meshConfig.defaultServiceExportTo`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,6 +309,7 @@ mod tests {
                     ..Default::default()
                 }],
                 workload_selector: None,
+                export_to: Vec::new(),
             }),
         )
     }

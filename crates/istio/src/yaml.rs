@@ -204,6 +204,7 @@ mod tests {
                     ..Default::default()
                 }],
                 workload_selector: None,
+                export_to: Vec::new(),
             }),
         )
     }

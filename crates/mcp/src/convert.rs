@@ -68,7 +68,7 @@ fn service_entry(spec: &istio::ServiceEntrySpec) -> proto::ServiceEntry {
             istio::Resolution::Dns => proto::Resolution::Dns,
         } as i32,
         endpoints: spec.endpoints.iter().map(workload_entry).collect(),
-        export_to: Vec::new(),
+        export_to: spec.export_to.clone(),
         subject_alt_names: Vec::new(),
         workload_selector: spec.workload_selector.as_ref().map(|s| proto::WorkloadSelector {
             labels: s.labels.clone(),
@@ -157,6 +157,7 @@ mod tests {
                     })
                     .collect(),
                 workload_selector: None,
+                export_to: Vec::new(),
             }),
         )
     }

@@ -175,6 +175,7 @@ mod tests {
                 ports: Vec::new(),
                 endpoints: Vec::new(),
                 workload_selector: None,
+                export_to: Vec::new(),
             }),
         )
     }

@@ -54,6 +54,7 @@ fn is_host(host: &str) -> bool {
     host != "*" && is_dns1123_subdomain(bare)
 }
 
+/// A DNS-1123 label: what port names and namespaces must be.
 fn is_port_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
@@ -90,6 +91,18 @@ fn service_entry(spec: &ServiceEntrySpec) -> Option<String> {
                 port.name, port.protocol
             ));
         }
+    }
+    let mut exported = BTreeSet::new();
+    for namespace in &spec.export_to {
+        if namespace != "." && namespace != "*" && !is_port_name(namespace) {
+            return Some(format!("exportTo {namespace:?} is not `.`, `*` or a namespace"));
+        }
+        if !exported.insert(namespace.as_str()) {
+            return Some(format!("exportTo lists {namespace:?} twice"));
+        }
+    }
+    if exported.contains("*") && exported.len() > 1 {
+        return Some("exportTo lists `*` with other namespaces".into());
     }
     if spec.workload_selector.is_some() && !spec.endpoints.is_empty() {
         return Some("it has both a workload selector and endpoints".into());
@@ -190,6 +203,7 @@ mod tests {
                 ..Default::default()
             }],
             workload_selector: None,
+            export_to: Vec::new(),
         };
         edit(&mut spec, &mut meta);
         IstioObject::new(meta, Spec::ServiceEntry(spec))

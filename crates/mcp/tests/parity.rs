@@ -116,6 +116,14 @@ fn every_object_the_sink_refuses_istiod_would_drop_and_every_one_it_serves_istio
             }),
         ),
         (
+            "exportTo with `*` and more",
+            edited(|s, _| s.export_to = vec!["*".into(), ".".into()]),
+        ),
+        (
+            "exportTo naming a namespace twice",
+            edited(|s, _| s.export_to = vec!["mesh".into(), "mesh".into()]),
+        ),
+        (
             "an object label value with a slash",
             edited(|_, m| {
                 m.labels.insert("app".into(), "a/b".into());
@@ -134,6 +142,10 @@ fn every_object_the_sink_refuses_istiod_would_drop_and_every_one_it_serves_istio
 
     let served: Vec<(&str, IstioObject)> = vec![
         ("a STATIC entry", edited(|_, _| {})),
+        (
+            "an entry exported to its namespace and istio-system",
+            edited(|s, _| s.export_to = vec![".".into(), "istio-system".into()]),
+        ),
         (
             "a DNS entry with host-name endpoints",
             edited(|s, _| {

@@ -51,6 +51,7 @@ fn service_entry(name: &str, address: &str) -> IstioObject {
                 ..Default::default()
             }],
             workload_selector: None,
+            export_to: Vec::new(),
         }),
     )
 }

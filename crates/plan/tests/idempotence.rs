@@ -83,6 +83,7 @@ fn object(kind: Kind, name: &str, octet: u8, registry: &str) -> IstioObject {
             ports: vec![],
             endpoints: vec![endpoint],
             workload_selector: None,
+            export_to: Vec::new(),
         }),
     };
     IstioObject::new(meta, spec)

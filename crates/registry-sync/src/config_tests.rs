@@ -243,3 +243,27 @@ fn the_mcp_sinks_certificate_and_key_go_together_relative_to_the_config_file() {
     );
     assert!(message.contains("go together"), "{message}");
 }
+
+#[test]
+fn export_to_is_a_registry_key_checked_as_istio_does() {
+    let entry = |export_to: &str| {
+        format!(
+            "registries:\n  - name: a\n    kind: file\n    path: s.yaml\n    namespace: mesh\n    export_to: {export_to}\n"
+        )
+    };
+    let config = parse(&entry("[\".\", istio-system]")).unwrap();
+    assert_eq!(config.registries[0].settings.export_to, [".", "istio-system"]);
+    assert!(parse(GOOD).unwrap().registries[0].settings.export_to.is_empty());
+    for (bad, why) in [
+        ("[\"*\", \".\"]", "list it alone"),
+        ("[mesh, mesh]", "twice"),
+        ("[Mesh_1]", "not `.`, `*` or a namespace name"),
+        ("[]", "at least one"),
+    ] {
+        let message = error(&entry(bad));
+        assert!(
+            message.contains("line 6: `registries[0].export_to`") && message.contains(why),
+            "{bad}: {message}"
+        );
+    }
+}

@@ -42,6 +42,7 @@ fn service_entry(name: &str, address: &str, labels: LiteMap<String, String>) -> 
                 ..Default::default()
             }],
             workload_selector: None,
+            export_to: Vec::new(),
         }),
     )
 }

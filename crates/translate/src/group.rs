@@ -129,6 +129,8 @@ pub(crate) fn translate_group(
         ports: ports.iter().map(|p| p.port.clone()).collect(),
         endpoints: Vec::new(),
         workload_selector: None,
+        // The first registry of a merged host decides, as for the location.
+        export_to: primary.settings.export_to.clone(),
     };
 
     match mode {

@@ -30,6 +30,8 @@ pub struct RegistrySettings {
     pub sidecar: bool,
     /// Metadata keys that are never published as labels.
     pub secret_keys: SecretKeys,
+    /// The ServiceEntries' `exportTo`; empty: the mesh's default.
+    pub export_to: Vec<String>,
 }
 
 /// Metadata keys that carry secrets and must never become labels: labels are readable by

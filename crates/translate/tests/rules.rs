@@ -641,3 +641,25 @@ fn a_service_its_registry_could_not_read_keeps_its_objects_in_the_index() {
     index.update("legacy", &gone);
     assert_eq!(index.desired().len(), 1);
 }
+
+#[test]
+fn a_registrys_export_to_is_the_service_entrys_and_a_merged_host_takes_its_first_registrys() {
+    let mut settings =
+        support::settings_for(&[("a-legacy", EndpointMode::Auto), ("b-legacy", EndpointMode::Auto)]);
+    settings.registries.get_mut("a-legacy").unwrap().export_to = vec![".".into(), "istio-system".into()];
+    settings.registries.get_mut("b-legacy").unwrap().export_to = vec!["*".into()];
+    let orders = || svc("orders", vec![inst("10.0.0.1", &[("http", 8080)])]);
+    let merged = translate(
+        &catalog(vec![("a-legacy", vec![orders()]), ("b-legacy", vec![orders()])]),
+        &settings,
+    );
+    assert_eq!(only_entry(&merged).export_to, [".", "istio-system"]);
+
+    let alone = translate(&catalog(vec![("b-legacy", vec![orders()])]), &settings);
+    assert_eq!(only_entry(&alone).export_to, ["*"]);
+    let unset = run(vec![orders()]);
+    assert!(
+        only_entry(&unset).export_to.is_empty(),
+        "the mesh's default applies"
+    );
+}

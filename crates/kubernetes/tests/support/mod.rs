@@ -46,6 +46,7 @@ pub fn entry(name: &str, addresses: &[&str]) -> IstioObject {
                 })
                 .collect(),
             workload_selector: None,
+            export_to: Vec::new(),
         }),
     )
 }

@@ -54,6 +54,7 @@ pub fn service_entry(name: &str, addresses: &[&str]) -> Arc<IstioObject> {
                 })
                 .collect(),
             workload_selector: None,
+            export_to: Vec::new(),
         }),
     ))
 }

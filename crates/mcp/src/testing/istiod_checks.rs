@@ -108,6 +108,18 @@ fn service_entry(profile: Profile, entry: &ServiceEntry) -> Option<String> {
             return Some(format!("unsupported protocol {}", port.protocol));
         }
     }
+    let mut exported = BTreeSet::new();
+    for namespace in &entry.export_to {
+        if namespace != "." && namespace != "*" && !is_dns1123_label(namespace) {
+            return Some(format!("invalid exportTo value {namespace:?}"));
+        }
+        if !exported.insert(namespace.as_str()) {
+            return Some(format!("duplicate exportTo value {namespace:?}"));
+        }
+    }
+    if exported.contains("*") && exported.len() > 1 {
+        return Some("exportTo '*' must not be combined with other values".into());
+    }
     if entry.workload_selector.is_some() && !entry.endpoints.is_empty() {
         return Some("only one of WorkloadSelector or Endpoints is allowed".into());
     }

@@ -59,6 +59,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "endpoints",
     "location",
     "sidecar",
+    "export_to",
 ];
 
 pub(super) struct RawRegistry {
@@ -69,6 +70,7 @@ pub(super) struct RawRegistry {
     endpoints: Option<RawEndpointMode>,
     location: Option<RawLocation>,
     sidecar: bool,
+    export_to: Option<Spanned<Vec<String>>>,
     /// The kind's keys, as written, and the line of each.
     block: serde_json::Map<String, serde_json::Value>,
     lines: BTreeMap<String, u64>,
@@ -91,7 +93,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRegistry, A::Error> {
         let (mut name, mut kind, mut namespace, mut hosts) = (None, None, None, None);
-        let (mut endpoints, mut location, mut sidecar) = (None, None, false);
+        let (mut endpoints, mut location, mut sidecar, mut export_to) = (None, None, false, None);
         let mut block = serde_json::Map::new();
         let mut lines = BTreeMap::new();
         while let Some(key) = map.next_key::<String>()? {
@@ -103,6 +105,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
                 "endpoints" => endpoints = Some(map.next_value()?),
                 "location" => location = Some(map.next_value()?),
                 "sidecar" => sidecar = map.next_value()?,
+                "export_to" => export_to = Some(map.next_value()?),
                 _ => {
                     let value: Spanned<serde_json::Value> = map.next_value()?;
                     lines.insert(key.clone(), value.referenced.line());
@@ -118,6 +121,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
             endpoints,
             location,
             sidecar,
+            export_to,
             block,
             lines,
         })
@@ -189,6 +193,14 @@ impl Entry<'_> {
             }
             Some(Ok(source)) => source,
         };
+        let export_to = match &r.export_to {
+            None => Vec::new(),
+            Some(list) => {
+                check_export_to(&list.value)
+                    .map_err(|m| self.error(list.referenced.line(), "export_to", m))?;
+                list.value.iter().map(|v| v.trim().to_string()).collect()
+            }
+        };
         let hosts = match &r.hosts {
             Some(h) => HostTemplate::parse(&h.value)
                 .map_err(|e| self.error(h.referenced.line(), "hosts", e.to_string()))?,
@@ -211,9 +223,35 @@ impl Entry<'_> {
                 },
                 sidecar: r.sidecar,
                 secret_keys: self.secret_keys.clone(),
+                export_to,
             },
         })
     }
+}
+
+/// `exportTo` as Istio validates it: `.` (the objects' own namespace), `*` (every
+/// namespace) or namespace names, none twice, and `*` alone.
+pub(crate) fn check_export_to(values: &[String]) -> Result<(), String> {
+    if values.is_empty() {
+        return Err(
+            "must list at least one namespace, `.` (the objects' own) or `*` (all); leave it out for the mesh's default"
+                .into(),
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for value in values {
+        let value = value.trim();
+        if value != "." && value != "*" && !is_dns_label(value) {
+            return Err(format!("{value:?} is not `.`, `*` or a namespace name"));
+        }
+        if !seen.insert(value) {
+            return Err(format!("{value:?} is listed twice"));
+        }
+    }
+    if seen.contains("*") && seen.len() > 1 {
+        return Err("`*` already exports to every namespace; list it alone".into());
+    }
+    Ok(())
 }
 
 /// A key of another kind: says whose it is.

@@ -24,6 +24,7 @@ pub fn settings_for(registries: &[(&str, EndpointMode)]) -> Settings {
                         location: Location::MeshInternal,
                         sidecar: false,
                         secret_keys: Default::default(),
+                        export_to: Vec::new(),
                     },
                 )
             })
