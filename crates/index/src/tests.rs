@@ -20,6 +20,7 @@ fn settings(registries: &[&str]) -> Settings {
                     sidecar: false,
                     secret_keys: Default::default(),
                     export_to: Vec::new(),
+                    extra_labels: Default::default(),
                 };
                 (name.to_string(), settings)
             })

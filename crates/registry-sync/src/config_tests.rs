@@ -267,3 +267,49 @@ fn export_to_is_a_registry_key_checked_as_istio_does() {
         );
     }
 }
+
+#[test]
+fn the_waypoint_keys_become_the_ambient_labels_and_need_a_waypoint_name() {
+    let entry = |keys: &str| {
+        format!("registries:\n  - name: a\n    kind: file\n    path: s.yaml\n    namespace: mesh\n{keys}")
+    };
+    let config = parse(&entry(
+        "    use_waypoint: shared\n    use_waypoint_namespace: istio-waypoints\n    ingress_use_waypoint: true\n",
+    ))
+    .unwrap();
+    let labels = &config.registries[0].settings.extra_labels;
+    assert_eq!(
+        labels.get("istio.io/use-waypoint").map(String::as_str),
+        Some("shared")
+    );
+    assert_eq!(
+        labels.get("istio.io/use-waypoint-namespace").map(String::as_str),
+        Some("istio-waypoints")
+    );
+    assert_eq!(
+        labels.get("istio.io/ingress-use-waypoint").map(String::as_str),
+        Some("true")
+    );
+    assert!(
+        parse(GOOD).unwrap().registries[0]
+            .settings
+            .extra_labels
+            .is_empty()
+    );
+
+    let message = error(&entry("    use_waypoint: Shared_1\n"));
+    assert!(
+        message.contains("line 6: `registries[0].use_waypoint`"),
+        "{message}"
+    );
+    let message = error(&entry("    use_waypoint_namespace: istio-waypoints\n"));
+    assert!(
+        message.contains("`registries[0].use_waypoint_namespace`: needs `use_waypoint`"),
+        "{message}"
+    );
+    let message = error(&entry("    ingress_use_waypoint: true\n"));
+    assert!(
+        message.contains("`registries[0].ingress_use_waypoint`: needs `use_waypoint`"),
+        "{message}"
+    );
+}

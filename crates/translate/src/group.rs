@@ -114,6 +114,13 @@ pub(crate) fn translate_group(
     };
 
     let mut se_labels = service_labels(contributors, &mut out);
+    se_labels.extend(
+        primary
+            .settings
+            .extra_labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     se_labels.extend(own_labels(primary.registry, instance_id));
     let sources = contributors.iter().map(source_of).collect::<Vec<_>>().join(",");
     let se_meta = ObjectMeta {

@@ -32,6 +32,9 @@ pub struct RegistrySettings {
     pub secret_keys: SecretKeys,
     /// The ServiceEntries' `exportTo`; empty: the mesh's default.
     pub export_to: Vec<String>,
+    /// Labels every ServiceEntry of the registry carries, set by the config (the ambient
+    /// waypoint labels); they win over registry metadata of the same key.
+    pub extra_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Metadata keys that carry secrets and must never become labels: labels are readable by

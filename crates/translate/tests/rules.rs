@@ -663,3 +663,27 @@ fn a_registrys_export_to_is_the_service_entrys_and_a_merged_host_takes_its_first
         "the mesh's default applies"
     );
 }
+
+#[test]
+fn a_registrys_extra_labels_are_on_its_service_entries_and_win_over_registry_metadata() {
+    let mut settings = support::settings();
+    settings.registries.get_mut("legacy").unwrap().extra_labels =
+        [("istio.io/use-waypoint".to_string(), "shared".to_string())].into();
+    let mut orders = svc("orders", vec![inst("10.0.0.1", &[("http", 8080)])]);
+    orders
+        .labels
+        .insert("istio.io/use-waypoint".into(), "from-the-registry".into());
+    let t = translate(&catalog(vec![("legacy", vec![orders])]), &settings);
+    let se = t
+        .objects
+        .iter()
+        .find(|o| matches!(o.spec, registry_sync_istio::Spec::ServiceEntry(_)))
+        .unwrap();
+    assert_eq!(
+        se.metadata
+            .labels
+            .get("istio.io/use-waypoint")
+            .map(String::as_str),
+        Some("shared")
+    );
+}

@@ -60,6 +60,9 @@ pub const COMMON_KEYS: &[&str] = &[
     "location",
     "sidecar",
     "export_to",
+    "use_waypoint",
+    "use_waypoint_namespace",
+    "ingress_use_waypoint",
 ];
 
 pub(super) struct RawRegistry {
@@ -71,6 +74,9 @@ pub(super) struct RawRegistry {
     location: Option<RawLocation>,
     sidecar: bool,
     export_to: Option<Spanned<Vec<String>>>,
+    use_waypoint: Option<Spanned<String>>,
+    use_waypoint_namespace: Option<Spanned<String>>,
+    ingress_use_waypoint: bool,
     /// The kind's keys, as written, and the line of each.
     block: serde_json::Map<String, serde_json::Value>,
     lines: BTreeMap<String, u64>,
@@ -94,6 +100,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRegistry, A::Error> {
         let (mut name, mut kind, mut namespace, mut hosts) = (None, None, None, None);
         let (mut endpoints, mut location, mut sidecar, mut export_to) = (None, None, false, None);
+        let (mut use_waypoint, mut use_waypoint_namespace, mut ingress_use_waypoint) = (None, None, false);
         let mut block = serde_json::Map::new();
         let mut lines = BTreeMap::new();
         while let Some(key) = map.next_key::<String>()? {
@@ -106,6 +113,9 @@ impl<'de> Visitor<'de> for EntryVisitor {
                 "location" => location = Some(map.next_value()?),
                 "sidecar" => sidecar = map.next_value()?,
                 "export_to" => export_to = Some(map.next_value()?),
+                "use_waypoint" => use_waypoint = Some(map.next_value()?),
+                "use_waypoint_namespace" => use_waypoint_namespace = Some(map.next_value()?),
+                "ingress_use_waypoint" => ingress_use_waypoint = map.next_value()?,
                 _ => {
                     let value: Spanned<serde_json::Value> = map.next_value()?;
                     lines.insert(key.clone(), value.referenced.line());
@@ -122,6 +132,9 @@ impl<'de> Visitor<'de> for EntryVisitor {
             location,
             sidecar,
             export_to,
+            use_waypoint,
+            use_waypoint_namespace,
+            ingress_use_waypoint,
             block,
             lines,
         })
@@ -148,6 +161,60 @@ impl Entry<'_> {
             format!("registries[{}].{field}", self.index),
             message.into(),
         )
+    }
+
+    /// Ambient: `istio.io/use-waypoint` (with its namespace) routes the ServiceEntries
+    /// through a waypoint; `istio.io/ingress-use-waypoint` makes ingress gateways use it.
+    fn waypoint_labels(
+        &self,
+        r: &RawRegistry,
+        kind_line: u64,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut labels = BTreeMap::new();
+        let name = |value: &Spanned<String>, key: &str| {
+            let text = value.value.trim();
+            if is_dns_label(text) {
+                Ok(text.to_string())
+            } else {
+                Err(self.error(
+                    value.referenced.line(),
+                    key,
+                    format!(
+                        "{text:?} is not a Kubernetes name (lowercase letters, digits and '-', at most 63)"
+                    ),
+                ))
+            }
+        };
+        if let Some(waypoint) = &r.use_waypoint {
+            labels.insert(
+                "istio.io/use-waypoint".to_string(),
+                name(waypoint, "use_waypoint")?,
+            );
+        }
+        if let Some(namespace) = &r.use_waypoint_namespace {
+            if r.use_waypoint.is_none() {
+                return Err(self.error(
+                    namespace.referenced.line(),
+                    "use_waypoint_namespace",
+                    "needs `use_waypoint`, the waypoint's name",
+                ));
+            }
+            labels.insert(
+                "istio.io/use-waypoint-namespace".to_string(),
+                name(namespace, "use_waypoint_namespace")?,
+            );
+        }
+        if r.ingress_use_waypoint {
+            if r.use_waypoint.is_none() {
+                return Err(self.error(
+                    kind_line,
+                    "ingress_use_waypoint",
+                    "needs `use_waypoint`, the waypoint's name",
+                ));
+            }
+            labels.insert("istio.io/ingress-use-waypoint".to_string(), "true".to_string());
+        }
+        Ok(labels)
     }
 
     pub(super) fn check(&self, r: RawRegistry) -> Result<RegistryConfig, ConfigError> {
@@ -178,6 +245,7 @@ impl Entry<'_> {
                 ),
             ));
         }
+        let extra_labels = self.waypoint_labels(&r, kind_line)?;
         let cx = Context { base: self.base };
         let source = match registry::configure(kind, serde_json::Value::Object(r.block), &cx) {
             None => {
@@ -224,6 +292,7 @@ impl Entry<'_> {
                 sidecar: r.sidecar,
                 secret_keys: self.secret_keys.clone(),
                 export_to,
+                extra_labels,
             },
         })
     }

@@ -25,6 +25,7 @@ pub fn settings_for(registries: &[(&str, EndpointMode)]) -> Settings {
                         sidecar: false,
                         secret_keys: Default::default(),
                         export_to: Vec::new(),
+                        extra_labels: Default::default(),
                     },
                 )
             })
