@@ -186,21 +186,13 @@ async fn an_object_istiod_would_drop_is_refused_and_the_last_good_version_stays_
 }
 
 fn certificates() -> (Vec<u8>, registry_sync_mcp::server::ServerTls) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let server_key = rcgen::KeyPair::generate().unwrap();
-    let server = rcgen::CertificateParams::new(vec!["registry-sync.istio-system.svc".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &issuer)
-        .unwrap();
+    let ca = registry_sync_testing::tls::TestCa::new();
+    let server = ca.issue(&["registry-sync.istio-system.svc"]);
     (
-        ca.pem().into_bytes(),
+        ca.pem().as_bytes().to_vec(),
         registry_sync_mcp::server::ServerTls {
-            cert_pem: server.pem().into_bytes(),
-            key_pem: server_key.serialize_pem().into_bytes(),
+            cert_pem: server.cert_pem.into_bytes(),
+            key_pem: server.key_pem.into_bytes(),
         },
     )
 }

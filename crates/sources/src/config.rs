@@ -109,6 +109,28 @@ pub fn has_userinfo(address: &str) -> bool {
     authority.contains('@')
 }
 
+/// A secret given as a file (`<name>_file`, relative to the config) or an environment
+/// variable (`<name>_env`), not both; `what` names it in the error ("the password").
+pub fn secret_source(
+    cx: &Context,
+    name: &str,
+    what: &str,
+    file: &Option<String>,
+    env: &Option<String>,
+) -> Result<Option<crate::secret::SecretSource>, BlockError> {
+    use crate::secret::SecretSource;
+    let (file_key, env_key) = (format!("{name}_file"), format!("{name}_env"));
+    match (file, env) {
+        (Some(_), Some(_)) => Err(BlockError::new(
+            &env_key,
+            format!("give {what} in `{file_key}` or `{env_key}`, not both"),
+        )),
+        (Some(_), None) => Ok(Some(SecretSource::File(cx.path(&required(file, &file_key, "")?)))),
+        (None, Some(_)) => Ok(Some(SecretSource::Env(required(env, &env_key, "")?))),
+        (None, None) => Ok(None),
+    }
+}
+
 /// `username` with exactly one of `password_file` / `password_env`.
 pub fn credentials(
     cx: &Context,
@@ -116,22 +138,8 @@ pub fn credentials(
     password_file: &Option<String>,
     password_env: &Option<String>,
 ) -> Result<Option<crate::secret::Credentials>, BlockError> {
-    use crate::secret::{Credentials, SecretSource};
-    let password = match (password_file, password_env) {
-        (Some(_), Some(_)) => {
-            return Err(BlockError::new(
-                "password_env",
-                "give the password in `password_file` or `password_env`, not both",
-            ));
-        }
-        (Some(_), None) => Some(SecretSource::File(cx.path(&required(
-            password_file,
-            "password_file",
-            "",
-        )?))),
-        (None, Some(_)) => Some(SecretSource::Env(required(password_env, "password_env", "")?)),
-        (None, None) => None,
-    };
+    use crate::secret::Credentials;
+    let password = secret_source(cx, "password", "the password", password_file, password_env)?;
     match (username, password) {
         (Some(_), Some(password)) => Ok(Some(Credentials {
             username: required(username, "username", "")?,

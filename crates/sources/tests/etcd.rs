@@ -466,35 +466,24 @@ async fn a_user_reads_with_its_password_and_a_wrong_password_or_missing_rights_i
         .expect("the reader lists what it may read");
     assert!(instance(&snapshot, "orders", "a").is_some());
 
-    let wrong = password("wrong", "not-the-secret-4");
-    let message = EtcdSource::new("kv", as_user(&url, "reader", &wrong))
-        .load()
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        message.contains("\"kv\"") && message.contains("authentication failed"),
-        "{message}"
-    );
-    assert!(
-        !message.contains("not-the-secret-4"),
-        "the password leaked: {message}"
-    );
-
-    let nobody = password("nobody", "nobody-secret-3");
-    let message = EtcdSource::new("kv", as_user(&url, "nobody", &nobody))
-        .load()
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        message.contains("\"kv\"") && message.contains("permission denied"),
-        "{message}"
-    );
-    assert!(
-        !message.contains("nobody-secret-3"),
-        "the password leaked: {message}"
-    );
+    // A wrong password, and a user without read rights: errors naming the registry and
+    // what etcd said, never the password.
+    for (user, file, secret, said) in [
+        ("reader", "wrong", "not-the-secret-4", "authentication failed"),
+        ("nobody", "nobody", "nobody-secret-3", "permission denied"),
+    ] {
+        let path = password(file, secret);
+        let message = EtcdSource::new("kv", as_user(&url, user, &path))
+            .load()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("\"kv\"") && message.contains(said),
+            "{user}: {message}"
+        );
+        assert!(!message.contains(secret), "the password leaked: {message}");
+    }
 
     // A token that expired while the client sat idle is renewed on the next request.
     let mut idle = Client::connect_as(&url, "reader", "reader-secret-2")
@@ -526,27 +515,15 @@ async fn a_watching_user_keeps_following_changes_past_its_tokens_lifetime() {
 /// A CA, and a server and a client certificate it signed: PEM of the CA, server cert,
 /// server key, client cert, client key.
 fn certificates() -> [String; 5] {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let server_key = rcgen::KeyPair::generate().unwrap();
-    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &issuer)
-        .unwrap();
-    let client_key = rcgen::KeyPair::generate().unwrap();
-    let client = rcgen::CertificateParams::new(vec!["registry-sync".to_string()])
-        .unwrap()
-        .signed_by(&client_key, &issuer)
-        .unwrap();
+    let ca = registry_sync_testing::tls::TestCa::new();
+    let server = ca.issue(&["127.0.0.1"]);
+    let client = ca.issue(&["registry-sync"]);
     [
-        ca.pem(),
-        server.pem(),
-        server_key.serialize_pem(),
-        client.pem(),
-        client_key.serialize_pem(),
+        ca.pem().to_string(),
+        server.cert_pem,
+        server.key_pem,
+        client.cert_pem,
+        client.key_pem,
     ]
 }
 

@@ -7,7 +7,8 @@
 //!   starts;
 //! - [`standins`]: Consul and Eureka, which cannot be installed here, written from their
 //!   official API documentation and enforcing their limits;
-//! - [`kube`]: the Kubernetes API server, likewise.
+//! - [`kube`]: the Kubernetes API server, likewise;
+//! - [`tls`]: a certificate authority for the TLS tests.
 //!
 //! The clients that write to a registry as its users do stay with the registry's source
 //! (`registry_sync_sources::testing`, `registry_sync_sources::etcd::EtcdClient`), and the
@@ -19,3 +20,4 @@
 pub mod kube;
 pub mod servers;
 pub mod standins;
+pub mod tls;

@@ -5,9 +5,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{CheckStatus, ConsulConfig, ConsulError, ConsulSource, MAX_WAIT, MIN_MAX_CONNECTIONS};
-use crate::config::{BlockError, Context, RawAddress, duration_in, list, required, url};
+use crate::config::{BlockError, Context, RawAddress, duration_in, list, required, secret_source, url};
 use crate::registry::{Kind, load_and_watch};
-use crate::secret::SecretSource;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,21 +40,7 @@ impl Kind for ConsulSource {
         config.datacenter = text(&b.datacenter, "datacenter")?;
         config.namespace = text(&b.consul_namespace, "consul_namespace")?;
         config.partition = text(&b.partition, "partition")?;
-        config.token = match (&b.token_file, &b.token_env) {
-            (Some(_), Some(_)) => {
-                return Err(BlockError::new(
-                    "token_env",
-                    "give the ACL token in `token_file` or `token_env`, not both",
-                ));
-            }
-            (Some(_), None) => Some(SecretSource::File(cx.path(&required(
-                &b.token_file,
-                "token_file",
-                "",
-            )?))),
-            (None, Some(_)) => Some(SecretSource::Env(required(&b.token_env, "token_env", "")?)),
-            (None, None) => None,
-        };
+        config.token = secret_source(cx, "token", "the ACL token", &b.token_file, &b.token_env)?;
         if let Some(health) = list(&b.health, "health")? {
             config.health = health
                 .iter()
