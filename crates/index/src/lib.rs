@@ -240,6 +240,11 @@ impl Index {
         }
     }
 
+    /// Why the registry's `select` leaves a service out; `None` when it does not.
+    pub fn unselected(&self, registry: &str, service: &registry_sync_catalog::ServiceKey) -> Option<String> {
+        self.translation.unselected(registry, service)
+    }
+
     /// Every current problem of the translation (services without a host, skipped
     /// instances and ports).
     pub fn problems(&self) -> impl Iterator<Item = &Skipped> {

@@ -1,7 +1,6 @@
 use std::sync::Arc;
 
 use registry_sync_catalog::{Address, Instance, InstancePort, Service};
-use registry_sync_istio::Location;
 use registry_sync_translate::{EndpointMode, HostTemplate, RegistrySettings};
 
 use super::*;
@@ -13,18 +12,13 @@ fn settings(registries: &[&str]) -> Settings {
             .iter()
             .map(|name| {
                 let settings = RegistrySettings {
-                    hosts: HostTemplate::parse("{service}.legacy").unwrap(),
-                    namespace: "mesh".into(),
                     endpoints: EndpointMode::Inline,
-                    location: Location::MeshInternal,
-                    sidecar: false,
-                    secret_keys: Default::default(),
-                    export_to: Vec::new(),
-                    extra_labels: Default::default(),
+                    ..RegistrySettings::new(HostTemplate::parse("{service}.legacy").unwrap(), "mesh")
                 };
                 (name.to_string(), settings)
             })
             .collect(),
+        overrides: Vec::new(),
     }
 }
 

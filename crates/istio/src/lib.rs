@@ -46,6 +46,10 @@ pub const CONTENT_HASH_ANNOTATION: &str = "registry-sync.io/content-hash";
 /// written back. Labels and annotations others add are not covered, so a controller
 /// that adds its own tracking label does not cause a rewrite on every pass.
 pub const SPEC_HASH_ANNOTATION: &str = "registry-sync.io/spec-hash";
+/// With provenance on: the kind of registry an object came from (`consul`, `nacos`, ...).
+pub const PROVENANCE_KIND_LABEL: &str = "registry-sync.io/registry-kind";
+/// With provenance on: the registry-side namespace or group of the service.
+pub const ORIGIN_NAMESPACE_ANNOTATION: &str = "registry-sync.io/origin-namespace";
 /// The registry services an object was made from (`registry:namespace/service`, comma separated).
 pub const SOURCES_ANNOTATION: &str = "registry-sync.io/sources";
 /// The label key prefix registry-sync reserves for itself; registry metadata never

@@ -10,22 +10,32 @@ impl Plan {
     /// print the same text, then a summary line. Unchanged objects are only counted, so
     /// the text stays proportional to the change.
     pub fn render_diff(&self) -> String {
+        self.render_diff_explained(&|_| None)
+    }
+
+    /// [`Plan::render_diff`], with what `why` says of a create, update or delete (the
+    /// override rules that shaped it, the filter that left it out) added to its line.
+    pub fn render_diff_explained(&self, why: &dyn Fn(&ObjectKey) -> Option<String>) -> String {
+        let explained = |key: &ObjectKey, what: &str| match why(key) {
+            Some(reason) => format!("({what}; {reason})"),
+            None => format!("({what})"),
+        };
         let mut lines: Vec<(ObjectKey, String)> =
             Vec::with_capacity(self.writes() + self.conflicts.len() + self.kept.len());
         lines.extend(self.creates.iter().map(|object| {
             let key = object.key();
-            let line = format!("+ {key} (create)");
+            let line = format!("+ {key} {}", explained(&key, "create"));
             (key, line)
         }));
         lines.extend(self.updates.iter().map(|object| {
             let key = object.key();
-            let line = format!("~ {key} (update)");
+            let line = format!("~ {key} {}", explained(&key, "update"));
             (key, line)
         }));
         lines.extend(
             self.deletes
                 .iter()
-                .map(|key| (key.clone(), format!("- {key} (delete)"))),
+                .map(|key| (key.clone(), format!("- {key} {}", explained(key, "delete")))),
         );
         lines.extend(
             self.conflicts

@@ -2,7 +2,9 @@
 
 use std::io::Write;
 
-use registry_sync_istio::render_documents;
+use registry_sync_catalog::ServiceKey;
+use registry_sync_istio::{HeldObject, ObjectKey, render_documents};
+use registry_sync_translate::OVERRIDES_ANNOTATION;
 
 use crate::config::Config;
 pub use crate::error::{CommandError, Outcome};
@@ -66,7 +68,8 @@ pub async fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, Comma
         let plan = pipeline.plan_for(named.sink.as_ref());
         pending |= !plan.is_empty();
         writeln!(out, "# sink {}", named.name)?;
-        out.write_all(plan.render_diff().as_bytes())?;
+        let why = |key: &ObjectKey| explain_change(&pipeline, named.sink.held(), key);
+        out.write_all(plan.render_diff_explained(&why).as_bytes())?;
     }
     out.flush()?;
     if !errors.is_empty() {
@@ -74,6 +77,46 @@ pub async fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, Comma
         return Ok(Outcome::Failed);
     }
     Ok(if pending { Outcome::Pending } else { Outcome::Ok })
+}
+
+/// What the config did to an object in a plan: the override rules named on the object
+/// to be written, or, for one to be deleted, that `select` now leaves out a service it
+/// was made from.
+fn explain_change(
+    pipeline: &Pipeline,
+    held: &std::collections::BTreeMap<ObjectKey, HeldObject>,
+    key: &ObjectKey,
+) -> Option<String> {
+    if let Some(object) = pipeline.desired().get(key) {
+        return object
+            .metadata
+            .annotations
+            .get(OVERRIDES_ANNOTATION)
+            .map(|rules| format!("overrides: {rules}"));
+    }
+    let reasons: Vec<String> = held
+        .get(key)?
+        .sources
+        .iter()
+        .filter_map(|source| {
+            let (registry, service) = source.split_once(':')?;
+            let keys = [service.split_once('/'), service.rsplit_once('/'), None];
+            keys.into_iter()
+                .map(|split| match split {
+                    Some((namespace, name)) => ServiceKey {
+                        namespace: Some(namespace.to_string()),
+                        name: name.to_string(),
+                    },
+                    None => ServiceKey {
+                        namespace: None,
+                        name: service.to_string(),
+                    },
+                })
+                .find_map(|service_key| pipeline.index().unselected(registry, &service_key))
+                .map(|why| format!("{source} is not selected: {why}"))
+        })
+        .collect();
+    (!reasons.is_empty()).then(|| reasons.join("; "))
 }
 
 /// `once`: one full sync into every sink. Registries that fail keep their objects;

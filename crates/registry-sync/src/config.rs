@@ -4,13 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use registry_sync_translate::{RegistrySettings, SecretKeys, Settings};
+use registry_sync_translate::{Override, RegistrySettings, SecretKeys, Settings};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 mod kubernetes;
 mod mcp;
+mod overrides;
 mod registry;
+mod selection;
 
 pub use kubernetes::{KubernetesConfig, LeaderElectionConfig};
 use kubernetes::{RawKubernetesSink, kubernetes_config};
@@ -98,6 +100,8 @@ struct RawConfig {
     safety: RawSafety,
     #[serde(default)]
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    overrides: Vec<overrides::RawOverride>,
 }
 
 #[derive(Deserialize)]
@@ -200,6 +204,8 @@ pub struct Config {
     pub safety: SafetyConfig,
     /// Where `run` serves /metrics, /healthz and /readyz; `None`: not served.
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// `overrides`, in the file's order.
+    pub overrides: Vec<Override>,
 }
 
 /// DNS-1123 label: what registry names and Kubernetes namespaces must be.
@@ -283,6 +289,8 @@ impl Config {
             }
             registries.push(registry);
         }
+        let overrides = overrides::check(&raw.overrides, &registries)
+            .map_err(|(line, key, message)| invalid(line, key, message))?;
 
         for (built, set, key) in [
             (
@@ -414,6 +422,7 @@ impl Config {
             sinks,
             safety,
             admin_listen,
+            overrides,
         })
     }
 
@@ -434,6 +443,17 @@ impl Config {
             ("sinks.mcp", keys_of::<RawMcpSink>()),
             ("safety", keys_of::<RawSafety>()),
             ("admin", keys_of::<RawAdmin>()),
+            ("registries[].select", keys_of::<selection::RawSelect>()),
+            (
+                "registries[].select.services",
+                keys_of::<selection::RawServiceSelect>(),
+            ),
+            (
+                "registries[].select.instances",
+                keys_of::<selection::RawInstanceSelect>(),
+            ),
+            ("overrides[]", keys_of::<overrides::RawOverride>()),
+            ("overrides[].ports[]", keys_of::<overrides::RawPortOverride>()),
         ]
     }
 
@@ -446,7 +466,21 @@ impl Config {
                 .iter()
                 .map(|r| (r.name.clone(), r.settings.clone()))
                 .collect::<BTreeMap<_, _>>(),
+            overrides: self.overrides.clone(),
         }
+    }
+
+    /// Every namespace objects may land in: each registry's own and those its
+    /// `allowed_namespaces` lists.
+    pub fn namespaces(&self) -> BTreeSet<String> {
+        let mut namespaces = BTreeSet::new();
+        for registry in &self.registries {
+            namespaces.insert(registry.settings.namespace.clone());
+            if let Some(rule) = &registry.settings.namespace_rule {
+                namespaces.extend(rule.allowed.iter().cloned());
+            }
+        }
+        namespaces
     }
 
     pub fn registry_names(&self) -> BTreeSet<String> {
@@ -457,3 +491,7 @@ impl Config {
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;
+
+#[cfg(all(test, feature = "file"))]
+#[path = "config/controls_tests.rs"]
+mod controls_tests;

@@ -8,13 +8,14 @@ use registry_sync_catalog::{
     Address, Instance, InstancePort, Metadata, Protocol, SkipKind, Skipped, compact,
 };
 use registry_sync_istio::{
-    Endpoint, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta, REGISTRY_LABEL,
-    RESERVED_LABEL_PREFIX, Resolution, SERVICE_LABEL, SOURCES_ANNOTATION, ServiceEntrySpec, ServicePort,
-    SharedMaps, Spec, TLS_MODE_LABEL, WorkloadSelector,
+    Endpoint, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ORIGIN_NAMESPACE_ANNOTATION,
+    ObjectMeta, PROVENANCE_KIND_LABEL, REGISTRY_LABEL, RESERVED_LABEL_PREFIX, Resolution, SERVICE_LABEL,
+    SOURCES_ANNOTATION, ServiceEntrySpec, ServicePort, SharedMaps, Spec, TLS_MODE_LABEL, WorkloadSelector,
 };
 
 use crate::names::{LabelDrop, is_dns1123_subdomain, label_value_for_name, object_name, sanitize_labels};
-use crate::{Contributor, EndpointMode, GroupKey, Translation};
+use crate::overrides::{Effective, OVERRIDES_ANNOTATION, PortOverride};
+use crate::{Contributor, EndpointMode, Fallback, GroupKey, Settings, Translation};
 
 /// Ports Istio's sidecar listens on itself. A ServiceEntry port among them makes every
 /// proxy in the mesh reject its configuration.
@@ -79,6 +80,8 @@ impl Candidate<'_> {
 struct LogicalPort {
     logical: String,
     port: ServicePort,
+    /// Set by an override: the port every endpoint receives this traffic on.
+    target: Option<u16>,
 }
 
 fn skip(c: &Contributor<'_>, instance: Option<&Instance>, kind: SkipKind, reason: String) -> Skipped {
@@ -94,24 +97,23 @@ fn skip(c: &Contributor<'_>, instance: Option<&Instance>, kind: SkipKind, reason
 pub(crate) fn translate_group(
     key: &GroupKey,
     contributors: &[Contributor<'_>],
-    instance_id: &str,
+    settings: &Settings,
 ) -> Translation {
+    let instance_id = settings.instance.as_str();
     let mut out = Translation::default();
     let Some(primary) = contributors.first() else {
         return out;
     };
+    let rules = Effective::of(&settings.overrides, contributors);
+    report_namespace_fallbacks(contributors, &mut out);
     let mut candidates = validate_instances(contributors, &mut out);
     merge_port_names(&mut candidates);
-    let ports = service_ports(&candidates, primary, &mut out);
+    let ports = service_ports(&candidates, primary, &rules.ports, &mut out);
     let endpoints = endpoints(&candidates, &ports, &mut out);
 
     let se_name = object_name(&identity_parts(primary, None));
-    let mode = endpoint_mode(primary, &endpoints, &mut out);
-    let resolution = if endpoints.iter().all(|(c, _)| c.instance.address.is_ip()) {
-        Resolution::Static
-    } else {
-        Resolution::Dns
-    };
+    let mode = endpoint_mode(primary, rules.endpoints, &endpoints, &mut out);
+    let resolution = resolution(primary, rules.resolution, &endpoints, &mut out);
 
     let mut se_labels = service_labels(contributors, &mut out);
     se_labels.extend(
@@ -121,23 +123,34 @@ pub(crate) fn translate_group(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone())),
     );
-    se_labels.extend(own_labels(primary.registry, instance_id));
+    se_labels.extend(rules.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    se_labels.extend(own_labels(primary, instance_id));
     let sources = contributors.iter().map(source_of).collect::<Vec<_>>().join(",");
+    let mut annotations = vec![(SOURCES_ANNOTATION.to_string(), sources)];
+    if !rules.names.is_empty() {
+        annotations.push((OVERRIDES_ANNOTATION.to_string(), rules.names.join(",")));
+    }
+    annotations.extend(origin_annotation(primary));
     let se_meta = ObjectMeta {
         name: se_name.clone(),
         namespace: key.namespace.clone(),
         labels: compact(se_labels.into_iter().collect()),
-        annotations: LiteMap::from_iter([(SOURCES_ANNOTATION.to_string(), sources)]),
+        annotations: annotations.into_iter().collect(),
     };
+    let mut hosts = vec![key.host.clone()];
+    hosts.extend(rules.aliases.iter().filter(|a| **a != key.host).cloned());
     let mut spec = ServiceEntrySpec {
-        hosts: vec![key.host.clone()],
-        location: primary.settings.location,
+        hosts,
+        location: rules.location.unwrap_or(primary.settings.location),
         resolution,
         ports: ports.iter().map(|p| p.port.clone()).collect(),
         endpoints: Vec::new(),
         workload_selector: None,
         // The first registry of a merged host decides, as for the location.
-        export_to: primary.settings.export_to.clone(),
+        export_to: rules
+            .export_to
+            .clone()
+            .unwrap_or_else(|| primary.settings.export_to.clone()),
     };
 
     match mode {
@@ -152,15 +165,17 @@ pub(crate) fn translate_group(
             for (candidate, mut endpoint) in endpoints {
                 let c = candidate.contributor;
                 Arc::make_mut(&mut endpoint.labels).insert(SERVICE_LABEL.to_string(), selector.clone());
-                let mut labels = own_labels(c.registry, instance_id);
+                let mut labels = own_labels(c, instance_id);
                 labels.insert(SERVICE_LABEL.to_string(), selector.clone());
                 // Its source, like the entry's: while a merged entry waits for a registry,
                 // the WorkloadEntries of its other registries must wait with it.
+                let mut annotations = vec![(SOURCES_ANNOTATION.to_string(), source_of(c))];
+                annotations.extend(origin_annotation(c));
                 let meta = ObjectMeta {
                     name: object_name(&identity_parts(c, Some(&candidate.instance.id))),
                     namespace: key.namespace.clone(),
                     labels: compact(labels.into_iter().collect()),
-                    annotations: LiteMap::from_iter([(SOURCES_ANNOTATION.to_string(), source_of(c))]),
+                    annotations: annotations.into_iter().collect(),
                 };
                 out.objects
                     .push(IstioObject::new(meta, Spec::WorkloadEntry(endpoint)));
@@ -186,13 +201,63 @@ fn identity_parts<'a>(c: &'a Contributor<'a>, instance: Option<&'a str>) -> Vec<
     parts
 }
 
-fn own_labels(registry: &str, instance_id: &str) -> BTreeMap<String, String> {
-    [
+fn own_labels(c: &Contributor<'_>, instance_id: &str) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = [
         (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
-        (REGISTRY_LABEL.to_string(), registry.to_string()),
+        (REGISTRY_LABEL.to_string(), c.registry.to_string()),
         (INSTANCE_LABEL.to_string(), instance_id.to_string()),
     ]
-    .into()
+    .into();
+    if let Some(kind) = &c.settings.provenance {
+        labels.insert(PROVENANCE_KIND_LABEL.to_string(), kind.clone());
+    }
+    labels
+}
+
+/// With provenance on, the registry-side namespace or group the service came from
+/// (an annotation: it may hold characters a label value may not).
+fn origin_annotation(c: &Contributor<'_>) -> Option<(String, String)> {
+    c.settings.provenance.as_ref()?;
+    let namespace = c.service.namespace.as_deref()?;
+    Some((ORIGIN_NAMESPACE_ANNOTATION.to_string(), namespace.to_string()))
+}
+
+/// A service that asked for a namespace it did not get says so: a problem when the
+/// namespace is not allowed, a note when the service names none.
+fn report_namespace_fallbacks(contributors: &[Contributor<'_>], out: &mut Translation) {
+    for c in contributors {
+        match c.settings.namespace_for(c.registry, c.service).fallback {
+            Some(Fallback::NotAllowed(why)) => out.skipped.push(skip(c, None, SkipKind::Adjusted, why)),
+            Some(Fallback::Unnamed(why)) => out.notes.push(skip(c, None, SkipKind::Adjusted, why)),
+            None => {}
+        }
+    }
+}
+
+/// STATIC when every endpoint is an IP, DNS otherwise; an override may ask for either,
+/// but STATIC with host-name endpoints is refused by Istio, so that request is not
+/// followed.
+fn resolution(
+    primary: &Contributor<'_>,
+    wanted: Option<Resolution>,
+    endpoints: &[(&Candidate<'_>, Endpoint)],
+    out: &mut Translation,
+) -> Resolution {
+    let all_ip = endpoints.iter().all(|(c, _)| c.instance.address.is_ip());
+    match wanted {
+        Some(Resolution::Static) if !all_ip => {
+            out.skipped.push(skip(
+                primary,
+                None,
+                SkipKind::Adjusted,
+                "an override asks for resolution STATIC, but some endpoints are host names, which Istio refuses with STATIC; published with DNS".into(),
+            ));
+            Resolution::Dns
+        }
+        Some(wanted) => wanted,
+        None if all_ip => Resolution::Static,
+        None => Resolution::Dns,
+    }
 }
 
 /// Metadata less the keys that name secrets (Dubbo's `token`, a `password`), which are
@@ -238,7 +303,12 @@ fn note_drops(
 fn validate_instances<'a>(contributors: &'a [Contributor<'a>], out: &mut Translation) -> Vec<Candidate<'a>> {
     let mut candidates = Vec::new();
     for (source, c) in contributors.iter().enumerate() {
-        for instance in &c.service.instances {
+        for instance in c
+            .service
+            .instances
+            .iter()
+            .filter(|i| c.settings.select.selects_instance(i))
+        {
             if let Some(port) = instance.ports.iter().find(|p| RESERVED_PORTS.contains(&p.number)) {
                 out.skipped.push(skip(
                     c,
@@ -371,6 +441,7 @@ fn majority_number(numbers: impl Iterator<Item = u16>) -> u16 {
 fn service_ports(
     candidates: &[Candidate<'_>],
     primary: &Contributor<'_>,
+    overrides: &BTreeMap<u16, PortOverride>,
     out: &mut Translation,
 ) -> Vec<LogicalPort> {
     let serving: Vec<&Candidate<'_>> = candidates.iter().filter(|c| c.serving).collect();
@@ -448,6 +519,8 @@ fn service_ports(
             continue;
         }
         used_numbers.insert(number, name.to_string());
+        let wanted = u16::try_from(number).ok().and_then(|n| overrides.get(&n));
+        let protocol = wanted.and_then(|o| o.protocol).unwrap_or(protocol);
         ports.push(LogicalPort {
             logical: name.to_string(),
             port: ServicePort {
@@ -455,10 +528,45 @@ fn service_ports(
                 protocol: protocol.as_istio().to_string(),
                 name: format!("{}-{number}", protocol.as_port_prefix()),
             },
+            target: wanted.and_then(|o| o.target_port),
         });
     }
     ports.sort_by_key(|p| p.port.number);
+    rename_ports(&mut ports, overrides, primary, out);
     ports
+}
+
+/// Port names an override gives, where they stay unique within the entry (Istio
+/// refuses two ports of one name).
+fn rename_ports(
+    ports: &mut [LogicalPort],
+    overrides: &BTreeMap<u16, PortOverride>,
+    primary: &Contributor<'_>,
+    out: &mut Translation,
+) {
+    for at in 0..ports.len() {
+        let number = ports[at].port.number;
+        let Some(name) = u16::try_from(number)
+            .ok()
+            .and_then(|n| overrides.get(&n))
+            .and_then(|o| o.name.as_ref())
+        else {
+            continue;
+        };
+        if ports
+            .iter()
+            .any(|p| p.port.name == *name && p.port.number != number)
+        {
+            out.skipped.push(skip(
+                primary,
+                None,
+                SkipKind::Adjusted,
+                format!("an override names port {number} {name:?}, which another port of the entry has; kept {:?}", ports[at].port.name),
+            ));
+            continue;
+        }
+        ports[at].port.name = name.clone();
+    }
 }
 
 /// Where an endpoint sends traffic: two endpoints alike in this are one.
@@ -482,7 +590,7 @@ fn endpoints<'a>(
                 .iter()
                 .filter_map(|lp| {
                     let own = candidate.port(&lp.logical)?;
-                    Some((lp.port.name.clone(), u32::from(own.number)))
+                    Some((lp.port.name.clone(), u32::from(lp.target.unwrap_or(own.number))))
                 })
                 .collect(),
         ));
@@ -575,12 +683,13 @@ fn estimated_size(endpoint: &Endpoint) -> usize {
 /// the returned mode is `Inline` or `WorkloadEntry`.
 fn endpoint_mode(
     primary: &Contributor<'_>,
+    wanted: Option<EndpointMode>,
     endpoints: &[(&Candidate<'_>, Endpoint)],
     out: &mut Translation,
 ) -> EndpointMode {
     let count = endpoints.len();
     let size: usize = endpoints.iter().map(|(_, e)| estimated_size(e)).sum();
-    match primary.settings.endpoints {
+    match wanted.unwrap_or(primary.settings.endpoints) {
         EndpointMode::WorkloadEntry => EndpointMode::WorkloadEntry,
         EndpointMode::Auto if count > AUTO_INLINE_LIMIT || size > AUTO_INLINE_MAX_BYTES => {
             EndpointMode::WorkloadEntry

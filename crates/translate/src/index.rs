@@ -12,12 +12,13 @@ use std::sync::Arc;
 use registry_sync_catalog::{RegistryDelta, RegistrySnapshot, Service, ServiceKey, Skipped};
 use registry_sync_istio::{Desired, IstioObject, ObjectKey};
 
-use crate::{Contributor, GroupKey, RegistrySettings, Settings, host_of};
+use crate::{Contributor, GroupKey, RegistrySettings, Settings, group_of};
 
 struct ServiceState {
     service: Arc<Service>,
-    /// `Err` when the service has no valid host.
-    group: Result<GroupKey, Skipped>,
+    /// `Ok(None)` when the registry's `select` leaves it out, `Err` when it has no
+    /// valid host.
+    group: Result<Option<GroupKey>, Skipped>,
 }
 
 #[derive(Default)]
@@ -78,7 +79,7 @@ fn leave(
     state: &ServiceState,
     dirty: &mut BTreeSet<GroupKey>,
 ) {
-    if let Ok(group) = &state.group {
+    if let Ok(Some(group)) = &state.group {
         if let Some(members) = members.get_mut(group) {
             members.remove(&(registry.to_string(), key.clone()));
         }
@@ -106,9 +107,10 @@ fn place(
         leave(members, registry, &key, &state, dirty);
         reported = state.group.err();
     }
-    let group = host_of(registry, settings, service);
+    let group = group_of(registry, settings, service);
     match &group {
-        Ok(group_key) => {
+        Ok(None) => {}
+        Ok(Some(group_key)) => {
             members
                 .entry(group_key.clone())
                 .or_default()
@@ -264,7 +266,7 @@ impl Index {
                     })
                 })
                 .collect();
-            let translation = crate::group::translate_group(group, &contributors, &self.settings.instance);
+            let translation = crate::group::translate_group(group, &contributors, &self.settings);
             objects = translation.objects;
             output.skipped = translation.skipped;
             output.notes = translation.notes;
@@ -299,6 +301,20 @@ impl Index {
         if !output.keys.is_empty() || !output.skipped.is_empty() {
             self.outputs.insert(group.clone(), output);
         }
+    }
+
+    /// Why the registry's `select` leaves a service out, or `None` when it does not (or
+    /// the index does not hold it).
+    pub fn unselected(&self, registry: &str, key: &ServiceKey) -> Option<String> {
+        let state = self.services.get(registry)?.get(key)?;
+        if !matches!(state.group, Ok(None)) {
+            return None;
+        }
+        self.settings
+            .registries
+            .get(registry)?
+            .select
+            .rejects(&state.service)
     }
 
     /// Every current problem (services without a host, skipped instances and ports).

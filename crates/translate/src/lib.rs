@@ -20,6 +20,9 @@
 mod group;
 mod index;
 pub mod names;
+mod namespaces;
+mod overrides;
+mod select;
 mod settings;
 mod template;
 
@@ -30,6 +33,9 @@ use registry_sync_istio::IstioObject;
 
 pub use group::{AUTO_INLINE_LIMIT, AUTO_INLINE_MAX_BYTES, INLINE_ENDPOINT_LIMIT, RESERVED_PORTS};
 pub use index::{Changes, Index};
+pub use namespaces::{Chosen, Fallback, NamespaceRule, NamespaceTemplate, NamespaceTemplateError};
+pub use overrides::{OVERRIDES_ANNOTATION, Override, PortOverride};
+pub use select::{Glob, GlobError, MetadataMatch, Selection};
 pub use settings::{DEFAULT_SECRET_KEYS, EndpointMode, RegistrySettings, SecretKeys, Settings};
 pub use template::{HostError, HostTemplate, TemplateError};
 
@@ -58,14 +64,24 @@ pub struct Translation {
     pub notes: Vec<Skipped>,
 }
 
-/// The host a service is published under, or why it has none.
-pub fn host_of(registry: &str, settings: &RegistrySettings, service: &Service) -> Result<GroupKey, Skipped> {
+/// The group a service joins: `Ok(None)` when the registry's `select` leaves it out,
+/// `Err` when it has no valid host.
+pub fn group_of(
+    registry: &str,
+    settings: &RegistrySettings,
+    service: &Service,
+) -> Result<Option<GroupKey>, Skipped> {
+    if settings.select.rejects(service).is_some() {
+        return Ok(None);
+    }
     settings
         .hosts
         .render(registry, service.namespace.as_deref(), &service.name)
-        .map(|host| GroupKey {
-            namespace: settings.namespace.clone(),
-            host,
+        .map(|host| {
+            Some(GroupKey {
+                namespace: settings.namespace_for(registry, service).namespace,
+                host,
+            })
         })
         .map_err(|e| Skipped {
             registry: registry.to_string(),
@@ -76,9 +92,9 @@ pub fn host_of(registry: &str, settings: &RegistrySettings, service: &Service) -
         })
 }
 
-/// Assigns every service of every configured registry to its host group. Contributors
-/// within a group are in (registry, service) order, so the first is stable and decides
-/// the group's name and per-registry settings.
+/// Assigns every selected service of every configured registry to its host group.
+/// Contributors within a group are in (registry, service) order, so the first is stable
+/// and decides the group's name and per-registry settings.
 pub fn group_catalog<'a>(
     catalog: &'a Catalog,
     settings: &'a Settings,
@@ -90,12 +106,13 @@ pub fn group_catalog<'a>(
             continue;
         };
         for service in snapshot.services() {
-            match host_of(registry, registry_settings, service) {
-                Ok(key) => groups.entry(key).or_default().push(Contributor {
+            match group_of(registry, registry_settings, service) {
+                Ok(Some(key)) => groups.entry(key).or_default().push(Contributor {
                     registry,
                     settings: registry_settings,
                     service,
                 }),
+                Ok(None) => {}
                 Err(skip) => skipped.push(skip),
             }
         }
@@ -108,7 +125,7 @@ pub fn translate(catalog: &Catalog, settings: &Settings) -> Translation {
     let mut out = Translation::default();
     let groups = group_catalog(catalog, settings, &mut out.skipped);
     for (key, contributors) in &groups {
-        let group = group::translate_group(key, contributors, &settings.instance);
+        let group = group::translate_group(key, contributors, settings);
         out.objects.extend(group.objects);
         out.skipped.extend(group.skipped);
         out.notes.extend(group.notes);
@@ -118,8 +135,8 @@ pub fn translate(catalog: &Catalog, settings: &Settings) -> Translation {
 }
 
 /// Translates one host group; [`translate`] is this applied to every group.
-pub fn translate_group(key: &GroupKey, contributors: &[Contributor<'_>], instance: &str) -> Translation {
-    let mut out = group::translate_group(key, contributors, instance);
+pub fn translate_group(key: &GroupKey, contributors: &[Contributor<'_>], settings: &Settings) -> Translation {
+    let mut out = group::translate_group(key, contributors, settings);
     out.objects.sort_by_key(IstioObject::key);
     out
 }

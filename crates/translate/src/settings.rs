@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use registry_sync_istio::Location;
 
-use crate::HostTemplate;
+use crate::{HostTemplate, NamespaceRule, Override, Selection};
 
 /// How endpoints of a service are published.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,6 +35,45 @@ pub struct RegistrySettings {
     /// Labels every ServiceEntry of the registry carries, set by the config (the ambient
     /// waypoint labels); they win over registry metadata of the same key.
     pub extra_labels: std::collections::BTreeMap<String, String>,
+    /// Which services and instances are published.
+    pub select: Selection,
+    /// Per-service namespaces; `None`: every object goes to `namespace`.
+    pub namespace_rule: Option<NamespaceRule>,
+    /// The registry's kind, stamped on its objects with where each came from (see
+    /// [`registry_sync_istio::PROVENANCE_KIND_LABEL`]); `None`: no provenance, the
+    /// default, because turning it on rewrites every object once.
+    pub provenance: Option<String>,
+}
+
+impl RegistrySettings {
+    /// The defaults of a registry entry that sets nothing but its hosts and namespace.
+    pub fn new(hosts: HostTemplate, namespace: impl Into<String>) -> RegistrySettings {
+        RegistrySettings {
+            hosts,
+            namespace: namespace.into(),
+            endpoints: EndpointMode::default(),
+            location: Location::MeshInternal,
+            sidecar: false,
+            secret_keys: SecretKeys::default(),
+            export_to: Vec::new(),
+            extra_labels: BTreeMap::new(),
+            select: Selection::default(),
+            namespace_rule: None,
+            provenance: None,
+        }
+    }
+
+    /// The namespace a service's objects go to, and why not the template's when a rule
+    /// was set but not followed.
+    pub fn namespace_for(&self, registry: &str, service: &registry_sync_catalog::Service) -> crate::Chosen {
+        match &self.namespace_rule {
+            Some(rule) => rule.choose(registry, &self.namespace, service),
+            None => crate::Chosen {
+                namespace: self.namespace.clone(),
+                fallback: None,
+            },
+        }
+    }
 }
 
 /// Metadata keys that carry secrets and must never become labels: labels are readable by
@@ -95,4 +134,6 @@ pub struct Settings {
     pub instance: String,
     /// Keyed by registry name. A registry of the catalog without settings is ignored.
     pub registries: BTreeMap<String, RegistrySettings>,
+    /// The config's `overrides`, in its order.
+    pub overrides: Vec<Override>,
 }

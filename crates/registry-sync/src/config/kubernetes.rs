@@ -67,11 +67,7 @@ impl KubernetesConfig {
     pub fn options(&self, config: &super::Config) -> registry_sync_kubernetes::KubeOptions {
         registry_sync_kubernetes::KubeOptions {
             kubeconfig: self.kubeconfig.clone(),
-            namespaces: config
-                .registries
-                .iter()
-                .map(|r| r.settings.namespace.clone())
-                .collect(),
+            namespaces: config.namespaces(),
             qps: self.qps,
             burst: self.burst,
             concurrency: self.concurrency,

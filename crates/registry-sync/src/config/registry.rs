@@ -9,15 +9,16 @@ use std::path::Path;
 
 use registry_sync_istio::Location;
 use registry_sync_sources::registry::{self, Context};
-use registry_sync_translate::{EndpointMode, HostTemplate, RegistrySettings, SecretKeys};
+use registry_sync_translate::{EndpointMode, HostTemplate, RegistrySettings, SecretKeys, Selection};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
+use super::selection::{RawSelect, namespace_rule};
 use super::{ConfigError, RegistryConfig, is_dns_label};
 
 #[derive(Clone, Copy, Debug)]
-enum RawEndpointMode {
+pub(crate) enum RawEndpointMode {
     Inline,
     WorkloadEntry,
     Auto,
@@ -45,7 +46,7 @@ impl<'de> Deserialize<'de> for RawEndpointMode {
 
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-enum RawLocation {
+pub(crate) enum RawLocation {
     MeshInternal,
     MeshExternal,
 }
@@ -63,6 +64,10 @@ pub const COMMON_KEYS: &[&str] = &[
     "use_waypoint",
     "use_waypoint_namespace",
     "ingress_use_waypoint",
+    "select",
+    "namespace_from",
+    "allowed_namespaces",
+    "provenance",
 ];
 
 pub(super) struct RawRegistry {
@@ -77,6 +82,10 @@ pub(super) struct RawRegistry {
     use_waypoint: Option<Spanned<String>>,
     use_waypoint_namespace: Option<Spanned<String>>,
     ingress_use_waypoint: bool,
+    select: Option<RawSelect>,
+    namespace_from: Option<Spanned<String>>,
+    allowed_namespaces: Option<Spanned<Vec<String>>>,
+    provenance: bool,
     /// The kind's keys, as written, and the line of each.
     block: serde_json::Map<String, serde_json::Value>,
     lines: BTreeMap<String, u64>,
@@ -101,6 +110,8 @@ impl<'de> Visitor<'de> for EntryVisitor {
         let (mut name, mut kind, mut namespace, mut hosts) = (None, None, None, None);
         let (mut endpoints, mut location, mut sidecar, mut export_to) = (None, None, false, None);
         let (mut use_waypoint, mut use_waypoint_namespace, mut ingress_use_waypoint) = (None, None, false);
+        let (mut select, mut namespace_from, mut allowed_namespaces, mut provenance) =
+            (None, None, None, false);
         let mut block = serde_json::Map::new();
         let mut lines = BTreeMap::new();
         while let Some(key) = map.next_key::<String>()? {
@@ -116,6 +127,10 @@ impl<'de> Visitor<'de> for EntryVisitor {
                 "use_waypoint" => use_waypoint = Some(map.next_value()?),
                 "use_waypoint_namespace" => use_waypoint_namespace = Some(map.next_value()?),
                 "ingress_use_waypoint" => ingress_use_waypoint = map.next_value()?,
+                "select" => select = Some(map.next_value()?),
+                "namespace_from" => namespace_from = Some(map.next_value()?),
+                "allowed_namespaces" => allowed_namespaces = Some(map.next_value()?),
+                "provenance" => provenance = map.next_value()?,
                 _ => {
                     let value: Spanned<serde_json::Value> = map.next_value()?;
                     lines.insert(key.clone(), value.referenced.line());
@@ -135,6 +150,10 @@ impl<'de> Visitor<'de> for EntryVisitor {
             use_waypoint,
             use_waypoint_namespace,
             ingress_use_waypoint,
+            select,
+            namespace_from,
+            allowed_namespaces,
+            provenance,
             block,
             lines,
         })
@@ -246,6 +265,18 @@ impl Entry<'_> {
             ));
         }
         let extra_labels = self.waypoint_labels(&r, kind_line)?;
+        let located = |(line, key, message): (u64, String, String)| self.error(line, &key, message);
+        let select = match &r.select {
+            Some(select) => select.check().map_err(located)?,
+            None => Selection::default(),
+        };
+        let namespace_rule = namespace_rule(
+            r.namespace_from.as_ref(),
+            r.allowed_namespaces.as_ref(),
+            &r.namespace.value,
+            kind_line,
+        )
+        .map_err(located)?;
         let cx = Context { base: self.base };
         let source = match registry::configure(kind, serde_json::Value::Object(r.block), &cx) {
             None => {
@@ -293,6 +324,9 @@ impl Entry<'_> {
                 secret_keys: self.secret_keys.clone(),
                 export_to,
                 extra_labels,
+                select,
+                namespace_rule,
+                provenance: r.provenance.then(|| kind.to_string()),
             },
         })
     }

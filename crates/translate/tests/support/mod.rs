@@ -4,7 +4,7 @@
 use registry_sync_catalog::{
     Address, Catalog, Instance, InstancePort, Metadata, Protocol, RegistrySnapshot, Service,
 };
-use registry_sync_istio::{Endpoint, IstioObject, Kind, Location, ServiceEntrySpec, Spec};
+use registry_sync_istio::{Endpoint, IstioObject, Kind, ServiceEntrySpec, Spec};
 use registry_sync_translate::{
     EndpointMode, HostTemplate, RegistrySettings, Settings, Translation, translate,
 };
@@ -18,18 +18,16 @@ pub fn settings_for(registries: &[(&str, EndpointMode)]) -> Settings {
                 (
                     name.to_string(),
                     RegistrySettings {
-                        hosts: HostTemplate::parse("{service}.{namespace}.legacy").unwrap(),
-                        namespace: "mesh".into(),
                         endpoints: *mode,
-                        location: Location::MeshInternal,
-                        sidecar: false,
-                        secret_keys: Default::default(),
-                        export_to: Vec::new(),
-                        extra_labels: Default::default(),
+                        ..RegistrySettings::new(
+                            HostTemplate::parse("{service}.{namespace}.legacy").unwrap(),
+                            "mesh",
+                        )
                     },
                 )
             })
             .collect(),
+        overrides: Vec::new(),
     }
 }
 

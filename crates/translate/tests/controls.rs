@@ -1,0 +1,399 @@
+//! The mapping controls of the config: selection, namespace mapping, per-service
+//! overrides and provenance, one rule per test, through the full translation and the
+//! incremental index alike.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use registry_sync_catalog::{Protocol, RegistrySnapshot, ServiceKey, SkipKind};
+use registry_sync_istio::{Kind, Location, ORIGIN_NAMESPACE_ANNOTATION, PROVENANCE_KIND_LABEL, Resolution};
+use registry_sync_translate::{
+    EndpointMode, Glob, Index, NamespaceRule, NamespaceTemplate, OVERRIDES_ANNOTATION, Override,
+    PortOverride, Selection, Settings, translate,
+};
+use support::*;
+
+fn globs(patterns: &[&str]) -> Vec<Glob> {
+    patterns.iter().map(|p| Glob::new(p).unwrap()).collect()
+}
+
+fn with_select(select: Selection) -> Settings {
+    let mut settings = settings();
+    settings.registries.get_mut("legacy").unwrap().select = select;
+    settings
+}
+
+fn hosts(t: &registry_sync_translate::Translation) -> Vec<String> {
+    service_entries(t)
+        .iter()
+        .flat_map(|se| se.hosts.clone())
+        .collect()
+}
+
+fn rule(name: &str, service: &str) -> Override {
+    Override {
+        name: name.into(),
+        registry: Glob::new("*").unwrap(),
+        service: Glob::new(service).unwrap(),
+        ports: Vec::new(),
+        aliases: Vec::new(),
+        location: None,
+        resolution: None,
+        endpoints: None,
+        export_to: None,
+        labels: BTreeMap::new(),
+    }
+}
+
+fn with_overrides(overrides: Vec<Override>) -> Settings {
+    Settings {
+        overrides,
+        ..settings()
+    }
+}
+
+fn estate() -> Vec<registry_sync_catalog::Service> {
+    vec![
+        svc("payments", vec![inst("10.0.0.1", &[("http", 8080)])]),
+        svc("payments-canary", vec![inst("10.0.0.2", &[("http", 8080)])]),
+        svc("orders", vec![inst("10.0.0.3", &[("http", 8080)])]),
+    ]
+}
+
+#[test]
+fn services_outside_the_selection_produce_nothing_and_no_problem() {
+    let select = Selection {
+        include: globs(&["pay*"]),
+        exclude: globs(&["*-canary"]),
+        ..Selection::default()
+    };
+    let t = translate(&catalog(vec![("legacy", estate())]), &with_select(select));
+    assert_eq!(hosts(&t), ["payments.legacy"]);
+    assert!(t.skipped.is_empty() && t.notes.is_empty(), "{:?}", t.skipped);
+}
+
+#[test]
+fn an_instance_filter_drops_instances_and_keeps_the_service() {
+    let select = Selection {
+        instance_metadata: vec![("env".into(), Glob::new("prod").unwrap())],
+        ..Selection::default()
+    };
+    let t = translate(
+        &catalog(vec![(
+            "legacy",
+            vec![svc(
+                "orders",
+                vec![
+                    with_labels(inst("10.0.0.1", &[("http", 8080)]), &[("env", "prod")]),
+                    with_labels(inst("10.0.0.2", &[("http", 8080)]), &[("env", "staging")]),
+                ],
+            )],
+        )]),
+        &with_select(select),
+    );
+    let addresses: Vec<_> = only_entry(&t)
+        .endpoints
+        .iter()
+        .map(|e| e.address.clone())
+        .collect();
+    assert_eq!(addresses, ["10.0.0.1"]);
+}
+
+#[test]
+fn the_index_says_why_a_service_is_not_selected_and_drops_its_objects_when_the_filter_changes() {
+    let snapshot = RegistrySnapshot::new("legacy", estate(), vec![]);
+    let mut index = Index::new(settings());
+    index.update("legacy", &snapshot);
+    assert_eq!(index.desired().len(), 3);
+
+    let mut narrowed = Index::new(with_select(Selection {
+        exclude: globs(&["*-canary"]),
+        ..Selection::default()
+    }));
+    narrowed.update("legacy", &snapshot);
+    assert_eq!(narrowed.desired().len(), 2);
+    let key = ServiceKey {
+        namespace: None,
+        name: "payments-canary".into(),
+    };
+    let why = narrowed.unselected("legacy", &key).unwrap();
+    assert!(why.contains("select.services.exclude \"*-canary\""), "{why}");
+    assert_eq!(
+        narrowed.unselected(
+            "legacy",
+            &ServiceKey {
+                namespace: None,
+                name: "orders".into()
+            }
+        ),
+        None
+    );
+    assert_eq!(narrowed.problems().count(), 0);
+}
+
+fn mapped(allowed: &[&str]) -> Settings {
+    let mut settings = settings();
+    let registry = settings.registries.get_mut("legacy").unwrap();
+    registry.endpoints = EndpointMode::WorkloadEntry;
+    registry.namespace_rule = Some(NamespaceRule {
+        template: NamespaceTemplate::parse("{meta:k8s-namespace}").unwrap(),
+        allowed: allowed.iter().map(|a| a.to_string()).collect(),
+    });
+    settings
+}
+
+fn asking(name: &str, namespace: &str) -> registry_sync_catalog::Service {
+    svc(
+        name,
+        vec![with_labels(
+            inst("10.0.0.1", &[("http", 8080)]),
+            &[("k8s-namespace", namespace)],
+        )],
+    )
+}
+
+#[test]
+fn a_service_lands_in_the_namespace_its_metadata_names_with_its_workload_entries() {
+    let t = translate(
+        &catalog(vec![("legacy", vec![asking("payments", "payments")])]),
+        &mapped(&["payments"]),
+    );
+    assert_eq!(t.objects.len(), 2);
+    for object in &t.objects {
+        assert_eq!(object.metadata.namespace, "payments", "{:?}", object.kind);
+    }
+    assert!(t.skipped.is_empty(), "{:?}", t.skipped);
+}
+
+#[test]
+fn a_namespace_not_allowed_goes_to_the_default_with_a_problem_and_a_missing_one_with_a_note() {
+    let t = translate(
+        &catalog(vec![(
+            "legacy",
+            vec![
+                asking("payments", "kube-system"),
+                svc("orders", vec![inst("10.0.0.2", &[("http", 8080)])]),
+            ],
+        )]),
+        &mapped(&["payments"]),
+    );
+    assert!(t.objects.iter().all(|o| o.metadata.namespace == "mesh"));
+    assert_eq!(t.skipped.len(), 1, "{:?}", t.skipped);
+    assert_eq!(t.skipped[0].service, "payments");
+    assert_eq!(t.skipped[0].kind, SkipKind::Adjusted);
+    assert!(
+        t.skipped[0]
+            .reason
+            .contains("\"kube-system\", which is not in allowed_namespaces")
+    );
+    assert!(
+        t.notes
+            .iter()
+            .any(|n| n.service == "orders" && n.reason.contains("no metadata key \"k8s-namespace\""))
+    );
+}
+
+#[test]
+fn port_overrides_rename_reprotocol_and_retarget_a_port() {
+    let mut payments = rule("payments-ports", "payments");
+    payments.ports = vec![PortOverride {
+        number: 8080,
+        name: Some("grpc-api".into()),
+        protocol: Some(Protocol::Grpc),
+        target_port: Some(18080),
+    }];
+    let t = translate(
+        &catalog(vec![("legacy", estate())]),
+        &with_overrides(vec![payments]),
+    );
+    let entries = service_entries(&t);
+    let by_host = |host: &str| *entries.iter().find(|se| se.hosts[0] == host).unwrap();
+    let se = by_host("payments.legacy");
+    assert_eq!(ports_of(se), [(8080, "grpc-api", "GRPC")]);
+    assert_eq!(se.endpoints[0].ports.get("grpc-api").copied(), Some(18080));
+    assert_eq!(ports_of(by_host("orders.legacy")), [(8080, "http-8080", "HTTP")]);
+    let object = t
+        .objects
+        .iter()
+        .find(|o| o.metadata.name == "legacy.payments")
+        .unwrap();
+    assert_eq!(
+        object.metadata.annotations.get(OVERRIDES_ANNOTATION).unwrap(),
+        "payments-ports"
+    );
+}
+
+#[test]
+fn entry_overrides_set_aliases_location_resolution_mode_visibility_and_labels() {
+    let mut first = rule("external", "pay*");
+    first.location = Some(Location::MeshExternal);
+    first.export_to = Some(vec!["*".into()]);
+    first.labels = [("team".to_string(), "payments".to_string())].into();
+    let mut second = rule("payments", "payments");
+    second.aliases = vec!["payments.internal".into()];
+    second.resolution = Some(Resolution::Dns);
+    second.endpoints = Some(EndpointMode::WorkloadEntry);
+    second.export_to = Some(vec![".".into()]);
+    let t = translate(
+        &catalog(vec![("legacy", estate())]),
+        &with_overrides(vec![first, second]),
+    );
+    let entry = t
+        .objects
+        .iter()
+        .find(|o| o.metadata.name == "legacy.payments")
+        .unwrap();
+    let registry_sync_istio::Spec::ServiceEntry(se) = &entry.spec else {
+        panic!()
+    };
+    assert_eq!(se.hosts, ["payments.legacy", "payments.internal"]);
+    assert_eq!(se.location, Location::MeshExternal);
+    assert_eq!(se.resolution, Resolution::Dns);
+    assert_eq!(se.export_to, ["."], "the later rule wins");
+    assert!(se.endpoints.is_empty() && se.workload_selector.is_some());
+    assert_eq!(entry.metadata.labels.get("team").unwrap(), "payments");
+    assert_eq!(
+        entry.metadata.annotations.get(OVERRIDES_ANNOTATION).unwrap(),
+        "external,payments"
+    );
+    assert_eq!(
+        t.objects.iter().filter(|o| o.kind == Kind::WorkloadEntry).count(),
+        1
+    );
+    let canary = t
+        .objects
+        .iter()
+        .find(|o| o.metadata.name == "legacy.payments-canary")
+        .unwrap();
+    assert_eq!(
+        canary.metadata.annotations.get(OVERRIDES_ANNOTATION).unwrap(),
+        "external"
+    );
+    let orders = t
+        .objects
+        .iter()
+        .find(|o| o.metadata.name == "legacy.orders")
+        .unwrap();
+    assert!(orders.metadata.annotations.get(OVERRIDES_ANNOTATION).is_none());
+}
+
+#[test]
+fn static_resolution_is_not_forced_on_host_name_endpoints() {
+    let mut force = rule("static", "db");
+    force.resolution = Some(Resolution::Static);
+    let t = translate(
+        &catalog(vec![(
+            "legacy",
+            vec![svc("db", vec![inst("db.example.com", &[("tcp", 5432)])])],
+        )]),
+        &with_overrides(vec![force]),
+    );
+    assert_eq!(only_entry(&t).resolution, Resolution::Dns);
+    assert!(
+        t.skipped[0].reason.contains("resolution STATIC"),
+        "{:?}",
+        t.skipped
+    );
+}
+
+#[test]
+fn a_port_name_another_port_has_is_not_taken() {
+    let mut clash = rule("clash", "a");
+    clash.ports = vec![PortOverride {
+        number: 8080,
+        name: Some("http-9090".into()),
+        protocol: None,
+        target_port: None,
+    }];
+    let t = translate(
+        &catalog(vec![(
+            "legacy",
+            vec![svc(
+                "a",
+                vec![inst("10.0.0.1", &[("http", 8080), ("http-admin", 9090)])],
+            )],
+        )]),
+        &with_overrides(vec![clash]),
+    );
+    assert_eq!(
+        ports_of(only_entry(&t)),
+        [(8080, "http-8080", "HTTP"), (9090, "http-9090", "HTTP")]
+    );
+    assert!(
+        t.skipped
+            .iter()
+            .any(|s| s.reason.contains("another port of the entry has"))
+    );
+}
+
+#[test]
+fn an_override_for_another_registry_does_not_apply() {
+    let mut other = rule("other", "payments");
+    other.registry = Glob::new("consul-*").unwrap();
+    other.location = Some(Location::MeshExternal);
+    let t = translate(&catalog(vec![("legacy", estate())]), &with_overrides(vec![other]));
+    assert!(
+        service_entries(&t)
+            .iter()
+            .all(|se| se.location == Location::MeshInternal)
+    );
+}
+
+#[test]
+fn provenance_names_the_kind_on_every_object_and_the_origin_namespace() {
+    let mut settings = settings();
+    let registry = settings.registries.get_mut("legacy").unwrap();
+    registry.provenance = Some("nacos".into());
+    registry.endpoints = EndpointMode::WorkloadEntry;
+    let mut service = svc("orders", vec![inst("10.0.0.1", &[("http", 8080)])]);
+    service.namespace = Some("Shop_Group".into());
+    let t = translate(&catalog(vec![("legacy", vec![service])]), &settings);
+    assert_eq!(t.objects.len(), 2);
+    for object in &t.objects {
+        assert_eq!(
+            object.metadata.labels.get(PROVENANCE_KIND_LABEL).unwrap(),
+            "nacos"
+        );
+        assert_eq!(
+            object
+                .metadata
+                .annotations
+                .get(ORIGIN_NAMESPACE_ANNOTATION)
+                .unwrap(),
+            "Shop_Group"
+        );
+    }
+    let plain = run(vec![svc("orders", vec![inst("10.0.0.1", &[("http", 8080)])])]);
+    assert!(
+        plain.objects[0]
+            .metadata
+            .labels
+            .get(PROVENANCE_KIND_LABEL)
+            .is_none()
+    );
+}
+
+#[test]
+fn the_index_gives_what_the_full_translation_gives_with_every_control_on() {
+    let mut settings = mapped(&["payments"]);
+    let registry = settings.registries.get_mut("legacy").unwrap();
+    registry.select.exclude = globs(&["*-canary"]);
+    registry.provenance = Some("consul".into());
+    let mut port = rule("port", "*");
+    port.ports = vec![PortOverride {
+        number: 8080,
+        name: None,
+        protocol: Some(Protocol::Http2),
+        target_port: None,
+    }];
+    settings.overrides = vec![port];
+    let mut services = estate();
+    services.push(asking("billing", "payments"));
+    let full = translate(&catalog(vec![("legacy", services.clone())]), &settings);
+    let mut index = Index::new(settings);
+    index.update("legacy", &RegistrySnapshot::new("legacy", services, vec![]));
+    let incremental: Vec<_> = index.desired().values().map(|o| (**o).clone()).collect();
+    assert_eq!(incremental, full.objects);
+    assert!(full.objects.iter().any(|o| o.metadata.namespace == "payments"));
+}
