@@ -402,3 +402,55 @@ async fn an_object_refused_for_good_is_quarantined_while_other_changes_flow() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_follow_a_mapped_namespace_and_are_read_back_from_it() {
+    let server = StandIn::start().await;
+    let in_namespace = |namespace: &str| {
+        format!(
+            "services:
+  - name: payments
+    instances:
+      - {{address: 10.0.1.1, ports: {{http: 8080}}, labels: {{k8s-namespace: {namespace}}}}}
+"
+        )
+    };
+    let ws = workspace(&server, &in_namespace("payments"), "");
+    let config = std::fs::read_to_string(ws.config_path()).unwrap().replace(
+        "    namespace: mesh\n",
+        "    namespace: mesh\n    namespace_from: \"{meta:k8s-namespace}\"\n    allowed_namespaces: [payments, billing]\n",
+    );
+    ws.write_config(&config);
+
+    let first = cmd(&ws, &["once"]).await;
+    assert_eq!(first.code(), Some(0), "{first}");
+    assert!(
+        server
+            .object(Resource::ServiceEntry, "payments", "legacy.payments")
+            .is_some()
+    );
+    server.reset_counts();
+    let second = cmd(&ws, &["once"]).await;
+    assert_eq!(second.code(), Some(0), "{second}");
+    assert_eq!(
+        server.counts().writes(),
+        0,
+        "the mapped namespace is read back, so nothing is written again:\n{second}"
+    );
+
+    // The service moves: created in the new namespace, deleted from the old one.
+    ws.write_services(&in_namespace("billing"));
+    let moved = cmd(&ws, &["once"]).await;
+    assert_eq!(moved.code(), Some(0), "{moved}");
+    assert!(
+        server
+            .object(Resource::ServiceEntry, "billing", "legacy.payments")
+            .is_some()
+    );
+    assert!(
+        server
+            .object(Resource::ServiceEntry, "payments", "legacy.payments")
+            .is_none(),
+        "the object left in the old namespace is deleted"
+    );
+}

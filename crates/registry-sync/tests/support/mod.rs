@@ -526,6 +526,8 @@ pub struct Spec {
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
     pub workload_selector: Option<Selector>,
+    #[serde(default)]
+    pub export_to: Vec<String>,
     /// WorkloadEntry only.
     pub address: Option<String>,
     #[serde(default)]

@@ -1,0 +1,231 @@
+//! End-to-end: the mapping controls of the config (`select`, `namespace_from`,
+//! `overrides`, `provenance`) through `render`, `plan` and `once`.
+
+mod support;
+
+use support::*;
+
+/// Every control at once: a registry with a selection, namespaces chosen by metadata,
+/// provenance and waypoints, and overrides of ports, hosts, location, resolution,
+/// endpoint mode, visibility and labels.
+const CONFIG: &str = "\
+registries:
+  - name: legacy
+    kind: file
+    path: services.yaml
+    namespace: mesh
+    provenance: true
+    select:
+      services:
+        exclude: [\"*-canary\"]
+      instances:
+        exclude_metadata: {draining: \"yes\"}
+    namespace_from: \"{meta:k8s-namespace}\"
+    allowed_namespaces: [payments]
+overrides:
+  - name: payments-grpc
+    service: payments
+    ports:
+      - {port: 8080, protocol: GRPC, name: grpc-api, target_port: 18080}
+    hosts: [payments.internal]
+    export_to: [\".\"]
+    labels: {team: payments}
+    use_waypoint: payments-wp
+  - name: reports-external
+    service: reports
+    location: mesh-external
+    resolution: dns
+    endpoints: workload-entry
+sinks:
+  files:
+    dir: out
+";
+
+const SERVICES: &str = "\
+services:
+  - name: payments
+    instances:
+      - {address: 10.0.1.1, ports: {http: 8080}, labels: {k8s-namespace: payments, version: v1}}
+      - {address: 10.0.1.2, ports: {http: 8080}, labels: {k8s-namespace: payments, version: v2}}
+      - {address: 10.0.1.3, ports: {http: 8080}, labels: {k8s-namespace: payments, draining: \"yes\"}}
+  - name: payments-canary
+    instances:
+      - {address: 10.0.2.1, ports: {http: 8080}}
+  - name: orders
+    namespace: shop
+    instances:
+      - {address: 10.0.3.1, ports: {http: 8080}, labels: {k8s-namespace: kube-system}}
+  - name: reports
+    instances:
+      - {address: 10.0.4.1, ports: {tcp: 9000}}
+";
+
+fn workspace(config: &str, services: &str) -> Workspace {
+    let ws = Workspace::new();
+    ws.write_config(config);
+    ws.write_services(services);
+    ws
+}
+
+fn find<'a>(objects: &'a [Object], kind: &str, name: &str) -> &'a Object {
+    objects
+        .iter()
+        .find(|o| o.kind == kind && o.metadata.name == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {objects:#?}"))
+}
+
+#[test]
+fn render_on_an_estate_exercising_every_control_shows_the_documented_result() {
+    let ws = workspace(CONFIG, SERVICES);
+    let out = ws.cmd("render");
+    assert_eq!(out.code(), Some(0), "{out}");
+    let objects = parse_objects(&out.stdout);
+
+    // select: the canary service is left out, without a warning.
+    assert!(!out.stdout.contains("payments-canary"), "{out}");
+    assert!(!out.stderr.contains("payments-canary"), "{out}");
+
+    // namespace_from: payments asked for an allowed namespace; orders for one that is not.
+    let payments = find(&objects, "ServiceEntry", "legacy.payments");
+    assert_eq!(payments.metadata.namespace, "payments");
+    let orders = find(&objects, "ServiceEntry", "legacy.shop.orders");
+    assert_eq!(orders.metadata.namespace, "mesh");
+    assert!(
+        out.stderr
+            .contains("\"kube-system\", which is not in allowed_namespaces"),
+        "the refused namespace is reported: {out}"
+    );
+
+    // overrides on payments: the port, an alias, visibility, labels, the waypoint.
+    let port = &payments.service_ports()[0];
+    assert_eq!(
+        (port.number, port.name.as_str(), port.protocol.as_str()),
+        (8080, "grpc-api", "GRPC")
+    );
+    assert_eq!(payments.spec.hosts, ["payments.legacy", "payments.internal"]);
+    assert_eq!(payments.spec.export_to, ["."]);
+    assert_eq!(payments.metadata.labels["team"], "payments");
+    assert_eq!(payments.metadata.labels["istio.io/use-waypoint"], "payments-wp");
+    assert_eq!(
+        payments.metadata.annotations["registry-sync.io/overrides"],
+        "payments-grpc"
+    );
+    // The instance filter left the draining instance out; subsets can select by version.
+    let endpoints: Vec<(&str, u32, Option<&String>)> = payments
+        .spec
+        .endpoints
+        .iter()
+        .map(|e| (e.address.as_str(), e.ports["grpc-api"], e.labels.get("version")))
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            ("10.0.1.1", 18080, Some(&"v1".to_string())),
+            ("10.0.1.2", 18080, Some(&"v2".to_string()))
+        ]
+    );
+
+    // overrides on reports: location, resolution and WorkloadEntries beside the entry.
+    let reports = find(&objects, "ServiceEntry", "legacy.reports");
+    assert_eq!(reports.spec.location.as_deref(), Some("MESH_EXTERNAL"));
+    assert_eq!(reports.spec.resolution.as_deref(), Some("DNS"));
+    assert!(reports.spec.endpoints.is_empty() && reports.spec.workload_selector.is_some());
+    let entry = find(&objects, "WorkloadEntry", "legacy.reports.10-0-4-1-9000-65c6b598");
+    assert_eq!(entry.metadata.namespace, reports.metadata.namespace);
+
+    // provenance on every object; the origin namespace where the registry has one.
+    for object in &objects {
+        assert_eq!(
+            object.metadata.labels["registry-sync.io/registry-kind"], "file",
+            "{object:?}"
+        );
+    }
+    assert_eq!(
+        orders.metadata.annotations["registry-sync.io/origin-namespace"],
+        "shop"
+    );
+
+    // Byte for byte the same on a second run, and as recorded.
+    let again = ws.cmd("render");
+    assert_eq!(again.stdout, out.stdout);
+    insta::assert_snapshot!(out.stdout);
+}
+
+#[test]
+fn plan_names_the_override_behind_an_update_and_the_filter_behind_a_delete() {
+    let plain = "\
+registries:
+  - name: legacy
+    kind: file
+    path: services.yaml
+    namespace: mesh
+sinks:
+  files:
+    dir: out
+";
+    let ws = workspace(plain, SERVICES);
+    let once = ws.cmd("once");
+    assert_eq!(once.code(), Some(0), "{once}");
+
+    let narrowed = plain.replace(
+        "    namespace: mesh\n",
+        "    namespace: mesh\n    select: {services: {exclude: [\"*-canary\"]}}\n",
+    ) + "overrides:\n  - {name: reports-external, service: reports, location: mesh-external}\n";
+    ws.write_config(&narrowed);
+    let out = ws.cmd("plan");
+    assert_eq!(out.code(), Some(2), "{out}");
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| ["+ ", "~ ", "- ", "! "].iter().any(|p| l.starts_with(p)))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "- ServiceEntry mesh/legacy.payments-canary (delete; legacy:payments-canary is not selected: its name matches select.services.exclude \"*-canary\")",
+            "~ ServiceEntry mesh/legacy.reports (update; overrides: reports-external)",
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn a_filter_change_that_would_remove_most_of_a_registry_is_held_back() {
+    let many: String = std::iter::once("services:\n".to_string())
+        .chain((0..10).map(|n| {
+            format!(
+                "  - name: svc-{n}\n    instances:\n      - {{address: 10.0.0.{n}, ports: {{http: 8080}}}}\n"
+            )
+        }))
+        .collect();
+    let ws = workspace(FILES_SINK_CONFIG, &many);
+    assert_eq!(ws.cmd("once").code(), Some(0));
+    let before = ws.out_files();
+    assert_eq!(before.len(), 10);
+
+    ws.write_config(&FILES_SINK_CONFIG.replace(
+        "    namespace: mesh\n",
+        "    namespace: mesh\n    select: {services: {include: [svc-0]}}\n",
+    ));
+    let out = ws.cmd("once");
+    assert_eq!(out.code(), Some(3), "held back: {out}");
+    assert_eq!(ws.out_files(), before, "nothing was deleted");
+    let plan = ws.cmd("plan");
+    assert!(plan.stdout.contains("held back"), "{plan}");
+}
+
+#[test]
+fn a_bad_control_stops_the_program_naming_the_key_and_line() {
+    let ws = workspace(
+        &CONFIG.replace("exclude: [\"*-canary\"]", "exclude: [\"[canary]\"]"),
+        SERVICES,
+    );
+    let out = ws.cmd("render");
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr
+            .contains("line 9: `registries[0].select.services.exclude[0]`: pattern \"[canary]\""),
+        "{out}"
+    );
+    assert!(out.stdout.is_empty(), "{out}");
+}
