@@ -87,6 +87,12 @@ impl Index {
         }
     }
 
+    /// Virtual IPs the sinks already hold (namespace, host, address), kept for those
+    /// hosts; before the first registry is heard from.
+    pub fn seed_vips<'a>(&mut self, held: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) {
+        self.translation.seed_vips(held);
+    }
+
     /// Lets plans delete orphans (objects of registries no longer configured).
     pub fn prune_orphans(mut self) -> Index {
         self.prune_orphans = true;

@@ -154,6 +154,10 @@ pub struct WorkloadSelector {
 #[serde(rename_all = "camelCase")]
 pub struct ServiceEntrySpec {
     pub hosts: Vec<String>,
+    /// Virtual IPs (one per entry, from a registry's `vip_range`); empty: none, and
+    /// istiod may allocate one itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
     pub location: Location,
     pub resolution: Resolution,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -237,6 +241,14 @@ impl IstioObject {
         }
     }
 
+    /// A ServiceEntry's first host and first address.
+    pub fn vip(&self) -> Option<(String, String)> {
+        match &self.spec {
+            Spec::ServiceEntry(spec) => Some((spec.hosts.first()?.clone(), spec.addresses.first()?.clone())),
+            Spec::WorkloadEntry(_) => None,
+        }
+    }
+
     /// The content hash stamped by [`IstioObject::new`].
     pub fn content_hash(&self) -> &str {
         self.metadata
@@ -296,6 +308,7 @@ mod tests {
                 ..Default::default()
             },
             Spec::ServiceEntry(ServiceEntrySpec {
+                addresses: Vec::new(),
                 hosts: vec!["a.example".into()],
                 location: Location::MeshInternal,
                 resolution: Resolution::Static,

@@ -52,6 +52,9 @@ pub struct HeldObject {
     /// Endpoints it carries (inline endpoints of a ServiceEntry, 1 for a WorkloadEntry),
     /// so the mass-change guard can see a registry's endpoints vanish, not just objects.
     pub endpoints: usize,
+    /// A ServiceEntry's first host and first address, so an allocated address is kept
+    /// across restarts.
+    pub vip: Option<(String, String)>,
 }
 
 impl HeldObject {
@@ -63,6 +66,7 @@ impl HeldObject {
             content_hash: Some(object.content_hash().to_string()),
             sources: object.sources().map(str::to_string).collect(),
             endpoints: object.endpoint_count(),
+            vip: object.vip(),
         }
     }
 
@@ -140,6 +144,14 @@ fn held_from_loose(loose: LooseObject) -> Option<HeldObject> {
             .and_then(serde_json::Value::as_array)
             .map_or(0, Vec::len),
     };
+    let vip = loose
+        .spec
+        .as_ref()
+        .filter(|_| kind == Kind::ServiceEntry)
+        .and_then(|spec| {
+            let first = |field: &str| spec.get(field)?.as_array()?.first()?.as_str().map(str::to_string);
+            Some((first("hosts")?, first("addresses")?))
+        });
     let sources = meta
         .annotations
         .get(SOURCES_ANNOTATION)
@@ -161,6 +173,7 @@ fn held_from_loose(loose: LooseObject) -> Option<HeldObject> {
         labels: meta.labels,
         sources,
         endpoints,
+        vip,
     })
 }
 
@@ -190,6 +203,7 @@ mod tests {
                 ..Default::default()
             },
             Spec::ServiceEntry(ServiceEntrySpec {
+                addresses: Vec::new(),
                 hosts: vec!["orders.legacy".into()],
                 location: Location::MeshInternal,
                 resolution: Resolution::Static,

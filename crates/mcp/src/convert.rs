@@ -48,7 +48,7 @@ pub fn resource(object: &IstioObject, create_time: std::time::SystemTime) -> Any
 fn service_entry(spec: &istio::ServiceEntrySpec) -> proto::ServiceEntry {
     proto::ServiceEntry {
         hosts: spec.hosts.clone(),
-        addresses: Vec::new(),
+        addresses: spec.addresses.clone(),
         ports: spec
             .ports
             .iter()
@@ -138,6 +138,7 @@ mod tests {
                 )]),
             },
             Spec::ServiceEntry(ServiceEntrySpec {
+                addresses: Vec::new(),
                 hosts: vec!["orders.legacy".into()],
                 location: istio::Location::MeshInternal,
                 resolution: istio::Resolution::Static,

@@ -169,6 +169,7 @@ mod tests {
                 annotations: LiteMap::new(),
             },
             registry_sync_istio::Spec::ServiceEntry(ServiceEntrySpec {
+                addresses: Vec::new(),
                 hosts: vec![host.into()],
                 location: registry_sync_istio::Location::MeshInternal,
                 resolution: registry_sync_istio::Resolution::Dns,

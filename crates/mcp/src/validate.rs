@@ -65,6 +65,20 @@ fn is_port_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// An IP or CIDR, as istiod checks it. (Translation never makes `0.0.0.0` or a short
+/// prefix: `vip_range` refuses ranges that hold them.)
+fn is_vip(address: &str) -> bool {
+    let (ip, prefix) = match address.split_once('/') {
+        Some((ip, prefix)) => (ip, Some(prefix)),
+        None => (address, None),
+    };
+    let Ok(ip) = ip.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let width = if ip.is_ipv4() { 32 } else { 128 };
+    prefix.is_none_or(|p| p.parse::<u32>().is_ok_and(|p| p <= width))
+}
+
 const PROTOCOLS: [&str; 11] = [
     "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "MYSQL", "REDIS", "TCP", "TLS", "UDP",
 ];
@@ -75,6 +89,12 @@ fn service_entry(spec: &ServiceEntrySpec) -> Option<String> {
     }
     if let Some(host) = spec.hosts.iter().find(|h| !is_host(h)) {
         return Some(format!("host {host:?} is not a valid host name"));
+    }
+    if let Some(address) = spec.addresses.iter().find(|a| !is_vip(a)) {
+        return Some(format!("address {address:?} is not an IP address or CIDR range"));
+    }
+    if spec.resolution == Resolution::Dns && spec.addresses.iter().any(|a| a.contains('/')) {
+        return Some("a CIDR address needs resolution STATIC".into());
     }
     let mut names = BTreeSet::new();
     let mut numbers = BTreeSet::new();
@@ -189,6 +209,7 @@ mod tests {
             annotations: LiteMap::new(),
         };
         let mut spec = ServiceEntrySpec {
+            addresses: Vec::new(),
             hosts: vec!["orders.legacy".into()],
             location: Location::MeshInternal,
             resolution: Resolution::Static,
@@ -212,6 +233,8 @@ mod tests {
     #[test]
     fn what_translation_makes_passes() {
         assert_eq!(refusal(&entry(|_, _| {})), None);
+        let vip = entry(|spec, _| spec.addresses = vec!["240.240.0.7".into()]);
+        assert_eq!(refusal(&vip), None);
         let dns = entry(|spec, _| {
             spec.resolution = Resolution::Dns;
             spec.endpoints[0].address = "orders-1.example.com".into();
@@ -271,6 +294,14 @@ mod tests {
             (
                 "unknown protocol",
                 entry(|s, _| s.ports[0].protocol = "QUIC".into()),
+            ),
+            (
+                "not an IP address or CIDR",
+                entry(|s, _| s.addresses = vec!["240.240.0.0/33".into()]),
+            ),
+            (
+                "not an IP address or CIDR",
+                entry(|s, _| s.addresses = vec!["orders.legacy".into()]),
             ),
         ];
         for (why, object) in cases {

@@ -120,6 +120,10 @@ fn every_object_the_sink_refuses_istiod_would_drop_and_every_one_it_serves_istio
             edited(|s, _| s.export_to = vec!["*".into(), ".".into()]),
         ),
         (
+            "an address that is a host name",
+            edited(|s, _| s.addresses = vec!["orders.legacy".into()]),
+        ),
+        (
             "exportTo naming a namespace twice",
             edited(|s, _| s.export_to = vec!["mesh".into(), "mesh".into()]),
         ),
@@ -142,6 +146,10 @@ fn every_object_the_sink_refuses_istiod_would_drop_and_every_one_it_serves_istio
 
     let served: Vec<(&str, IstioObject)> = vec![
         ("a STATIC entry", edited(|_, _| {})),
+        (
+            "an entry with an allocated virtual IP",
+            edited(|s, _| s.addresses = vec!["240.240.0.7".into()]),
+        ),
         (
             "an entry exported to its namespace and istio-system",
             edited(|s, _| s.export_to = vec![".".into(), "istio-system".into()]),

@@ -42,6 +42,7 @@ fn service_entry(name: &str, address: &str) -> IstioObject {
             ..Default::default()
         },
         Spec::ServiceEntry(ServiceEntrySpec {
+            addresses: Vec::new(),
             hosts: vec![format!("{name}.example")],
             location: Location::MeshInternal,
             resolution: Resolution::Static,
@@ -70,6 +71,7 @@ fn held_as_written(object: &IstioObject) -> HeldObject {
 
 fn held(key: ObjectKey, labels: LiteMap<String, String>, hash: Option<&str>) -> HeldObject {
     HeldObject {
+        vip: None,
         key,
         labels,
         content_hash: hash.map(str::to_string),

@@ -77,6 +77,7 @@ fn object(kind: Kind, name: &str, octet: u8, registry: &str) -> IstioObject {
     let spec = match kind {
         Kind::WorkloadEntry => Spec::WorkloadEntry(endpoint),
         Kind::ServiceEntry => Spec::ServiceEntry(ServiceEntrySpec {
+            addresses: Vec::new(),
             hosts: vec![format!("{name}.example")],
             location: Location::MeshInternal,
             resolution: Resolution::Static,
@@ -136,6 +137,7 @@ fn build(slots: &[Slot]) -> State {
             held.insert(
                 key.clone(),
                 HeldObject {
+                    vip: None,
                     key,
                     labels: labels.into_iter().collect(),
                     content_hash,

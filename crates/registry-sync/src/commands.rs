@@ -8,14 +8,15 @@ use registry_sync_translate::OVERRIDES_ANNOTATION;
 
 use crate::config::Config;
 pub use crate::error::{CommandError, Outcome};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{NamedSink, Pipeline};
 use crate::sinks::{Purpose, open_sinks};
 use crate::sources;
 
-/// Reads every registry once into a fresh pipeline. Every failure is collected so one
-/// broken registry does not hide the others'.
-pub async fn load_all(config: &Config) -> (Pipeline, Vec<CommandError>) {
+/// Reads every registry once into a fresh pipeline, keeping the virtual IPs `sinks`
+/// hold. Every failure is collected so one broken registry does not hide the others'.
+pub async fn load_all(config: &Config, sinks: &[NamedSink]) -> (Pipeline, Vec<CommandError>) {
     let mut pipeline = Pipeline::new(config);
+    pipeline.seed_vips(sinks.iter().map(|named| named.sink.as_ref()));
     let mut errors = Vec::new();
     for registry in &config.registries {
         match sources::load(registry).await {
@@ -48,7 +49,7 @@ fn report_errors(errors: &[CommandError]) {
 /// `render`: every object as multi-document YAML on `out`, sorted by kind, namespace
 /// and name. Refuses to print a partial estate when a registry cannot be read.
 pub async fn render(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
-    let (pipeline, errors) = load_all(config).await;
+    let (pipeline, errors) = load_all(config, &[]).await;
     if !errors.is_empty() {
         report_errors(&errors);
         return Ok(Outcome::Failed);
@@ -61,8 +62,8 @@ pub async fn render(config: &Config, out: &mut dyn Write) -> Result<Outcome, Com
 
 /// `plan`: the diff against each sink, writing nothing. 0 in sync, 2 pending, 1 error.
 pub async fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
-    let (pipeline, errors) = load_all(config).await;
     let sinks = open_sinks(config, Purpose::ReadOnly).await?.sinks;
+    let (pipeline, errors) = load_all(config, &sinks).await;
     let mut pending = false;
     for named in &sinks {
         let plan = pipeline.plan_for(named.sink.as_ref());
@@ -122,29 +123,30 @@ fn explain_change(
 /// `once`: one full sync into every sink. Registries that fail keep their objects;
 /// the command then exits 1 after syncing the rest.
 pub async fn once(config: &Config) -> Result<Outcome, CommandError> {
-    let (pipeline, errors) = load_all(config).await;
-    sync_once(config, pipeline, errors).await
+    let sinks = open_sinks(config, Purpose::Once).await?.sinks;
+    let (pipeline, errors) = load_all(config, &sinks).await;
+    sync_once(pipeline, sinks, errors).await
 }
 
 /// `prune`: `once`, and also delete the objects of registries the configuration no
 /// longer names (which `run` and `once` only list). Refused while a registry fails:
 /// what it names could not be told apart from what it dropped.
 pub async fn prune(config: &Config) -> Result<Outcome, CommandError> {
-    let (pipeline, errors) = load_all(config).await;
+    let sinks = open_sinks(config, Purpose::Once).await?.sinks;
+    let (pipeline, errors) = load_all(config, &sinks).await;
     if !errors.is_empty() {
         report_errors(&errors);
         tracing::error!("prune needs every registry to answer; nothing was written");
         return Ok(Outcome::Failed);
     }
-    sync_once(config, pipeline.prune_orphans(), errors).await
+    sync_once(pipeline.prune_orphans(), sinks, errors).await
 }
 
 async fn sync_once(
-    config: &Config,
     mut pipeline: Pipeline,
+    sinks: Vec<NamedSink>,
     errors: Vec<CommandError>,
 ) -> Result<Outcome, CommandError> {
-    let sinks = open_sinks(config, Purpose::Once).await?.sinks;
     report_errors(&errors);
     let mut writers: Vec<_> = sinks.into_iter().map(|sink| pipeline.writer(sink)).collect();
     let pass = pipeline.sync(&mut writers).await;

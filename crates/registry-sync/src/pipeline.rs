@@ -9,7 +9,7 @@
 
 use registry_sync_catalog::{RegistryDelta, RegistrySnapshot, Skipped};
 use registry_sync_index::{Index, Update};
-use registry_sync_istio::Desired;
+use registry_sync_istio::{Desired, HeldObject};
 use registry_sync_plan::{MassChangeGuard, Owner, Plan, plan};
 use registry_sync_sinks::AsyncSink;
 use registry_sync_sources::SourceEvent;
@@ -58,6 +58,21 @@ impl Pipeline {
             guard_window: config.safety.guard_window,
             metrics: None,
         }
+    }
+
+    /// Keeps the virtual IPs the sinks' own ServiceEntries already have (read back when
+    /// they were opened), so a restart moves no address.
+    pub fn seed_vips<'a>(&mut self, sinks: impl IntoIterator<Item = &'a dyn AsyncSink>) {
+        let owner = &self.owner;
+        let held: Vec<&HeldObject> = sinks
+            .into_iter()
+            .flat_map(|sink| sink.held().values())
+            .filter(|held| owner.owns(held))
+            .collect();
+        self.index.seed_vips(held.iter().filter_map(|h| {
+            let (host, address) = h.vip.as_ref()?;
+            Some((h.key.namespace.as_str(), host.as_str(), address.as_str()))
+        }));
     }
 
     /// Reports to `metrics` from now on.

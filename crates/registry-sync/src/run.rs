@@ -305,7 +305,8 @@ pub async fn drive(
     cancel: CancellationToken,
 ) {
     let cancel = cancel.child_token();
-    let pipeline = Pipeline::new(config).with_metrics(metrics.clone());
+    let mut pipeline = Pipeline::new(config).with_metrics(metrics.clone());
+    pipeline.seed_vips(sinks.iter().map(|named| named.sink.as_ref()));
     let writers: Vec<SinkWriter> = sinks.into_iter().map(|sink| pipeline.writer(sink)).collect();
     let pipeline = Arc::new(Mutex::new(pipeline));
     let (publish, published) = watch::channel(Published { at: Instant::now() });

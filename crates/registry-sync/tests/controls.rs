@@ -229,3 +229,53 @@ fn a_bad_control_stops_the_program_naming_the_key_and_line() {
     );
     assert!(out.stdout.is_empty(), "{out}");
 }
+
+fn one_service(name: &str) -> String {
+    format!("  - name: {name}\n    instances:\n      - {{address: 10.0.9.1, ports: {{tcp: 5432}}}}\n")
+}
+
+fn vip_in(ws: &Workspace, name: &str) -> String {
+    let object = parse_object(&ws.service_entry_file(&format!("legacy.{name}")));
+    object.spec.addresses.first().cloned().unwrap_or_default()
+}
+
+#[test]
+fn an_allocated_address_is_read_back_and_kept_when_a_newcomer_hashes_onto_it() {
+    // A /30 holds two addresses: find a service that, alone, gets the address `zeta`
+    // gets alone. Translated from scratch together, it would take that address (it
+    // sorts first); read back from the sink, `zeta` keeps it.
+    let config = FILES_SINK_CONFIG.replace(
+        "    namespace: mesh\n",
+        "    namespace: mesh\n    vip_range: 240.240.7.0/30\n",
+    );
+    let alone = |name: &str| {
+        let ws = workspace(&config, &format!("services:\n{}", one_service(name)));
+        assert_eq!(ws.cmd("once").code(), Some(0));
+        vip_in(&ws, name)
+    };
+    let zeta = alone("zeta");
+    assert!(zeta.starts_with("240.240.7."), "{zeta}");
+    let rival = (0..20)
+        .map(|n| format!("a{n}"))
+        .find(|name| alone(name) == zeta)
+        .expect("one of 20 names shares zeta's first choice in a range of two");
+
+    let ws = workspace(&config, &format!("services:\n{}", one_service("zeta")));
+    assert_eq!(ws.cmd("once").code(), Some(0));
+    ws.write_services(&format!(
+        "services:\n{}{}",
+        one_service("zeta"),
+        one_service(&rival)
+    ));
+    let out = ws.cmd("once");
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(vip_in(&ws, "zeta"), zeta, "the address zeta had is kept");
+    let other = vip_in(&ws, &rival);
+    assert!(other.starts_with("240.240.7.") && other != zeta, "{other}");
+
+    // render knows no sink: from scratch, the rival would have taken it.
+    let rendered = ws.cmd("render");
+    let objects = parse_objects(&rendered.stdout);
+    let rendered_rival = find(&objects, "ServiceEntry", &format!("legacy.{rival}"));
+    assert_eq!(rendered_rival.spec.addresses, [zeta]);
+}

@@ -33,6 +33,7 @@ fn service_entry(name: &str, address: &str, labels: LiteMap<String, String>) -> 
             ..Default::default()
         },
         Spec::ServiceEntry(ServiceEntrySpec {
+            addresses: Vec::new(),
             hosts: vec![format!("{name}.example")],
             location: Location::MeshInternal,
             resolution: Resolution::Static,

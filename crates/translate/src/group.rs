@@ -15,6 +15,7 @@ use registry_sync_istio::{
 
 use crate::names::{LabelDrop, is_dns1123_subdomain, label_value_for_name, object_name, sanitize_labels};
 use crate::overrides::{Effective, OVERRIDES_ANNOTATION, PortOverride};
+use crate::vips::Allocator;
 use crate::{Contributor, EndpointMode, Fallback, GroupKey, Settings, Translation};
 
 /// Ports Istio's sidecar listens on itself. A ServiceEntry port among them makes every
@@ -98,6 +99,7 @@ pub(crate) fn translate_group(
     key: &GroupKey,
     contributors: &[Contributor<'_>],
     settings: &Settings,
+    vips: &mut Allocator,
 ) -> Translation {
     let instance_id = settings.instance.as_str();
     let mut out = Translation::default();
@@ -141,6 +143,7 @@ pub(crate) fn translate_group(
     hosts.extend(rules.aliases.iter().filter(|a| **a != key.host).cloned());
     let mut spec = ServiceEntrySpec {
         hosts,
+        addresses: vip(key, primary, &endpoints, vips, &mut out),
         location: rules.location.unwrap_or(primary.settings.location),
         resolution,
         ports: ports.iter().map(|p| p.port.clone()).collect(),
@@ -230,6 +233,43 @@ fn report_namespace_fallbacks(contributors: &[Contributor<'_>], out: &mut Transl
             Some(Fallback::NotAllowed(why)) => out.skipped.push(skip(c, None, SkipKind::Adjusted, why)),
             Some(Fallback::Unnamed(why)) => out.notes.push(skip(c, None, SkipKind::Adjusted, why)),
             None => {}
+        }
+    }
+}
+
+/// The entry's virtual IP from the primary registry's `vip_range`, never one of its own
+/// endpoints' addresses; none without a range (and a range that is full says so).
+fn vip(
+    key: &GroupKey,
+    primary: &Contributor<'_>,
+    endpoints: &[(&Candidate<'_>, Endpoint)],
+    vips: &mut Allocator,
+    out: &mut Translation,
+) -> Vec<String> {
+    let Some(range) = &primary.settings.vip_range else {
+        vips.release(&key.namespace, &key.host);
+        return Vec::new();
+    };
+    let own: Vec<std::net::IpAddr> = endpoints
+        .iter()
+        .filter_map(|(c, _)| match &c.instance.address {
+            Address::Ip(ip) => Some(*ip),
+            _ => None,
+        })
+        .collect();
+    match vips.assign(range, &key.namespace, &key.host, &own) {
+        Some(address) => vec![address.to_string()],
+        None => {
+            out.skipped.push(skip(
+                primary,
+                None,
+                SkipKind::Adjusted,
+                format!(
+                    "vip_range {} has no free address; published without one (a wider range fixes this)",
+                    range.as_str()
+                ),
+            ));
+            Vec::new()
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use registry_sync_catalog::{RegistryDelta, RegistrySnapshot, Service, ServiceKey, Skipped};
 use registry_sync_istio::{Desired, IstioObject, ObjectKey};
 
-use crate::{Contributor, GroupKey, RegistrySettings, Settings, group_of};
+use crate::{Allocator, Contributor, GroupKey, RegistrySettings, Settings, group_of};
 
 struct ServiceState {
     service: Arc<Service>,
@@ -132,6 +132,7 @@ pub struct Index {
     members: Members,
     outputs: BTreeMap<GroupKey, GroupOutput>,
     desired: Desired,
+    vips: Allocator,
 }
 
 impl Index {
@@ -142,6 +143,15 @@ impl Index {
             members: BTreeMap::new(),
             outputs: BTreeMap::new(),
             desired: Desired::new(),
+            vips: Allocator::default(),
+        }
+    }
+
+    /// Addresses a sink already holds for ServiceEntries (namespace, host, address):
+    /// kept for those hosts instead of new ones. Call before the first update.
+    pub fn seed_vips<'a>(&mut self, held: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) {
+        for (namespace, host, address) in held {
+            self.vips.seed(namespace, host, address);
         }
     }
 
@@ -254,6 +264,7 @@ impl Index {
         let mut output = GroupOutput::default();
         if members.is_empty() {
             self.members.remove(group);
+            self.vips.release(&group.namespace, &group.host);
         } else {
             let contributors: Vec<Contributor<'_>> = members
                 .iter()
@@ -266,7 +277,8 @@ impl Index {
                     })
                 })
                 .collect();
-            let translation = crate::group::translate_group(group, &contributors, &self.settings);
+            let translation =
+                crate::group::translate_group(group, &contributors, &self.settings, &mut self.vips);
             objects = translation.objects;
             output.skipped = translation.skipped;
             output.notes = translation.notes;

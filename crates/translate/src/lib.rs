@@ -25,6 +25,7 @@ mod overrides;
 mod select;
 mod settings;
 mod template;
+mod vips;
 
 use std::collections::BTreeMap;
 
@@ -38,6 +39,7 @@ pub use overrides::{OVERRIDES_ANNOTATION, Override, PortOverride};
 pub use select::{Glob, GlobError, MetadataMatch, Selection};
 pub use settings::{DEFAULT_SECRET_KEYS, EndpointMode, RegistrySettings, SecretKeys, Settings};
 pub use template::{HostError, HostTemplate, TemplateError};
+pub use vips::{Allocator, VipRange, VipRangeError};
 
 /// One ServiceEntry's worth of input: the namespace and host it is published under.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -124,8 +126,9 @@ pub fn group_catalog<'a>(
 pub fn translate(catalog: &Catalog, settings: &Settings) -> Translation {
     let mut out = Translation::default();
     let groups = group_catalog(catalog, settings, &mut out.skipped);
+    let mut vips = Allocator::default();
     for (key, contributors) in &groups {
-        let group = group::translate_group(key, contributors, settings);
+        let group = group::translate_group(key, contributors, settings, &mut vips);
         out.objects.extend(group.objects);
         out.skipped.extend(group.skipped);
         out.notes.extend(group.notes);
@@ -135,8 +138,13 @@ pub fn translate(catalog: &Catalog, settings: &Settings) -> Translation {
 }
 
 /// Translates one host group; [`translate`] is this applied to every group.
-pub fn translate_group(key: &GroupKey, contributors: &[Contributor<'_>], settings: &Settings) -> Translation {
-    let mut out = group::translate_group(key, contributors, settings);
+pub fn translate_group(
+    key: &GroupKey,
+    contributors: &[Contributor<'_>],
+    settings: &Settings,
+    vips: &mut Allocator,
+) -> Translation {
+    let mut out = group::translate_group(key, contributors, settings, vips);
     out.objects.sort_by_key(IstioObject::key);
     out
 }

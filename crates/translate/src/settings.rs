@@ -43,6 +43,9 @@ pub struct RegistrySettings {
     /// [`registry_sync_istio::PROVENANCE_KIND_LABEL`]); `None`: no provenance, the
     /// default, because turning it on rewrites every object once.
     pub provenance: Option<String>,
+    /// Where ServiceEntries of this registry take a virtual IP from; `None`: they get
+    /// none (istiod may allocate one for Kubernetes objects).
+    pub vip_range: Option<crate::VipRange>,
 }
 
 impl RegistrySettings {
@@ -60,6 +63,7 @@ impl RegistrySettings {
             select: Selection::default(),
             namespace_rule: None,
             provenance: None,
+            vip_range: None,
         }
     }
 

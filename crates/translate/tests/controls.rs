@@ -10,7 +10,7 @@ use registry_sync_catalog::{Protocol, RegistrySnapshot, ServiceKey, SkipKind};
 use registry_sync_istio::{Kind, Location, ORIGIN_NAMESPACE_ANNOTATION, PROVENANCE_KIND_LABEL, Resolution};
 use registry_sync_translate::{
     EndpointMode, Glob, Index, NamespaceRule, NamespaceTemplate, OVERRIDES_ANNOTATION, Override,
-    PortOverride, Selection, Settings, translate,
+    PortOverride, Selection, Settings, VipRange, translate,
 };
 use support::*;
 
@@ -396,4 +396,89 @@ fn the_index_gives_what_the_full_translation_gives_with_every_control_on() {
     let incremental: Vec<_> = index.desired().values().map(|o| (**o).clone()).collect();
     assert_eq!(incremental, full.objects);
     assert!(full.objects.iter().any(|o| o.metadata.namespace == "payments"));
+}
+
+fn with_vips(range: &str) -> Settings {
+    let mut settings = settings();
+    settings.registries.get_mut("legacy").unwrap().vip_range = Some(VipRange::parse(range).unwrap());
+    settings
+}
+
+fn vip_of(t: &registry_sync_translate::Translation, host: &str) -> Option<String> {
+    service_entries(t)
+        .into_iter()
+        .find(|se| se.hosts[0] == host)
+        .and_then(|se| se.addresses.first().cloned())
+}
+
+#[test]
+fn every_entry_of_a_registry_with_a_vip_range_gets_its_own_address_from_it() {
+    let range = VipRange::parse("240.240.0.0/16").unwrap();
+    let t = translate(&catalog(vec![("legacy", estate())]), &with_vips("240.240.0.0/16"));
+    let addresses: std::collections::BTreeSet<String> = service_entries(&t)
+        .iter()
+        .map(|se| {
+            assert_eq!(se.addresses.len(), 1, "{se:?}");
+            se.addresses[0].clone()
+        })
+        .collect();
+    assert_eq!(addresses.len(), 3, "distinct: {addresses:?}");
+    assert!(addresses.iter().all(|a| range.contains(a.parse().unwrap())));
+    assert!(
+        service_entries(&run(estate()))
+            .iter()
+            .all(|se| se.addresses.is_empty())
+    );
+}
+
+#[test]
+fn a_full_range_publishes_without_an_address_and_says_so() {
+    // A /30 has two usable addresses for three services.
+    let t = translate(&catalog(vec![("legacy", estate())]), &with_vips("240.240.7.0/30"));
+    let without: Vec<_> = service_entries(&t)
+        .into_iter()
+        .filter(|se| se.addresses.is_empty())
+        .collect();
+    assert_eq!(without.len(), 1);
+    assert!(
+        t.skipped.iter().any(|s| s.reason.contains("has no free address")),
+        "{:?}",
+        t.skipped
+    );
+}
+
+#[test]
+fn the_index_keeps_seeded_addresses_and_frees_those_of_hosts_that_go() {
+    let snapshot = RegistrySnapshot::new("legacy", estate(), vec![]);
+    let fresh = {
+        let mut index = Index::new(with_vips("240.240.0.0/16"));
+        index.update("legacy", &snapshot);
+        let full = translate(&catalog(vec![("legacy", estate())]), &with_vips("240.240.0.0/16"));
+        let incremental: Vec<_> = index.desired().values().map(|o| (**o).clone()).collect();
+        assert_eq!(incremental, full.objects);
+        full
+    };
+    let mut index = Index::new(with_vips("240.240.0.0/16"));
+    index.seed_vips([("mesh", "orders.legacy", "240.240.200.1")]);
+    index.update("legacy", &snapshot);
+    let seeded = translate_from(&index);
+    assert_eq!(vip_of(&seeded, "orders.legacy").as_deref(), Some("240.240.200.1"));
+    assert_eq!(
+        vip_of(&seeded, "payments.legacy"),
+        vip_of(&fresh, "payments.legacy"),
+        "the others are where the hash puts them"
+    );
+
+    // orders leaves; a newcomer whose hash lands anywhere never gets a held address.
+    let mut next = estate();
+    next.retain(|s| s.name != "orders");
+    index.update("legacy", &RegistrySnapshot::new("legacy", next, vec![]));
+    assert_eq!(vip_of(&translate_from(&index), "orders.legacy"), None);
+}
+
+fn translate_from(index: &Index) -> registry_sync_translate::Translation {
+    registry_sync_translate::Translation {
+        objects: index.desired().values().map(|o| (**o).clone()).collect(),
+        ..Default::default()
+    }
 }

@@ -29,6 +29,7 @@ pub fn entry(name: &str, addresses: &[&str]) -> IstioObject {
             annotations: Default::default(),
         },
         Spec::ServiceEntry(ServiceEntrySpec {
+            addresses: Vec::new(),
             hosts: vec![format!("{name}.legacy")],
             location: Location::MeshInternal,
             resolution: Resolution::Static,

@@ -37,6 +37,7 @@ pub fn service_entry(name: &str, addresses: &[&str]) -> Arc<IstioObject> {
             annotations: LiteMap::new(),
         },
         Spec::ServiceEntry(ServiceEntrySpec {
+            addresses: Vec::new(),
             hosts: vec![format!("{name}.legacy")],
             location: Location::MeshInternal,
             resolution: Resolution::Static,

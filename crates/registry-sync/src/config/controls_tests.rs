@@ -193,3 +193,22 @@ fn bad_overrides_name_their_key_and_line() {
         assert!(message.contains(expected), "{extra}: {message}");
     }
 }
+
+#[test]
+fn a_vip_range_is_read_and_a_bad_one_names_its_line() {
+    let config = parse(&with("    vip_range: 240.240.0.0/16\n")).unwrap();
+    let range = config.registries[0].settings.vip_range.as_ref().unwrap();
+    assert_eq!(range.as_str(), "240.240.0.0/16");
+    for (range, expected) in [
+        ("0.0.0.0/0", "is too wide"),
+        ("10.0.0.0/33", "is not a CIDR range"),
+        ("127.0.0.0/8", "loopback"),
+        ("240.240.0.1/16", "host bits set"),
+    ] {
+        let message = error(&with(&format!("    vip_range: \"{range}\"\n")));
+        assert!(
+            message.contains("line 6: `registries[0].vip_range`") && message.contains(expected),
+            "{range}: {message}"
+        );
+    }
+}

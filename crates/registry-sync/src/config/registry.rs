@@ -9,7 +9,9 @@ use std::path::Path;
 
 use registry_sync_istio::Location;
 use registry_sync_sources::registry::{self, Context};
-use registry_sync_translate::{EndpointMode, HostTemplate, RegistrySettings, SecretKeys, Selection};
+use registry_sync_translate::{
+    EndpointMode, HostTemplate, RegistrySettings, SecretKeys, Selection, VipRange,
+};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
@@ -68,6 +70,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "namespace_from",
     "allowed_namespaces",
     "provenance",
+    "vip_range",
 ];
 
 pub(super) struct RawRegistry {
@@ -86,6 +89,7 @@ pub(super) struct RawRegistry {
     namespace_from: Option<Spanned<String>>,
     allowed_namespaces: Option<Spanned<Vec<String>>>,
     provenance: bool,
+    vip_range: Option<Spanned<String>>,
     /// The kind's keys, as written, and the line of each.
     block: serde_json::Map<String, serde_json::Value>,
     lines: BTreeMap<String, u64>,
@@ -112,6 +116,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
         let (mut use_waypoint, mut use_waypoint_namespace, mut ingress_use_waypoint) = (None, None, false);
         let (mut select, mut namespace_from, mut allowed_namespaces, mut provenance) =
             (None, None, None, false);
+        let mut vip_range = None;
         let mut block = serde_json::Map::new();
         let mut lines = BTreeMap::new();
         while let Some(key) = map.next_key::<String>()? {
@@ -131,6 +136,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
                 "namespace_from" => namespace_from = Some(map.next_value()?),
                 "allowed_namespaces" => allowed_namespaces = Some(map.next_value()?),
                 "provenance" => provenance = map.next_value()?,
+                "vip_range" => vip_range = Some(map.next_value()?),
                 _ => {
                     let value: Spanned<serde_json::Value> = map.next_value()?;
                     lines.insert(key.clone(), value.referenced.line());
@@ -154,6 +160,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
             namespace_from,
             allowed_namespaces,
             provenance,
+            vip_range,
             block,
             lines,
         })
@@ -277,6 +284,13 @@ impl Entry<'_> {
             kind_line,
         )
         .map_err(located)?;
+        let vip_range = match &r.vip_range {
+            Some(range) => Some(
+                VipRange::parse(&range.value)
+                    .map_err(|e| self.error(range.referenced.line(), "vip_range", e.to_string()))?,
+            ),
+            None => None,
+        };
         let cx = Context { base: self.base };
         let source = match registry::configure(kind, serde_json::Value::Object(r.block), &cx) {
             None => {
@@ -327,6 +341,7 @@ impl Entry<'_> {
                 select,
                 namespace_rule,
                 provenance: r.provenance.then(|| kind.to_string()),
+                vip_range,
             },
         })
     }

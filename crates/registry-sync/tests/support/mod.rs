@@ -520,6 +520,8 @@ pub struct Metadata {
 pub struct Spec {
     #[serde(default)]
     pub hosts: Vec<String>,
+    #[serde(default)]
+    pub addresses: Vec<String>,
     pub location: Option<String>,
     pub resolution: Option<String>,
     pub ports: Option<Ports>,
