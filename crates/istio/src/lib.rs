@@ -50,6 +50,11 @@ pub const SPEC_HASH_ANNOTATION: &str = "registry-sync.io/spec-hash";
 pub const PROVENANCE_KIND_LABEL: &str = "registry-sync.io/registry-kind";
 /// With provenance on: the registry-side namespace or group of the service.
 pub const ORIGIN_NAMESPACE_ANNOTATION: &str = "registry-sync.io/origin-namespace";
+/// Istio's annotation that makes a WorkloadEntry's health its status's `Healthy`
+/// condition (absent or not `True`: no traffic).
+pub const HEALTH_CHECKS_ANNOTATION: &str = "proxy.istio.io/health-checks-enabled";
+/// The condition type istiod reads for a WorkloadEntry with health checks enabled.
+pub const HEALTHY_CONDITION: &str = "Healthy";
 /// The registry services an object was made from (`registry:namespace/service`, comma separated).
 pub const SOURCES_ANNOTATION: &str = "registry-sync.io/sources";
 /// The label key prefix registry-sync reserves for itself; registry metadata never

@@ -187,6 +187,12 @@ pub struct IstioObject {
     pub kind: Kind,
     pub metadata: ObjectMeta,
     pub spec: Spec,
+    /// With health checks on (the WorkloadEntries of a registry with `health: status`):
+    /// whether the instance serves. It is written as the `Healthy` condition of the
+    /// object's status, not into the object, so a flip costs one status patch and no
+    /// rewrite; it is outside the content hash for the same reason.
+    #[serde(skip)]
+    pub health: Option<bool>,
 }
 
 impl IstioObject {
@@ -202,6 +208,7 @@ impl IstioObject {
             kind,
             metadata,
             spec,
+            health: None,
         };
         object
             .metadata
@@ -233,11 +240,18 @@ impl IstioObject {
             .flatten()
     }
 
-    /// Endpoints it carries: inline endpoints of a ServiceEntry, 1 for a WorkloadEntry.
+    /// The object with its health kept in status (see [`IstioObject::health`]).
+    pub fn with_health(mut self, healthy: bool) -> IstioObject {
+        self.health = Some(healthy);
+        self
+    }
+
+    /// Endpoints it carries: inline endpoints of a ServiceEntry, 1 for a WorkloadEntry
+    /// (0 when its status says it is unhealthy: it receives no traffic).
     pub fn endpoint_count(&self) -> usize {
         match &self.spec {
             Spec::ServiceEntry(spec) => spec.endpoints.len(),
-            Spec::WorkloadEntry(_) => 1,
+            Spec::WorkloadEntry(_) => usize::from(self.health != Some(false)),
         }
     }
 

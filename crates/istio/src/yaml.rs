@@ -5,7 +5,8 @@ use serde::Deserialize;
 
 use crate::object::spec_hash;
 use crate::{
-    CONTENT_HASH_ANNOTATION, IstioObject, Kind, ObjectKey, SOURCES_ANNOTATION, SPEC_HASH_ANNOTATION, Spec,
+    CONTENT_HASH_ANNOTATION, HEALTH_CHECKS_ANNOTATION, HEALTHY_CONDITION, IstioObject, Kind, ObjectKey,
+    SOURCES_ANNOTATION, SPEC_HASH_ANNOTATION, Spec,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,9 @@ pub struct HeldObject {
     /// A ServiceEntry's first host and first address, so an allocated address is kept
     /// across restarts.
     pub vip: Option<(String, String)>,
+    /// A WorkloadEntry's `Healthy` condition, where its status has one (`None` for
+    /// sinks without status, and for objects without the condition).
+    pub healthy: Option<bool>,
 }
 
 impl HeldObject {
@@ -67,6 +71,7 @@ impl HeldObject {
             sources: object.sources().map(str::to_string).collect(),
             endpoints: object.endpoint_count(),
             vip: object.vip(),
+            healthy: None,
         }
     }
 
@@ -100,6 +105,8 @@ struct LooseObject {
     metadata: LooseMeta,
     #[serde(default)]
     spec: Option<serde_json::Value>,
+    #[serde(default)]
+    status: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -135,7 +142,14 @@ fn held_from_loose(loose: LooseObject) -> Option<HeldObject> {
         _ => return None,
     };
     let mut meta = loose.metadata;
+    let healthy = loose.status.as_ref().and_then(healthy_condition);
+    let checked = meta
+        .annotations
+        .get(HEALTH_CHECKS_ANNOTATION)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let endpoints = match kind {
+        // As istiod counts it: with health checks on, only a `Healthy: True` serves.
+        Kind::WorkloadEntry if checked => usize::from(healthy == Some(true)),
         Kind::WorkloadEntry => 1,
         Kind::ServiceEntry => loose
             .spec
@@ -174,7 +188,19 @@ fn held_from_loose(loose: LooseObject) -> Option<HeldObject> {
         sources,
         endpoints,
         vip,
+        healthy,
     })
+}
+
+/// The `Healthy` condition of a status, as istiod reads it.
+fn healthy_condition(status: &serde_json::Value) -> Option<bool> {
+    status
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(serde_json::Value::as_str) == Some(HEALTHY_CONDITION))
+        .and_then(|c| c.get("status")?.as_str())
+        .map(|s| s == "True")
 }
 
 /// Recomputes the spec hash of a document as registry-sync would have stamped it.

@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 mod fresh;
+mod health;
 
 use self::fresh::{Fresh, FreshRead};
 use crate::leader::Leadership;
@@ -554,6 +555,35 @@ impl KubeSink {
                     self.server.remove(&key);
                 }
                 Outcome::Failed(key, message) => report.failed.push((key, message)),
+            }
+        }
+        // Health after the writes: a condition can only be set on an object that exists.
+        let failed: BTreeSet<&ObjectKey> = report.failed.iter().map(|(k, _)| k).collect();
+        let changes: Vec<_> = plan
+            .status
+            .iter()
+            .filter(|c| !failed.contains(&c.key) && self.held.contains_key(&c.key))
+            .collect();
+        let sink = &*self;
+        let pending: Vec<_> = changes
+            .into_iter()
+            .map(|change| sink.set_health(change))
+            .collect();
+        let set: Vec<_> = futures::stream::iter(pending)
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        for (change, result) in set {
+            let change: &registry_sync_plan::StatusChange = change;
+            match result {
+                Ok(written) => {
+                    report.status += 1;
+                    if let Some((held, meta)) = to_held(change.key.kind, &written) {
+                        self.server.insert(change.key.clone(), meta);
+                        self.held.insert(change.key.clone(), held);
+                    }
+                }
+                Err(message) => report.failed.push((change.key.clone(), message)),
             }
         }
         Ok(report)

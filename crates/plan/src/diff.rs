@@ -56,6 +56,10 @@ impl Plan {
             );
             (o.key.clone(), line)
         }));
+        lines.extend(self.status.iter().map(|c| {
+            let healthy = if c.healthy { "True" } else { "False" };
+            (c.key.clone(), format!("h {} (status: Healthy={healthy})", c.key))
+        }));
         lines.sort_by(|a, b| a.0.cmp(&b.0));
 
         let mut out = String::new();
@@ -77,6 +81,9 @@ impl Plan {
         }
         if !self.orphans.is_empty() {
             let _ = write!(out, ", {} orphans", self.orphans.len());
+        }
+        if !self.status.is_empty() {
+            let _ = write!(out, ", {} status patches", self.status.len());
         }
         for held_back in &self.held_back {
             let _ = write!(out, "\n! {}", held_back.describe());

@@ -88,13 +88,23 @@ impl MassChangeGuard {
                 .unwrap_or_default();
             reducing.entry(registry).or_default().push(key.clone());
         }
-        for object in &plan.updates {
+        // An object whose health lives in status changes what serves only through the
+        // status changes below.
+        for object in plan.updates.iter().filter(|o| o.health.is_none()) {
             let key = object.key();
             if let Some(have) = held.get(&key)
                 && object.endpoint_count() < have.endpoints
             {
                 let registry = have.label(REGISTRY_LABEL).unwrap_or_default();
                 reducing.entry(registry).or_default().push(key);
+            }
+        }
+        for change in plan.status.iter().filter(|c| !c.healthy) {
+            if let Some(have) = held.get(&change.key)
+                && have.endpoints > 0
+            {
+                let registry = have.label(REGISTRY_LABEL).unwrap_or_default();
+                reducing.entry(registry).or_default().push(change.key.clone());
             }
         }
         if reducing.is_empty() {
@@ -122,7 +132,7 @@ impl MassChangeGuard {
                 totals.endpoints += object.endpoint_count();
             }
         }
-        for object in &plan.updates {
+        for object in plan.updates.iter().filter(|o| o.health.is_none()) {
             if let Some(have) = held.get(&object.key())
                 && let Some(totals) = after.get_mut(have.label(REGISTRY_LABEL).unwrap_or_default())
             {
@@ -136,6 +146,15 @@ impl MassChangeGuard {
             {
                 totals.objects = totals.objects.saturating_sub(1);
                 totals.endpoints = totals.endpoints.saturating_sub(have.endpoints);
+            }
+        }
+        // A health flip changes what serves without touching the object.
+        for change in &plan.status {
+            if let Some(have) = held.get(&change.key)
+                && let Some(totals) = after.get_mut(have.label(REGISTRY_LABEL).unwrap_or_default())
+            {
+                totals.endpoints =
+                    (totals.endpoints + usize::from(change.healthy)).saturating_sub(have.endpoints);
             }
         }
 
@@ -159,6 +178,7 @@ impl MassChangeGuard {
         if !holding.is_empty() {
             plan.deletes.retain(|k| !holding.contains(k));
             plan.updates.retain(|o| !holding.contains(&o.key()));
+            plan.status.retain(|c| !holding.contains(&c.key));
         }
     }
 

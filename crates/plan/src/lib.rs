@@ -210,6 +210,14 @@ impl HeldBack {
     }
 }
 
+/// A WorkloadEntry whose `Healthy` condition must be set: health kept in status (see
+/// [`IstioObject::health`]), patched without rewriting the object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusChange {
+    pub key: ObjectKey,
+    pub healthy: bool,
+}
+
 /// An owned object of a registry the configuration no longer names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Orphan {
@@ -231,6 +239,8 @@ pub struct Plan {
     pub held_back: Vec<HeldBack>,
     /// Objects of registries no longer configured, left in place (see [`DeleteScope`]).
     pub orphans: Vec<Orphan>,
+    /// Health conditions to set, after the creates and updates of the same objects.
+    pub status: Vec<StatusChange>,
 }
 
 impl Plan {
@@ -241,7 +251,7 @@ impl Plan {
     }
 
     pub fn writes(&self) -> usize {
-        self.creates.len() + self.updates.len() + self.deletes.len()
+        self.creates.len() + self.updates.len() + self.deletes.len() + self.status.len()
     }
 }
 
@@ -291,6 +301,8 @@ fn plan_sorted_unique<'k>(
             .and(held.get(key))
             .filter(|have| owner.owns(have))
             .and_then(|have| scope.waiting_contributor(have));
+        // Whether the object is ours to write: then its health is, too.
+        let mut ours = false;
         match (desired.get(key), held.get(key)) {
             // Ownership first: a foreign object that happens to carry our hash annotation
             // (a copy of one of ours, say) is still not ours to call unchanged.
@@ -302,6 +314,7 @@ fn plan_sorted_unique<'k>(
             }
             (Some(want), Some(have)) if have.content_hash.as_deref() == Some(want.content_hash()) => {
                 plan.unchanged += 1;
+                ours = true;
             }
             (_, Some(_)) if waiting.is_some() => {
                 plan.kept.push(Kept {
@@ -314,8 +327,14 @@ fn plan_sorted_unique<'k>(
                     key: key.clone(),
                     registry: registry.to_string(),
                 }),
-                None if held.is_some() => plan.updates.push(want.clone()),
-                None => plan.creates.push(want.clone()),
+                None if held.is_some() => {
+                    plan.updates.push(want.clone());
+                    ours = true;
+                }
+                None => {
+                    plan.creates.push(want.clone());
+                    ours = true;
+                }
             },
             (None, Some(have)) if owner.owns(have) => {
                 if let Some(registry) = scope.protecting_registry(have) {
@@ -334,6 +353,15 @@ fn plan_sorted_unique<'k>(
             }
             // Not ours and not wanted: none of our business.
             (None, Some(_)) | (None, None) => {}
+        }
+        if ours
+            && let Some(healthy) = desired.get(key).and_then(|want| want.health)
+            && held.get(key).and_then(|have| have.healthy) != Some(healthy)
+        {
+            plan.status.push(StatusChange {
+                key: key.clone(),
+                healthy,
+            });
         }
     }
     plan

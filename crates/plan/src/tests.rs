@@ -72,6 +72,7 @@ fn held_as_written(object: &IstioObject) -> HeldObject {
 fn held(key: ObjectKey, labels: LiteMap<String, String>, hash: Option<&str>) -> HeldObject {
     HeldObject {
         vip: None,
+        healthy: None,
         key,
         labels,
         content_hash: hash.map(str::to_string),

@@ -138,6 +138,7 @@ fn build(slots: &[Slot]) -> State {
                 key.clone(),
                 HeldObject {
                     vip: None,
+                    healthy: None,
                     key,
                     labels: labels.into_iter().collect(),
                     content_hash,

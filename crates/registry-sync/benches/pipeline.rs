@@ -50,6 +50,7 @@ impl Sink for Memory {
             created: plan.creates.len(),
             updated: plan.updates.len(),
             deleted: plan.deletes.len(),
+            status: 0,
             failed: vec![],
         })
     }

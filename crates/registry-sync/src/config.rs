@@ -271,6 +271,7 @@ impl Config {
         }
         let mut seen = BTreeSet::new();
         let mut registries = Vec::new();
+        let mut health_lines = Vec::new();
         for (index, r) in raw.registries.value.into_iter().enumerate() {
             let entry = registry::Entry {
                 index,
@@ -279,6 +280,7 @@ impl Config {
                 invalid: &invalid,
             };
             let name_line = r.name_line();
+            health_lines.push(r.health_line().unwrap_or(name_line));
             let registry = entry.check(r)?;
             if !seen.insert(registry.name.clone()) {
                 return Err(invalid(
@@ -386,6 +388,26 @@ impl Config {
             Some(mcp) => Some(mcp_config(mcp, &base, &invalid)?),
             None => None,
         };
+        let statusless = [
+            (raw.sinks.files.is_some(), "files"),
+            (raw.sinks.stdout, "stdout"),
+            (mcp.is_some(), "mcp"),
+        ];
+        if let Some(sink) = statusless.iter().find(|(on, _)| *on).map(|(_, name)| name)
+            && let Some((index, registry)) = registries
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.settings.health_in_status)
+        {
+            return Err(invalid(
+                health_lines[index],
+                format!("registries[{index}].health"),
+                format!(
+                    "`status` keeps health in the objects' status, which only the Kubernetes sink writes; the {sink} sink would publish registry {:?}'s unhealthy instances as serving. Use `health: endpoints` or the Kubernetes sink alone",
+                    registry.name
+                ),
+            ));
+        }
         let mut sinks = SinksConfig {
             files: None,
             stdout: raw.sinks.stdout,

@@ -240,6 +240,7 @@ impl Metrics {
         count("create", "ok", report.created);
         count("update", "ok", report.updated);
         count("delete", "ok", report.deleted);
+        count("status", "ok", report.status);
         count("any", "error", report.failed.len());
     }
 

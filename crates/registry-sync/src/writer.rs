@@ -80,6 +80,7 @@ fn retain_writes(plan: &mut Plan, keep: impl Fn(&ObjectKey) -> bool) {
     plan.creates.retain(|o| keep(&o.key()));
     plan.updates.retain(|o| keep(&o.key()));
     plan.deletes.retain(|k| keep(k));
+    plan.status.retain(|c| keep(&c.key));
 }
 
 /// A plan and the index version it brings the sink to.
@@ -296,6 +297,7 @@ async fn apply(sink_name: &str, sink: &mut dyn AsyncSink, plan: Plan) -> Result<
         created = report.created,
         updated = report.updated,
         deleted = report.deleted,
+        status = report.status,
         failed = report.failed.len(),
         unchanged = plan.unchanged,
         conflicts = plan.conflicts.len(),

@@ -52,11 +52,22 @@ fn the_manifests_grant_nothing_cluster_wide_and_only_what_is_needed() {
                 .filter_map(Value::as_str)
                 .collect();
             assert!(
-                resources
-                    .iter()
-                    .all(|r| ["serviceentries", "workloadentries", "leases"].contains(r)),
+                resources.iter().all(|r| [
+                    "serviceentries",
+                    "workloadentries",
+                    "workloadentries/status",
+                    "leases"
+                ]
+                .contains(r)),
                 "unexpected resources {resources:?}"
             );
+            if resources.contains(&"workloadentries/status") {
+                assert_eq!(
+                    rule["verbs"],
+                    serde_json::json!(["get", "patch"]),
+                    "the status only read and patched"
+                );
+            }
             if resources.contains(&"leases") {
                 assert_eq!(
                     role["metadata"]["namespace"], "registry-sync",

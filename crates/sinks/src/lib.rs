@@ -105,6 +105,8 @@ pub struct ApplyReport {
     pub created: usize,
     pub updated: usize,
     pub deleted: usize,
+    /// Health conditions set in objects' status (see `registry_sync_plan::StatusChange`).
+    pub status: usize,
     /// Each failed object with a message naming the path, the OS error and what to do.
     pub failed: Vec<(ObjectKey, String)>,
 }

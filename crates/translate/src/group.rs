@@ -8,9 +8,10 @@ use registry_sync_catalog::{
     Address, Instance, InstancePort, Metadata, Protocol, SkipKind, Skipped, compact,
 };
 use registry_sync_istio::{
-    Endpoint, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ORIGIN_NAMESPACE_ANNOTATION,
-    ObjectMeta, PROVENANCE_KIND_LABEL, REGISTRY_LABEL, RESERVED_LABEL_PREFIX, Resolution, SERVICE_LABEL,
-    SOURCES_ANNOTATION, ServiceEntrySpec, ServicePort, SharedMaps, Spec, TLS_MODE_LABEL, WorkloadSelector,
+    Endpoint, HEALTH_CHECKS_ANNOTATION, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    ORIGIN_NAMESPACE_ANNOTATION, ObjectMeta, PROVENANCE_KIND_LABEL, REGISTRY_LABEL, RESERVED_LABEL_PREFIX,
+    Resolution, SERVICE_LABEL, SOURCES_ANNOTATION, ServiceEntrySpec, ServicePort, SharedMaps, Spec,
+    TLS_MODE_LABEL, WorkloadSelector,
 };
 
 use crate::names::{LabelDrop, is_dns1123_subdomain, label_value_for_name, object_name, sanitize_labels};
@@ -111,7 +112,10 @@ pub(crate) fn translate_group(
     let mut candidates = validate_instances(contributors, &mut out);
     merge_port_names(&mut candidates);
     let ports = service_ports(&candidates, primary, &rules.ports, &mut out);
-    let endpoints = endpoints(&candidates, &ports, &mut out);
+    // Health in status needs an object per instance to carry it.
+    let health_in_status = primary.settings.health_in_status
+        && rules.endpoints.unwrap_or(primary.settings.endpoints) == EndpointMode::WorkloadEntry;
+    let endpoints = endpoints(&candidates, &ports, health_in_status, &mut out);
 
     let se_name = object_name(&identity_parts(primary, None));
     let mode = endpoint_mode(primary, rules.endpoints, &endpoints, &mut out);
@@ -174,14 +178,20 @@ pub(crate) fn translate_group(
                 // the WorkloadEntries of its other registries must wait with it.
                 let mut annotations = vec![(SOURCES_ANNOTATION.to_string(), source_of(c))];
                 annotations.extend(origin_annotation(c));
+                if health_in_status {
+                    annotations.push((HEALTH_CHECKS_ANNOTATION.to_string(), "true".to_string()));
+                }
                 let meta = ObjectMeta {
                     name: object_name(&identity_parts(c, Some(&candidate.instance.id))),
                     namespace: key.namespace.clone(),
                     labels: compact(labels.into_iter().collect()),
                     annotations: annotations.into_iter().collect(),
                 };
-                out.objects
-                    .push(IstioObject::new(meta, Spec::WorkloadEntry(endpoint)));
+                let object = IstioObject::new(meta, Spec::WorkloadEntry(endpoint));
+                out.objects.push(match health_in_status {
+                    true => object.with_health(candidate.serving),
+                    false => object,
+                });
             }
         }
     }
@@ -612,17 +622,19 @@ fn rename_ports(
 /// Where an endpoint sends traffic: two endpoints alike in this are one.
 type EndpointIdentity = (Address, Arc<LiteMap<String, u32>>);
 
-/// Endpoints of the serving instances, sorted by address, duplicates (the same address
-/// and ports from two registries during a migration) kept once.
+/// Endpoints of the serving instances (of every instance, when health is kept in
+/// status), sorted by address, duplicates (the same address and ports from two
+/// registries during a migration) kept once, a serving one first.
 fn endpoints<'a>(
     candidates: &'a [Candidate<'a>],
     ports: &[LogicalPort],
+    with_unhealthy: bool,
     out: &mut Translation,
 ) -> Vec<(&'a Candidate<'a>, Endpoint)> {
     let mut by_identity: BTreeMap<EndpointIdentity, (&Candidate<'_>, Endpoint)> = BTreeMap::new();
     let mut shared_ports = SharedMaps::default();
     let mut shared_labels = SharedMaps::default();
-    for candidate in candidates.iter().filter(|c| c.serving) {
+    for candidate in candidates.iter().filter(|c| c.serving || with_unhealthy) {
         let c = candidate.contributor;
         let instance = candidate.instance;
         let port_map = shared_ports.share(compact(
@@ -674,9 +686,18 @@ fn endpoints<'a>(
                 is_dns1123_subdomain,
             ),
         };
-        by_identity
-            .entry((instance.address.clone(), port_map))
-            .or_insert((candidate, endpoint));
+        let slot = by_identity.entry((instance.address.clone(), port_map));
+        match slot {
+            std::collections::btree_map::Entry::Vacant(vacant) => {
+                vacant.insert((candidate, endpoint));
+            }
+            std::collections::btree_map::Entry::Occupied(mut taken)
+                if !taken.get().0.serving && candidate.serving =>
+            {
+                taken.insert((candidate, endpoint));
+            }
+            std::collections::btree_map::Entry::Occupied(_) => {}
+        }
     }
     by_identity.into_values().collect()
 }

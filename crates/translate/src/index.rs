@@ -294,7 +294,7 @@ impl Index {
             let same = self
                 .desired
                 .get(&key)
-                .is_some_and(|o| o.content_hash() == object.content_hash());
+                .is_some_and(|o| o.content_hash() == object.content_hash() && o.health == object.health);
             if !same {
                 changes.objects.insert(key.clone());
                 self.desired.insert(key.clone(), Arc::new(object));

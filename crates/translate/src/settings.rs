@@ -46,6 +46,9 @@ pub struct RegistrySettings {
     /// Where ServiceEntries of this registry take a virtual IP from; `None`: they get
     /// none (istiod may allocate one for Kubernetes objects).
     pub vip_range: Option<crate::VipRange>,
+    /// `health: status`: unhealthy instances stay as WorkloadEntries whose status says
+    /// so, instead of leaving (and coming back) as objects.
+    pub health_in_status: bool,
 }
 
 impl RegistrySettings {
@@ -64,6 +67,7 @@ impl RegistrySettings {
             namespace_rule: None,
             provenance: None,
             vip_range: None,
+            health_in_status: false,
         }
     }
 

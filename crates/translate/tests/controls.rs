@@ -482,3 +482,84 @@ fn translate_from(index: &Index) -> registry_sync_translate::Translation {
         ..Default::default()
     }
 }
+
+fn health_in_status() -> Settings {
+    let mut settings = settings();
+    let registry = settings.registries.get_mut("legacy").unwrap();
+    registry.endpoints = EndpointMode::WorkloadEntry;
+    registry.health_in_status = true;
+    settings
+}
+
+fn orders(second_healthy: bool) -> Vec<registry_sync_catalog::Service> {
+    let second = inst("10.0.0.2", &[("http", 8080)]);
+    vec![svc(
+        "orders",
+        vec![
+            inst("10.0.0.1", &[("http", 8080)]),
+            if second_healthy { second } else { unhealthy(second) },
+        ],
+    )]
+}
+
+#[test]
+fn with_health_in_status_an_unhealthy_instance_stays_as_an_entry_marked_unhealthy() {
+    let t = translate(&catalog(vec![("legacy", orders(false))]), &health_in_status());
+    let entries = workload_entries(&t);
+    assert_eq!(entries.len(), 2);
+    for (object, endpoint) in &entries {
+        assert_eq!(
+            object
+                .metadata
+                .annotations
+                .get(registry_sync_istio::HEALTH_CHECKS_ANNOTATION)
+                .map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            object.health,
+            Some(endpoint.address == "10.0.0.1"),
+            "{}",
+            endpoint.address
+        );
+    }
+    // Without it, the unhealthy instance leaves.
+    let mut plain = health_in_status();
+    plain.registries.get_mut("legacy").unwrap().health_in_status = false;
+    let t = translate(&catalog(vec![("legacy", orders(false))]), &plain);
+    assert_eq!(workload_entries(&t).len(), 1);
+    assert!(workload_entries(&t)[0].0.health.is_none());
+}
+
+#[test]
+fn a_health_flip_changes_no_object_content_but_is_reported_as_a_change() {
+    let healthy = translate(&catalog(vec![("legacy", orders(true))]), &health_in_status());
+    let flipped = translate(&catalog(vec![("legacy", orders(false))]), &health_in_status());
+    let hashes = |t: &registry_sync_translate::Translation| -> Vec<String> {
+        t.objects.iter().map(|o| o.content_hash().to_string()).collect()
+    };
+    assert_eq!(
+        hashes(&healthy),
+        hashes(&flipped),
+        "the objects are written alike"
+    );
+
+    let mut index = Index::new(health_in_status());
+    index.update("legacy", &RegistrySnapshot::new("legacy", orders(true), vec![]));
+    let changes = index.update("legacy", &RegistrySnapshot::new("legacy", orders(false), vec![]));
+    assert_eq!(changes.objects.len(), 1, "{:?}", changes.objects);
+    assert_eq!(changes.objects.iter().next().unwrap().kind, Kind::WorkloadEntry);
+}
+
+#[test]
+fn an_override_to_inline_endpoints_drops_unhealthy_instances_as_before() {
+    let mut inline = rule("inline", "orders");
+    inline.endpoints = Some(EndpointMode::Inline);
+    let settings = Settings {
+        overrides: vec![inline],
+        ..health_in_status()
+    };
+    let t = translate(&catalog(vec![("legacy", orders(false))]), &settings);
+    assert_eq!(only_entry(&t).endpoints.len(), 1);
+    assert!(workload_entries(&t).is_empty());
+}

@@ -212,3 +212,34 @@ fn a_vip_range_is_read_and_a_bad_one_names_its_line() {
         );
     }
 }
+
+#[test]
+fn health_in_status_needs_workload_entries_and_the_kubernetes_sink_alone() {
+    let health = "    endpoints: workload-entry\n    health: status\n";
+    let message = error(&with("    health: status\n"));
+    assert!(
+        message.contains("line 6: `registries[0].health`: `status` keeps health in each WorkloadEntry's status, so it needs `endpoints: workload-entry`"),
+        "{message}"
+    );
+    let message = error(&with("    health: sometimes\n"));
+    assert!(message.contains("is `endpoints`"), "{message}");
+    let message = error(&with(&format!("{health}sinks:\n  files: {{dir: out}}\n")));
+    assert!(
+        message.contains("line 7: `registries[0].health`")
+            && message.contains(
+                "the files sink would publish registry \"legacy\"'s unhealthy instances as serving"
+            ),
+        "{message}"
+    );
+    #[cfg(feature = "kubernetes")]
+    {
+        let config = parse(&format!(
+            "instance: prod\n{}{health}sinks:\n  kubernetes: {{}}\n",
+            REGISTRY
+        ))
+        .unwrap();
+        assert!(config.registries[0].settings.health_in_status);
+    }
+    let plain = parse(REGISTRY).unwrap();
+    assert!(!plain.registries[0].settings.health_in_status);
+}

@@ -71,6 +71,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "allowed_namespaces",
     "provenance",
     "vip_range",
+    "health",
 ];
 
 pub(super) struct RawRegistry {
@@ -90,6 +91,7 @@ pub(super) struct RawRegistry {
     allowed_namespaces: Option<Spanned<Vec<String>>>,
     provenance: bool,
     vip_range: Option<Spanned<String>>,
+    health: Option<Spanned<String>>,
     /// The kind's keys, as written, and the line of each.
     block: serde_json::Map<String, serde_json::Value>,
     lines: BTreeMap<String, u64>,
@@ -116,7 +118,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
         let (mut use_waypoint, mut use_waypoint_namespace, mut ingress_use_waypoint) = (None, None, false);
         let (mut select, mut namespace_from, mut allowed_namespaces, mut provenance) =
             (None, None, None, false);
-        let mut vip_range = None;
+        let (mut vip_range, mut health) = (None, None);
         let mut block = serde_json::Map::new();
         let mut lines = BTreeMap::new();
         while let Some(key) = map.next_key::<String>()? {
@@ -137,6 +139,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
                 "allowed_namespaces" => allowed_namespaces = Some(map.next_value()?),
                 "provenance" => provenance = map.next_value()?,
                 "vip_range" => vip_range = Some(map.next_value()?),
+                "health" => health = Some(map.next_value()?),
                 _ => {
                     let value: Spanned<serde_json::Value> = map.next_value()?;
                     lines.insert(key.clone(), value.referenced.line());
@@ -161,6 +164,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
             allowed_namespaces,
             provenance,
             vip_range,
+            health,
             block,
             lines,
         })
@@ -170,6 +174,10 @@ impl<'de> Visitor<'de> for EntryVisitor {
 impl RawRegistry {
     pub(super) fn name_line(&self) -> u64 {
         self.name.referenced.line()
+    }
+
+    pub(super) fn health_line(&self) -> Option<u64> {
+        self.health.as_ref().map(|h| h.referenced.line())
     }
 }
 
@@ -284,6 +292,27 @@ impl Entry<'_> {
             kind_line,
         )
         .map_err(located)?;
+        let health_in_status = match &r.health {
+            None => false,
+            Some(health) => match health.value.trim() {
+                "endpoints" => false,
+                "status" if matches!(r.endpoints, Some(RawEndpointMode::WorkloadEntry)) => true,
+                "status" => {
+                    return Err(self.error(
+                        health.referenced.line(),
+                        "health",
+                        "`status` keeps health in each WorkloadEntry's status, so it needs `endpoints: workload-entry`",
+                    ));
+                }
+                _ => {
+                    return Err(self.error(
+                        health.referenced.line(),
+                        "health",
+                        "is `endpoints` (unhealthy instances leave the endpoints, the default) or `status` (they stay, marked unhealthy in their WorkloadEntry's status)",
+                    ));
+                }
+            },
+        };
         let vip_range = match &r.vip_range {
             Some(range) => Some(
                 VipRange::parse(&range.value)
@@ -342,6 +371,7 @@ impl Entry<'_> {
                 namespace_rule,
                 provenance: r.provenance.then(|| kind.to_string()),
                 vip_range,
+                health_in_status,
             },
         })
     }

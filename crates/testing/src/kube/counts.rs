@@ -88,6 +88,16 @@ impl Counts {
             .sum()
     }
 
+    /// Writes to one resource's status subresource (`<plural>/status`).
+    pub fn status_writes_of(&self, resource: Resource) -> u64 {
+        let path = format!("{}/status", resource.plural());
+        self.by
+            .iter()
+            .filter(|((v, p), _)| v.is_write() && *p == path)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// All counted requests.
     pub fn total(&self) -> u64 {
         self.by.values().sum()

@@ -376,6 +376,53 @@ pub(crate) fn patch(
     finish(store, resource, Some(old), obj, &entries, opts, warnings)
 }
 
+/// A write to the status subresource (merge or JSON patch): only `status` changes, the
+/// rest of the object is the stored one, and the generation stays (a status is not a
+/// spec change). `metadata.resourceVersion` in the patch is a precondition, as on the
+/// main resource.
+pub(crate) fn patch_status(
+    store: &mut Store,
+    resource: Resource,
+    ns: &str,
+    name: &str,
+    kind: PatchKind,
+    patch: Value,
+    opts: &WriteOpts,
+) -> Result<Written, ApiError> {
+    if !resource.has_status_subresource() {
+        return Err(ApiError::path_not_found());
+    }
+    let old = existing(store, resource, ns, name)?;
+    let mut patched = (*old).clone();
+    match kind {
+        PatchKind::Merge | PatchKind::Strategic => {
+            if !patch.is_object() {
+                return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+            }
+            crate::kube::patch::merge_patch(&mut patched, &patch);
+        }
+        PatchKind::Json => {
+            crate::kube::patch::json_patch(&mut patched, &patch).map_err(ApiError::bad_request)?
+        }
+    }
+    if let Some(rv) = meta_str(&patched, "resourceVersion")
+        && rv != rv_of(&old).to_string()
+    {
+        return Err(ApiError::modified(resource, name));
+    }
+    let mut obj = (*old).clone();
+    match patched.get("status") {
+        Some(status) if !status.is_null() => obj["status"] = status.clone(),
+        _ => {
+            if let Some(o) = obj.as_object_mut() {
+                o.remove("status");
+            }
+        }
+    }
+    let entries = apply::entries(&old);
+    finish(store, resource, Some(old), obj, &entries, opts, Vec::new())
+}
+
 /// Server-side apply (PATCH with `application/apply-patch+yaml`).
 pub(crate) fn server_side_apply(
     store: &mut Store,

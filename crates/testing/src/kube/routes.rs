@@ -43,6 +43,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}",
             any(item),
         )
+        .route(
+            "/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/status",
+            any(status_item),
+        )
         .fallback(|| async { ApiError::path_not_found() })
         .layer(middleware::from_fn_with_state(shared.clone(), faults::layer))
         .with_state(shared)
@@ -67,6 +71,16 @@ fn is_watch(query: Option<&str>) -> bool {
 
 fn classify_parts(method: &Method, uri: &Uri, ct: &str) -> Option<(Verb, String)> {
     let segs: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    // A subresource is counted under `<plural>/<subresource>`, as audit logs name it.
+    if let ["apis", _, _, "namespaces", _, plural, _, subresource] = segs.as_slice() {
+        let verb = match method.as_str() {
+            "GET" => Verb::Get,
+            "PUT" => Verb::Update,
+            "PATCH" => Verb::Patch,
+            _ => return None,
+        };
+        return Some((verb, format!("{plural}/{subresource}")));
+    }
     let (plural, named) = match segs.as_slice() {
         ["apis", _, _, plural] | ["api", _, plural] if *plural != "namespaces" => (*plural, false),
         ["apis", _, _, "namespaces", _, plural] | ["api", _, "namespaces", _, plural] => (*plural, false),
@@ -306,6 +320,45 @@ async fn item(
                     body,
                     warnings: Vec::new(),
                 })
+        }
+        other => Err(ApiError::method_not_allowed(other.as_str())),
+    };
+    result.map_or_else(IntoResponse::into_response, written)
+}
+
+/// The status subresource: GET the object, PATCH its status alone.
+async fn status_item(
+    State(shared): State<Arc<Shared>>,
+    Path((group, version, ns, plural, name)): Path<(String, String, String, String, String)>,
+    method: Method,
+    Query(q): Q,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let resource = match resource(&group, &version, &plural) {
+        Ok(r) if r.has_status_subresource() => r,
+        Ok(_) => return ApiError::path_not_found().into_response(),
+        Err(e) => return e.into_response(),
+    };
+    let result = match method {
+        Method::GET => {
+            let found = shared.store().get(resource, &ns, &name);
+            return match found {
+                Some(obj) => json_response(StatusCode::OK, &obj),
+                None => ApiError::not_found(resource, &name).into_response(),
+            };
+        }
+        Method::PATCH => {
+            let kind = match content_type(&headers) {
+                "application/merge-patch+json" => Ok(PatchKind::Merge),
+                "application/json-patch+json" => Ok(PatchKind::Json),
+                other => Err(ApiError::unsupported_media_type(other)),
+            };
+            let opts = write_opts(&q, &headers, true);
+            kind.and_then(|kind| {
+                let patch = json_body(&body)?;
+                ops::patch_status(&mut shared.store(), resource, &ns, &name, kind, patch, &opts)
+            })
         }
         other => Err(ApiError::method_not_allowed(other.as_str())),
     };
