@@ -22,6 +22,13 @@ registries:
         exclude_metadata: {draining: \"yes\"}
     namespace_from: \"{meta:k8s-namespace}\"
     allowed_namespaces: [payments]
+  - name: shop
+    kind: file
+    path: shop.yaml
+    namespace: shop
+    vip_range: 240.240.0.0/16
+    endpoints: workload-entry
+    health: status
 overrides:
   - name: payments-grpc
     service: payments
@@ -36,9 +43,18 @@ overrides:
     location: mesh-external
     resolution: dns
     endpoints: workload-entry
-sinks:
-  files:
-    dir: out
+";
+
+/// The second registry: TCP services that get addresses, health kept in status.
+const SHOP: &str = "\
+services:
+  - name: db
+    instances:
+      - {address: 10.0.5.1, ports: {tcp: 5432}}
+      - {address: 10.0.5.2, ports: {tcp: 5432}, healthy: false}
+  - name: cache
+    instances:
+      - {address: 10.0.6.1, ports: {tcp: 6379}}
 ";
 
 const SERVICES: &str = "\
@@ -64,6 +80,7 @@ fn workspace(config: &str, services: &str) -> Workspace {
     let ws = Workspace::new();
     ws.write_config(config);
     ws.write_services(services);
+    ws.write("shop.yaml", SHOP);
     ws
 }
 
@@ -133,8 +150,40 @@ fn render_on_an_estate_exercising_every_control_shows_the_documented_result() {
     let entry = find(&objects, "WorkloadEntry", "legacy.reports.10-0-4-1-9000-65c6b598");
     assert_eq!(entry.metadata.namespace, reports.metadata.namespace);
 
-    // provenance on every object; the origin namespace where the registry has one.
-    for object in &objects {
+    // vip_range: each TCP entry of shop has its own address from the range.
+    let db = find(&objects, "ServiceEntry", "shop.db");
+    let cache = find(&objects, "ServiceEntry", "shop.cache");
+    for entry in [db, cache] {
+        assert_eq!(entry.spec.addresses.len(), 1, "{entry:?}");
+        assert!(entry.spec.addresses[0].starts_with("240.240."), "{entry:?}");
+    }
+    assert_ne!(db.spec.addresses, cache.spec.addresses);
+    assert!(payments.spec.addresses.is_empty(), "legacy has no range");
+
+    // health: status: the unhealthy instance of db stays, as an entry with health checks.
+    let db_entries: Vec<&Object> = objects
+        .iter()
+        .filter(|o| {
+            o.kind == "WorkloadEntry"
+                && o.metadata
+                    .labels
+                    .get("registry-sync.io/service")
+                    .is_some_and(|s| s == "shop.db")
+        })
+        .collect();
+    assert_eq!(db_entries.len(), 2, "{db_entries:?}");
+    for entry in db_entries {
+        assert_eq!(
+            entry.metadata.annotations["proxy.istio.io/health-checks-enabled"],
+            "true"
+        );
+    }
+
+    // provenance on every object of legacy; the origin namespace where it has one.
+    for object in objects
+        .iter()
+        .filter(|o| o.metadata.labels["registry-sync.io/registry"] == "legacy")
+    {
         assert_eq!(
             object.metadata.labels["registry-sync.io/registry-kind"], "file",
             "{object:?}"
