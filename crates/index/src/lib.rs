@@ -135,6 +135,26 @@ impl Index {
         self.record(registry, update, changes)
     }
 
+    /// The time the next updates happen at, for drain delays (see
+    /// [`registry_sync_translate::Index::set_clock`]).
+    pub fn set_clock(&mut self, now: std::time::Duration) {
+        self.translation.set_clock(now);
+    }
+
+    /// Deletes the WorkloadEntries whose drain delay is over at `now`; returns how many
+    /// objects changed.
+    pub fn expire(&mut self, now: std::time::Duration) -> usize {
+        let changes = self.translation.expire(now);
+        let changed = changes.objects.len();
+        self.log.record(changes.objects);
+        changed
+    }
+
+    /// When the next drain delay is over, if any runs.
+    pub fn next_drain_deadline(&self) -> Option<std::time::Duration> {
+        self.translation.next_drain_deadline()
+    }
+
     /// The registry cannot be read: its last known state stays, and nothing of it is
     /// deleted until it answers again.
     pub fn failed(&mut self, registry: &str) {

@@ -36,6 +36,8 @@ pub struct Pipeline {
     mass_delete_guard: Option<u32>,
     guard_window: std::time::Duration,
     metrics: Option<Metrics>,
+    /// The start of the index's clock (drain delays).
+    started: std::time::Instant,
 }
 
 fn log_problem(skip: &Skipped) {
@@ -57,6 +59,7 @@ impl Pipeline {
                 .then(|| (config.safety.max_delete_share * 100.0).round() as u32),
             guard_window: config.safety.guard_window,
             metrics: None,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -99,6 +102,7 @@ impl Pipeline {
 
     /// Takes one source event. Returns whether writers have anything new to look at.
     pub fn take(&mut self, event: SourceEvent) -> bool {
+        self.index.set_clock(self.started.elapsed());
         match event {
             SourceEvent::Snapshot { registry, snapshot } => {
                 tracing::debug!(%registry, services = snapshot.services().len(), "registry view received");
@@ -126,6 +130,17 @@ impl Pipeline {
     pub fn registry_changed(&mut self, registry: &str, delta: &RegistryDelta) -> bool {
         let update = self.index.delta(registry, delta);
         self.report(registry, update)
+    }
+
+    /// Deletes the WorkloadEntries whose drain delay is over. Returns whether writers
+    /// have anything new to look at.
+    pub fn expire_drained(&mut self) -> bool {
+        self.index.expire(self.started.elapsed()) > 0
+    }
+
+    /// When [`Pipeline::expire_drained`] has something to do next.
+    pub fn next_drain_deadline(&self) -> Option<std::time::Instant> {
+        self.index.next_drain_deadline().map(|after| self.started + after)
     }
 
     fn report(&self, registry: &str, update: Update) -> bool {

@@ -346,17 +346,22 @@ pub async fn drive(
     drop(published);
 
     loop {
+        let drain_due = lock(&pipeline).next_drain_deadline();
         let event = tokio::select! {
             () = cancel.cancelled() => break,
             event = rx.recv() => match event {
-                Some(event) => event,
+                Some(event) => Some(event),
                 None => break,
             },
+            () = drain_sleep(drain_due) => None,
         };
         let at = Instant::now();
         let changed = {
             let mut pipeline = lock(&pipeline);
-            let mut changed = pipeline.take(event);
+            let mut changed = match event {
+                Some(event) => pipeline.take(event),
+                None => pipeline.expire_drained(),
+            };
             while let Ok(event) = rx.try_recv() {
                 changed |= pipeline.take(event);
             }
@@ -377,6 +382,14 @@ pub async fn drive(
     }
     cancel.cancel();
     join_within(writer_tasks, "writers").await;
+}
+
+/// Until the next drain delay is over; forever when none runs.
+async fn drain_sleep(due: Option<std::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(Instant::from_std(due)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for cancelled tasks under one deadline for all of them, so a stop takes

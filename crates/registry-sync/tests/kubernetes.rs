@@ -7,61 +7,8 @@ mod support;
 use std::time::Duration;
 
 use registry_sync_testing::kube::{Resource, StandIn, Verb};
+use support::standin::*;
 use support::*;
-
-/// A workspace whose config writes to the stand-in, with the given extra config text.
-fn workspace(server: &StandIn, services_text: &str, extra: &str) -> Workspace {
-    let ws = Workspace::new();
-    ws.write(
-        "kubeconfig",
-        &format!(
-            "apiVersion: v1
-kind: Config
-clusters: [{{name: standin, cluster: {{server: \"{}\"}}}}]
-users: [{{name: test, user: {{}}}}]
-contexts: [{{name: test, context: {{cluster: standin, user: test, namespace: default}}}}]
-current-context: test
-",
-            server.url()
-        ),
-    );
-    ws.write_config(&format!(
-        "instance: e2e
-registries:
-  - name: legacy
-    kind: file
-    path: services.yaml
-    namespace: mesh
-sinks:
-  kubernetes:
-    kubeconfig: kubeconfig
-    leader_election: {{enabled: false}}
-{extra}"
-    ));
-    ws.write_services(services_text);
-    ws
-}
-
-/// Runs a subcommand on a blocking thread, so the in-process stand-in keeps serving.
-async fn cmd(ws: &Workspace, args: &[&str]) -> Output {
-    let dir = ws.path().to_path_buf();
-    let mut full = args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    full.push("--config".into());
-    full.push(ws.config_path().display().to_string());
-    tokio::task::spawn_blocking(move || registry_sync(&dir, full))
-        .await
-        .unwrap()
-}
-
-fn names(server: &StandIn, resource: Resource) -> Vec<String> {
-    let mut names: Vec<String> = server
-        .objects(resource)
-        .iter()
-        .map(|o| o["metadata"]["name"].as_str().unwrap_or_default().to_string())
-        .collect();
-    names.sort();
-    names
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_creates_the_objects_and_a_second_once_writes_nothing() {
@@ -70,7 +17,7 @@ async fn once_creates_the_objects_and_a_second_once_writes_nothing() {
     let first = cmd(&ws, &["once"]).await;
     assert_eq!(first.code(), Some(0), "{first}");
     assert_eq!(
-        names(&server, Resource::ServiceEntry),
+        object_names(&server, Resource::ServiceEntry),
         ["legacy.orders", "legacy.payments", "legacy.reports"]
     );
     let object = server
@@ -138,7 +85,7 @@ async fn a_registry_that_fails_deletes_nothing_in_the_cluster() {
     let broken = cmd(&ws, &["once"]).await;
     assert_eq!(broken.code(), Some(1), "{broken}");
     assert_eq!(server.counts().get(Verb::Delete), 0);
-    assert_eq!(names(&server, Resource::ServiceEntry).len(), 3);
+    assert_eq!(object_names(&server, Resource::ServiceEntry).len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +106,7 @@ async fn the_mass_deletion_guard_holds_until_confirmed() {
     let confirmed = cmd(&ws, &["once", "--confirm-mass-delete"]).await;
     assert_eq!(confirmed.code(), Some(0), "{confirmed}");
     assert_eq!(server.counts().get(Verb::Delete), 3);
-    assert!(names(&server, Resource::ServiceEntry).is_empty());
+    assert!(object_names(&server, Resource::ServiceEntry).is_empty());
 }
 
 /// Starts `run` in the workspace and waits until its three ServiceEntries are written.
@@ -179,7 +126,7 @@ async fn run_until_synced(server: &StandIn, ws: &Workspace) -> ChildGuard {
     .await
     .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while names(server, Resource::ServiceEntry).len() < 3 {
+    while object_names(server, Resource::ServiceEntry).len() < 3 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "never synced:\n{}",
@@ -298,19 +245,6 @@ async fn sigterm_stops_run_while_the_api_server_stalls_a_pass() {
 fn service_entries(server: &StandIn) -> kube::Api<kube::api::DynamicObject> {
     let client = kube::Client::try_from(server.kube_config()).unwrap();
     kube::Api::namespaced_with(client, "mesh", &Resource::ServiceEntry.api_resource())
-}
-
-/// Waits until `condition` holds for the stand-in, or fails after `limit`.
-async fn wait_for(limit: Duration, what: &str, child: &ChildGuard, condition: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {limit:?}:\n{}",
-            child.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,161 +386,5 @@ async fn objects_follow_a_mapped_namespace_and_are_read_back_from_it() {
             .object(Resource::ServiceEntry, "payments", "legacy.payments")
             .is_none(),
         "the object left in the old namespace is deleted"
-    );
-}
-
-/// Two instances of `orders`, each healthy or not.
-fn orders_with_health(first: bool, second: bool) -> String {
-    format!(
-        "services:
-  - name: orders
-    instances:
-      - {{address: 10.0.0.1, ports: {{http: 8080}}, healthy: {first}}}
-      - {{address: 10.0.0.2, ports: {{http: 8080}}, healthy: {second}}}
-"
-    )
-}
-
-fn health_workspace(server: &StandIn, services_text: &str) -> Workspace {
-    let ws = workspace(server, services_text, "");
-    let config = std::fs::read_to_string(ws.config_path()).unwrap().replace(
-        "    namespace: mesh\n",
-        "    namespace: mesh\n    endpoints: workload-entry\n    health: status\n",
-    );
-    ws.write_config(&config);
-    ws
-}
-
-/// Each WorkloadEntry's address and its `Healthy` condition.
-fn health_of(server: &StandIn) -> Vec<(String, String)> {
-    let mut health: Vec<(String, String)> = server
-        .objects(Resource::WorkloadEntry)
-        .iter()
-        .map(|o| {
-            let healthy = o["status"]["conditions"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["type"] == "Healthy"))
-                .map_or("absent".to_string(), |c| {
-                    c["status"].as_str().unwrap_or("").to_string()
-                });
-            (o["spec"]["address"].as_str().unwrap_or("").to_string(), healthy)
-        })
-        .collect();
-    health.sort();
-    health
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_health_flip_costs_one_status_patch_and_keeps_the_conditions_of_others() {
-    let server = StandIn::start().await;
-    let ws = health_workspace(&server, &orders_with_health(true, true));
-    let first = cmd(&ws, &["once"]).await;
-    assert_eq!(first.code(), Some(0), "{first}");
-    assert_eq!(
-        health_of(&server),
-        [
-            ("10.0.0.1".into(), "True".into()),
-            ("10.0.0.2".into(), "True".into())
-        ]
-    );
-    for entry in server.objects(Resource::WorkloadEntry) {
-        assert_eq!(
-            entry["metadata"]["annotations"]["proxy.istio.io/health-checks-enabled"],
-            "true"
-        );
-    }
-
-    // istiod (or anyone) keeps a condition of its own on the second entry.
-    let name = server
-        .objects(Resource::WorkloadEntry)
-        .iter()
-        .find(|o| o["spec"]["address"] == "10.0.0.2")
-        .and_then(|o| o["metadata"]["name"].as_str().map(str::to_string))
-        .unwrap();
-    let client = kube::Client::try_from(server.kube_config()).unwrap();
-    let entries: kube::Api<kube::api::DynamicObject> =
-        kube::Api::namespaced_with(client, "mesh", &Resource::WorkloadEntry.api_resource());
-    let current = entries.get_status(&name).await.unwrap();
-    let mut conditions = current.data["status"]["conditions"].as_array().unwrap().clone();
-    conditions.push(serde_json::json!({"type": "Reconciled", "status": "True", "reason": "istiod"}));
-    entries
-        .patch_status(
-            &name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"status": {"conditions": conditions}})),
-        )
-        .await
-        .unwrap();
-
-    server.reset_counts();
-    ws.write_services(&orders_with_health(true, false));
-    let flipped = cmd(&ws, &["once"]).await;
-    assert_eq!(flipped.code(), Some(0), "{flipped}");
-    let counts = server.counts();
-    assert_eq!(
-        counts.writes_of(Resource::WorkloadEntry),
-        0,
-        "no entry is rewritten"
-    );
-    assert_eq!(counts.writes_of(Resource::ServiceEntry), 0);
-    assert_eq!(
-        counts.status_writes_of(Resource::WorkloadEntry),
-        1,
-        "one status patch"
-    );
-    assert_eq!(
-        health_of(&server),
-        [
-            ("10.0.0.1".into(), "True".into()),
-            ("10.0.0.2".into(), "False".into())
-        ]
-    );
-    let kept = server.object(Resource::WorkloadEntry, "mesh", &name).unwrap();
-    let types: Vec<&str> = kept["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|c| c["type"].as_str())
-        .collect();
-    assert_eq!(types, ["Healthy", "Reconciled"], "istiod's condition is kept");
-
-    server.reset_counts();
-    let again = cmd(&ws, &["once"]).await;
-    assert_eq!(again.code(), Some(0), "{again}");
-    assert_eq!(
-        server.counts().writes(),
-        0,
-        "nothing changed, nothing written:\n{again}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_instance_turning_unhealthy_at_once_is_held_back_in_status_too() {
-    let server = StandIn::start().await;
-    let five: String = std::iter::once("services:\n  - name: orders\n    instances:\n".to_string())
-        .chain((1..=6).map(|n| format!("      - {{address: 10.0.0.{n}, ports: {{http: 8080}}}}\n")))
-        .collect();
-    let ws = health_workspace(&server, &five);
-    assert_eq!(cmd(&ws, &["once"]).await.code(), Some(0));
-    server.reset_counts();
-    ws.write_services(&five.replace("8080}}", "8080}, healthy: false}"));
-    let held = cmd(&ws, &["once"]).await;
-    assert_eq!(held.code(), Some(3), "{held}");
-    assert_eq!(
-        server.counts().status_writes_of(Resource::WorkloadEntry),
-        0,
-        "{held}"
-    );
-    assert!(health_of(&server).iter().all(|(_, h)| h == "True"));
-    let plan = cmd(&ws, &["plan"]).await;
-    assert!(plan.stdout.contains("changes held back"), "{plan}");
-
-    let confirmed = cmd(&ws, &["once", "--confirm-mass-delete"]).await;
-    assert_eq!(confirmed.code(), Some(0), "{confirmed}");
-    assert!(health_of(&server).iter().all(|(_, h)| h == "False"));
-    assert_eq!(
-        server.objects(Resource::WorkloadEntry).len(),
-        6,
-        "nothing deleted"
     );
 }

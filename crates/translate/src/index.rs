@@ -8,9 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use registry_sync_catalog::{RegistryDelta, RegistrySnapshot, Service, ServiceKey, Skipped};
-use registry_sync_istio::{Desired, IstioObject, ObjectKey};
+use registry_sync_istio::{Desired, IstioObject, ObjectKey, REGISTRY_LABEL};
 
 use crate::{Allocator, Contributor, GroupKey, RegistrySettings, Settings, group_of};
 
@@ -133,6 +134,12 @@ pub struct Index {
     outputs: BTreeMap<GroupKey, GroupOutput>,
     desired: Desired,
     vips: Allocator,
+    /// The caller's time (since any fixed start), for drain deadlines: the index reads
+    /// no clock of its own.
+    clock: Duration,
+    /// WorkloadEntries of instances the registry no longer lists, kept unhealthy until
+    /// their registry's `drain_delay` is over: their group and deadline.
+    draining: BTreeMap<ObjectKey, (GroupKey, Duration)>,
 }
 
 impl Index {
@@ -144,7 +151,35 @@ impl Index {
             outputs: BTreeMap::new(),
             desired: Desired::new(),
             vips: Allocator::default(),
+            clock: Duration::ZERO,
+            draining: BTreeMap::new(),
         }
+    }
+
+    /// Sets the time updates happen at (see [`Index::expire`]).
+    pub fn set_clock(&mut self, now: Duration) {
+        self.clock = self.clock.max(now);
+    }
+
+    /// Removes the draining WorkloadEntries whose delay is over at `now`.
+    pub fn expire(&mut self, now: Duration) -> Changes {
+        self.set_clock(now);
+        let mut changes = Changes::default();
+        let due: BTreeSet<GroupKey> = self
+            .draining
+            .values()
+            .filter(|(_, deadline)| *deadline <= self.clock)
+            .map(|(group, _)| group.clone())
+            .collect();
+        for group in due {
+            self.retranslate(&group, &mut changes);
+        }
+        changes
+    }
+
+    /// When the next draining entry is due, if any.
+    pub fn next_drain_deadline(&self) -> Option<Duration> {
+        self.draining.values().map(|(_, deadline)| *deadline).min()
     }
 
     /// Addresses a sink already holds for ServiceEntries (namespace, host, address):
@@ -283,6 +318,7 @@ impl Index {
             output.skipped = translation.skipped;
             output.notes = translation.notes;
         }
+        self.keep_draining(group, &previous.keys, &mut objects);
         let fresh: BTreeSet<ObjectKey> = objects.iter().map(IstioObject::key).collect();
         for key in previous.keys.iter().filter(|k| !fresh.contains(*k)) {
             if self.desired.remove(key).is_some() {
@@ -312,6 +348,38 @@ impl Index {
         changes.notes.extend(output.notes.iter().cloned());
         if !output.keys.is_empty() || !output.skipped.is_empty() {
             self.outputs.insert(group.clone(), output);
+        }
+    }
+
+    /// A WorkloadEntry that was desired and is no longer, of a registry with a drain
+    /// delay and health in status, stays (unhealthy) until the delay is over; one that
+    /// is desired again stops draining.
+    fn keep_draining(&mut self, group: &GroupKey, previous: &[ObjectKey], objects: &mut Vec<IstioObject>) {
+        let present: BTreeSet<ObjectKey> = objects.iter().map(IstioObject::key).collect();
+        for key in &present {
+            self.draining.remove(key);
+        }
+        for key in previous.iter().filter(|k| !present.contains(*k)) {
+            let Some(old) = self.desired.get(key).filter(|o| o.health.is_some()) else {
+                continue;
+            };
+            let delay = old
+                .metadata
+                .labels
+                .get(REGISTRY_LABEL)
+                .and_then(|registry| self.settings.registries.get(registry))
+                .and_then(|settings| settings.drain_delay);
+            let Some(delay) = delay else { continue };
+            let deadline = match self.draining.get(key) {
+                Some((_, deadline)) => *deadline,
+                None => self.clock + delay,
+            };
+            if deadline <= self.clock {
+                self.draining.remove(key);
+                continue;
+            }
+            self.draining.insert(key.clone(), (group.clone(), deadline));
+            objects.push((**old).clone().with_health(false));
         }
     }
 

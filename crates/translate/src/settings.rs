@@ -49,6 +49,10 @@ pub struct RegistrySettings {
     /// `health: status`: unhealthy instances stay as WorkloadEntries whose status says
     /// so, instead of leaving (and coming back) as objects.
     pub health_in_status: bool,
+    /// With health in status: how long the WorkloadEntry of an instance the registry
+    /// stopped listing stays (unhealthy) before it is deleted, so an instance that
+    /// re-registers within it costs two status patches instead of a delete and a create.
+    pub drain_delay: Option<std::time::Duration>,
 }
 
 impl RegistrySettings {
@@ -68,6 +72,7 @@ impl RegistrySettings {
             provenance: None,
             vip_range: None,
             health_in_status: false,
+            drain_delay: None,
         }
     }
 

@@ -563,3 +563,50 @@ fn an_override_to_inline_endpoints_drops_unhealthy_instances_as_before() {
     assert_eq!(only_entry(&t).endpoints.len(), 1);
     assert!(workload_entries(&t).is_empty());
 }
+
+#[test]
+fn a_departed_instance_drains_unhealthy_until_its_delay_is_over_unless_it_returns() {
+    use std::time::Duration;
+    let mut settings = health_in_status();
+    settings.registries.get_mut("legacy").unwrap().drain_delay = Some(Duration::from_secs(10));
+    let mut index = Index::new(settings);
+    let both = RegistrySnapshot::new("legacy", orders(true), vec![]);
+    let mut one = orders(true);
+    one[0].instances.pop();
+    let one = RegistrySnapshot::new("legacy", one, vec![]);
+    let entries = |index: &Index| -> Vec<(String, Option<bool>)> {
+        index
+            .desired()
+            .values()
+            .filter(|o| o.kind == Kind::WorkloadEntry)
+            .map(|o| (o.metadata.name.clone(), o.health))
+            .collect()
+    };
+    index.update("legacy", &both);
+    let healthy = entries(&index);
+    assert!(healthy.iter().all(|(_, h)| *h == Some(true)));
+
+    index.set_clock(Duration::from_secs(1));
+    let changes = index.update("legacy", &one);
+    assert_eq!(changes.objects.len(), 1, "the departed entry's health changes");
+    let draining = entries(&index);
+    assert_eq!(draining.len(), 2, "it stays");
+    assert_eq!(draining.iter().filter(|(_, h)| *h == Some(false)).count(), 1);
+    assert_eq!(index.next_drain_deadline(), Some(Duration::from_secs(11)));
+    assert!(index.expire(Duration::from_secs(5)).objects.is_empty());
+
+    // Back within the delay: healthy, no longer draining.
+    index.set_clock(Duration::from_secs(6));
+    index.update("legacy", &both);
+    assert_eq!(entries(&index), healthy);
+    assert_eq!(index.next_drain_deadline(), None);
+
+    // Gone again: a new delay from now, then deleted.
+    index.set_clock(Duration::from_secs(7));
+    index.update("legacy", &one);
+    assert_eq!(index.next_drain_deadline(), Some(Duration::from_secs(17)));
+    let changes = index.expire(Duration::from_secs(17));
+    assert_eq!(changes.objects.len(), 1);
+    assert_eq!(entries(&index).len(), 1);
+    assert_eq!(index.next_drain_deadline(), None);
+}

@@ -243,3 +243,23 @@ fn health_in_status_needs_workload_entries_and_the_kubernetes_sink_alone() {
     let plain = parse(REGISTRY).unwrap();
     assert!(!plain.registries[0].settings.health_in_status);
 }
+
+#[test]
+fn a_drain_delay_needs_health_in_status_and_a_duration() {
+    let message = error(&with("    drain_delay: 30s\n"));
+    assert!(
+        message.contains("line 6: `registries[0].drain_delay`: needs `health: status`"),
+        "{message}"
+    );
+    let health = "    endpoints: workload-entry\n    health: status\n";
+    let message = error(&with(&format!("{health}    drain_delay: soon\n")));
+    assert!(
+        message.contains("line 8: `registries[0].drain_delay`: is not a duration"),
+        "{message}"
+    );
+    let config = parse(&with(&format!("{health}    drain_delay: 30s\n"))).unwrap();
+    assert_eq!(
+        config.registries[0].settings.drain_delay,
+        Some(std::time::Duration::from_secs(30))
+    );
+}

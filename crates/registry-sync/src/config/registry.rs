@@ -72,6 +72,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "provenance",
     "vip_range",
     "health",
+    "drain_delay",
 ];
 
 pub(super) struct RawRegistry {
@@ -92,6 +93,7 @@ pub(super) struct RawRegistry {
     provenance: bool,
     vip_range: Option<Spanned<String>>,
     health: Option<Spanned<String>>,
+    drain_delay: Option<Spanned<String>>,
     /// The kind's keys, as written, and the line of each.
     block: serde_json::Map<String, serde_json::Value>,
     lines: BTreeMap<String, u64>,
@@ -118,7 +120,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
         let (mut use_waypoint, mut use_waypoint_namespace, mut ingress_use_waypoint) = (None, None, false);
         let (mut select, mut namespace_from, mut allowed_namespaces, mut provenance) =
             (None, None, None, false);
-        let (mut vip_range, mut health) = (None, None);
+        let (mut vip_range, mut health, mut drain_delay) = (None, None, None);
         let mut block = serde_json::Map::new();
         let mut lines = BTreeMap::new();
         while let Some(key) = map.next_key::<String>()? {
@@ -140,6 +142,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
                 "provenance" => provenance = map.next_value()?,
                 "vip_range" => vip_range = Some(map.next_value()?),
                 "health" => health = Some(map.next_value()?),
+                "drain_delay" => drain_delay = Some(map.next_value()?),
                 _ => {
                     let value: Spanned<serde_json::Value> = map.next_value()?;
                     lines.insert(key.clone(), value.referenced.line());
@@ -165,6 +168,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
             provenance,
             vip_range,
             health,
+            drain_delay,
             block,
             lines,
         })
@@ -313,6 +317,25 @@ impl Entry<'_> {
                 }
             },
         };
+        let drain_delay = match &r.drain_delay {
+            None => None,
+            Some(delay) if !health_in_status => {
+                return Err(self.error(
+                    delay.referenced.line(),
+                    "drain_delay",
+                    "needs `health: status`: the entry of a departed instance drains as unhealthy, which only status can say",
+                ));
+            }
+            Some(delay) => Some(
+                registry_sync_sources::config::parse_duration(&delay.value).ok_or_else(|| {
+                    self.error(
+                        delay.referenced.line(),
+                        "drain_delay",
+                        "is not a duration: write it as `30s`, `2m` or `500ms`",
+                    )
+                })?,
+            ),
+        };
         let vip_range = match &r.vip_range {
             Some(range) => Some(
                 VipRange::parse(&range.value)
@@ -372,6 +395,7 @@ impl Entry<'_> {
                 provenance: r.provenance.then(|| kind.to_string()),
                 vip_range,
                 health_in_status,
+                drain_delay,
             },
         })
     }

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 
+pub mod standin;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_registry-sync");
 
