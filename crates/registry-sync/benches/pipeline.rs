@@ -219,6 +219,40 @@ fn main() {
 
     let endpoints = services * instances;
 
+    // The same estate under every mapping control at once: what they add to translation.
+    let allowed: Vec<String> = (0..50).map(|t| format!("team-{t}")).collect();
+    let controlled = Config::parse(
+        Path::new("bench.yaml"),
+        &format!(
+            "registries:
+  - name: bench
+    kind: file
+    path: unused.yaml
+    namespace: mesh
+    provenance: true
+    vip_range: 240.240.0.0/16
+    select:
+      services: {{exclude: [\"service-*9\"]}}
+      instances: {{exclude_metadata: {{version: v9}}}}
+    namespace_from: \"{{meta:team}}\"
+    allowed_namespaces: [{}]
+overrides:
+  - {{name: grpc, service: \"service-0*\", ports: [{{port: 8080, protocol: GRPC, name: grpc-api}}]}}
+  - {{name: external, service: \"service-1*\", location: mesh-external, export_to: [\".\"]}}
+  - {{name: aliases, service: \"service-2*\", hosts: [alias.example], labels: {{tier: gold}}}}
+",
+            allowed.join(", ")
+        ),
+    )
+    .expect("the bench's controlled config parses");
+    let mut with_controls = Pipeline::new(&controlled);
+    let controlled_snapshot = estate(services, instances, None);
+    let t = Instant::now();
+    with_controls.registry_synced("bench", controlled_snapshot);
+    let translate_controlled = t.elapsed();
+    let controlled_objects = with_controls.desired().len();
+    drop(with_controls);
+
     println!();
     println!(
         "registry-sync pipeline bench: {services} services x {instances} instances = {endpoints} endpoints"
@@ -231,6 +265,10 @@ fn main() {
         ms(build)
     );
     println!("| translate, cold | {objects} objects | {} |", ms(translate_cold));
+    println!(
+        "| translate, cold, every mapping control on (select, namespace_from, 3 overrides, vip_range, provenance) | {controlled_objects} objects | {} |",
+        ms(translate_controlled)
+    );
     println!(
         "| plan + apply, cold (nothing held) | {creates} writes | {} |",
         ms(sync_cold)

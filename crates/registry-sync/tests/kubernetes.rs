@@ -111,20 +111,7 @@ async fn the_mass_deletion_guard_holds_until_confirmed() {
 
 /// Starts `run` in the workspace and waits until its three ServiceEntries are written.
 async fn run_until_synced(server: &StandIn, ws: &Workspace) -> ChildGuard {
-    let dir = ws.path().to_path_buf();
-    let config = ws.config_path();
-    let child = tokio::task::spawn_blocking(move || {
-        ChildGuard::spawn(
-            &dir,
-            [
-                std::ffi::OsStr::new("run"),
-                std::ffi::OsStr::new("--config"),
-                config.as_os_str(),
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let child = spawn_run(ws).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while object_names(server, Resource::ServiceEntry).len() < 3 {
         assert!(

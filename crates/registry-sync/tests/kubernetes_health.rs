@@ -32,6 +32,13 @@ fn health_workspace(server: &StandIn, services_text: &str) -> Workspace {
     ws
 }
 
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(a, h)| (a.to_string(), h.to_string()))
+        .collect()
+}
+
 /// Each WorkloadEntry's address and its `Healthy` condition.
 fn health_of(server: &StandIn) -> Vec<(String, String)> {
     let mut health: Vec<(String, String)> = server
@@ -184,27 +191,8 @@ async fn a_departed_instance_drains_unhealthy_and_goes_after_the_delay_unless_it
         "    health: status\n    drain_delay: 2s\n",
     );
     ws.write_config(&config);
-    let dir = ws.path().to_path_buf();
-    let config_path = ws.config_path();
-    let child = tokio::task::spawn_blocking(move || {
-        ChildGuard::spawn(
-            &dir,
-            [
-                std::ffi::OsStr::new("run"),
-                std::ffi::OsStr::new("--config"),
-                config_path.as_os_str(),
-            ],
-        )
-    })
-    .await
-    .unwrap();
-    let both_healthy = || {
-        health_of(&server)
-            == [
-                ("10.0.0.1".into(), "True".into()),
-                ("10.0.0.2".into(), "True".into()),
-            ]
-    };
+    let child = spawn_run(&ws).await;
+    let both_healthy = || health_of(&server) == pairs(&[("10.0.0.1", "True"), ("10.0.0.2", "True")]);
     wait_for(
         Duration::from_secs(15),
         "both entries healthy",
@@ -216,13 +204,7 @@ async fn a_departed_instance_drains_unhealthy_and_goes_after_the_delay_unless_it
     // The second instance deregisters: its entry stays, unhealthy.
     server.reset_counts();
     ws.write_services_atomically(&one_of_orders());
-    let draining = || {
-        health_of(&server)
-            == [
-                ("10.0.0.1".into(), "True".into()),
-                ("10.0.0.2".into(), "False".into()),
-            ]
-    };
+    let draining = || health_of(&server) == pairs(&[("10.0.0.1", "True"), ("10.0.0.2", "False")]);
     wait_for(
         Duration::from_secs(10),
         "the departed entry marked unhealthy",

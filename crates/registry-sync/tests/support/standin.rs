@@ -72,3 +72,21 @@ pub async fn wait_for(limit: Duration, what: &str, child: &ChildGuard, condition
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Starts `run` in the workspace from a blocking thread (the stand-in keeps serving).
+pub async fn spawn_run(ws: &Workspace) -> ChildGuard {
+    let dir = ws.path().to_path_buf();
+    let config = ws.config_path();
+    tokio::task::spawn_blocking(move || {
+        ChildGuard::spawn(
+            &dir,
+            [
+                std::ffi::OsStr::new("run"),
+                std::ffi::OsStr::new("--config"),
+                config.as_os_str(),
+            ],
+        )
+    })
+    .await
+    .unwrap()
+}
