@@ -266,6 +266,34 @@ impl Index {
         }
     }
 
+    /// What `explain` shows for a service or host (see
+    /// [`registry_sync_translate::Index::explain`]).
+    pub fn explain(&self, query: &str) -> registry_sync_translate::Found {
+        let mut found = self.translation.explain(query);
+        // What the sources refused never became an instance: it is told here.
+        let refused = |registry: &str, service: &str| -> Vec<Skipped> {
+            let mut refused: Vec<Skipped> = self
+                .registries
+                .get(registry)
+                .into_iter()
+                .flat_map(|state| state.source_skipped.iter())
+                .filter(|s| s.service == service)
+                .cloned()
+                .collect();
+            refused.sort_by(|a, b| a.instance.cmp(&b.instance));
+            refused
+        };
+        for group in &mut found.groups {
+            let extra: Vec<Skipped> = group
+                .contributors
+                .iter()
+                .flat_map(|(registry, service)| refused(registry, &service.key().to_string()))
+                .collect();
+            group.refused.extend(extra);
+        }
+        found
+    }
+
     /// Why the registry's `select` leaves a service out; `None` when it does not.
     pub fn unselected(&self, registry: &str, service: &registry_sync_catalog::ServiceKey) -> Option<String> {
         self.translation.unselected(registry, service)

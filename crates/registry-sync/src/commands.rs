@@ -8,6 +8,7 @@ use registry_sync_translate::OVERRIDES_ANNOTATION;
 
 use crate::config::Config;
 pub use crate::error::{CommandError, Outcome};
+pub use crate::explain::explain;
 use crate::pipeline::{NamedSink, Pipeline};
 use crate::sinks::{Purpose, open_sinks};
 use crate::sources;

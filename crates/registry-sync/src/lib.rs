@@ -19,6 +19,7 @@ pub mod admin;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod explain;
 pub mod metrics;
 pub mod pipeline;
 pub mod run;

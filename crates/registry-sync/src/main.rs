@@ -81,6 +81,18 @@ enum Command {
     Render(ConfigArg),
     /// Validate the configuration and reach every registry.
     Check(ConfigArg),
+    /// Why a service or host looks as it does: the registry records behind it, each rule
+    /// that shaped it, every instance's fate, its objects and their diff against each
+    /// sink. Exit 0 when found, 1 when not (or a registry failed).
+    Explain(ExplainArgs),
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// A service name (or `namespace/name`), a host, or an object name.
+    query: String,
 }
 
 fn init_logging(verbose: u8, format: LogFormat) {
@@ -109,6 +121,7 @@ fn main() -> ExitCode {
     let (arg, confirm_mass_delete) = match &cli.command {
         Command::Run(w) | Command::Once(w) | Command::Prune(w) => (&w.config, w.confirm_mass_delete),
         Command::Plan(arg) | Command::Render(arg) | Command::Check(arg) => (arg, false),
+        Command::Explain(e) => (&e.config, false),
     };
     let config = match Config::load(&arg.config) {
         Ok(config) => config,
@@ -134,6 +147,7 @@ fn main() -> ExitCode {
             Command::Once(_) => commands::once(&config).await,
             Command::Prune(_) => commands::prune(&config).await,
             Command::Check(_) => commands::check(&config, &mut stdout).await,
+            Command::Explain(e) => commands::explain(&config, &e.query, &mut stdout).await,
             Command::Run(_) => {
                 let cancel = CancellationToken::new();
                 registry_sync::run::cancel_on_signals(cancel.clone());

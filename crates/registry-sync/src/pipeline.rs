@@ -91,6 +91,11 @@ impl Pipeline {
         self
     }
 
+    /// Whose objects this installation's plans may write and delete.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
     pub fn index(&self) -> &Index {
         &self.index
     }

@@ -64,7 +64,7 @@ fn help_exits_0_and_names_every_subcommand() {
     let ws = Workspace::new();
     let out = registry_sync(ws.path(), ["--help"]);
     assert_eq!(out.code(), Some(0), "{out}");
-    for command in ["run", "once", "plan", "render", "check"] {
+    for command in ["run", "once", "plan", "render", "check", "explain"] {
         assert!(
             out.stdout
                 .lines()

@@ -85,11 +85,42 @@ fn skip(c: &Contributor<'_>, instance: Option<&Instance>, kind: SkipKind, reason
     }
 }
 
+/// The rules a translation followed, in words, when `explain` asks for them; nothing
+/// is formatted otherwise, so translating the estate costs no more for it.
+#[derive(Default)]
+pub(crate) struct Trace(Option<Vec<String>>);
+
+impl Trace {
+    pub(crate) fn on() -> Trace {
+        Trace(Some(Vec::new()))
+    }
+
+    fn say(&mut self, line: impl FnOnce() -> String) {
+        if let Some(lines) = &mut self.0 {
+            lines.push(line());
+        }
+    }
+
+    pub(crate) fn lines(self) -> Vec<String> {
+        self.0.unwrap_or_default()
+    }
+}
+
 pub(crate) fn translate_group(
     key: &GroupKey,
     contributors: &[Contributor<'_>],
     settings: &Settings,
     vips: &mut Allocator,
+) -> Translation {
+    translate_group_traced(key, contributors, settings, vips, &mut Trace::default())
+}
+
+pub(crate) fn translate_group_traced(
+    key: &GroupKey,
+    contributors: &[Contributor<'_>],
+    settings: &Settings,
+    vips: &mut Allocator,
+    trace: &mut Trace,
 ) -> Translation {
     let instance_id = settings.instance.as_str();
     let mut out = Translation::default();
@@ -97,10 +128,30 @@ pub(crate) fn translate_group(
         return out;
     };
     let rules = Effective::of(&settings.overrides, contributors);
+    trace_placement(key, contributors, trace);
+    if !rules.names.is_empty() {
+        trace.say(|| {
+            format!(
+                "overrides: {} (in the config's order; the last to set a field wins)",
+                rules.names.join(", ")
+            )
+        });
+    }
     report_namespace_fallbacks(contributors, &mut out);
     let mut candidates = validate_instances(contributors, &mut out);
     merge_port_names(&mut candidates);
     let ports = service_ports(&candidates, primary, &rules.ports, &mut out);
+    for p in &ports {
+        trace.say(|| {
+            let target = p
+                .target
+                .map_or(String::new(), |t| format!(", received on {t} (an override)"));
+            format!(
+                "port {} {} {}: the protocol from {}{target}",
+                p.port.number, p.port.name, p.port.protocol, p.why
+            )
+        });
+    }
     // Health in status needs an object per instance to carry it.
     let health_in_status = primary.settings.health_in_status
         && rules.endpoints.unwrap_or(primary.settings.endpoints) == EndpointMode::WorkloadEntry;
@@ -108,7 +159,41 @@ pub(crate) fn translate_group(
 
     let se_name = object_name(&identity_parts(primary, None));
     let mode = endpoint_mode(primary, rules.endpoints, &endpoints, &mut out);
+    trace.say(|| {
+        let configured = rules.endpoints.unwrap_or(primary.settings.endpoints);
+        let by = if rules.endpoints.is_some() { " (an override)" } else { "" };
+        let why = match (configured, mode) {
+            (EndpointMode::Auto, EndpointMode::Inline) => {
+                format!("auto{by}: inline, as {AUTO_INLINE_LIMIT} endpoints or fewer (and 512 KiB) stay inline")
+            }
+            (EndpointMode::Auto, _) => {
+                format!("auto{by}: WorkloadEntries, as more than {AUTO_INLINE_LIMIT} endpoints (or 512 KiB) go out of line")
+            }
+            (EndpointMode::Inline, EndpointMode::WorkloadEntry) => {
+                format!("inline{by} asked, WorkloadEntries published: too large for one object")
+            }
+            (_, mode) => format!("{mode:?}{by}, as configured"),
+        };
+        format!("endpoints: {} published; {why}", endpoints.len())
+    });
+    if health_in_status {
+        trace.say(|| {
+            "health: kept in each WorkloadEntry's status (health: status); unhealthy instances stay".into()
+        });
+    }
     let resolution = resolution(primary, rules.resolution, &endpoints, &mut out);
+    trace.say(|| {
+        let why = match (rules.resolution, resolution) {
+            (Some(_), _) => "an override",
+            (None, Resolution::Static) => "every endpoint is an IP address",
+            (None, Resolution::Dns) => "some endpoints are host names",
+        };
+        let name = match resolution {
+            Resolution::Static => "STATIC",
+            Resolution::Dns => "DNS",
+        };
+        format!("resolution {name}: {why}")
+    });
 
     let mut se_labels = service_labels(contributors, &mut out);
     se_labels.extend(
@@ -134,6 +219,9 @@ pub(crate) fn translate_group(
     };
     let mut hosts = vec![key.host.clone()];
     hosts.extend(rules.aliases.iter().filter(|a| **a != key.host).cloned());
+    if hosts.len() > 1 {
+        trace.say(|| format!("hosts: {} (aliases from an override)", hosts.join(", ")));
+    }
     let mut spec = ServiceEntrySpec {
         hosts,
         addresses: vip(key, primary, &endpoints, vips, &mut out),
@@ -148,6 +236,12 @@ pub(crate) fn translate_group(
             .clone()
             .unwrap_or_else(|| primary.settings.export_to.clone()),
     };
+
+    trace.say(|| match (&spec.addresses[..], &primary.settings.vip_range) {
+        ([address, ..], Some(range)) => format!("address {address}: from vip_range {}", range.as_str()),
+        (_, Some(range)) => format!("no address: vip_range {} is full", range.as_str()),
+        (_, None) => "no address: the registry has no vip_range".into(),
+    });
 
     match mode {
         EndpointMode::Inline | EndpointMode::Auto => {
@@ -187,6 +281,57 @@ pub(crate) fn translate_group(
     out.objects
         .push(IstioObject::new(se_meta, Spec::ServiceEntry(spec)));
     out
+}
+
+/// Where each contributor's service lands, and why: its host and its namespace.
+fn trace_placement(key: &GroupKey, contributors: &[Contributor<'_>], trace: &mut Trace) {
+    for c in contributors {
+        trace.say(|| {
+            format!(
+                "host {}: the template {:?} of registry {:?} for service {}",
+                key.host,
+                c.settings.hosts.as_str(),
+                c.registry,
+                c.service.key()
+            )
+        });
+        trace.say(|| {
+            let why = match (
+                c.settings.namespace_for(c.registry, c.service).fallback,
+                &c.settings.namespace_rule,
+            ) {
+                (Some(Fallback::NotAllowed(why) | Fallback::Unnamed(why)), _) => why,
+                (None, Some(rule)) => format!("namespace_from {:?}", rule.template.as_str()),
+                (None, None) => format!("the namespace of registry {:?}", c.registry),
+            };
+            format!("namespace {}: {why}", key.namespace)
+        });
+        let left_out = c
+            .service
+            .instances
+            .iter()
+            .filter(|i| !c.settings.select.selects_instance(i))
+            .count();
+        if left_out > 0 {
+            trace.say(|| {
+                format!(
+                    "select.instances of {:?} left out {left_out} instance(s) of {}",
+                    c.registry,
+                    c.service.key()
+                )
+            });
+        }
+    }
+    if contributors.len() > 1 {
+        trace.say(|| {
+            let all: Vec<String> = contributors.iter().map(source_of).collect();
+            format!(
+                "merged: {} share the host; {} (the first) decides the name, location and exportTo",
+                all.join(", "),
+                source_of(&contributors[0])
+            )
+        });
+    }
 }
 
 /// One entry of the sources annotation.

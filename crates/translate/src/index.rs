@@ -190,6 +190,47 @@ impl Index {
         }
     }
 
+    /// Every service held, with the group it joined (see [`ServiceState`]).
+    pub(crate) fn placements(
+        &self,
+    ) -> impl Iterator<Item = (&str, &Arc<Service>, &Result<Option<GroupKey>, Skipped>)> {
+        self.services.iter().flat_map(|(registry, services)| {
+            services
+                .values()
+                .map(move |state| (registry.as_str(), &state.service, &state.group))
+        })
+    }
+
+    /// The services of a group, in order (the first decides).
+    pub(crate) fn members_of(&self, group: &GroupKey) -> Vec<(String, Arc<Service>)> {
+        let Some(members) = self.members.get(group) else {
+            return Vec::new();
+        };
+        members
+            .iter()
+            .filter_map(|(registry, key)| {
+                let state = self.services.get(registry)?.get(key)?;
+                Some((registry.clone(), Arc::clone(&state.service)))
+            })
+            .collect()
+    }
+
+    /// The group an object was made for.
+    pub(crate) fn group_of_object(&self, key: &ObjectKey) -> Option<GroupKey> {
+        self.outputs
+            .iter()
+            .find(|(_, output)| output.keys.contains(key))
+            .map(|(group, _)| group.clone())
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub(crate) fn vips(&self) -> &Allocator {
+        &self.vips
+    }
+
     /// A service as the index holds it.
     pub fn service(&self, registry: &str, key: &ServiceKey) -> Option<&Arc<Service>> {
         self.services.get(registry)?.get(key).map(|state| &state.service)

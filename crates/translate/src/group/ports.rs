@@ -21,24 +21,37 @@ pub(super) struct LogicalPort {
     pub(super) port: ServicePort,
     /// Set by an override: the port every endpoint receives this traffic on.
     pub(super) target: Option<u16>,
+    /// Where the protocol came from, for `explain`.
+    pub(super) why: &'static str,
 }
 
 /// The protocol one instance gives a logical port: the `protocol` metadata key (only
 /// for a single-port instance — with several ports it cannot say which one it means),
 /// then the port name's prefix, then the registry's own hint.
 fn instance_protocol(candidate: &Candidate<'_>, logical: &str) -> Option<Protocol> {
+    protocol_and_source(candidate, logical).0
+}
+
+/// [`instance_protocol`], and where it came from, in words for `explain`.
+fn protocol_and_source(candidate: &Candidate<'_>, logical: &str) -> (Option<Protocol>, &'static str) {
     let instance = candidate.instance;
-    let port = candidate.port(logical)?;
+    let Some(port) = candidate.port(logical) else {
+        return (None, "the instance does not declare the port");
+    };
     if instance.ports.len() == 1 {
         let meta = instance
             .labels
             .get(PROTOCOL_KEY)
             .or_else(|| candidate.contributor.service.labels.get(PROTOCOL_KEY));
         if let Some(protocol) = meta.and_then(|m| Protocol::parse(m)) {
-            return Some(protocol);
+            return (Some(protocol), "the `protocol` metadata key");
         }
     }
-    Protocol::from_port_name(&port.name).or(port.protocol_hint)
+    match (Protocol::from_port_name(&port.name), port.protocol_hint) {
+        (Some(protocol), _) => (Some(protocol), "the port name's prefix"),
+        (None, Some(hint)) => (Some(hint), "what the registry says of the port"),
+        (None, None) => (None, "nothing says; TCP is safe for every protocol"),
+    }
 }
 
 /// Registries name the same port differently: Consul, Nacos and etcd call a service's
@@ -174,10 +187,16 @@ pub(super) fn service_ports(
         if sources.len() > 1 && protocols.len() > 1 {
             protocols.remove(&None);
         }
+        let mut why = users
+            .first()
+            .map_or("nothing says; TCP is safe for every protocol", |c| {
+                protocol_and_source(c, name).1
+            });
         let protocol = match protocols.iter().next() {
             Some(Some(p)) if protocols.len() == 1 => *p,
             Some(None) if protocols.len() == 1 => Protocol::Tcp,
             _ => {
+                why = "instances disagree; TCP is safe for every protocol";
                 out.notes.push(skip(
                     primary,
                     None,
@@ -200,6 +219,9 @@ pub(super) fn service_ports(
         }
         used_numbers.insert(number, name.to_string());
         let wanted = u16::try_from(number).ok().and_then(|n| overrides.get(&n));
+        if wanted.and_then(|o| o.protocol).is_some() {
+            why = "an override";
+        }
         let protocol = wanted.and_then(|o| o.protocol).unwrap_or(protocol);
         ports.push(LogicalPort {
             logical: name.to_string(),
@@ -209,6 +231,7 @@ pub(super) fn service_ports(
                 name: format!("{}-{number}", protocol.as_port_prefix()),
             },
             target: wanted.and_then(|o| o.target_port),
+            why,
         });
     }
     ports.sort_by_key(|p| p.port.number);

@@ -1,0 +1,187 @@
+//! `explain`: for a service or host, the registry records behind it, each rule that
+//! shaped its objects, what became of every instance, and the objects themselves, from
+//! the same code that translates the estate.
+
+use std::sync::Arc;
+
+use registry_sync_catalog::{Service, Skipped};
+use registry_sync_istio::{IstioObject, Spec};
+
+use crate::group::{Trace, translate_group_traced};
+use crate::index::Index;
+use crate::{Contributor, GroupKey};
+
+/// One host group a query found.
+#[derive(Clone, Debug)]
+pub struct Explanation {
+    pub key: GroupKey,
+    /// The registry services merged into it, the first deciding.
+    pub contributors: Vec<(String, Arc<Service>)>,
+    /// Each rule that shaped the objects, in words, in the order they were applied.
+    pub rules: Vec<String>,
+    /// Every instance of the contributors and what became of it.
+    pub instances: Vec<InstanceFate>,
+    /// The objects, as the sinks are given them.
+    pub objects: Vec<Arc<IstioObject>>,
+    /// What was refused or left out while translating the group.
+    pub skipped: Vec<Skipped>,
+    /// Lesser repairs (labels dropped, protocols defaulted).
+    pub notes: Vec<Skipped>,
+    /// Records of the contributors' registries that never became instances (a bad
+    /// address, a malformed entry), as the sources reported them; filled in by the
+    /// caller that holds them.
+    pub refused: Vec<Skipped>,
+}
+
+/// One instance: published, or why not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceFate {
+    pub registry: String,
+    pub service: String,
+    pub instance: String,
+    pub address: String,
+    /// `Ok` with how it is published, `Err` with why it is not.
+    pub published: Result<String, String>,
+}
+
+/// A service the query found that makes no objects: left out by `select`, or without
+/// a valid host.
+#[derive(Clone, Debug)]
+pub struct Unplaced {
+    pub registry: String,
+    pub service: Arc<Service>,
+    pub why: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Found {
+    pub groups: Vec<Explanation>,
+    pub unplaced: Vec<Unplaced>,
+}
+
+impl Found {
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty() && self.unplaced.is_empty()
+    }
+}
+
+impl Index {
+    /// Every group whose host, object name or contributing service (by name, or as
+    /// `namespace/name`) is `query`, and every such service that makes no object.
+    pub fn explain(&self, query: &str) -> Found {
+        let query = query.trim();
+        let mut found = Found::default();
+        let mut groups: Vec<GroupKey> = Vec::new();
+        for (registry, service, group) in self.placements() {
+            let named = service.name == query || service.key().to_string() == query;
+            match group {
+                Ok(Some(key)) if named || key.host == query => groups.push(key.clone()),
+                Ok(Some(_)) => {}
+                Ok(None) if named => found.unplaced.push(Unplaced {
+                    registry: registry.to_string(),
+                    service: Arc::clone(service),
+                    why: self.unselected(registry, &service.key()).map_or_else(
+                        || "left out by select".to_string(),
+                        |why| format!("not selected: {why}"),
+                    ),
+                }),
+                Err(skip) if named => found.unplaced.push(Unplaced {
+                    registry: registry.to_string(),
+                    service: Arc::clone(service),
+                    why: skip.reason.clone(),
+                }),
+                _ => {}
+            }
+        }
+        groups.extend(
+            self.desired()
+                .values()
+                .filter(|o| o.metadata.name == query)
+                .filter_map(|o| self.group_of_object(&o.key())),
+        );
+        groups.sort();
+        groups.dedup();
+        found.groups = groups.iter().filter_map(|key| self.explain_group(key)).collect();
+        found
+    }
+
+    fn explain_group(&self, key: &GroupKey) -> Option<Explanation> {
+        let members = self.members_of(key);
+        let contributors: Vec<Contributor<'_>> = members
+            .iter()
+            .filter_map(|(registry, service)| {
+                Some(Contributor {
+                    registry,
+                    settings: self.settings().registries.get(registry.as_str())?,
+                    service,
+                })
+            })
+            .collect();
+        if contributors.is_empty() {
+            return None;
+        }
+        // A copy of the addresses: explaining allocates nothing.
+        let mut vips = self.vips().clone();
+        let mut trace = Trace::on();
+        let translation = translate_group_traced(key, &contributors, self.settings(), &mut vips, &mut trace);
+        let objects: Vec<Arc<IstioObject>> = translation
+            .objects
+            .iter()
+            .map(|o| {
+                self.desired()
+                    .get(&o.key())
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(o.clone()))
+            })
+            .collect();
+        let instances = contributors
+            .iter()
+            .flat_map(|c| {
+                c.service
+                    .instances
+                    .iter()
+                    .map(move |i| (c, i))
+            })
+            .map(|(c, instance)| {
+                let refused = translation
+                    .skipped
+                    .iter()
+                    .find(|s| s.registry == c.registry && s.instance.as_deref() == Some(instance.id.as_str()));
+                let serving = instance.healthy && instance.weight != Some(0);
+                let published = if !c.settings.select.selects_instance(instance) {
+                    Err("left out by select.instances".to_string())
+                } else if let Some(skip) = refused {
+                    Err(skip.reason.clone())
+                } else if serving {
+                    Ok("published".to_string())
+                } else if objects.iter().any(|o| {
+                    o.health == Some(false)
+                        && matches!(&o.spec, Spec::WorkloadEntry(e) if e.address == instance.address.to_string())
+                }) {
+                    Ok("published, unhealthy in its WorkloadEntry's status".to_string())
+                } else if instance.weight == Some(0) {
+                    Err("weight 0: out of rotation".to_string())
+                } else {
+                    Err("unhealthy in the registry".to_string())
+                };
+                InstanceFate {
+                    registry: c.registry.to_string(),
+                    service: c.service.key().to_string(),
+                    instance: instance.id.clone(),
+                    address: instance.address.to_string(),
+                    published,
+                }
+            })
+            .collect();
+        Some(Explanation {
+            key: key.clone(),
+            contributors: members,
+            rules: trace.lines(),
+            instances,
+            objects,
+            skipped: translation.skipped,
+            notes: translation.notes,
+            refused: Vec::new(),
+        })
+    }
+}
