@@ -50,6 +50,7 @@ as_root() {
 #   dnsmasq    dnsmasq-base: a DNS server serving SRV/A/AAAA records from a conf file
 #   moto       python3 and its venv module, when moto is not installed yet (install_moto
 #              then installs moto itself from PyPI)
+#   chromium   Debian's chromium, run headless by the status page's browser test
 need_packages() {
   local what
   for what in "$@"; do
@@ -65,6 +66,9 @@ need_packages() {
           command -v python3 >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(python3)
           python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(python3-venv)
         fi
+        ;;
+      chromium)
+        command -v chromium >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(chromium)
         ;;
       zookeeper)
         [ -f /usr/share/java/zookeeper.jar ] || TEST_SERVER_PACKAGES+=(zookeeper zookeeper-bin)

@@ -305,6 +305,20 @@ impl Index {
         self.translation.problems()
     }
 
+    /// Every current problem: what the sources refused and what translation skipped.
+    pub fn problems_with_sources(&self) -> Vec<Skipped> {
+        let mut all: Vec<Skipped> = self
+            .registries
+            .values()
+            .flat_map(|state| state.source_skipped.iter().cloned())
+            .chain(self.translation.problems().cloned())
+            .collect();
+        all.sort_by(|a, b| {
+            (&a.registry, &a.service, &a.instance).cmp(&(&b.registry, &b.service, &b.instance))
+        });
+        all
+    }
+
     /// Entries in the change log (changes not yet compacted).
     pub fn log_len(&self) -> usize {
         self.log.len()

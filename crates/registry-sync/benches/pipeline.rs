@@ -219,6 +219,32 @@ fn main() {
 
     let endpoints = services * instances;
 
+    // The status page: what one refresh costs (the snapshot with the skipped items
+    // asked of the index, and the page), and what a search costs.
+    let board = registry_sync::status::StatusBoard::default();
+    board.configure("bench", [("bench", "file")], ["memory"]);
+    let shared = Arc::new(std::sync::Mutex::new(pipeline));
+    let (searched, listed) = (Arc::clone(&shared), Arc::clone(&shared));
+    board.install(
+        Box::new(move |q| searched.lock().unwrap().index().explain(q)),
+        Box::new(move || listed.lock().unwrap().index().problems_with_sources()),
+    );
+    let refreshes = 50;
+    let t = Instant::now();
+    let mut page_bytes = 0;
+    for _ in 0..refreshes {
+        page_bytes = registry_sync::status::render(&board.snapshot(), None, None).len();
+    }
+    let refresh = t.elapsed() / refreshes;
+    let query = format!("service-{:05}", services / 2);
+    let t = Instant::now();
+    let mut found_page = 0;
+    for _ in 0..refreshes {
+        let found = board.search(&query);
+        found_page = registry_sync::status::render(&board.snapshot(), Some(&query), Some(&found)).len();
+    }
+    let search = t.elapsed() / refreshes;
+
     // The same estate under every mapping control at once: what they add to translation.
     let allowed: Vec<String> = (0..50).map(|t| format!("team-{t}")).collect();
     let controlled = Config::parse(
@@ -289,6 +315,14 @@ overrides:
         "| the same change delivered as a watching source sends it (the changed service): index + plan + apply | {delta_writes} writes for {changes} changes | p50 {}, max {} |",
         us(delta_latencies[delta_latencies.len() / 2]),
         us(delta_latencies[delta_latencies.len() - 1])
+    );
+    println!(
+        "| status page, one refresh (snapshot + page) | {page_bytes} bytes | {} |",
+        us(refresh)
+    );
+    println!(
+        "| status page with a search for one service (explain + page) | {found_page} bytes | {} |",
+        us(search)
     );
     if let (Some(before), Some(peak)) = (rss_before, rss) {
         println!(

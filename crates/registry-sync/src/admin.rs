@@ -1,15 +1,23 @@
-//! The admin endpoint of `run`: `/metrics` (Prometheus text), `/healthz` (the process
-//! serves) and `/readyz` (the first complete sync is done).
+//! The admin endpoint of `run`: `/` (the status page, `?q=` to search), `/status.json`
+//! (the same data), `/metrics` (Prometheus text), `/healthz` (the process serves) and
+//! `/readyz` (the first complete sync is done). Read-only: every route is a GET.
 
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::extract::Query;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+
+#[derive(serde::Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: Option<String>,
+}
 
 /// Binds `listen` and serves until `cancel` fires. Binding errors are returned at once
 /// so a port clash stops the start-up with a clear message.
@@ -21,7 +29,30 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
     let ready = metrics.clone();
+    let (page, json) = (metrics.status.clone(), metrics.status.clone());
     let router = Router::new()
+        .route(
+            "/",
+            get(move |Query(query): Query<SearchQuery>| {
+                let board = page.clone();
+                async move {
+                    let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+                    let found = q.map(|q| board.search(q));
+                    let html = crate::status::render(&board.snapshot(), q, found.as_ref());
+                    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html)
+                }
+            }),
+        )
+        .route(
+            "/status.json",
+            get(move || {
+                let board = json.clone();
+                async move {
+                    let body = serde_json::to_string_pretty(&board.snapshot()).unwrap_or_default();
+                    ([(header::CONTENT_TYPE, "application/json")], body)
+                }
+            }),
+        )
         .route(
             "/metrics",
             get(move || {
@@ -61,6 +92,6 @@ pub async fn serve(
             tracing::error!("admin endpoint stopped: {e}");
         }
     });
-    tracing::info!(address = %bound, "serving /metrics, /healthz, /readyz");
+    tracing::info!(address = %bound, "serving /metrics, /healthz, /readyz and the status page (/, /status.json)");
     Ok(bound)
 }

@@ -25,4 +25,5 @@ pub mod pipeline;
 pub mod run;
 pub mod sinks;
 pub mod sources;
+pub mod status;
 pub mod writer;

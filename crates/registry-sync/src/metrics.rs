@@ -65,6 +65,8 @@ pub struct Metrics {
     pub leader: Gauge,
     pub mcp: McpMetrics,
     ready: Arc<AtomicBool>,
+    /// The status page's view, fed by the same hooks.
+    pub status: crate::status::StatusBoard,
 }
 
 impl Default for Metrics {
@@ -97,6 +99,7 @@ impl Metrics {
             leader: Gauge::default(),
             mcp: McpMetrics::register(&mut registry),
             ready: Arc::new(AtomicBool::new(false)),
+            status: crate::status::StatusBoard::default(),
         };
         registry.register(
             "registry_up",
@@ -178,6 +181,7 @@ impl Metrics {
         self.registry_instances
             .get_or_create(&labels)
             .set(instances as i64);
+        self.status.registry_synced(registry, services, instances);
         for skip in skipped {
             self.skip(skip);
         }
@@ -200,6 +204,7 @@ impl Metrics {
     }
 
     pub fn held_back(&self, sink: &str, held_back: &[HeldBack]) {
+        self.status.held_back(sink, held_back);
         let changes: usize = held_back.iter().map(|h| h.keys.len()).sum();
         self.held_back
             .get_or_create(&SinkLabels {
@@ -217,6 +222,7 @@ impl Metrics {
     }
 
     pub fn applied(&self, sink: &str, plan: &Plan, report: &ApplyReport) {
+        self.status.applied(sink, plan, report);
         let sink_labels = SinkLabels {
             sink: sink.to_string(),
         };

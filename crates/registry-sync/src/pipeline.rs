@@ -119,6 +119,9 @@ impl Pipeline {
             }
             SourceEvent::Failed { registry, error } => {
                 tracing::warn!(%registry, "registry failing, keeping its last known state: {error}");
+                if let Some(metrics) = &self.metrics {
+                    metrics.status.registry_failed(&registry, &error.to_string());
+                }
                 self.registry_failed(&registry);
                 false
             }

@@ -246,6 +246,14 @@ impl WriterTask {
 /// Runs until `cancel` fires or every source has ended. Needs a multi-threaded runtime.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), CommandError> {
     let metrics = Metrics::new();
+    metrics.status.configure(
+        &config.instance,
+        config
+            .registries
+            .iter()
+            .map(|r| (r.name.as_str(), r.source.kind())),
+        std::iter::empty(),
+    );
     if let Some(listen) = config.admin_listen {
         admin::serve(listen, metrics.clone(), cancel.child_token())
             .await
@@ -262,11 +270,13 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
     let (sinks, leadership) = (opened.sinks, opened.gate);
     metrics.leader.set(i64::from(is_leader(&leadership)));
     if let Some(mut changes) = leader_changes(&leadership) {
+        metrics.status.set_leader(is_leader(&leadership));
         let metrics = metrics.clone();
         let leadership = leadership.clone();
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
                 metrics.leader.set(i64::from(is_leader(&leadership)));
+                metrics.status.set_leader(is_leader(&leadership));
             }
         });
     }
@@ -307,8 +317,18 @@ pub async fn drive(
     let cancel = cancel.child_token();
     let mut pipeline = Pipeline::new(config).with_metrics(metrics.clone());
     pipeline.seed_vips(sinks.iter().map(|named| named.sink.as_ref()));
+    metrics.status.configure(
+        &config.instance,
+        std::iter::empty(),
+        sinks.iter().map(|named| named.name.as_str()),
+    );
     let writers: Vec<SinkWriter> = sinks.into_iter().map(|sink| pipeline.writer(sink)).collect();
     let pipeline = Arc::new(Mutex::new(pipeline));
+    let (searched, listed) = (Arc::clone(&pipeline), Arc::clone(&pipeline));
+    metrics.status.install(
+        Box::new(move |query| lock(&searched).index().explain(query)),
+        Box::new(move || lock(&listed).index().problems_with_sources()),
+    );
     let (publish, published) = watch::channel(Published { at: Instant::now() });
     let slots: Vec<Arc<WriterSlot>> = writers
         .iter()
