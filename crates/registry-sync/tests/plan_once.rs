@@ -168,18 +168,6 @@ fn once_deletes_the_file_of_a_service_removed_from_the_registry() {
     }
 }
 
-const HAND_MADE: &str = "\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: legacy.payments
-  namespace: mesh
-spec:
-  hosts: [payments.example.com]
-  resolution: DNS
-  ports:
-  - {number: 443, protocol: TLS, name: tls}
-";
 
 #[test]
 fn a_hand_made_object_with_our_name_is_never_overwritten_and_plan_reports_a_conflict() {

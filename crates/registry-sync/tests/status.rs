@@ -18,19 +18,6 @@ services:
       - {address: 10.0.1.1, ports: {https: 8443}}
 ";
 
-/// A user's own ServiceEntry under the name registry-sync would give payments.
-const HAND_MADE: &str = "\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: legacy.payments
-  namespace: mesh
-spec:
-  hosts: [payments.example.com]
-  resolution: DNS
-  ports:
-  - {number: 443, protocol: TLS, name: tls}
-";
 
 fn body(response: &str) -> &str {
     response.split_once("\r\n\r\n").map_or("", |(_, body)| body)

@@ -689,3 +689,17 @@ pub fn names(objects: &[Object]) -> Vec<String> {
         .map(|o| format!("{} {}/{}", o.kind, o.metadata.namespace, o.metadata.name))
         .collect()
 }
+
+/// A user's own ServiceEntry under the name registry-sync would give `payments`.
+pub const HAND_MADE: &str = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: legacy.payments
+  namespace: mesh
+spec:
+  hosts: [payments.example.com]
+  resolution: DNS
+  ports:
+  - {number: 443, protocol: TLS, name: tls}
+";
