@@ -138,6 +138,8 @@ pub struct KubeSink {
     limiter: Arc<RateLimiter>,
     leader: Option<Leadership>,
     watches: Vec<JoinHandle<()>>,
+    /// Writes of the current pass done so far (see `AsyncSink::progress`).
+    done: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Drop for KubeSink {
@@ -254,6 +256,7 @@ impl KubeSink {
             limiter,
             leader,
             watches,
+            done: Arc::default(),
             settings,
         };
         let expected = sink.settings.namespaces.len() * 2;
@@ -524,9 +527,14 @@ impl KubeSink {
             .collect();
         let fresh = self.read_before_creates(&plan.creates).await;
         let concurrency = self.settings.concurrency.max(1);
+        self.done.store(0, std::sync::atomic::Ordering::Relaxed);
+        let done = Arc::clone(&self.done);
         let outcomes: Vec<Outcome> = futures::stream::iter(writes)
             .map(|write| self.execute(write, &fresh))
             .buffer_unordered(concurrency)
+            .inspect(|_| {
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
             .collect()
             .await;
         let mut report = ApplyReport::default();
@@ -619,6 +627,10 @@ impl AsyncSink for KubeSink {
 
     fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
         &self.held
+    }
+
+    fn progress(&self) -> Option<Arc<std::sync::atomic::AtomicUsize>> {
+        Some(Arc::clone(&self.done))
     }
 
     fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFuture<'a, Result<ApplyReport, SinkError>> {

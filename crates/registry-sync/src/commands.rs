@@ -10,15 +10,22 @@ use crate::config::Config;
 pub use crate::error::{CommandError, Outcome};
 pub use crate::explain::explain;
 use crate::pipeline::{NamedSink, Pipeline};
+use crate::progress::ReadProgress;
 use crate::sinks::{Purpose, open_sinks};
 use crate::sources;
 
 /// Reads every registry once into a fresh pipeline, keeping the virtual IPs `sinks`
 /// hold. Every failure is collected so one broken registry does not hide the others'.
 pub async fn load_all(config: &Config, sinks: &[NamedSink]) -> (Pipeline, Vec<CommandError>) {
+    load_reporting(config, sinks, false).await
+}
+
+/// [`load_all`], saying how far it is when `report` (the commands that write).
+async fn load_reporting(config: &Config, sinks: &[NamedSink], report: bool) -> (Pipeline, Vec<CommandError>) {
     let mut pipeline = Pipeline::new(config);
     pipeline.seed_vips(sinks.iter().map(|named| named.sink.as_ref()));
     let mut errors = Vec::new();
+    let mut progress = report.then(|| ReadProgress::start(config.registries.len()));
     for registry in &config.registries {
         match sources::load(registry).await {
             Ok(snapshot) => {
@@ -29,6 +36,9 @@ pub async fn load_all(config: &Config, sinks: &[NamedSink]) -> (Pipeline, Vec<Co
                     "registry read"
                 );
                 pipeline.registry_synced(&registry.name, snapshot);
+                if let Some(progress) = &mut progress {
+                    progress.read(&registry.name, pipeline.desired().len());
+                }
             }
             Err(error) => {
                 errors.push(CommandError::Registry {
@@ -37,6 +47,9 @@ pub async fn load_all(config: &Config, sinks: &[NamedSink]) -> (Pipeline, Vec<Co
                 });
             }
         }
+    }
+    if let Some(progress) = progress {
+        progress.finish();
     }
     (pipeline, errors)
 }
@@ -125,7 +138,7 @@ fn explain_change(
 /// the command then exits 1 after syncing the rest.
 pub async fn once(config: &Config) -> Result<Outcome, CommandError> {
     let sinks = open_sinks(config, Purpose::Once).await?.sinks;
-    let (pipeline, errors) = load_all(config, &sinks).await;
+    let (pipeline, errors) = load_reporting(config, &sinks, true).await;
     sync_once(pipeline, sinks, errors).await
 }
 
@@ -134,7 +147,7 @@ pub async fn once(config: &Config) -> Result<Outcome, CommandError> {
 /// what it names could not be told apart from what it dropped.
 pub async fn prune(config: &Config) -> Result<Outcome, CommandError> {
     let sinks = open_sinks(config, Purpose::Once).await?.sinks;
-    let (pipeline, errors) = load_all(config, &sinks).await;
+    let (pipeline, errors) = load_reporting(config, &sinks, true).await;
     if !errors.is_empty() {
         report_errors(&errors);
         tracing::error!("prune needs every registry to answer; nothing was written");

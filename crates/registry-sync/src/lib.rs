@@ -22,6 +22,7 @@ pub mod error;
 pub mod explain;
 pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod run;
 pub mod sinks;
 pub mod sources;

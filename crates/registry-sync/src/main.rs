@@ -96,6 +96,7 @@ struct ExplainArgs {
 }
 
 fn init_logging(verbose: u8, format: LogFormat) {
+    registry_sync::progress::allow_bars(matches!(format, LogFormat::Text));
     let default = match verbose {
         // nacos-sdk logs every push and, while Nacos is down, every failed retry of
         // every subscription; the Nacos source reports failures itself. Never below

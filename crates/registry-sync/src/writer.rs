@@ -18,6 +18,7 @@ use registry_sync_plan::{MassChangeGuard, Owner, Plan, plan, plan_keys};
 use registry_sync_sinks::{ApplyReport, AsyncSink, SinkError};
 
 use crate::metrics::Metrics;
+use crate::progress::WriteProgress;
 
 /// A sink with a name for logs and messages.
 pub struct NamedSink {
@@ -216,13 +217,33 @@ impl SinkWriter {
                 .filter(|key| self.quarantine.entries.contains_key(key))
                 .collect()
         };
-        let applied = match apply(&self.name, self.sink.as_mut(), step.plan).await {
+        let progress = WriteProgress::start(&self.name, step.plan.writes(), self.sink.progress());
+        let pass = apply(&self.name, self.sink.as_mut(), step.plan);
+        let result = match &progress {
+            None => pass.await,
+            Some(progress) => {
+                tokio::pin!(pass);
+                let mut ticks = tokio::time::interval(WriteProgress::interval());
+                ticks.tick().await;
+                loop {
+                    tokio::select! {
+                        result = &mut pass => break result,
+                        _ = ticks.tick() => progress.tick(),
+                    }
+                }
+            }
+        };
+        let applied = match result {
             Ok(applied) => applied,
             Err(e) => {
                 self.request_full();
                 return Err(e);
             }
         };
+        if let Some(progress) = progress {
+            let report = &applied.report;
+            progress.finish(report.created + report.updated + report.deleted + report.status);
+        }
         if let Some(metrics) = &self.metrics {
             metrics.applied(&self.name, &applied.plan, &applied.report);
         }

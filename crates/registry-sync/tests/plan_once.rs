@@ -168,7 +168,6 @@ fn once_deletes_the_file_of_a_service_removed_from_the_registry() {
     }
 }
 
-
 #[test]
 fn a_hand_made_object_with_our_name_is_never_overwritten_and_plan_reports_a_conflict() {
     let ws = Workspace::with_services(&services(8080, true));

@@ -18,7 +18,6 @@ services:
       - {address: 10.0.1.1, ports: {https: 8443}}
 ";
 
-
 fn body(response: &str) -> &str {
     response.split_once("\r\n\r\n").map_or("", |(_, body)| body)
 }

@@ -44,6 +44,12 @@ pub trait AsyncSink: Send {
         Box::pin(std::future::pending())
     }
 
+    /// Writes of the pass in progress done so far, for sinks that can tell (the count
+    /// starts again at each apply); `None`: the sink does not count them.
+    fn progress(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicUsize>> {
+        None
+    }
+
     /// What the sink holds now (all Istio objects it can see, ours or not).
     fn held(&self) -> &BTreeMap<ObjectKey, HeldObject>;
 
