@@ -226,6 +226,9 @@ impl WriterTask {
                         && let Some(since) = waiting_since.take()
                     {
                         self.metrics.propagation.observe(since.elapsed().as_secs_f64());
+                        self.metrics
+                            .status
+                            .change_applied(&self.writer.name, since.elapsed());
                     }
                     if target.is_some_and(|target| self.writer.applied().is_some_and(|v| v >= target)) {
                         self.writer.sink.complete();

@@ -69,12 +69,18 @@ pub struct SinkRow {
     pub updated: u64,
     pub deleted: u64,
     pub status_patches: u64,
+    /// From the registry change reaching registry-sync to its last write landing here.
+    pub change_lag_ms: Option<u64>,
+    /// Writes waiting: held back by the guard, or quarantined.
+    pub pending: usize,
     /// Objects a user owns under the names we would write.
     pub conflicts: Vec<Problem>,
     /// Objects the sink refused, tried again alone.
     pub quarantined: Vec<Problem>,
     /// Mass changes the guard holds, with how to confirm them.
     pub held_back: Vec<String>,
+    #[serde(skip)]
+    held_back_keys: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -195,6 +201,7 @@ impl StatusBoard {
         self.with(|board| {
             if let Some(row) = board.sinks.get_mut(sink) {
                 row.held_back = held_back.iter().map(HeldBack::describe).collect();
+                row.held_back_keys = held_back.iter().map(|h| h.keys.len()).sum();
             }
         });
     }
@@ -246,6 +253,14 @@ impl StatusBoard {
         });
     }
 
+    pub(crate) fn change_applied(&self, sink: &str, lag: std::time::Duration) {
+        self.with(|board| {
+            if let Some(row) = board.sinks.get_mut(sink) {
+                row.change_lag_ms = Some(lag.as_millis() as u64);
+            }
+        });
+    }
+
     /// Everything the page shows, as of now.
     pub fn snapshot(&self) -> Snapshot {
         let problems = self.problems.get().map(|f| f()).unwrap_or_default();
@@ -273,7 +288,14 @@ impl StatusBoard {
                 now: unix_now(),
                 leader: board.leader,
                 registries,
-                sinks: board.sinks.values().cloned().collect(),
+                sinks: board
+                    .sinks
+                    .values()
+                    .map(|row| SinkRow {
+                        pending: row.held_back_keys + row.quarantined.len(),
+                        ..row.clone()
+                    })
+                    .collect(),
             }
         })
     }

@@ -105,6 +105,18 @@ fn the_status_shows_registries_sinks_a_skipped_instance_and_a_conflict() {
 fn a_registry_that_fails_is_shown_down_with_its_reason_and_its_view_kept() {
     let ws = Workspace::with_services(SERVICES);
     let (child, address) = running(&ws);
+    // A change reaches the sink: its lag is shown, nothing is pending.
+    ws.write_services_atomically(&SERVICES.replace("10.0.1.1", "10.0.1.9"));
+    let status = || -> serde_json::Value {
+        serde_json::from_str(body(&http_get(&address, "/status.json"))).unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || status()["sinks"][0]["change_lag_ms"]
+            .is_u64()),
+        "no change lag shown: {}",
+        status()
+    );
+    assert_eq!(status()["sinks"][0]["pending"], 0);
     ws.write_services_atomically("services: [this is not\n");
     assert!(
         wait_until(Duration::from_secs(10), || {

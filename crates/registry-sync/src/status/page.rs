@@ -118,14 +118,16 @@ pub fn render(snapshot: &Snapshot, query: Option<&str>, found: Option<&Found>) -
     }
     out.push_str("</table>");
 
-    out.push_str("<h2>Sinks</h2><table id=\"sinks\"><tr><th>sink</th><th>last pass</th><th>last write</th><th>written</th><th>conflicts</th><th>quarantined</th><th>held back</th></tr>");
+    out.push_str("<h2>Sinks</h2><table id=\"sinks\"><tr><th>sink</th><th>last pass</th><th>last write</th><th>change lag</th><th>pending</th><th>written</th><th>conflicts</th><th>quarantined</th><th>held back</th></tr>");
     for s in &snapshot.sinks {
         let _ = write!(
             out,
-            "<tr class=\"sink\"><td>{}</td><td>{}</td><td>{}</td><td>{} created, {} updated, {} deleted, {} status</td><td class=\"conflicts\">",
+            "<tr class=\"sink\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} created, {} updated, {} deleted, {} status</td><td class=\"conflicts\">",
             esc(&s.name),
             ago(now, s.last_pass),
             ago(now, s.last_write),
+            s.change_lag_ms.map_or("–".to_string(), |ms| format!("{ms} ms")),
+            s.pending,
             s.created,
             s.updated,
             s.deleted,
