@@ -11,6 +11,7 @@ use std::fmt;
 use registry_sync_catalog::Service;
 
 use crate::names::sanitize_dns_label;
+use crate::template::{Syntax, parse_parts};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Part {
@@ -47,49 +48,35 @@ pub enum NamespaceTemplateError {
 
 impl NamespaceTemplate {
     pub fn parse(template: &str) -> Result<NamespaceTemplate, NamespaceTemplateError> {
-        let mut parts = Vec::new();
-        let mut literal = String::new();
-        let mut chars = template.trim().chars();
-        while let Some(ch) = chars.next() {
-            match ch {
-                '{' => {
-                    let mut name = String::new();
-                    loop {
-                        match chars.next() {
-                            Some('}') => break,
-                            Some(c) => name.push(c),
-                            None => return Err(NamespaceTemplateError::Unclosed(template.to_string())),
-                        }
-                    }
-                    let trimmed = name.trim();
-                    let part = match trimmed.split_once(':') {
-                        None if trimmed == "namespace" => Part::Namespace,
-                        None if trimmed == "registry" => Part::Registry,
-                        Some(("meta", key)) if !key.trim().is_empty() => Part::Meta(key.trim().to_string()),
-                        _ => {
-                            return Err(NamespaceTemplateError::UnknownPlaceholder {
-                                template: template.to_string(),
-                                name,
-                            });
-                        }
-                    };
-                    if !literal.is_empty() {
-                        parts.push(Part::Literal(std::mem::take(&mut literal)));
-                    }
-                    parts.push(part);
-                }
-                c if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' => literal.push(c),
-                c => {
-                    return Err(NamespaceTemplateError::InvalidCharacter {
+        let parts = parse_parts(
+            template.trim(),
+            |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+            Part::Literal,
+            |name| {
+                let trimmed = name.trim();
+                match trimmed.split_once(':') {
+                    None if trimmed == "namespace" => Ok(Part::Namespace),
+                    None if trimmed == "registry" => Ok(Part::Registry),
+                    Some(("meta", key)) if !key.trim().is_empty() => Ok(Part::Meta(key.trim().to_string())),
+                    _ => Err(NamespaceTemplateError::UnknownPlaceholder {
                         template: template.to_string(),
-                        ch: c,
-                    });
+                        name,
+                    }),
                 }
-            }
-        }
-        if !literal.is_empty() {
-            parts.push(Part::Literal(literal));
-        }
+            },
+            |problem| match problem {
+                Syntax::Unclosed => NamespaceTemplateError::Unclosed(template.to_string()),
+                // A `}` outside a placeholder is a character a namespace cannot hold.
+                Syntax::UnmatchedClose => NamespaceTemplateError::InvalidCharacter {
+                    template: template.to_string(),
+                    ch: '}',
+                },
+                Syntax::Invalid(ch) => NamespaceTemplateError::InvalidCharacter {
+                    template: template.to_string(),
+                    ch,
+                },
+            },
+        )?;
         if parts.iter().all(|p| matches!(p, Part::Literal(_))) {
             return Err(NamespaceTemplateError::NoPlaceholder(template.to_string()));
         }

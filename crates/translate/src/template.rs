@@ -53,55 +53,82 @@ pub enum HostError {
     Numeric(String),
 }
 
+/// What can be wrong with a template's braces or characters, met in order.
+pub(crate) enum Syntax {
+    Unclosed,
+    UnmatchedClose,
+    Invalid(char),
+}
+
+/// Splits a `{placeholder}` template into parts, in order: runs of characters
+/// `literal_char` accepts become `literal(run)`, each `{name}` becomes
+/// `placeholder(name)` (the name as written), and the first problem met stops it.
+pub(crate) fn parse_parts<P, E>(
+    template: &str,
+    literal_char: impl Fn(char) -> bool,
+    literal: impl Fn(String) -> P,
+    mut placeholder: impl FnMut(String) -> Result<P, E>,
+    syntax: impl Fn(Syntax) -> E,
+) -> Result<Vec<P>, E> {
+    let mut parts = Vec::new();
+    let mut run = String::new();
+    let mut chars = template.chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '{' => {
+                let mut name = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(c) => name.push(c),
+                        None => return Err(syntax(Syntax::Unclosed)),
+                    }
+                }
+                let part = placeholder(name)?;
+                if !run.is_empty() {
+                    parts.push(literal(std::mem::take(&mut run)));
+                }
+                parts.push(part);
+            }
+            '}' => return Err(syntax(Syntax::UnmatchedClose)),
+            c if literal_char(c) => run.push(c),
+            c => return Err(syntax(Syntax::Invalid(c))),
+        }
+    }
+    if !run.is_empty() {
+        parts.push(literal(run));
+    }
+    Ok(parts)
+}
+
 impl HostTemplate {
     pub fn parse(template: &str) -> Result<HostTemplate, TemplateError> {
-        let mut parts = Vec::new();
-        let mut literal = String::new();
-        let mut chars = template.chars();
         let mut has_service = false;
-        while let Some(ch) = chars.next() {
-            match ch {
-                '{' => {
-                    let mut name = String::new();
-                    loop {
-                        match chars.next() {
-                            Some('}') => break,
-                            Some(c) => name.push(c),
-                            None => return Err(TemplateError::Unclosed(template.to_string())),
-                        }
-                    }
-                    let part = match name.trim() {
-                        "service" => {
-                            has_service = true;
-                            Part::Service
-                        }
-                        "namespace" => Part::Namespace,
-                        "registry" => Part::Registry,
-                        _ => {
-                            return Err(TemplateError::UnknownPlaceholder {
-                                template: template.to_string(),
-                                name,
-                            });
-                        }
-                    };
-                    if !literal.is_empty() {
-                        parts.push(Part::Literal(std::mem::take(&mut literal)));
-                    }
-                    parts.push(part);
+        let parts = parse_parts(
+            template,
+            |c| c.is_ascii_alphanumeric() || c == '-' || c == '.',
+            Part::Literal,
+            |name| match name.trim() {
+                "service" => {
+                    has_service = true;
+                    Ok(Part::Service)
                 }
-                '}' => return Err(TemplateError::UnmatchedClose(template.to_string())),
-                c if c.is_ascii_alphanumeric() || c == '-' || c == '.' => literal.push(c),
-                c => {
-                    return Err(TemplateError::InvalidCharacter {
-                        template: template.to_string(),
-                        ch: c,
-                    });
-                }
-            }
-        }
-        if !literal.is_empty() {
-            parts.push(Part::Literal(literal));
-        }
+                "namespace" => Ok(Part::Namespace),
+                "registry" => Ok(Part::Registry),
+                _ => Err(TemplateError::UnknownPlaceholder {
+                    template: template.to_string(),
+                    name,
+                }),
+            },
+            |problem| match problem {
+                Syntax::Unclosed => TemplateError::Unclosed(template.to_string()),
+                Syntax::UnmatchedClose => TemplateError::UnmatchedClose(template.to_string()),
+                Syntax::Invalid(ch) => TemplateError::InvalidCharacter {
+                    template: template.to_string(),
+                    ch,
+                },
+            },
+        )?;
         if !has_service {
             return Err(TemplateError::MissingService(template.to_string()));
         }
