@@ -339,6 +339,33 @@ pub(crate) enum PatchKind {
     Json,
 }
 
+/// The stored object with `patch` applied; a `metadata.resourceVersion` the patch sets
+/// is a precondition on the stored one.
+fn patched(
+    resource: Resource,
+    name: &str,
+    old: &Value,
+    kind: PatchKind,
+    patch: &Value,
+) -> Result<Value, ApiError> {
+    let mut obj = old.clone();
+    match kind {
+        PatchKind::Merge | PatchKind::Strategic => {
+            if !patch.is_object() {
+                return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+            }
+            crate::kube::patch::merge_patch(&mut obj, patch);
+        }
+        PatchKind::Json => crate::kube::patch::json_patch(&mut obj, patch).map_err(ApiError::bad_request)?,
+    }
+    if let Some(rv) = meta_str(&obj, "resourceVersion")
+        && rv != rv_of(old).to_string()
+    {
+        return Err(ApiError::modified(resource, name));
+    }
+    Ok(obj)
+}
+
 /// Merge, strategic-merge (Lease only: no lists, so it equals a merge patch) and JSON patch.
 pub(crate) fn patch(
     store: &mut Store,
@@ -350,21 +377,7 @@ pub(crate) fn patch(
     opts: &WriteOpts,
 ) -> Result<Written, ApiError> {
     let old = existing(store, resource, ns, name)?;
-    let mut obj = (*old).clone();
-    match kind {
-        PatchKind::Merge | PatchKind::Strategic => {
-            if !patch.is_object() {
-                return Err(ApiError::bad_request("a merge patch must be a JSON object"));
-            }
-            crate::kube::patch::merge_patch(&mut obj, &patch);
-        }
-        PatchKind::Json => crate::kube::patch::json_patch(&mut obj, &patch).map_err(ApiError::bad_request)?,
-    }
-    if let Some(rv) = meta_str(&obj, "resourceVersion")
-        && rv != rv_of(&old).to_string()
-    {
-        return Err(ApiError::modified(resource, name));
-    }
+    let mut obj = patched(resource, name, &old, kind, &patch)?;
     let m = meta(&mut obj);
     m.insert("name".into(), name.into());
     m.insert("namespace".into(), ns.into());
@@ -393,23 +406,7 @@ pub(crate) fn patch_status(
         return Err(ApiError::path_not_found());
     }
     let old = existing(store, resource, ns, name)?;
-    let mut patched = (*old).clone();
-    match kind {
-        PatchKind::Merge | PatchKind::Strategic => {
-            if !patch.is_object() {
-                return Err(ApiError::bad_request("a merge patch must be a JSON object"));
-            }
-            crate::kube::patch::merge_patch(&mut patched, &patch);
-        }
-        PatchKind::Json => {
-            crate::kube::patch::json_patch(&mut patched, &patch).map_err(ApiError::bad_request)?
-        }
-    }
-    if let Some(rv) = meta_str(&patched, "resourceVersion")
-        && rv != rv_of(&old).to_string()
-    {
-        return Err(ApiError::modified(resource, name));
-    }
+    let patched = patched(resource, name, &old, kind, &patch)?;
     let mut obj = (*old).clone();
     match patched.get("status") {
         Some(status) if !status.is_null() => obj["status"] = status.clone(),

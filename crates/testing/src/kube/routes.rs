@@ -291,13 +291,7 @@ async fn item(
         Err(e) => return e.into_response(),
     };
     let result = match method {
-        Method::GET => {
-            let found = shared.store().get(resource, &ns, &name);
-            return match found {
-                Some(obj) => json_response(StatusCode::OK, &obj),
-                None => ApiError::not_found(resource, &name).into_response(),
-            };
-        }
+        Method::GET => return get_item(&shared, resource, &ns, &name),
         Method::PUT => {
             let opts = write_opts(&q, &headers, true);
             json_body(&body).and_then(|b| ops::update(&mut shared.store(), resource, &ns, &name, b, &opts))
@@ -326,6 +320,15 @@ async fn item(
     result.map_or_else(IntoResponse::into_response, written)
 }
 
+/// The stored object, or 404.
+fn get_item(shared: &Shared, resource: Resource, ns: &str, name: &str) -> Response {
+    let found = shared.store().get(resource, ns, name);
+    match found {
+        Some(obj) => json_response(StatusCode::OK, &obj),
+        None => ApiError::not_found(resource, name).into_response(),
+    }
+}
+
 /// The status subresource: GET the object, PATCH its status alone.
 async fn status_item(
     State(shared): State<Arc<Shared>>,
@@ -341,13 +344,7 @@ async fn status_item(
         Err(e) => return e.into_response(),
     };
     let result = match method {
-        Method::GET => {
-            let found = shared.store().get(resource, &ns, &name);
-            return match found {
-                Some(obj) => json_response(StatusCode::OK, &obj),
-                None => ApiError::not_found(resource, &name).into_response(),
-            };
-        }
+        Method::GET => return get_item(&shared, resource, &ns, &name),
         Method::PATCH => {
             let kind = match content_type(&headers) {
                 "application/merge-patch+json" => Ok(PatchKind::Merge),
