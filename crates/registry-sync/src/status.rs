@@ -8,7 +8,7 @@
 //! `run` installs, so this module depends on no runtime type. Nothing on it is secret:
 //! names, counts, times and the reasons the rest of the program logs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -221,16 +221,22 @@ impl StatusBoard {
             row.updated += report.updated as u64;
             row.deleted += report.deleted as u64;
             row.status_patches += report.status as u64;
-            // A conflict stays until its name is written (the user's object went).
-            let written: Vec<String> = plan
-                .creates
-                .iter()
-                .chain(&plan.updates)
-                .map(|o| o.key().to_string())
-                .chain(plan.deletes.iter().map(ToString::to_string))
-                .collect();
-            let failed: Vec<String> = report.failed.iter().map(|(k, _)| k.to_string()).collect();
-            row.conflicts.retain(|c| !written.contains(&c.object));
+            // A conflict stays until its name is written (the user's object went), a
+            // quarantined object until a write of it goes through. Only those few are
+            // looked up, so a pass of thousands of writes costs nothing here.
+            if !row.conflicts.is_empty() || !row.quarantined.is_empty() {
+                let written: BTreeSet<String> = plan
+                    .creates
+                    .iter()
+                    .chain(&plan.updates)
+                    .map(|o| o.key().to_string())
+                    .chain(plan.deletes.iter().map(ToString::to_string))
+                    .collect();
+                let failed: BTreeSet<String> = report.failed.iter().map(|(k, _)| k.to_string()).collect();
+                row.conflicts.retain(|c| !written.contains(&c.object));
+                row.quarantined
+                    .retain(|q| !written.contains(&q.object) || failed.contains(&q.object));
+            }
             for conflict in &plan.conflicts {
                 let object = conflict.key.to_string();
                 if !row.conflicts.iter().any(|c| c.object == object) {
@@ -240,8 +246,6 @@ impl StatusBoard {
                     });
                 }
             }
-            row.quarantined
-                .retain(|q| !written.contains(&q.object) || failed.contains(&q.object));
             for (key, why) in &report.failed {
                 let object = key.to_string();
                 row.quarantined.retain(|q| q.object != object);

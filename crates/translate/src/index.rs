@@ -140,10 +140,13 @@ pub struct Index {
     /// WorkloadEntries of instances the registry no longer lists, kept unhealthy until
     /// their registry's `drain_delay` is over: their group and deadline.
     draining: BTreeMap<ObjectKey, (GroupKey, Duration)>,
+    /// Some registry has a drain delay.
+    drains: bool,
 }
 
 impl Index {
     pub fn new(settings: Settings) -> Index {
+        let drains = settings.registries.values().any(|r| r.drain_delay.is_some());
         Index {
             settings,
             services: BTreeMap::new(),
@@ -153,6 +156,7 @@ impl Index {
             vips: Allocator::default(),
             clock: Duration::ZERO,
             draining: BTreeMap::new(),
+            drains,
         }
     }
 
@@ -396,6 +400,10 @@ impl Index {
     /// delay and health in status, stays (unhealthy) until the delay is over; one that
     /// is desired again stops draining.
     fn keep_draining(&mut self, group: &GroupKey, previous: &[ObjectKey], objects: &mut Vec<IstioObject>) {
+        // Without a drain delay nothing drains: translating a group costs nothing here.
+        if !self.drains {
+            return;
+        }
         let present: BTreeSet<ObjectKey> = objects.iter().map(IstioObject::key).collect();
         for key in &present {
             self.draining.remove(key);
