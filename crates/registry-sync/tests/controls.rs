@@ -202,16 +202,7 @@ fn render_on_an_estate_exercising_every_control_shows_the_documented_result() {
 
 #[test]
 fn plan_names_the_override_behind_an_update_and_the_filter_behind_a_delete() {
-    let plain = "\
-registries:
-  - name: legacy
-    kind: file
-    path: services.yaml
-    namespace: mesh
-sinks:
-  files:
-    dir: out
-";
+    let plain = FILES_SINK_CONFIG;
     let ws = workspace(plain, SERVICES);
     let once = ws.cmd("once");
     assert_eq!(once.code(), Some(0), "{once}");
