@@ -145,13 +145,13 @@ async fn a_health_flip_costs_one_status_patch_and_keeps_the_conditions_of_others
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_instance_turning_unhealthy_at_once_is_held_back_in_status_too() {
     let server = StandIn::start().await;
-    let five: String = std::iter::once("services:\n  - name: orders\n    instances:\n".to_string())
+    let six: String = std::iter::once("services:\n  - name: orders\n    instances:\n".to_string())
         .chain((1..=6).map(|n| format!("      - {{address: 10.0.0.{n}, ports: {{http: 8080}}}}\n")))
         .collect();
-    let ws = health_workspace(&server, &five);
+    let ws = health_workspace(&server, &six);
     assert_eq!(cmd(&ws, &["once"]).await.code(), Some(0));
     server.reset_counts();
-    ws.write_services(&five.replace("8080}}", "8080}, healthy: false}"));
+    ws.write_services(&six.replace("8080}}", "8080}, healthy: false}"));
     let held = cmd(&ws, &["once"]).await;
     assert_eq!(held.code(), Some(3), "{held}");
     assert_eq!(

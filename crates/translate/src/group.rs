@@ -164,10 +164,16 @@ pub(crate) fn translate_group_traced(
         let by = if rules.endpoints.is_some() { " (an override)" } else { "" };
         let why = match (configured, mode) {
             (EndpointMode::Auto, EndpointMode::Inline) => {
-                format!("auto{by}: inline, as {AUTO_INLINE_LIMIT} endpoints or fewer (and 512 KiB) stay inline")
+                format!(
+                    "auto{by}: inline, as {AUTO_INLINE_LIMIT} endpoints or fewer (and {} KiB) stay inline",
+                    AUTO_INLINE_MAX_BYTES / 1024
+                )
             }
             (EndpointMode::Auto, _) => {
-                format!("auto{by}: WorkloadEntries, as more than {AUTO_INLINE_LIMIT} endpoints (or 512 KiB) go out of line")
+                format!(
+                    "auto{by}: WorkloadEntries, as more than {AUTO_INLINE_LIMIT} endpoints (or {} KiB) go out of line",
+                    AUTO_INLINE_MAX_BYTES / 1024
+                )
             }
             (EndpointMode::Inline, EndpointMode::WorkloadEntry) => {
                 format!("inline{by} asked, WorkloadEntries published: too large for one object")
