@@ -14,7 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -45,6 +48,27 @@ pub struct WriteLabels {
     pub sink: String,
     pub verb: &'static str,
     pub result: &'static str,
+}
+
+/// `registry_requests_total`, read at each scrape from the counters the sources keep
+/// (they count where they send, without a metrics type).
+#[derive(Debug)]
+struct RegistryRequests;
+
+impl Collector for RegistryRequests {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "registry_requests",
+            "Requests sent to the registry (HTTP and gRPC calls, watches opened, ZooKeeper operations, DNS queries, file reads); what a registry pushes is not counted",
+            None,
+            MetricType::Counter,
+        )?;
+        for (registry, total) in registry_sync_sources::requests::totals() {
+            let labels = RegistryLabels { registry };
+            ConstCounter::new(total).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// All metrics of one process, cheap to clone (shared series).
@@ -161,6 +185,7 @@ impl Metrics {
             "1 while this replica is the leader (or leader election is off)",
             metrics.leader.clone(),
         );
+        registry.register_collector(Box::new(RegistryRequests));
         Metrics {
             registry: Arc::new(registry),
             ..metrics
@@ -287,6 +312,20 @@ mod tests {
         );
         assert!(
             text.contains("registry_sync_registry_instances{registry=\"legacy\"} 7"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_requests_a_source_counts_are_exposed_per_registry() {
+        registry_sync_sources::requests::Requests::of("metrics-test-requests").add(12);
+        let text = Metrics::new().encode();
+        assert!(
+            text.contains("registry_sync_registry_requests_total{registry=\"metrics-test-requests\"} 12"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE registry_sync_registry_requests counter"),
             "{text}"
         );
     }

@@ -15,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use registry_sync_catalog::Skipped;
 use registry_sync_plan::{HeldBack, Plan};
 use registry_sync_sinks::ApplyReport;
+use registry_sync_sources::requests::Requests;
 use registry_sync_translate::Found;
 use serde::Serialize;
 
@@ -44,6 +45,10 @@ pub struct RegistryRow {
     pub instances: usize,
     /// Why it is down, as logged.
     pub error: Option<String>,
+    /// Requests sent to it in the last 60 seconds: what watching it costs the registry.
+    pub requests_per_minute: u64,
+    /// Requests sent to it since the process started.
+    pub requests: u64,
     /// Skipped items by reason, with the first few named.
     pub skipped: BTreeMap<String, SkipSummary>,
 }
@@ -142,6 +147,8 @@ impl StatusBoard {
                         services: 0,
                         instances: 0,
                         error: None,
+                        requests_per_minute: 0,
+                        requests: 0,
                         skipped: BTreeMap::new(),
                     },
                 );
@@ -271,6 +278,9 @@ impl StatusBoard {
         self.with(|board| {
             let mut registries: Vec<RegistryRow> = board.registries.values().cloned().collect();
             for row in &mut registries {
+                let requests = Requests::of(&row.name);
+                row.requests_per_minute = requests.last_minute();
+                row.requests = requests.total();
                 for skip in problems.iter().filter(|s| s.registry == row.name) {
                     let summary = row
                         .skipped
@@ -335,6 +345,18 @@ mod tests {
         assert_eq!(down.state, "down");
         assert_eq!(down.error.as_deref(), Some("connection refused"));
         assert_eq!(down.services, 3, "the last view is kept");
+    }
+
+    #[test]
+    fn a_registry_shows_the_requests_its_source_sent_in_the_last_minute() {
+        let board = StatusBoard::default();
+        board.configure("prod", [("status-test-requests", "eureka")], ["files"]);
+        assert_eq!(board.snapshot().registries[0].requests_per_minute, 0);
+        Requests::of("status-test-requests").add(30);
+        Requests::of("status-test-requests").count();
+        let row = board.snapshot().registries[0].clone();
+        assert_eq!((row.requests_per_minute, row.requests), (31, 31));
+        assert!(page::render(&board.snapshot(), None, None).contains("title=\"31 since start\">31</td>"));
     }
 
     #[test]

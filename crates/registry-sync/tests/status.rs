@@ -58,6 +58,12 @@ fn the_status_shows_registries_sinks_a_skipped_instance_and_a_conflict() {
     assert_eq!(registry["kind"], "file");
     assert_eq!(registry["state"], "up");
     assert_eq!(registry["services"], 2);
+    // The file was read once for the view: a request to the registry, in the last minute.
+    assert!(registry["requests_per_minute"].as_u64() >= Some(1), "{json}");
+    assert!(
+        registry["requests"].as_u64() >= registry["requests_per_minute"].as_u64(),
+        "{json}"
+    );
     let reserved = &registry["skipped"]["reserved_port"];
     assert_eq!(reserved["count"], 1, "{json}");
     assert!(

@@ -272,6 +272,7 @@ impl EtcdSource {
             max_message: MAX_MESSAGE,
             tls,
             user,
+            requests: crate::requests::Requests::of(&self.registry),
         };
         let connect = EtcdClient::connect(&self.config.endpoints, options);
         match tokio::time::timeout(REQUEST_TIMEOUT, connect).await {

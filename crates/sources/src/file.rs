@@ -92,12 +92,15 @@ fn position(line: Option<u64>, column: Option<u64>) -> String {
 pub struct FileSource {
     registry: String,
     path: PathBuf,
+    requests: crate::requests::Requests,
 }
 
 impl FileSource {
     pub fn new(registry: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        let registry = registry.into();
         FileSource {
-            registry: registry.into(),
+            requests: crate::requests::Requests::of(&registry),
+            registry,
             path: path.into(),
         }
     }
@@ -129,6 +132,7 @@ impl FileSource {
     }
 
     fn read(&self) -> Result<Vec<u8>, FileSourceError> {
+        self.requests.count();
         std::fs::read(&self.path).map_err(|error| FileSourceError::Read {
             registry: self.registry.clone(),
             path: self.path.clone(),

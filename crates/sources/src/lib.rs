@@ -24,6 +24,7 @@ mod arbitrary;
 #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 pub mod config;
 pub mod registry;
+pub mod requests;
 
 // Every registry kind: its module (behind the Cargo feature of its name) and its place
 // in the dispatch. Adding a kind is its module and one line here.

@@ -120,6 +120,7 @@ pub enum ZookeeperError {
 pub struct ZookeeperSource {
     registry: String,
     config: ZookeeperConfig,
+    requests: crate::requests::Requests,
 }
 
 /// A complete read of the tree: items by service and node name.
@@ -128,8 +129,10 @@ type Listing = BTreeMap<String, BTreeMap<String, Item>>;
 impl ZookeeperSource {
     pub fn new(registry: impl Into<String>, mut config: ZookeeperConfig) -> Self {
         config.root = normalize(&config.root);
+        let registry = registry.into();
         ZookeeperSource {
-            registry: registry.into(),
+            requests: crate::requests::Requests::of(&registry),
+            registry,
             config,
         }
     }
@@ -182,6 +185,7 @@ impl ZookeeperSource {
             connector = connector.with_auth("digest", auth.as_bytes());
         }
         let connect_string = self.connect_string();
+        self.requests.count();
         let connect = connector.connect(&connect_string);
         match tokio::time::timeout(self.request_timeout(), connect).await {
             Ok(Ok(client)) => Ok(client),
@@ -339,6 +343,7 @@ impl ZookeeperSource {
         action: &str,
         request: impl Future<Output = Result<T, zookeeper_client::Error>>,
     ) -> Result<T, ZookeeperError> {
+        self.requests.count();
         match tokio::time::timeout(self.request_timeout(), request).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(self.request_error(action, error)),

@@ -282,3 +282,24 @@ async fn a_thousand_services_are_all_read_and_an_idle_round_changes_nothing() {
     assert!(Arc::ptr_eq(&first.services()[target], &next.services()[target]));
     watch.assert_failures(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_counts_every_call_it_sends_to_aws() {
+    let Some(moto) = TestMoto::start() else { return };
+    let writer = CloudMapWriter::new(&moto.url());
+    let namespace = writer.namespace("requests.local").await;
+    let web = writer.service(&namespace, "web", false).await;
+    register(&writer, &web, "w-1", &ip_port("10.0.0.1", "80")).await;
+    let mut config = CloudMapConfig::new(Some(MOTO_REGION.to_string()));
+    config.endpoint = Some(moto.url());
+    let name = "cloudmap-requests-counted";
+    let snapshot = CloudMapSource::new(name, config)
+        .with_test_credentials()
+        .load()
+        .await
+        .expect("load");
+    assert_eq!(snapshot.instance_count(), 1);
+    // ListNamespaces, ListServices of the namespace, DiscoverInstances of web.
+    let sent = registry_sync_sources::requests::Requests::of(name).total();
+    assert!(sent >= 3, "{sent}");
+}

@@ -428,3 +428,21 @@ async fn more_services_than_consul_allows_connections_all_sync_and_follow_change
     eprintln!("a port change in {:?}", start.elapsed());
     assert_eq!(server.connections().refused(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_counts_exactly_the_requests_consul_answered() {
+    let server = ConsulStandIn::start();
+    server.register(web("w1", 8080, "v1")).unwrap();
+    let name = "consul-requests-counted";
+    ConsulSource::new(name, config(&server))
+        .load()
+        .await
+        .expect("load");
+    let sent = registry_sync_sources::requests::Requests::of(name).total();
+    assert!(sent > 0);
+    assert_eq!(
+        sent,
+        server.counts().total(),
+        "every request the stand-in saw, no more"
+    );
+}

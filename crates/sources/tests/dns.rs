@@ -252,3 +252,19 @@ async fn one_name_that_fails_from_the_start_does_not_hold_back_the_others() {
     assert!(service(&snapshot, "billing.example").is_some());
     assert!(snapshot.unknown.iter().any(|k| k.name == "orders.broken.test"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_counts_every_query_it_sends() {
+    let Some(server) = TestDnsmasq::start(
+        "srv-host=_http._tcp.billing.example,a.billing.example,8080,10,5\nhost-record=a.billing.example,10.0.0.1",
+    ) else {
+        return;
+    };
+    let name = "dns-requests-counted";
+    DnsSource::new(name, config(&server, &[BILLING]))
+        .load()
+        .await
+        .expect("load");
+    // The SRV name, then the A and AAAA of its one target.
+    assert_eq!(registry_sync_sources::requests::Requests::of(name).total(), 3);
+}

@@ -650,3 +650,25 @@ async fn when_the_member_in_use_goes_away_the_next_one_takes_over_and_nothing_is
         .await;
     assert!(instance(&snap, "orders", "a").is_some(), "orders was kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_a_small_prefix_is_one_range_request() {
+    let Some(url) = shared_server(ETCD_VAR) else {
+        return;
+    };
+    let prefix = unique("/registry-sync-test/requests");
+    let mut kv = client(&url).await;
+    put(
+        &mut kv,
+        &format!("{prefix}/orders/i-1"),
+        &endpoint("10.0.0.1:8080", "{}"),
+    )
+    .await;
+    let name = unique("etcd-requests");
+    let snapshot = EtcdSource::new(&name, config(&url, &prefix))
+        .load()
+        .await
+        .expect("load");
+    assert_eq!(snapshot.instance_count(), 1);
+    assert_eq!(registry_sync_sources::requests::Requests::of(&name).total(), 1);
+}

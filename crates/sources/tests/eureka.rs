@@ -177,3 +177,17 @@ async fn a_thousand_apps_are_all_synced_and_an_idle_registry_costs_one_delta_per
     eprintln!("eureka: {idle} requests in 2 s idle at refresh 100ms");
     assert!((1..=25).contains(&idle), "{idle} requests in 2 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_counts_exactly_the_requests_eureka_answered() {
+    let server = EurekaStandIn::start();
+    server.register("orders", orders("o1", 8080, "v1")).unwrap();
+    let name = "eureka-requests-counted";
+    EurekaSource::new(name, EurekaConfig::new(server.url()))
+        .load()
+        .await
+        .expect("load");
+    let sent = registry_sync_sources::requests::Requests::of(name).total();
+    assert_eq!(sent, 1, "one full fetch");
+    assert_eq!(sent, server.counts().total());
+}

@@ -325,3 +325,12 @@ async fn dropping_the_receiver_stops_the_watch() {
         .expect("the watch stops when nobody listens")
         .expect("the watch task does not panic");
 }
+
+#[test]
+fn a_load_is_one_read_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = services_file(&dir, TWO);
+    let name = "file-requests-counted";
+    FileSource::new(name, &path).load().unwrap();
+    assert_eq!(registry_sync_sources::requests::Requests::of(name).total(), 1);
+}

@@ -402,3 +402,21 @@ async fn an_unreachable_server_is_an_error_that_names_the_registry_and_address()
     );
     assert!(error.contains("check `address`"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_counts_the_catalog_and_the_instance_requests() {
+    let Some(address) = shared_server(NACOS_VAR) else {
+        return;
+    };
+    let ns = unique("requests");
+    NacosWriter::new(&address).put(&instance(&ns, "orders", "10.0.2.2", 80, &[]));
+    let name = unique("nacos-requests");
+    let snap = NacosSource::new(&name, config(&address, &ns))
+        .load()
+        .await
+        .unwrap();
+    assert_eq!(snap.services().len(), 1);
+    // At least a catalog page and the instances of orders.
+    let sent = registry_sync_sources::requests::Requests::of(&name).total();
+    assert!(sent >= 2, "{sent}");
+}

@@ -460,3 +460,21 @@ async fn a_missing_root_is_a_failure_and_an_empty_root_is_an_empty_registry() {
         .expect("an existing, empty root");
     assert!(snapshot.services().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_counts_the_session_and_each_operation() {
+    let Some(address) = shared_server(ZOOKEEPER_VAR) else {
+        return;
+    };
+    let root = unique("/rs-test-requests");
+    let zk = client(&address).await;
+    mkdir(&zk, &format!("{root}/{DEMO}/providers")).await;
+    register(&zk, &root, DEMO, &dubbo_url(20880, "")).await;
+    let name = unique("zookeeper-requests");
+    ZookeeperSource::new(&name, config(&address, ZkLayout::Dubbo, &root))
+        .load()
+        .await
+        .expect("load");
+    // The session, the root's children, one multi-read of every `providers` node.
+    assert_eq!(registry_sync_sources::requests::Requests::of(&name).total(), 3);
+}

@@ -85,11 +85,11 @@ pub fn render(snapshot: &Snapshot, query: Option<&str>, found: Option<&Found>) -
         ago(now, Some(snapshot.started)),
     );
 
-    out.push_str("<h2>Registries</h2><table id=\"registries\"><tr><th>registry</th><th>kind</th><th>state</th><th>last complete view</th><th>services</th><th>instances</th><th>skipped</th></tr>");
+    out.push_str("<h2>Registries</h2><table id=\"registries\"><tr><th>registry</th><th>kind</th><th>state</th><th>last complete view</th><th>services</th><th>instances</th><th>requests / min</th><th>skipped</th></tr>");
     for r in &snapshot.registries {
         let _ = write!(
             out,
-            "<tr class=\"registry\" data-name=\"{name}\"><td>{name}</td><td>{}</td><td><span class=\"{state}\">{state}</span> since {}{}</td><td>{}</td><td>{}</td><td>{}</td><td>",
+            "<tr class=\"registry\" data-name=\"{name}\"><td>{name}</td><td>{}</td><td><span class=\"{state}\">{state}</span> since {}{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"requests\" title=\"{} since start\">{}</td><td>",
             esc(&r.kind),
             ago(now, Some(r.since)),
             r.error
@@ -98,6 +98,8 @@ pub fn render(snapshot: &Snapshot, query: Option<&str>, found: Option<&Found>) -
             ago(now, r.last_complete_view),
             r.services,
             r.instances,
+            r.requests,
+            r.requests_per_minute,
             name = esc(&r.name),
             state = r.state,
         );

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use aws_sdk_servicediscovery::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_servicediscovery::config::interceptors::{
+    BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+};
 use aws_sdk_servicediscovery::config::retry::RetryConfig;
 use aws_sdk_servicediscovery::config::timeout::TimeoutConfig;
 use aws_sdk_servicediscovery::config::{BehaviorVersion, ConfigBag, Intercept, Region, RuntimeComponents};
@@ -98,7 +100,8 @@ impl Client {
             .build();
         let mut builder = aws_sdk_servicediscovery::config::Builder::from(&shared)
             .retry_config(RetryConfig::standard().with_max_attempts(3))
-            .timeout_config(timeouts);
+            .timeout_config(timeouts)
+            .interceptor(CountRequests(crate::requests::Requests::of(registry)));
         let target = match &config.endpoint {
             Some(endpoint) => {
                 builder = builder
@@ -360,6 +363,27 @@ impl Intercept for StripDataPrefix {
         if let Some(uri) = strip_data_prefix(request.uri(), &self.authority) {
             request.set_uri(uri)?;
         }
+        Ok(())
+    }
+}
+
+/// Counts every attempt the SDK sends, retries included: each is a request AWS
+/// answers (and bills).
+#[derive(Debug)]
+struct CountRequests(crate::requests::Requests);
+
+impl Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "CountRequests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.count();
         Ok(())
     }
 }

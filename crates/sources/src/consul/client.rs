@@ -40,6 +40,7 @@ struct Inner {
     token: Option<SecretSource>,
     params: Vec<(&'static str, String)>,
     filter: parse::Filter,
+    requests: crate::requests::Requests,
 }
 
 impl Client {
@@ -80,6 +81,7 @@ impl Client {
                     health: config.health.clone(),
                     tags: config.tags.clone(),
                 },
+                requests: crate::requests::Requests::of(registry),
             }),
         })
     }
@@ -163,6 +165,7 @@ impl Client {
             action: action.to_string(),
             error: error.without_url().to_string(),
         };
+        inner.requests.count();
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let index = response

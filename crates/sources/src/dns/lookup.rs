@@ -40,6 +40,7 @@ pub(super) struct Lookups {
     nameserver: String,
     resolver: TokioResolver,
     permits: Arc<Semaphore>,
+    requests: crate::requests::Requests,
 }
 
 impl Lookups {
@@ -74,6 +75,7 @@ impl Lookups {
             nameserver: nameserver.map_or_else(|| "the system resolver".to_string(), |a| a.to_string()),
             resolver,
             permits: Arc::new(Semaphore::new(IN_FLIGHT)),
+            requests: crate::requests::Requests::of(registry),
         })
     }
 
@@ -158,6 +160,7 @@ impl Lookups {
             .acquire()
             .await
             .map_err(|e| self.error(record, name, e))?;
+        self.requests.count();
         match self.resolver.lookup(fqdn, kind).await {
             Ok(lookup) => {
                 let mut ttl = u32::MAX;

@@ -17,6 +17,7 @@ use super::proto::{
     AuthenticateRequest, AuthenticateResponse, RangeRequest, RangeResponse, WatchCreateRequest, WatchRequest,
     WatchResponse,
 };
+use crate::requests::Requests;
 use crate::secret::Secret;
 
 const RANGE: &str = "/etcdserverpb.KV/Range";
@@ -33,6 +34,8 @@ pub struct ConnectOptions {
     /// User and password for etcd's authentication: a token is fetched at connect and
     /// fetched again when etcd says it expired.
     pub user: Option<(String, Secret)>,
+    /// Where the calls are counted (a detached counter when nobody reads them).
+    pub requests: Requests,
 }
 
 #[derive(Clone)]
@@ -41,6 +44,7 @@ pub struct EtcdClient {
     max_message: usize,
     user: Option<(String, Secret)>,
     token: Option<MetadataValue<Ascii>>,
+    requests: Requests,
 }
 
 /// A watch: its responses, and the request side, which must stay open (etcd ends the
@@ -106,6 +110,7 @@ impl EtcdClient {
             max_message: options.max_message,
             user: options.user,
             token: None,
+            requests: options.requests,
         };
         if client.user.is_some() {
             client.authenticate().await.map_err(|s| status_text(&s))?;
@@ -152,6 +157,7 @@ impl EtcdClient {
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let codec = tonic_prost::ProstCodec::<Q, A>::default();
         let request = self.request(message);
+        self.requests.count();
         grpc.unary(request, PathAndQuery::from_static(path), codec)
             .await
             .map(tonic::Response::into_inner)
@@ -203,6 +209,7 @@ impl EtcdClient {
         let stream =
             futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
         let codec = tonic_prost::ProstCodec::<WatchRequest, WatchResponse>::default();
+        self.requests.count();
         let responses = grpc
             .streaming(self.request(stream), PathAndQuery::from_static(WATCH), codec)
             .await?
@@ -266,6 +273,7 @@ mod writes {
             max_message: 64 << 20,
             tls: None,
             user: None,
+            requests: Requests::default(),
         }
     }
 

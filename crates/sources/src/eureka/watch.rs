@@ -16,6 +16,7 @@ pub(super) struct Client {
     registry: String,
     base: String,
     config: EurekaConfig,
+    requests: crate::requests::Requests,
 }
 
 impl Client {
@@ -39,6 +40,7 @@ impl Client {
             registry: registry.to_string(),
             base: config.address.trim_end_matches('/').to_string(),
             config: config.clone(),
+            requests: crate::requests::Requests::of(registry),
         })
     }
 
@@ -64,6 +66,7 @@ impl Client {
             action: action.to_string(),
             error: error.without_url().to_string(),
         };
+        self.requests.count();
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let body = response.bytes().await.map_err(unreachable)?;

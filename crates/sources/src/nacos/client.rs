@@ -16,6 +16,7 @@ use nacos_sdk::api::props::ClientProps;
 use super::paging::{self, Pages, Progress};
 use super::parse::{self, ServiceName};
 use super::{NacosConfig, NacosError, PAGE_SIZE, REQUEST_TIMEOUT};
+use crate::requests::Requests;
 use crate::secret::Credentials;
 
 /// A connected client of one Nacos namespace. Cheap to clone.
@@ -26,6 +27,7 @@ pub(super) struct Client {
     naming: NamingService,
     http: reqwest::Client,
     login: Option<Arc<Login>>,
+    requests: Requests,
 }
 
 impl Client {
@@ -51,6 +53,7 @@ impl Client {
                 credentials: credentials.clone(),
                 http: http.clone(),
                 token: RwLock::new(None),
+                requests: Requests::of(registry),
             })
         });
         if let Some(login) = &login {
@@ -89,6 +92,7 @@ impl Client {
             naming,
             http,
             login,
+            requests: Requests::of(registry),
         })
     }
 
@@ -102,6 +106,7 @@ impl Client {
         action: impl Fn() -> String,
         request: impl Future<Output = nacos_sdk::api::error::Result<T>>,
     ) -> Result<T, NacosError> {
+        self.requests.count();
         match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
             Err(_) => Err(NacosError::Timeout {
                 registry: self.registry.to_string(),
@@ -220,6 +225,7 @@ impl Client {
             if let Some(login) = &self.login {
                 query.push(("accessToken", login.token().await?));
             }
+            self.requests.count();
             let response = self.http.get(&url).query(&query).send().await.map_err(|e| {
                 if e.is_timeout() {
                     NacosError::Timeout {
@@ -322,6 +328,7 @@ struct Login {
     credentials: Credentials,
     http: reqwest::Client,
     token: RwLock<Option<Token>>,
+    requests: Requests,
 }
 
 struct Token {
@@ -368,6 +375,7 @@ impl Login {
                 ("username", self.credentials.username.as_str()),
                 ("password", password.expose()),
             ];
+            self.requests.count();
             let answer = self
                 .http
                 .post(format!("http://{address}/nacos/v1/auth/login"))
