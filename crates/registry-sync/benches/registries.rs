@@ -136,6 +136,17 @@ struct Row {
     bare: Vec<Duration>,
     synced: Vec<Duration>,
     idle_requests_per_s: String,
+    /// What the source's own counter (the status page's column) saw in the same window.
+    counted_per_s: String,
+}
+
+/// The source's own request count, read around the idle window.
+fn counted(registry: &str) -> u64 {
+    registry_sync_sources::requests::Requests::of(registry).total()
+}
+
+fn per_s(requests: u64, window: Duration) -> String {
+    format!("{:.2}", requests as f64 / window.as_secs_f64())
 }
 
 async fn bench_etcd(changes: usize, idle: Duration) -> Row {
@@ -201,14 +212,17 @@ async fn bench_etcd(changes: usize, idle: Duration) -> Row {
             .sum()
     };
     let before = metrics(&server.url());
+    let counted_before = counted("kv");
     tokio::time::sleep(idle).await;
     let after = metrics(&server.url());
+    let counted_idle = counted("kv") - counted_before;
     cancel.cancel();
     Row {
         registry: "etcd (prefix watch)",
         bare,
         synced,
         idle_requests_per_s: format!("{:.2}", (after - before) / idle.as_secs_f64()),
+        counted_per_s: per_s(counted_idle, idle),
     }
 }
 
@@ -290,8 +304,10 @@ async fn bench_zookeeper(changes: usize, idle: Duration) -> Row {
             .unwrap_or(0.0)
     };
     let before = packets(&address);
+    let counted_before = counted("spring");
     tokio::time::sleep(idle).await;
     let after = packets(&address);
+    let counted_idle = counted("spring") - counted_before;
     cancel.cancel();
     Row {
         registry: "ZooKeeper (persistent recursive watch, Curator layout)",
@@ -301,6 +317,8 @@ async fn bench_zookeeper(changes: usize, idle: Duration) -> Row {
             "≤ {:.2} (session pings of two clients)",
             (after - before - 1.0).max(0.0) / idle.as_secs_f64()
         ),
+        // Pings are the client library's own, below the source: not counted.
+        counted_per_s: per_s(counted_idle, idle),
     }
 }
 
@@ -383,8 +401,10 @@ async fn bench_http(name: &'static str, changes: usize, idle: Duration) -> Row {
         synced.push(t.elapsed());
     }
     let before = counts();
+    let counted_before = counted(name);
     tokio::time::sleep(idle).await;
     let after = counts();
+    let counted_idle = counted(name) - counted_before;
     cancel.cancel();
     Row {
         registry: if name == "consul" {
@@ -395,6 +415,7 @@ async fn bench_http(name: &'static str, changes: usize, idle: Duration) -> Row {
         bare: Vec::new(),
         synced,
         idle_requests_per_s: format!("{:.2}", (after - before) as f64 / idle.as_secs_f64()),
+        counted_per_s: per_s(counted_idle, idle),
     }
 }
 
@@ -428,9 +449,9 @@ async fn main() {
     println!("registry write → object applied by registry-sync, {changes} changes each, on loopback");
     println!();
     println!(
-        "| registry | bare watch p50 / p99 | registry-sync p50 / p99 | p99 ratio | idle requests/s to the registry |"
+        "| registry | bare watch p50 / p99 | registry-sync p50 / p99 | p99 ratio | idle requests/s to the registry | counted by registry-sync |"
     );
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for row in &mut rows {
         row.bare.sort();
         row.synced.sort();
@@ -445,11 +466,12 @@ async fn main() {
             )
         };
         println!(
-            "| {} | {bare} | {} / {} | {ratio} | {} |",
+            "| {} | {bare} | {} / {} | {ratio} | {} | {} |",
             row.registry,
             ms(percentile(&row.synced, 0.5)),
             ms(s99),
-            row.idle_requests_per_s
+            row.idle_requests_per_s,
+            row.counted_per_s
         );
     }
     println!();

@@ -23,7 +23,7 @@ use registry_sync_testing::servers::{MOTO_REGION, TestMoto};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Row, run_pipeline, wait_port};
+use super::{Row, counted, per_s, run_pipeline, wait_port};
 
 const NAMESPACE: &str = "bench.local";
 /// The poll interval of both the bare poller and the source. The product default is
@@ -120,8 +120,10 @@ pub(super) async fn bench_cloudmap(changes: usize, idle: Duration) -> Row {
     }
     // Idle: requests moto answered while only the source was talking to it.
     let before = moto.requests();
+    let counted_before = counted("aws");
     tokio::time::sleep(idle).await;
     let after = moto.requests();
+    let counted_idle = counted("aws") - counted_before;
     cancel.cancel();
     Row {
         registry: "Cloud Map (poll every 200 ms, 1 service; moto)",
@@ -131,5 +133,6 @@ pub(super) async fn bench_cloudmap(changes: usize, idle: Duration) -> Row {
             "{:.2} (= (ListNamespaces + ListServices + 1 revision per service) / interval)",
             (after - before) as f64 / idle.as_secs_f64()
         ),
+        counted_per_s: per_s(counted_idle, idle),
     }
 }
