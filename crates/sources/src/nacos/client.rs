@@ -46,6 +46,8 @@ impl Client {
                 address: config.addresses.join(","),
                 error: describe(e),
             })?;
+        // The login and the SDK's calls are requests to the same registry.
+        let requests = Requests::of(registry);
         let login = config.credentials.as_ref().map(|credentials| {
             Arc::new(Login {
                 registry: registry.to_string(),
@@ -53,7 +55,7 @@ impl Client {
                 credentials: credentials.clone(),
                 http: http.clone(),
                 token: RwLock::new(None),
-                requests: Requests::of(registry),
+                requests: requests.clone(),
             })
         });
         if let Some(login) = &login {
@@ -92,7 +94,7 @@ impl Client {
             naming,
             http,
             login,
-            requests: Requests::of(registry),
+            requests,
         })
     }
 
