@@ -246,6 +246,12 @@ impl Index {
         self.translation.desired()
     }
 
+    /// The desired objects made from one registry service (`registry:service`): the
+    /// successors of an object it fed before (see [`registry_sync_plan::hold_replacements`]).
+    pub fn successors(&self, source: &str) -> Vec<registry_sync_istio::ObjectKey> {
+        self.translation.objects_of_source(source)
+    }
+
     /// What plans may delete now.
     pub fn scope(&self) -> DeleteScope {
         let registries = || self.registries.iter();

@@ -56,6 +56,11 @@ impl Plan {
             );
             (o.key.clone(), line)
         }));
+        lines.extend(
+            self.replacements
+                .iter()
+                .map(|r| (r.key.clone(), format!("= waits {} ({})", r.key, r.describe()))),
+        );
         lines.extend(self.status.iter().map(|c| {
             let healthy = if c.healthy { "True" } else { "False" };
             (c.key.clone(), format!("h {} (status: Healthy={healthy})", c.key))
@@ -84,6 +89,9 @@ impl Plan {
         }
         if !self.status.is_empty() {
             let _ = write!(out, ", {} status patches", self.status.len());
+        }
+        if !self.replacements.is_empty() {
+            let _ = write!(out, ", {} waiting for their successors", self.replacements.len());
         }
         for held_back in &self.held_back {
             let _ = write!(out, "\n! {}", held_back.describe());

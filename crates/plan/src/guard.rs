@@ -72,7 +72,11 @@ impl MassChangeGuard {
 
     /// Moves every reducing change of a registry that would lose more than the allowed
     /// share (against the window's peak) into [`Plan::held_back`]. Creates and growing
-    /// updates always go ahead. Costs nothing unless the plan takes something away.
+    /// updates always go ahead, but what they add is not counted: the guard judges what
+    /// the sink will hold for certain, and a planned create may yet fail. A replacement
+    /// that finishes ([`Plan::replaced`]: its successors are in the sink) is no loss, and
+    /// the old object it removes is not counted twice. Costs nothing unless the plan
+    /// takes something away.
     pub fn hold(
         &mut self,
         plan: &mut Plan,
@@ -80,13 +84,24 @@ impl MassChangeGuard {
         owner: &Owner,
         now: Instant,
     ) {
-        let mut reducing: BTreeMap<&str, Vec<ObjectKey>> = BTreeMap::new();
+        let registry_of = |have: &HeldObject| have.label(REGISTRY_LABEL).unwrap_or_default().to_string();
+        // What each reducing change takes away: (objects, endpoints).
+        let mut losses: BTreeMap<ObjectKey, (String, Totals)> = BTreeMap::new();
         for key in &plan.deletes {
-            let registry = held
+            let (registry, endpoints) = held
                 .get(key)
-                .and_then(|h| h.label(REGISTRY_LABEL))
+                .map(|have| (registry_of(have), have.endpoints))
                 .unwrap_or_default();
-            reducing.entry(registry).or_default().push(key.clone());
+            losses.insert(
+                key.clone(),
+                (
+                    registry,
+                    Totals {
+                        objects: 1,
+                        endpoints,
+                    },
+                ),
+            );
         }
         // An object whose health lives in status changes what serves only through the
         // status changes below.
@@ -95,20 +110,48 @@ impl MassChangeGuard {
             if let Some(have) = held.get(&key)
                 && object.endpoint_count() < have.endpoints
             {
-                let registry = have.label(REGISTRY_LABEL).unwrap_or_default();
-                reducing.entry(registry).or_default().push(key);
+                let lost = have.endpoints - object.endpoint_count();
+                losses.insert(
+                    key,
+                    (
+                        registry_of(have),
+                        Totals {
+                            objects: 0,
+                            endpoints: lost,
+                        },
+                    ),
+                );
             }
         }
         for change in plan.status.iter().filter(|c| !c.healthy) {
             if let Some(have) = held.get(&change.key)
                 && have.endpoints > 0
             {
-                let registry = have.label(REGISTRY_LABEL).unwrap_or_default();
-                reducing.entry(registry).or_default().push(change.key.clone());
+                let totals = Totals {
+                    objects: 0,
+                    endpoints: have.endpoints,
+                };
+                losses.insert(change.key.clone(), (registry_of(have), totals));
             }
         }
-        if reducing.is_empty() {
+        // A finished replacement: its loss is already in the sink under other names.
+        let mut handed_over: BTreeMap<String, Totals> = BTreeMap::new();
+        for key in &plan.replaced {
+            if let Some((registry, lost)) = losses.remove(key) {
+                let totals = handed_over.entry(registry).or_default();
+                totals.objects += lost.objects;
+                totals.endpoints += lost.endpoints;
+            }
+        }
+        if losses.is_empty() {
             return;
+        }
+        let mut reducing: BTreeMap<&str, (Vec<ObjectKey>, Totals)> = BTreeMap::new();
+        for (key, (registry, lost)) in &losses {
+            let (keys, totals) = reducing.entry(registry.as_str()).or_default();
+            keys.push(key.clone());
+            totals.objects += lost.objects;
+            totals.endpoints += lost.endpoints;
         }
 
         let mut current: BTreeMap<&str, Totals> = BTreeMap::new();
@@ -120,49 +163,21 @@ impl MassChangeGuard {
                 totals.endpoints += object.endpoints;
             }
         }
-        let mut after = current.clone();
-        for object in &plan.creates {
-            if let Some(totals) = object
-                .metadata
-                .labels
-                .get(REGISTRY_LABEL)
-                .and_then(|r| after.get_mut(r.as_str()))
-            {
-                totals.objects += 1;
-                totals.endpoints += object.endpoint_count();
-            }
-        }
-        for object in plan.updates.iter().filter(|o| o.health.is_none()) {
-            if let Some(have) = held.get(&object.key())
-                && let Some(totals) = after.get_mut(have.label(REGISTRY_LABEL).unwrap_or_default())
-            {
-                totals.endpoints =
-                    (totals.endpoints + object.endpoint_count()).saturating_sub(have.endpoints);
-            }
-        }
-        for key in &plan.deletes {
-            if let Some(have) = held.get(key)
-                && let Some(totals) = after.get_mut(have.label(REGISTRY_LABEL).unwrap_or_default())
-            {
-                totals.objects = totals.objects.saturating_sub(1);
-                totals.endpoints = totals.endpoints.saturating_sub(have.endpoints);
-            }
-        }
-        // A health flip changes what serves without touching the object.
-        for change in &plan.status {
-            if let Some(have) = held.get(&change.key)
-                && let Some(totals) = after.get_mut(have.label(REGISTRY_LABEL).unwrap_or_default())
-            {
-                totals.endpoints =
-                    (totals.endpoints + usize::from(change.healthy)).saturating_sub(have.endpoints);
+        for (registry, twice) in &handed_over {
+            if let Some(totals) = current.get_mut(registry.as_str()) {
+                totals.objects = totals.objects.saturating_sub(twice.objects);
+                totals.endpoints = totals.endpoints.saturating_sub(twice.endpoints);
             }
         }
 
         let mut holding: BTreeSet<ObjectKey> = BTreeSet::new();
-        for (registry, keys) in reducing {
+        for (registry, (keys, lost)) in reducing {
             let now_totals = current.get(registry).copied().unwrap_or_default();
             let peak = self.observe(registry, now_totals, now);
-            let after = after.get(registry).copied().unwrap_or_default();
+            let after = Totals {
+                objects: now_totals.objects.saturating_sub(lost.objects),
+                endpoints: now_totals.endpoints.saturating_sub(lost.endpoints),
+            };
             if self.too_much(peak.objects, after.objects, MIN_HELD_OBJECTS)
                 || self.too_much(peak.endpoints, after.endpoints, MIN_HELD_ENDPOINTS)
             {

@@ -9,8 +9,10 @@
 
 mod diff;
 mod guard;
+mod replace;
 
 pub use guard::{MIN_HELD_ENDPOINTS, MIN_HELD_OBJECTS, MassChangeGuard, Totals};
+pub use replace::{Replacement, Successor, hold_replacements};
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -241,6 +243,12 @@ pub struct Plan {
     pub orphans: Vec<Orphan>,
     /// Health conditions to set, after the creates and updates of the same objects.
     pub status: Vec<StatusChange>,
+    /// Deletes and endpoint-losing updates waiting for the objects that take over their
+    /// registry services to be in the sink (see [`hold_replacements`]).
+    pub replacements: Vec<Replacement>,
+    /// Deletes and endpoint-losing updates that finish a replacement: what they take
+    /// away is already in the sink under their successors' names.
+    pub replaced: Vec<ObjectKey>,
 }
 
 impl Plan {
@@ -252,6 +260,12 @@ impl Plan {
 
     pub fn writes(&self) -> usize {
         self.creates.len() + self.updates.len() + self.deletes.len() + self.status.len()
+    }
+
+    /// Replacements that cannot finish without an operator or a sink that accepts the
+    /// successor: the old object stays and the pass is not complete.
+    pub fn blocked_replacements(&self) -> impl Iterator<Item = &Replacement> {
+        self.replacements.iter().filter(|r| r.is_blocked())
     }
 }
 

@@ -457,7 +457,10 @@ fn guarded_plan(
 }
 
 /// What the sink holds after `plan` is applied.
-fn applied(held: &BTreeMap<ObjectKey, HeldObject>, plan: &Plan) -> BTreeMap<ObjectKey, HeldObject> {
+pub(crate) fn applied(
+    held: &BTreeMap<ObjectKey, HeldObject>,
+    plan: &Plan,
+) -> BTreeMap<ObjectKey, HeldObject> {
     let mut held = held.clone();
     for object in plan.creates.iter().chain(&plan.updates) {
         held.insert(object.key(), HeldObject::written(object));
@@ -600,22 +603,6 @@ fn growing_updates_and_creates_go_ahead_while_a_registrys_losses_are_held() {
     assert_eq!(plan.creates.len(), 1);
     assert!(plan.updates.is_empty());
     assert_eq!(plan.held_back.len(), 1);
-}
-
-#[test]
-fn a_namespace_move_that_creates_what_it_deletes_is_not_a_mass_deletion() {
-    let held = holding(consul_entries(0..10, 2).iter().map(HeldObject::written));
-    let moved: Vec<IstioObject> = consul_entries(0..10, 2)
-        .into_iter()
-        .map(|o| {
-            let mut meta = o.metadata.clone();
-            meta.namespace = "elsewhere".into();
-            IstioObject::new(meta, o.spec.clone())
-        })
-        .collect();
-    let plan = guarded_plan(&mut guard(), &desired(moved), &held, Instant::now());
-    assert_eq!((plan.creates.len(), plan.deletes.len()), (10, 10));
-    assert!(plan.held_back.is_empty());
 }
 
 fn merged_entry(name: &str, sources: &str, addresses: &[&str]) -> IstioObject {

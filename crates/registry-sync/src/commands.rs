@@ -164,13 +164,20 @@ async fn sync_once(
     report_errors(&errors);
     let mut writers: Vec<_> = sinks.into_iter().map(|sink| pipeline.writer(sink)).collect();
     let pass = pipeline.sync(&mut writers).await;
-    Ok(if !pass.written || !errors.is_empty() {
-        Outcome::Failed
-    } else if pass.held_back {
-        Outcome::HeldBack
-    } else {
-        Outcome::Ok
-    })
+    if pass.replacements_blocked {
+        tracing::error!(
+            "some objects were not replaced: their successors conflict with other objects or were refused (see the warnings above); the old objects stay"
+        );
+    }
+    Ok(
+        if !pass.written || !errors.is_empty() || pass.replacements_blocked {
+            Outcome::Failed
+        } else if pass.held_back {
+            Outcome::HeldBack
+        } else {
+            Outcome::Ok
+        },
+    )
 }
 
 /// `check`: the config is valid (it was loaded) and every registry answers.

@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use registry_sync_catalog::Skipped;
-use registry_sync_plan::{HeldBack, Plan};
+use registry_sync_plan::{HeldBack, Plan, Replacement};
 use registry_sync_sinks::ApplyReport;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,6 +84,7 @@ pub struct Metrics {
     pub conflicts: Family<SinkLabels, Gauge>,
     pub plan_writes: Family<SinkLabels, Histogram>,
     pub held_back: Family<SinkLabels, Gauge>,
+    pub replacements_waiting: Family<SinkLabels, Gauge>,
     pub quarantined: Family<SinkLabels, Gauge>,
     pub propagation: Histogram,
     pub leader: Gauge,
@@ -117,6 +118,7 @@ impl Metrics {
             conflicts: Family::default(),
             plan_writes: Family::new_with_constructor(plan_histogram),
             held_back: Family::default(),
+            replacements_waiting: Family::default(),
             quarantined: Family::default(),
             // 0.5 ms to ~65 s.
             propagation: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
@@ -169,6 +171,11 @@ impl Metrics {
             "sink_held_back_changes",
             "Changes the mass-change guard holds back (a registry losing too many objects or endpoints at once); confirm with --confirm-mass-delete",
             metrics.held_back.clone(),
+        );
+        registry.register(
+            "sink_replacements_waiting",
+            "Objects kept until the objects replacing them (a move, a rename, a change of endpoint mode) are in the sink; stuck while a successor conflicts or is refused",
+            metrics.replacements_waiting.clone(),
         );
         registry.register(
             "sink_quarantined_objects",
@@ -236,6 +243,16 @@ impl Metrics {
                 sink: sink.to_string(),
             })
             .set(changes as i64);
+    }
+
+    /// The replacements of the last plan that wait for their successors.
+    pub fn replacements(&self, sink: &str, waiting: &[Replacement]) {
+        self.status.replacements(sink, waiting);
+        self.replacements_waiting
+            .get_or_create(&SinkLabels {
+                sink: sink.to_string(),
+            })
+            .set(waiting.len() as i64);
     }
 
     pub fn quarantined(&self, sink: &str, objects: usize) {

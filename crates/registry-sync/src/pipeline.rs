@@ -10,7 +10,7 @@
 use registry_sync_catalog::{RegistryDelta, RegistrySnapshot, Skipped};
 use registry_sync_index::{Index, Update};
 use registry_sync_istio::{Desired, HeldObject};
-use registry_sync_plan::{MassChangeGuard, Owner, Plan, plan};
+use registry_sync_plan::{MassChangeGuard, Owner, Plan, hold_replacements, plan};
 use registry_sync_sinks::AsyncSink;
 use registry_sync_sources::SourceEvent;
 
@@ -26,6 +26,9 @@ pub struct PassOutcome {
     pub written: bool,
     /// The mass-change guard held changes back on some sink.
     pub held_back: bool,
+    /// Some object could not be replaced: its successor conflicts with another object
+    /// or the sink refused it, so the old object stays.
+    pub replacements_blocked: bool,
 }
 
 pub struct Pipeline {
@@ -203,33 +206,57 @@ impl Pipeline {
             &self.owner,
             &self.index.scope(),
         );
+        hold_replacements(
+            &mut plan,
+            self.index.desired(),
+            sink.held(),
+            &self.owner,
+            &|source| self.index.successors(source),
+        );
         if let Some(mut guard) = self.new_guard() {
             guard.hold(&mut plan, sink.held(), &self.owner, std::time::Instant::now());
         }
         plan
     }
 
-    /// One pass over every sink, one after the other: what `once` and `prune` do.
+    /// One pass over every sink, one after the other: what `once` and `prune` do. A
+    /// sink whose pass wrote the successors of objects being replaced gets another pass
+    /// right away, which removes the old objects now that their successors landed.
     pub async fn sync(&mut self, writers: &mut [SinkWriter]) -> PassOutcome {
         let mut outcome = PassOutcome {
             written: true,
             held_back: false,
+            replacements_blocked: false,
         };
         for writer in writers.iter_mut() {
-            writer.catch_up().await;
-            let step = writer.plan(&self.index, std::time::Instant::now());
-            outcome.held_back |= !step.plan.held_back.is_empty();
-            match writer.apply(step).await {
-                Ok(report) => outcome.written &= report.is_complete(),
-                Err(e) => {
-                    tracing::error!(sink = %writer.name, "{e}");
-                    outcome.written = false;
+            for _ in 0..REPLACEMENT_PASSES {
+                writer.catch_up().await;
+                let step = writer.plan(&self.index, std::time::Instant::now());
+                let held_back = !step.plan.held_back.is_empty();
+                let blocked = step.plan.blocked_replacements().count() > 0;
+                match writer.apply(step).await {
+                    Ok(report) => outcome.written &= report.is_complete(),
+                    Err(e) => {
+                        tracing::error!(sink = %writer.name, "{e}");
+                        outcome.written = false;
+                        break;
+                    }
+                }
+                if !writer.wants_another_pass() {
+                    outcome.held_back |= held_back;
+                    outcome.replacements_blocked |= blocked;
+                    break;
                 }
             }
         }
         outcome
     }
 }
+
+/// Passes one `once` makes over a sink at most: the first writes the successors, the
+/// second removes what they replace (a third covers a successor that itself replaced
+/// something in the second).
+const REPLACEMENT_PASSES: usize = 3;
 
 #[cfg(test)]
 mod tests {
@@ -312,19 +339,24 @@ mod tests {
         Pipeline::new(&config)
     }
 
-    #[tokio::test]
-    async fn a_refused_object_is_quarantined_and_retried_alone_while_the_rest_flows() {
-        let mut pipeline = legacy_pipeline();
-        let plans = Arc::new(Mutex::new(Vec::new()));
-        let mut writer = pipeline.writer(NamedSink {
+    /// A writer into a sink that refuses every object named `*bad`.
+    fn refusing_bad(pipeline: &Pipeline, plans: &Arc<Mutex<Vec<(usize, usize)>>>) -> SinkWriter {
+        pipeline.writer(NamedSink {
             name: "refusing".into(),
             sink: Box::new(Refusing {
                 held: BTreeMap::new(),
                 refuses: "bad",
-                plans: Arc::clone(&plans),
+                plans: Arc::clone(plans),
                 deleted_behind: Default::default(),
             }),
-        });
+        })
+    }
+
+    #[tokio::test]
+    async fn a_refused_object_is_quarantined_and_retried_alone_while_the_rest_flows() {
+        let mut pipeline = legacy_pipeline();
+        let plans = Arc::new(Mutex::new(Vec::new()));
+        let mut writer = refusing_bad(&pipeline, &plans);
         let services: Vec<Service> = ["a", "b", "c", "bad"].into_iter().map(service).collect();
         pipeline.registry_synced("legacy", RegistrySnapshot::new("legacy", services, vec![]));
         let start = Instant::now();
@@ -355,6 +387,37 @@ mod tests {
             .collect();
         assert_eq!(names, ["legacy.bad"], "once due, it is retried alone");
         assert_eq!(plans.lock().unwrap().clone(), [(4, 0), (1, 0)]);
+    }
+
+    #[tokio::test]
+    async fn a_quarantined_object_that_comes_due_during_another_pass_is_still_retried() {
+        let mut pipeline = legacy_pipeline();
+        let plans = Arc::new(Mutex::new(Vec::new()));
+        let mut writer = refusing_bad(&pipeline, &plans);
+        let services: Vec<Service> = ["a", "bad"].into_iter().map(service).collect();
+        pipeline.registry_synced("legacy", RegistrySnapshot::new("legacy", services, vec![]));
+        let step = writer.plan(pipeline.index(), Instant::now());
+        writer.apply(step).await.unwrap();
+        // Another change is planned before `bad` is due, and its pass outlasts the
+        // quarantine's first backoff (1 s).
+        let services: Vec<Service> = ["a", "bad", "c"].into_iter().map(service).collect();
+        pipeline.registry_synced("legacy", RegistrySnapshot::new("legacy", services, vec![]));
+        let step = writer.plan(pipeline.index(), Instant::now());
+        assert_eq!(step.plan.creates.len(), 1, "only `c`: `bad` is not due yet");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        writer.apply(step).await.unwrap();
+        let step = writer.plan(pipeline.index(), Instant::now());
+        let names: Vec<&str> = step
+            .plan
+            .creates
+            .iter()
+            .map(|o| o.metadata.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["legacy.bad"],
+            "it came due while the other pass ran: tried now"
+        );
     }
 
     #[tokio::test]

@@ -163,31 +163,36 @@ impl WriterTask {
                 .into_iter()
                 .flatten()
                 .min();
-            tokio::select! {
-                biased;
-                () = self.cancel.cancelled() => break,
-                changed = self.published.changed() => {
-                    if changed.is_err() {
-                        break;
+            // The last pass wrote successors that old objects wait for: remove those now
+            // instead of at the next change.
+            let again = self.writer.wants_another_pass() && !self.cancel.is_cancelled();
+            if !again {
+                tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled() => break,
+                    changed = self.published.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        waiting_since.get_or_insert(self.published.borrow().at);
                     }
-                    waiting_since.get_or_insert(self.published.borrow().at);
-                }
-                () = leadership_changed(&mut leader) => {
-                    // A new leader does not know what the old one left half done.
-                    self.writer.request_full();
-                }
-                keys = self.writer.sink.observe() => {
-                    // Drained by a standby too, so its view is current at takeover.
-                    if keys.is_empty() {
-                        continue;
+                    () = leadership_changed(&mut leader) => {
+                        // A new leader does not know what the old one left half done.
+                        self.writer.request_full();
                     }
-                    tracing::debug!(sink = %self.writer.name, objects = keys.len(), "changed in the sink; planning them again");
-                    self.writer.observed(keys);
+                    keys = self.writer.sink.observe() => {
+                        // Drained by a standby too, so its view is current at takeover.
+                        if keys.is_empty() {
+                            continue;
+                        }
+                        tracing::debug!(sink = %self.writer.name, objects = keys.len(), "changed in the sink; planning them again");
+                        self.writer.observed(keys);
+                    }
+                    () = async { tokio::time::sleep_until(next_retry.expect("guarded")).await }, if next_retry.is_some() => {
+                        retry_at = None;
+                    }
+                    _ = resync.tick() => self.writer.request_full(),
                 }
-                () = async { tokio::time::sleep_until(next_retry.expect("guarded")).await }, if next_retry.is_some() => {
-                    retry_at = None;
-                }
-                _ = resync.tick() => self.writer.request_full(),
             }
             if !is_leader(&self.leadership) {
                 // A standby writes nothing; its next plan as leader is a full one.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use registry_sync_catalog::Skipped;
-use registry_sync_plan::{HeldBack, Plan};
+use registry_sync_plan::{HeldBack, Plan, Replacement};
 use registry_sync_sinks::ApplyReport;
 use registry_sync_sources::requests::Requests;
 use registry_sync_translate::Found;
@@ -84,6 +84,8 @@ pub struct SinkRow {
     pub quarantined: Vec<Problem>,
     /// Mass changes the guard holds, with how to confirm them.
     pub held_back: Vec<String>,
+    /// Objects kept until their successors are in the sink, and why.
+    pub replacements: Vec<Problem>,
     #[serde(skip)]
     held_back_keys: usize,
 }
@@ -213,6 +215,20 @@ impl StatusBoard {
         });
     }
 
+    pub(crate) fn replacements(&self, sink: &str, waiting: &[Replacement]) {
+        self.with(|board| {
+            if let Some(row) = board.sinks.get_mut(sink) {
+                row.replacements = waiting
+                    .iter()
+                    .map(|r| Problem {
+                        object: r.key.to_string(),
+                        reason: r.describe(),
+                    })
+                    .collect();
+            }
+        });
+    }
+
     pub(crate) fn applied(&self, sink: &str, plan: &Plan, report: &ApplyReport) {
         let now = unix_now();
         self.with(|board| {
@@ -306,7 +322,7 @@ impl StatusBoard {
                     .sinks
                     .values()
                     .map(|row| SinkRow {
-                        pending: row.held_back_keys + row.quarantined.len(),
+                        pending: row.held_back_keys + row.quarantined.len() + row.replacements.len(),
                         ..row.clone()
                     })
                     .collect(),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use registry_sync_index::{Index, Since};
 use registry_sync_istio::ObjectKey;
-use registry_sync_plan::{MassChangeGuard, Owner, Plan, plan, plan_keys};
+use registry_sync_plan::{MassChangeGuard, Owner, Plan, hold_replacements, plan, plan_keys};
 use registry_sync_sinks::{ApplyReport, AsyncSink, SinkError};
 
 use crate::metrics::Metrics;
@@ -88,6 +88,9 @@ fn retain_writes(plan: &mut Plan, keep: impl Fn(&ObjectKey) -> bool) {
 pub struct Step {
     pub plan: Plan,
     version: u64,
+    /// The quarantined objects this plan tries again (due when it was made): only
+    /// these leave the quarantine when they are not refused again.
+    retried: Vec<ObjectKey>,
 }
 
 pub struct SinkWriter {
@@ -105,6 +108,9 @@ pub struct SinkWriter {
     quarantine: Quarantine,
     /// The version whose writes all went through (quarantined objects aside).
     applied: Option<u64>,
+    /// The last pass wrote successors that objects waiting to be replaced wait for:
+    /// plan again at once to finish the replacements.
+    again: bool,
     metrics: Option<Metrics>,
 }
 
@@ -125,6 +131,7 @@ impl SinkWriter {
             pending: BTreeSet::new(),
             quarantine: Quarantine::default(),
             applied: None,
+            again: false,
             metrics,
         }
     }
@@ -153,6 +160,12 @@ impl SinkWriter {
     /// The index version this sink has applied, quarantined objects aside.
     pub fn applied(&self) -> Option<u64> {
         self.applied
+    }
+
+    /// The last pass wrote the successors of objects waiting to be replaced: the next
+    /// plan, made at once, removes them.
+    pub fn wants_another_pass(&self) -> bool {
+        self.again
     }
 
     /// When a quarantined object is due for another try.
@@ -186,17 +199,28 @@ impl SinkWriter {
             }
         };
         retain_writes(&mut plan, |key| !self.quarantine.holds(key, now));
+        hold_replacements(&mut plan, index.desired(), held, &self.owner, &|source| {
+            index.successors(source)
+        });
         if let Some(guard) = &mut self.guard {
             guard.hold(&mut plan, held, &self.owner, now);
         }
         // Held-back keys are judged again on the next plan: the hold lasts while the
-        // registry's view stays too small, not one plan.
+        // registry's view stays too small, not one plan. An object waiting for its
+        // successor is planned again until the successor is in the sink.
         for held_back in &plan.held_back {
             self.pending.extend(held_back.keys.iter().cloned());
         }
+        self.pending
+            .extend(plan.replacements.iter().map(|r| r.key.clone()));
+        let retried = self.quarantine.due(now).cloned().collect();
         self.version = version;
         self.epoch = Some(index.epoch());
-        Step { plan, version }
+        Step {
+            plan,
+            version,
+            retried,
+        }
     }
 
     /// Applies a step. `Err`: the sink could not be used at all; the next plan covers
@@ -204,19 +228,10 @@ impl SinkWriter {
     pub async fn apply(&mut self, step: Step) -> Result<ApplyReport, SinkError> {
         if let Some(metrics) = &self.metrics {
             metrics.held_back(&self.name, &step.plan.held_back);
+            metrics.replacements(&self.name, &step.plan.replacements);
         }
-        // Which quarantined objects this plan writes; nothing to look for in a plan
-        // (a cold sync of thousands) when nothing is quarantined.
-        let written: Vec<ObjectKey> = if self.quarantine.entries.is_empty() {
-            Vec::new()
-        } else {
-            let plan = &step.plan;
-            let writes = plan.creates.iter().chain(&plan.updates).map(|o| o.key());
-            writes
-                .chain(plan.deletes.iter().cloned())
-                .filter(|key| self.quarantine.entries.contains_key(key))
-                .collect()
-        };
+        let finishing = step.plan.replacements.iter().any(|r| !r.is_blocked());
+        self.again = false;
         let progress = WriteProgress::start(&self.name, step.plan.writes(), self.sink.progress());
         let pass = apply(&self.name, self.sink.as_mut(), step.plan);
         let result = match &progress {
@@ -249,17 +264,18 @@ impl SinkWriter {
         }
         let now = Instant::now();
         let failed: BTreeSet<&ObjectKey> = applied.report.failed.iter().map(|(k, _)| k).collect();
-        for key in written.iter().filter(|k| !failed.contains(k)) {
+        // A retried object that was not refused again is written, or no longer needs
+        // writing. The others keep their place, even if they came due while this pass
+        // ran: they were not tried.
+        for key in step.retried.iter().filter(|k| !failed.contains(k)) {
             self.quarantine.entries.remove(key);
         }
-        // A due object the plan no longer writes (gone, or in sync) is out.
-        self.quarantine
-            .entries
-            .retain(|key, (due, _)| *due > now || failed.contains(key));
         for (key, _) in &applied.report.failed {
             let delay = self.quarantine.fail(key.clone(), now);
             tracing::warn!(sink = %self.name, object = %key, "quarantined: tried again alone in {delay:?}, or as soon as its registry changes it; everything else is written meanwhile");
         }
+        let report = &applied.report;
+        self.again = finishing && report.created + report.updated > 0;
         if let Some(metrics) = &self.metrics {
             metrics.quarantined(&self.name, self.quarantine.entries.len());
         }
@@ -285,6 +301,13 @@ async fn apply(sink_name: &str, sink: &mut dyn AsyncSink, plan: Plan) -> Result<
             "mass change held back: {}",
             held_back.describe()
         );
+    }
+    for replacement in &plan.replacements {
+        if replacement.is_blocked() {
+            tracing::warn!(sink = sink_name, object = %replacement.key, successor = %replacement.successor, "not removed: {}", replacement.describe());
+        } else {
+            tracing::debug!(sink = sink_name, object = %replacement.key, successor = %replacement.successor, "{}", replacement.describe());
+        }
     }
     if let Some(first) = plan.orphans.first() {
         tracing::warn!(

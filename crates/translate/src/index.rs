@@ -240,6 +240,48 @@ impl Index {
         self.services.get(registry)?.get(key).map(|state| &state.service)
     }
 
+    /// The desired objects made from one registry service (`registry:service`, as in
+    /// the sources annotation): what takes over from an object that service fed before.
+    pub fn objects_of_source(&self, source: &str) -> Vec<ObjectKey> {
+        let Some((registry, service)) = source.split_once(':') else {
+            return Vec::new();
+        };
+        let Some(services) = self.services.get(registry) else {
+            return Vec::new();
+        };
+        // The annotation writes a service key as `namespace/name` or `name`.
+        let split = |(namespace, name): (&str, &str)| ServiceKey {
+            namespace: Some(namespace.to_string()),
+            name: name.to_string(),
+        };
+        let candidates = [
+            Some(ServiceKey {
+                namespace: None,
+                name: service.to_string(),
+            }),
+            service.split_once('/').map(split),
+            service.rsplit_once('/').map(split),
+        ];
+        let mut keys: Vec<ObjectKey> = candidates
+            .into_iter()
+            .flatten()
+            .filter_map(|key| match &services.get(&key)?.group {
+                Ok(Some(group)) => self.outputs.get(group),
+                _ => None,
+            })
+            .flat_map(|output| output.keys.iter())
+            .filter(|key| {
+                self.desired
+                    .get(*key)
+                    .is_some_and(|object| object.sources().any(|s| s == source))
+            })
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     /// Every desired object, by key.
     pub fn desired(&self) -> &Desired {
         &self.desired

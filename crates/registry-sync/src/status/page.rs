@@ -120,7 +120,7 @@ pub fn render(snapshot: &Snapshot, query: Option<&str>, found: Option<&Found>) -
     }
     out.push_str("</table>");
 
-    out.push_str("<h2>Sinks</h2><table id=\"sinks\"><tr><th>sink</th><th>last pass</th><th>last write</th><th>change lag</th><th>pending</th><th>written</th><th>conflicts</th><th>quarantined</th><th>held back</th></tr>");
+    out.push_str("<h2>Sinks</h2><table id=\"sinks\"><tr><th>sink</th><th>last pass</th><th>last write</th><th>change lag</th><th>pending</th><th>written</th><th>conflicts</th><th>quarantined</th><th>held back</th><th>waiting for successors</th></tr>");
     for s in &snapshot.sinks {
         let _ = write!(
             out,
@@ -145,6 +145,8 @@ pub fn render(snapshot: &Snapshot, query: Option<&str>, found: Option<&Found>) -
         for held in &s.held_back {
             let _ = write!(out, "<p>{}</p>", esc(held));
         }
+        out.push_str("</td><td class=\"replacements\">");
+        problems(&mut out, &s.replacements);
         out.push_str("</td></tr>");
     }
     out.push_str("</table>");
