@@ -56,15 +56,23 @@ fn syntax_message(error: &serde_saphyr::Error) -> String {
 }
 
 /// Replaces every `"…"` / `'…'` span, and the backticked value after a scalar type
-/// word (`integer `5``), with `…`.
+/// word (`integer `5``), with `…`. An apostrophe inside a word (`a registry's
+/// address`) is our own words, not a quote: it is kept, and so is what follows it.
 fn redact_scalars(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find(['"', '\'', '`']) {
         let quote = rest[i..].chars().next().unwrap_or('"');
         let (before, after) = rest.split_at(i);
-        out.push_str(before);
         let after = &after[1..];
+        let in_word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+        if quote == '\'' && in_word(before.chars().next_back()) && in_word(after.chars().next()) {
+            out.push_str(before);
+            out.push('\'');
+            rest = after;
+            continue;
+        }
+        out.push_str(before);
         let Some(end) = after.find(quote) else {
             out.push(quote);
             out.push('…');

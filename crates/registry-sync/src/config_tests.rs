@@ -313,3 +313,20 @@ fn the_waypoint_keys_become_the_ambient_labels_and_need_a_waypoint_name() {
         "{message}"
     );
 }
+
+#[test]
+fn a_refused_key_keeps_the_whole_of_our_message_and_none_of_the_values() {
+    let text = GOOD.replace(
+        "endpoints: workload-entry",
+        "endpoints: [\"http://admin:s3cret@etcd:2379\"]",
+    );
+    let message = error(&text);
+    assert!(
+        message.contains("a registry's addresses or URLs go in `address`"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("s3cret") && !message.contains("etcd:2379"),
+        "{message}"
+    );
+}

@@ -257,6 +257,13 @@ fn a_drain_delay_needs_health_in_status_and_a_duration() {
         message.contains("line 8: `registries[0].drain_delay`: is not a duration"),
         "{message}"
     );
+    for huge in ["61m", "18446744073709551615s"] {
+        let message = error(&with(&format!("{health}    drain_delay: {huge}\n")));
+        assert!(
+            message.contains("line 8: `registries[0].drain_delay`: is longer than 3600s"),
+            "{huge}: {message}"
+        );
+    }
     let config = parse(&with(&format!("{health}    drain_delay: 30s\n"))).unwrap();
     assert_eq!(
         config.registries[0].settings.drain_delay,

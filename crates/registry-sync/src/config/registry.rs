@@ -19,6 +19,10 @@ use serde_saphyr::Spanned;
 use super::selection::{RawSelect, namespace_rule};
 use super::{ConfigError, RegistryConfig, is_dns_label};
 
+/// The longest `drain_delay`: an hour is far beyond any connection drain, and every
+/// deadline computed from it stays far inside the clock's range.
+pub const MAX_DRAIN_DELAY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum RawEndpointMode {
     Inline,
@@ -326,15 +330,27 @@ impl Entry<'_> {
                     "needs `health: status`: the entry of a departed instance drains as unhealthy, which only status can say",
                 ));
             }
-            Some(delay) => Some(
-                registry_sync_sources::config::parse_duration(&delay.value).ok_or_else(|| {
-                    self.error(
+            Some(delay) => {
+                let parsed =
+                    registry_sync_sources::config::parse_duration(&delay.value).ok_or_else(|| {
+                        self.error(
+                            delay.referenced.line(),
+                            "drain_delay",
+                            "is not a duration: write it as `30s`, `2m` or `500ms`",
+                        )
+                    })?;
+                if parsed > MAX_DRAIN_DELAY {
+                    return Err(self.error(
                         delay.referenced.line(),
                         "drain_delay",
-                        "is not a duration: write it as `30s`, `2m` or `500ms`",
-                    )
-                })?,
-            ),
+                        format!(
+                            "is longer than {}s: a drain lets connections in flight finish, and an instance the registry no longer lists must not be kept for longer",
+                            MAX_DRAIN_DELAY.as_secs()
+                        ),
+                    ));
+                }
+                Some(parsed)
+            }
         };
         let vip_range = match &r.vip_range {
             Some(range) => Some(
