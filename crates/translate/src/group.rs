@@ -459,12 +459,16 @@ fn without_secrets<'m>(
 ) -> Vec<(&'m String, &'m String)> {
     metadata
         .iter()
-        .filter(|(key, _)| {
-            let secret = c.settings.secret_keys.matches(key);
-            if secret {
+        .filter(|(key, value)| {
+            if c.settings.secret_keys.matches(key) {
                 drops.push(LabelDrop::Secret((*key).clone()));
+                false
+            } else if crate::settings::carries_userinfo(value) {
+                drops.push(LabelDrop::Credentials((*key).clone()));
+                false
+            } else {
+                true
             }
-            !secret
         })
         .collect()
 }

@@ -131,6 +131,8 @@ pub enum LabelDrop {
     Duplicate(String),
     /// The key names a secret (a token, a password): never published.
     Secret(String),
+    /// The value carries credentials (a URL's `user:password@`): never published.
+    Credentials(String),
 }
 
 impl std::fmt::Display for LabelDrop {
@@ -150,6 +152,10 @@ impl std::fmt::Display for LabelDrop {
             LabelDrop::Secret(k) => write!(
                 f,
                 "label {k:?} dropped: the key names a secret (see `safety.secret_keys`)"
+            ),
+            LabelDrop::Credentials(k) => write!(
+                f,
+                "label {k:?} dropped: its value carries credentials (`user:password@` in a URL)"
             ),
         }
     }

@@ -97,18 +97,45 @@ impl RegistrySettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretKeys(Arc<[String]>);
 
-/// Dubbo's `token`, passwords, secrets, credentials, AWS-style access keys, API keys
-/// and private keys.
-pub const DEFAULT_SECRET_KEYS: [&str; 8] = [
+/// Dubbo's `token`, passwords (`pass`, `pwd`), secrets, credentials, AWS-style access
+/// keys, API and private keys, bearer tokens and JWTs, anything of authentication or
+/// sessions (`auth` also covers `oauth` and `authorization`), cookies and database DSNs
+/// (which carry their password). A harmless key that merely contains one of these
+/// (`bypass`) loses its label: a label too few costs far less than a secret published.
+pub const DEFAULT_SECRET_KEYS: [&str; 16] = [
     "token",
     "password",
     "passwd",
+    "pass",
+    "pwd",
     "secret",
     "credential",
     "accesskey",
     "apikey",
     "privatekey",
+    "jwt",
+    "bearer",
+    "auth",
+    "session",
+    "cookie",
+    "dsn",
 ];
+
+/// A value that carries credentials whatever its key: a URL with `user:password@` (or
+/// `token@`) before its host, as in `postgres://app:hunter2@db:5432/orders`.
+pub fn carries_userinfo(value: &str) -> bool {
+    let authority = match value.split_once("://") {
+        Some((_, rest)) => rest,
+        None => value,
+    };
+    let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
+    match authority.rsplit_once('@') {
+        // Without a scheme, only `user:password@host` is taken for credentials: a
+        // plain `team@example.com` is an address, not a secret.
+        Some((userinfo, _)) => value.contains("://") || userinfo.contains(':'),
+        None => false,
+    }
+}
 
 impl Default for SecretKeys {
     fn default() -> Self {
