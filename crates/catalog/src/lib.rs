@@ -22,6 +22,7 @@ mod model;
 
 pub use address::{Address, AddressError};
 pub use model::{
-    Catalog, Instance, InstancePort, Metadata, Placement, PortError, Protocol, Refusal, RegistryDelta,
-    RegistrySnapshot, Service, ServiceKey, SkipKind, Skipped, compact, parse_port,
+    Catalog, Instance, InstancePort, MAX_INSTANCE_LEN, MAX_REASON_LEN, Metadata, Placement, PortError,
+    Protocol, Refusal, RegistryDelta, RegistrySnapshot, Service, ServiceKey, SkipKind, Skipped, bounded,
+    compact, parse_port, public_instance,
 };

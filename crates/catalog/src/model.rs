@@ -280,11 +280,59 @@ pub struct Refusal {
     pub reason: String,
 }
 
+/// The longest reason a refusal carries: parsers quote what they refuse (an address, a
+/// port), and a registry value can be of any length.
+pub const MAX_REASON_LEN: usize = 300;
+/// The longest instance name a refusal shows.
+pub const MAX_INSTANCE_LEN: usize = 120;
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked with `…` when cut.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// A registry's raw name for a refused record, fit to show in logs, metrics and the
+/// status page: a name that is a URL (a Dubbo provider node, a Eureka or etcd value)
+/// can carry credentials in its user part or its parameters (Dubbo's `token`), so both
+/// go, in plain and percent-encoded form, and the rest is bounded.
+pub fn public_instance(raw: &str) -> String {
+    let lower = raw.to_ascii_lowercase();
+    // Parameters and fragment, plain or encoded (`%3F`, `%23`).
+    let cut = ["?", "#", "%3f", "%23"]
+        .iter()
+        .filter_map(|mark| lower.find(mark))
+        .min()
+        .unwrap_or(raw.len());
+    let mut shown = raw[..cut].to_string();
+    if cut < raw.len() {
+        shown.push_str("?…");
+    }
+    // A user part: `scheme://user:pw@host`, plain or encoded (`%3A%2F%2F`, `%2F`, `%40`).
+    for (scheme_end, slash, at) in [("://", "/", "@"), ("%3a%2f%2f", "%2f", "%40")] {
+        let lowered = shown.to_ascii_lowercase();
+        let Some(start) = lowered.find(scheme_end).map(|i| i + scheme_end.len()) else {
+            continue;
+        };
+        let authority_end = lowered[start..].find(slash).map_or(lowered.len(), |i| start + i);
+        if let Some(user_end) = lowered[start..authority_end].rfind(at) {
+            shown.replace_range(start..start + user_end + at.len(), "…@");
+        }
+    }
+    bounded(&shown, MAX_INSTANCE_LEN)
+}
+
 impl Refusal {
     pub fn new(kind: SkipKind, reason: impl Into<String>) -> Refusal {
         Refusal {
             kind,
-            reason: reason.into(),
+            reason: bounded(&reason.into(), MAX_REASON_LEN),
         }
     }
 
@@ -309,14 +357,16 @@ impl Refusal {
         }
     }
 
-    /// The item refused for this reason, in `registry`'s `service`.
+    /// The item refused for this reason, in `registry`'s `service`. `instance` is the
+    /// registry's raw name for the record: only its public part is kept (see
+    /// [`public_instance`]).
     pub fn skipped(self, registry: &str, service: &str, instance: Option<&str>) -> Skipped {
         Skipped {
             registry: registry.to_string(),
-            service: service.to_string(),
-            instance: instance.map(str::to_string),
+            service: bounded(service, MAX_INSTANCE_LEN),
+            instance: instance.map(public_instance),
             kind: self.kind,
-            reason: self.reason,
+            reason: bounded(&self.reason, MAX_REASON_LEN),
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod explain;
+pub mod logs;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;

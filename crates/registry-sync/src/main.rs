@@ -106,13 +106,13 @@ fn init_logging(verbose: u8, format: LogFormat) {
         _ => "debug,registry_sync=trace,nacos_sdk=info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    let ansi = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .with_writer(registry_sync::logs::EscapedStderr { ansi })
+            .init(),
+        LogFormat::Json => builder.with_writer(std::io::stderr).json().init(),
     }
 }
 

@@ -107,3 +107,26 @@ fn check_exits_1_and_names_the_registry_whose_file_is_missing() {
         "{out}"
     );
 }
+
+#[test]
+fn a_newline_in_registry_data_cannot_forge_a_log_line() {
+    // A YAML double-quoted string carries the newline into the service's name, which
+    // the warning about its bad instance names.
+    let ws = Workspace::with_services(
+        "services:\n  - name: \"orders\\n2099-01-01T00:00:00Z ERROR forged line\"\n    instances:\n      - address: 10.0.0.300\n        ports: {http: 8080}\n",
+    );
+    let out = ws.cmd("once");
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(
+        out.stderr.contains("WARN"),
+        "the instance is refused with a warning:\n{out}"
+    );
+    assert!(
+        out.stderr.contains("\\n2099-01-01T00:00:00Z ERROR forged line"),
+        "the newline is escaped inside its event:\n{out}"
+    );
+    assert!(
+        !out.stderr.lines().any(|line| line.starts_with("2099-01-01")),
+        "a registry string started a log line of its own:\n{out}"
+    );
+}

@@ -160,6 +160,15 @@ pub enum ConsulError {
         error: String,
     },
     #[error(
+        "registry {registry:?}: Consul at {address} answered {action} with more than {limit_mib} MiB; refused, since an answer is held in memory whole: check `address` (a proxy's error page or a broken server), or split the registry"
+    )]
+    TooLarge {
+        registry: String,
+        address: String,
+        action: String,
+        limit_mib: usize,
+    },
+    #[error(
         "registry {registry:?}: Consul at {address} refused the ACL token ({action}: {status} {body}); check `token_file` / `token_env` and that the token's policy grants service:read and node:read"
     )]
     Acl {

@@ -104,6 +104,15 @@ pub enum EurekaError {
         action: String,
         error: String,
     },
+    #[error(
+        "registry {registry:?}: Eureka at {address} answered {action} with more than {limit_mib} MiB; refused, since an answer is held in memory whole: check `address` (a proxy's error page or a broken server), or split the registry"
+    )]
+    TooLarge {
+        registry: String,
+        address: String,
+        action: String,
+        limit_mib: usize,
+    },
     #[error("registry {registry:?}: Eureka at {address} answered {action} with {status}: {body}{hint}")]
     Status {
         registry: String,

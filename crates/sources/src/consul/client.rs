@@ -181,7 +181,17 @@ impl Client {
             .get("x-consul-results-filtered-by-acls")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let body = response.bytes().await.map_err(unreachable)?;
+        let body = crate::http::body(response, crate::http::MAX_BODY)
+            .await
+            .map_err(|error| match error {
+                crate::http::BodyError::Read(error) => unreachable(error),
+                crate::http::BodyError::TooLarge(limit) => ConsulError::TooLarge {
+                    registry: inner.registry.clone(),
+                    address: inner.base.clone(),
+                    action: action.to_string(),
+                    limit_mib: limit >> 20,
+                },
+            })?;
         if status.is_success() && filtered {
             return Err(ConsulError::AclFiltered {
                 registry: inner.registry.clone(),

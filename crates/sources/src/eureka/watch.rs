@@ -69,7 +69,17 @@ impl Client {
         self.requests.count();
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(unreachable)?;
+        let body = crate::http::body(response, crate::http::MAX_BODY)
+            .await
+            .map_err(|error| match error {
+                crate::http::BodyError::Read(error) => unreachable(error),
+                crate::http::BodyError::TooLarge(limit) => EurekaError::TooLarge {
+                    registry: self.registry.clone(),
+                    address: self.base.clone(),
+                    action: action.to_string(),
+                    limit_mib: limit >> 20,
+                },
+            })?;
         if !status.is_success() {
             let hint = match status.as_u16() {
                 401 | 403 => "; check `username` and `password_file` / `password_env`",

@@ -280,6 +280,20 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_provider_never_shows_its_token_or_user_part() {
+        let raw = "dubbo%3A%2F%2Fadmin%3Apw%40300.0.0.1%3A20880%2Fa.B%3Fapplication%3Ddemo%26token%3Ds3cr3t-t0ken";
+        let skipped = item("dubbo", "a.B", raw).unwrap().unwrap_err();
+        let shown = format!("{skipped} {:?}", skipped.instance);
+        for secret in ["s3cr3t", "token", "admin", "pw"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert_eq!(skipped.instance.as_deref(), Some("dubbo%3A%2F%2F…@300.0.0.1%3A20880%2Fa.B?…"));
+        let long = format!("dubbo://10.0.0.1:20880/a.B?weight={}", "9".repeat(100_000));
+        let skipped = item("dubbo", "a.B", &long).unwrap().unwrap_err();
+        assert!(skipped.reason.len() <= registry_sync_catalog::MAX_REASON_LEN + '…'.len_utf8(), "{}", skipped.reason.len());
+    }
+
+    #[test]
     fn ipv6_providers_and_group_versions_get_distinct_ids() {
         let v6 = provider("dubbo://[2001:db8::1]:20880/a.B?group=g&version=2").unwrap();
         assert_eq!(v6.id, "[2001:db8::1]:20880?group=g&version=2");
