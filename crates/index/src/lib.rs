@@ -31,6 +31,34 @@ use registry_sync_translate::{Index as Translation, Settings};
 
 pub use log::Since;
 
+/// A look-up for `explain`, explained without the index (see [`Index::lookup`]).
+pub struct Lookup {
+    translation: registry_sync_translate::Lookup,
+    /// What the sources refused of the services found, sorted per service.
+    refused: Vec<Skipped>,
+}
+
+impl Lookup {
+    pub fn explain(self) -> registry_sync_translate::Found {
+        let mut found = self.translation.explain();
+        for group in &mut found.groups {
+            let extra: Vec<Skipped> = group
+                .contributors
+                .iter()
+                .flat_map(|(registry, service)| {
+                    let service = service.key().to_string();
+                    self.refused
+                        .iter()
+                        .filter(move |s| s.registry == *registry && s.service == service)
+                        .cloned()
+                })
+                .collect();
+            group.refused.extend(extra);
+        }
+        found
+    }
+}
+
 /// What one registry's view did to the index, for logs and metrics.
 #[derive(Debug, Default)]
 pub struct Update {
@@ -275,29 +303,30 @@ impl Index {
     /// What `explain` shows for a service or host (see
     /// [`registry_sync_translate::Index::explain`]).
     pub fn explain(&self, query: &str) -> registry_sync_translate::Found {
-        let mut found = self.translation.explain(query);
+        self.lookup(query).explain()
+    }
+
+    /// What [`Index::explain`] needs, taken in a moment: explaining it afterwards
+    /// ([`Lookup::explain`]) needs the index no more, so a shared index is locked only
+    /// for the look-up.
+    pub fn lookup(&self, query: &str) -> Lookup {
+        let translation = self.translation.lookup(query);
         // What the sources refused never became an instance: it is told here.
-        let refused = |registry: &str, service: &str| -> Vec<Skipped> {
-            let mut refused: Vec<Skipped> = self
-                .registries
-                .get(registry)
-                .into_iter()
-                .flat_map(|state| state.source_skipped.iter())
-                .filter(|s| s.service == service)
-                .cloned()
-                .collect();
-            refused.sort_by(|a, b| a.instance.cmp(&b.instance));
-            refused
-        };
-        for group in &mut found.groups {
-            let extra: Vec<Skipped> = group
-                .contributors
-                .iter()
-                .flat_map(|(registry, service)| refused(registry, &service.key().to_string()))
-                .collect();
-            group.refused.extend(extra);
+        let mut refused: Vec<Skipped> = Vec::new();
+        let wanted: BTreeSet<(&str, String)> = translation.contributors().collect();
+        for (registry, service) in &wanted {
+            let before = refused.len();
+            refused.extend(
+                self.registries
+                    .get(*registry)
+                    .into_iter()
+                    .flat_map(|state| state.source_skipped.iter())
+                    .filter(|s| s.service == *service)
+                    .cloned(),
+            );
+            refused[before..].sort_by(|a, b| a.instance.cmp(&b.instance));
         }
-        found
+        Lookup { translation, refused }
     }
 
     /// Why the registry's `select` leaves a service out; `None` when it does not.

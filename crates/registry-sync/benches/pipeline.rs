@@ -226,7 +226,10 @@ fn main() {
     let shared = Arc::new(std::sync::Mutex::new(pipeline));
     let (searched, listed) = (Arc::clone(&shared), Arc::clone(&shared));
     board.install(
-        Box::new(move |q| searched.lock().unwrap().index().explain(q)),
+        Box::new(move |q| {
+            let lookup = searched.lock().unwrap().index().lookup(q);
+            lookup.explain()
+        }),
         Box::new(move || listed.lock().unwrap().index().problems_with_sources()),
     );
     let refreshes = 50;

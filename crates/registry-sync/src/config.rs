@@ -116,6 +116,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: Spanned<String>,
+    #[serde(default)]
+    status_listen: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -212,6 +214,10 @@ pub struct Config {
     pub safety: SafetyConfig,
     /// Where `run` serves /metrics, /healthz and /readyz; `None`: not served.
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// Where the status page and its search are served, when not on `admin_listen`:
+    /// probes and metrics are for the kubelet and Prometheus, the page (which names
+    /// every service and instance) for an operator with a port-forward.
+    pub status_listen: Option<std::net::SocketAddr>,
     /// `overrides`, in the file's order.
     pub overrides: Vec<Override>,
 }
@@ -432,18 +438,25 @@ impl Config {
             }
             sinks.files = Some(base.join(&files.dir.value));
         }
-        let admin_listen = match raw.admin {
-            Some(admin) => Some(admin.listen.value.parse().map_err(|_| {
+        let address = |value: &Spanned<String>, key: &str| -> Result<std::net::SocketAddr, ConfigError> {
+            value.value.parse().map_err(|_| {
                 invalid(
-                    admin.listen.referenced.line(),
-                    "admin.listen".into(),
-                    format!(
-                        "{:?} is not an address:port such as 0.0.0.0:9090",
-                        admin.listen.value
-                    ),
+                    value.referenced.line(),
+                    key.into(),
+                    format!("{:?} is not an address:port such as 0.0.0.0:9090", value.value),
                 )
-            })?),
-            None => None,
+            })
+        };
+        let (admin_listen, status_listen) = match &raw.admin {
+            Some(admin) => (
+                Some(address(&admin.listen, "admin.listen")?),
+                admin
+                    .status_listen
+                    .as_ref()
+                    .map(|value| address(value, "admin.status_listen"))
+                    .transpose()?,
+            ),
+            None => (None, None),
         };
         Ok(Config {
             path: path.to_path_buf(),
@@ -452,6 +465,7 @@ impl Config {
             sinks,
             safety,
             admin_listen,
+            status_listen,
             overrides,
         })
     }

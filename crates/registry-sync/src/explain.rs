@@ -100,6 +100,9 @@ fn write_group(
             fate.registry, fate.service, fate.instance, fate.address
         )?;
     }
+    if group.more_instances > 0 {
+        writeln!(out, "… and {} more instances", group.more_instances)?;
+    }
     for skip in &group.refused {
         writeln!(
             out,

@@ -262,8 +262,14 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Comman
             .map(|r| (r.name.as_str(), r.source.kind())),
         std::iter::empty(),
     );
-    if let Some(listen) = config.admin_listen {
-        admin::serve(listen, metrics.clone(), cancel.child_token())
+    let listeners = match (config.admin_listen, config.status_listen) {
+        (Some(listen), None) => vec![(listen, admin::Routes::All)],
+        (Some(listen), Some(page)) => vec![(listen, admin::Routes::Probes), (page, admin::Routes::Page)],
+        (None, Some(page)) => vec![(page, admin::Routes::Page)],
+        (None, None) => Vec::new(),
+    };
+    for (listen, routes) in listeners {
+        admin::serve(listen, metrics.clone(), cancel.child_token(), routes)
             .await
             .map_err(|e| CommandError::Admin(format!("cannot serve the admin endpoint on {listen}: {e}")))?;
     }
@@ -334,7 +340,11 @@ pub async fn drive(
     let pipeline = Arc::new(Mutex::new(pipeline));
     let (searched, listed) = (Arc::clone(&pipeline), Arc::clone(&pipeline));
     metrics.status.install(
-        Box::new(move |query| lock(&searched).index().explain(query)),
+        // Only the look-up holds the pipeline: explaining a large service takes long.
+        Box::new(move |query| {
+            let lookup = lock(&searched).index().lookup(query);
+            lookup.explain()
+        }),
         Box::new(move || lock(&listed).index().problems_with_sources()),
     );
     let (publish, published) = watch::channel(Published { at: Instant::now() });

@@ -330,10 +330,23 @@ impl StatusBoard {
         })
     }
 
-    /// What the index says of a service or host; empty before `run` installed it.
+    /// What the index says of a service or host; empty before `run` installed it. Long
+    /// for a large service: call it off the runtime's workers.
     pub fn search(&self, query: &str) -> Found {
         self.search.get().map(|f| f(query)).unwrap_or_default()
     }
+}
+
+/// The longest query searched: names and hosts are at most 253 characters.
+const MAX_QUERY: usize = 253;
+
+/// A query cut to a length any name or host fits in.
+pub fn bounded_query(query: &str) -> &str {
+    let mut end = query.len().min(MAX_QUERY);
+    while !query.is_char_boundary(end) {
+        end -= 1;
+    }
+    &query[..end]
 }
 
 #[cfg(test)]

@@ -89,6 +89,10 @@ fn the_config_in_the_manifests_is_accepted() {
     let config = Config::load(&dir.path().join("sync.yaml")).expect("the shipped config is valid");
     assert!(config.sinks.kubernetes.is_some());
     assert!(config.admin_listen.is_some());
+    assert!(
+        config.status_listen.is_some_and(|page| page.ip().is_loopback()),
+        "the chart serves the status page on loopback only"
+    );
     let loaded =
         registry_sync_sources::file::FileSource::new("legacy", dir.path().join("services.yaml")).load();
     assert!(loaded.is_ok(), "{loaded:?}");
@@ -176,7 +180,10 @@ fn rendered_config(values: &Value, namespace: &str, name: &str) -> Value {
     }
     config["sinks"] = sinks;
     if config.get("admin").is_none() {
-        config["admin"] = serde_json::json!({"listen": format!("0.0.0.0:{}", values["adminPort"])});
+        config["admin"] = serde_json::json!({
+            "listen": format!("0.0.0.0:{}", values["adminPort"]),
+            "status_listen": format!("127.0.0.1:{}", values["statusPort"]),
+        });
     }
     config
 }

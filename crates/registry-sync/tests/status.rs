@@ -218,3 +218,71 @@ fn a_real_browser_shows_the_registries_a_conflict_a_skipped_instance_and_finds_a
     );
     child.stop_cleanly();
 }
+
+/// A service of 10,000 instances, each refused (a reserved port): explaining it tells
+/// 10,000 fates against 10,000 refusals.
+fn huge_refused_service() -> String {
+    let mut text = String::from(
+        "services:\n  - name: orders\n    instances:\n      - {address: 10.0.0.1, ports: {http: 8080}}\n  - name: huge\n    instances:\n",
+    );
+    for n in 0..10_000u32 {
+        let [_, a, b, c] = (n + 1).to_be_bytes();
+        text.push_str(&format!(
+            "      - {{address: 10.{a}.{b}.{c}, ports: {{admin: 15000}}}}\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn searches_of_a_huge_service_never_hold_up_a_registry_change_or_the_probes() {
+    let ws = Workspace::with_services(&huge_refused_service());
+    let (child, address) = running(&ws);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let searchers: Vec<_> = (0..6)
+        .map(|_| {
+            let (stop, address) = (std::sync::Arc::clone(&stop), address.clone());
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let response = http_get(&address, "/?q=huge");
+                    answers.push(response.lines().next().unwrap_or_default().to_string());
+                }
+                answers
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A registry change lands while the searches run, and the probes answer.
+    ws.write_services_atomically(&huge_refused_service().replace("name: orders", "name: late"));
+    let late = ws.service_entry_file("legacy.late");
+    // Reading and translating the file again takes seconds in a debug build.
+    let landed = wait_until(3 * DEADLINE, || late.exists());
+    let healthz = http_get(&address, "/healthz");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers: Vec<String> = searchers.into_iter().flat_map(|s| s.join().unwrap()).collect();
+    assert!(landed, "the change waited for the searches:\n{}", child.stderr());
+    assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.starts_with("HTTP/1.1 200") || a.starts_with("HTTP/1.1 503")),
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().any(|a| a.starts_with("HTTP/1.1 200")),
+        "{answers:?}"
+    );
+    // A search lists the first thousand fates and counts the rest.
+    let page = http_get(&address, "/?q=huge");
+    assert!(
+        page.starts_with("HTTP/1.1 200"),
+        "{}",
+        &page[..page.len().min(500)]
+    );
+    assert!(
+        page.contains("and 9000 more instances"),
+        "{}",
+        &page[..page.len().min(2000)]
+    );
+}

@@ -19,8 +19,12 @@ pub struct Explanation {
     pub contributors: Vec<(String, Arc<Service>)>,
     /// Each rule that shaped the objects, in words, in the order they were applied.
     pub rules: Vec<String>,
-    /// Every instance of the contributors and what became of it.
+    /// Every instance of the contributors and what became of it, the first
+    /// [`MAX_FATES`] of them.
     pub instances: Vec<InstanceFate>,
+    /// Instances past [`MAX_FATES`], counted only: a page or a terminal showing tens of
+    /// thousands of lines helps no one and costs the process.
+    pub more_instances: usize,
     /// The objects, as the sinks are given them.
     pub objects: Vec<Arc<IstioObject>>,
     /// What was refused or left out while translating the group.
@@ -65,19 +69,47 @@ impl Found {
     }
 }
 
+/// The most instance fates an explanation lists.
+pub const MAX_FATES: usize = 1000;
+
+/// What an explanation is made from, taken from the index in a moment (shared
+/// services and objects, the group's own addresses) so that the work of explaining,
+/// which grows with a service's instances, runs without the index: a caller that
+/// shares the index with the feed loop looks up under its lock and explains after.
+pub struct Lookup {
+    settings: crate::Settings,
+    groups: Vec<GroupInputs>,
+    unplaced: Vec<Unplaced>,
+}
+
+struct GroupInputs {
+    key: GroupKey,
+    members: Vec<(String, Arc<Service>)>,
+    /// The group's objects as the index holds them, by key.
+    desired: Vec<Arc<IstioObject>>,
+    /// The addresses the group holds, so the explanation allocates exactly them.
+    vips: crate::Allocator,
+}
+
 impl Index {
     /// Every group whose host, object name or contributing service (by name, or as
     /// `namespace/name`) is `query`, and every such service that makes no object.
     pub fn explain(&self, query: &str) -> Found {
+        self.lookup(query).explain()
+    }
+
+    /// What [`Index::explain`] needs, without explaining: a scan of the services and
+    /// objects by name, and shared pointers to what it found.
+    pub fn lookup(&self, query: &str) -> Lookup {
         let query = query.trim();
-        let mut found = Found::default();
+        let mut unplaced = Vec::new();
         let mut groups: Vec<GroupKey> = Vec::new();
         for (registry, service, group) in self.placements() {
             let named = service.name == query || service.key().to_string() == query;
             match group {
                 Ok(Some(key)) if named || key.host == query => groups.push(key.clone()),
                 Ok(Some(_)) => {}
-                Ok(None) if named => found.unplaced.push(Unplaced {
+                Ok(None) if named => unplaced.push(Unplaced {
                     registry: registry.to_string(),
                     service: Arc::clone(service),
                     why: self.unselected(registry, &service.key()).map_or_else(
@@ -85,7 +117,7 @@ impl Index {
                         |why| format!("not selected: {why}"),
                     ),
                 }),
-                Err(skip) if named => found.unplaced.push(Unplaced {
+                Err(skip) if named => unplaced.push(Unplaced {
                     registry: registry.to_string(),
                     service: Arc::clone(service),
                     why: skip.reason.clone(),
@@ -101,87 +133,134 @@ impl Index {
         );
         groups.sort();
         groups.dedup();
-        found.groups = groups.iter().filter_map(|key| self.explain_group(key)).collect();
-        found
-    }
-
-    fn explain_group(&self, key: &GroupKey) -> Option<Explanation> {
-        let members = self.members_of(key);
-        let contributors: Vec<Contributor<'_>> = members
-            .iter()
-            .filter_map(|(registry, service)| {
-                Some(Contributor {
-                    registry,
-                    settings: self.settings().registries.get(registry.as_str())?,
-                    service,
-                })
-            })
-            .collect();
-        if contributors.is_empty() {
-            return None;
-        }
-        // A copy of the addresses: explaining allocates nothing.
-        let mut vips = self.vips().clone();
-        let mut trace = Trace::on();
-        let translation = translate_group_traced(key, &contributors, self.settings(), &mut vips, &mut trace);
-        let objects: Vec<Arc<IstioObject>> = translation
-            .objects
-            .iter()
-            .map(|o| {
-                self.desired()
-                    .get(&o.key())
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(o.clone()))
-            })
-            .collect();
-        let instances = contributors
-            .iter()
-            .flat_map(|c| {
-                c.service
-                    .instances
-                    .iter()
-                    .map(move |i| (c, i))
-            })
-            .map(|(c, instance)| {
-                let refused = translation
-                    .skipped
-                    .iter()
-                    .find(|s| s.registry == c.registry && s.instance.as_deref() == Some(instance.id.as_str()));
-                let serving = instance.healthy && instance.weight != Some(0);
-                let published = if !c.settings.select.selects_instance(instance) {
-                    Err("left out by select.instances".to_string())
-                } else if let Some(skip) = refused {
-                    Err(skip.reason.clone())
-                } else if serving {
-                    Ok("published".to_string())
-                } else if objects.iter().any(|o| {
-                    o.health == Some(false)
-                        && matches!(&o.spec, Spec::WorkloadEntry(e) if e.address == instance.address.to_string())
-                }) {
-                    Ok("published, unhealthy in its WorkloadEntry's status".to_string())
-                } else if instance.weight == Some(0) {
-                    Err("weight 0: out of rotation".to_string())
-                } else {
-                    Err("unhealthy in the registry".to_string())
-                };
-                InstanceFate {
-                    registry: c.registry.to_string(),
-                    service: c.service.key().to_string(),
-                    instance: instance.id.clone(),
-                    address: instance.address.to_string(),
-                    published,
+        let groups = groups
+            .into_iter()
+            .map(|key| {
+                let desired = self.objects_of_group(&key);
+                let mut vips = crate::Allocator::default();
+                for (host, address) in desired.iter().filter_map(|o| o.vip()) {
+                    vips.seed(&key.namespace, &host, &address);
+                }
+                GroupInputs {
+                    members: self.members_of(&key),
+                    key,
+                    desired,
+                    vips,
                 }
             })
             .collect();
-        Some(Explanation {
-            key: key.clone(),
-            contributors: members,
-            rules: trace.lines(),
-            instances,
-            objects,
-            skipped: translation.skipped,
-            notes: translation.notes,
-            refused: Vec::new(),
-        })
+        Lookup {
+            settings: self.settings().clone(),
+            groups,
+            unplaced,
+        }
     }
+}
+
+impl Lookup {
+    /// The registry services (registry, service key) behind the groups found.
+    pub fn contributors(&self) -> impl Iterator<Item = (&str, String)> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.members.iter())
+            .map(|(registry, service)| (registry.as_str(), service.key().to_string()))
+    }
+
+    /// Translates each group found again, tracing every rule, and tells each
+    /// instance's fate.
+    pub fn explain(self) -> Found {
+        let settings = &self.settings;
+        Found {
+            groups: self
+                .groups
+                .into_iter()
+                .filter_map(|group| explain_group(settings, group))
+                .collect(),
+            unplaced: self.unplaced,
+        }
+    }
+}
+
+fn explain_group(settings: &crate::Settings, group: GroupInputs) -> Option<Explanation> {
+    let GroupInputs {
+        key,
+        members,
+        desired,
+        mut vips,
+    } = group;
+    let key = &key;
+    let contributors: Vec<Contributor<'_>> = members
+        .iter()
+        .filter_map(|(registry, service)| {
+            Some(Contributor {
+                registry,
+                settings: settings.registries.get(registry.as_str())?,
+                service,
+            })
+        })
+        .collect();
+    if contributors.is_empty() {
+        return None;
+    }
+    let mut trace = Trace::on();
+    let translation = translate_group_traced(key, &contributors, settings, &mut vips, &mut trace);
+    let objects: Vec<Arc<IstioObject>> = translation
+        .objects
+        .iter()
+        .map(|o| {
+            let key = o.key();
+            desired
+                .iter()
+                .find(|held| held.key() == key)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(o.clone()))
+        })
+        .collect();
+    let total: usize = contributors.iter().map(|c| c.service.instances.len()).sum();
+    let instances = contributors
+        .iter()
+        .flat_map(|c| c.service.instances.iter().map(move |i| (c, i)))
+        .take(MAX_FATES)
+        .map(|(c, instance)| {
+            let refused = translation
+                .skipped
+                .iter()
+                .find(|s| s.registry == c.registry && s.instance.as_deref() == Some(instance.id.as_str()));
+            let serving = instance.healthy && instance.weight != Some(0);
+            let published = if !c.settings.select.selects_instance(instance) {
+                Err("left out by select.instances".to_string())
+            } else if let Some(skip) = refused {
+                Err(skip.reason.clone())
+            } else if serving {
+                Ok("published".to_string())
+            } else if objects.iter().any(|o| {
+                o.health == Some(false)
+                    && matches!(&o.spec, Spec::WorkloadEntry(e) if e.address == instance.address.to_string())
+            }) {
+                Ok("published, unhealthy in its WorkloadEntry's status".to_string())
+            } else if instance.weight == Some(0) {
+                Err("weight 0: out of rotation".to_string())
+            } else {
+                Err("unhealthy in the registry".to_string())
+            };
+            InstanceFate {
+                registry: c.registry.to_string(),
+                service: c.service.key().to_string(),
+                instance: instance.id.clone(),
+                address: instance.address.to_string(),
+                published,
+            }
+        })
+        .collect();
+    Some(Explanation {
+        key: key.clone(),
+        contributors: members,
+        rules: trace.lines(),
+        instances,
+        more_instances: total.saturating_sub(MAX_FATES),
+        objects,
+        skipped: translation.skipped,
+        notes: translation.notes,
+        refused: Vec::new(),
+    })
 }

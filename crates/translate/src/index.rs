@@ -219,6 +219,16 @@ impl Index {
             .collect()
     }
 
+    /// The objects a group produced, as desired.
+    pub(crate) fn objects_of_group(&self, group: &GroupKey) -> Vec<Arc<IstioObject>> {
+        self.outputs
+            .get(group)
+            .into_iter()
+            .flat_map(|output| output.keys.iter())
+            .filter_map(|key| self.desired.get(key).cloned())
+            .collect()
+    }
+
     /// The group an object was made for.
     pub(crate) fn group_of_object(&self, key: &ObjectKey) -> Option<GroupKey> {
         self.outputs
@@ -229,10 +239,6 @@ impl Index {
 
     pub(crate) fn settings(&self) -> &Settings {
         &self.settings
-    }
-
-    pub(crate) fn vips(&self) -> &Allocator {
-        &self.vips
     }
 
     /// A service as the index holds it.

@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use registry_sync_catalog::{Catalog, Service, Skipped};
 use registry_sync_istio::IstioObject;
 
-pub use explain::{Explanation, Found, InstanceFate, Unplaced};
+pub use explain::{Explanation, Found, InstanceFate, Lookup, MAX_FATES, Unplaced};
 pub use group::{AUTO_INLINE_LIMIT, AUTO_INLINE_MAX_BYTES, INLINE_ENDPOINT_LIMIT, RESERVED_PORTS};
 pub use index::{Changes, Index};
 pub use namespaces::{Chosen, Fallback, NamespaceRule, NamespaceTemplate, NamespaceTemplateError};

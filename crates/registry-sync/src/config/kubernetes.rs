@@ -282,5 +282,11 @@ mod tests {
                 .admin_listen
                 .is_some()
         );
+        let config = parse("admin: {listen: \"0.0.0.0:9090\", status_listen: \"127.0.0.1:9091\"}\n").unwrap();
+        assert_eq!(config.status_listen, Some("127.0.0.1:9091".parse().unwrap()));
+        let err = parse("admin: {listen: \"0.0.0.0:9090\", status_listen: nine}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin.status_listen"), "{err}");
     }
 }

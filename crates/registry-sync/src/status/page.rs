@@ -210,6 +210,14 @@ fn search_results(out: &mut String, query: &str, found: &Found) {
                 esc(&what)
             );
         }
+        if group.more_instances > 0 {
+            let _ = write!(
+                out,
+                "<tr><td colspan=\"4\">and {} more instances (<code>registry-sync explain</code> lists the first {} too)</td></tr>",
+                group.more_instances,
+                registry_sync_translate::MAX_FATES
+            );
+        }
         for refused in &group.refused {
             let _ = write!(
                 out,

@@ -50,7 +50,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- $_ := set $config "sinks" $sinks -}}
 {{- if not (hasKey $config "admin") -}}
-{{- $_ := set $config "admin" (dict "listen" (printf "0.0.0.0:%v" .Values.adminPort)) -}}
+{{- $_ := set $config "admin" (dict "listen" (printf "0.0.0.0:%v" .Values.adminPort) "status_listen" (printf "127.0.0.1:%v" .Values.statusPort)) -}}
 {{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
