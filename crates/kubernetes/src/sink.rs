@@ -28,7 +28,7 @@ use kube::{Client, ResourceExt};
 use registry_sync_istio::{
     HeldObject, INSTANCE_LABEL, IstioObject, Kind, MANAGED_BY_LABEL, ObjectKey, held_from_json,
 };
-use registry_sync_plan::{Owner, Plan};
+use registry_sync_plan::{Owner, Plan, StatusChange};
 use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -511,10 +511,30 @@ impl KubeSink {
                 "not the leader: another replica writes".into(),
             ));
         }
+        let mut report = ApplyReport::default();
+        let creates: BTreeSet<ObjectKey> = plan.creates.iter().map(|o| o.key()).collect();
+        // istiod takes a WorkloadEntry with health checks on and no `Healthy=True`
+        // condition for unhealthy: an entry that exists gets its condition before the
+        // write that turns its checks on, and a new one is created without the checks,
+        // given its condition, and only then written whole.
+        let (early, late): (Vec<&StatusChange>, Vec<&StatusChange>) = plan
+            .status
+            .iter()
+            .partition(|c| c.healthy && !creates.contains(&c.key) && self.held.contains_key(&c.key));
+        self.set_conditions(early, &mut report).await;
+        let staged: BTreeSet<ObjectKey> = plan
+            .status
+            .iter()
+            .filter(|c| c.healthy && creates.contains(&c.key))
+            .map(|c| c.key.clone())
+            .collect();
         let writes: Vec<Write> = plan
             .creates
             .iter()
-            .map(|o| Write::Create(o.clone()))
+            .map(|o| match staged.contains(&o.key()) {
+                true => Write::Create(Arc::new(health::without_health_checks(o))),
+                false => Write::Create(o.clone()),
+            })
             .chain(plan.updates.iter().map(|o| {
                 let version = self.server.get(&o.key()).and_then(|m| m.resource_version.clone());
                 Write::Update(o.clone(), version)
@@ -537,8 +557,6 @@ impl KubeSink {
             })
             .collect()
             .await;
-        let mut report = ApplyReport::default();
-        let creates: BTreeSet<ObjectKey> = plan.creates.iter().map(|o| o.key()).collect();
         for outcome in outcomes {
             match outcome {
                 Outcome::Written(key, held) => {
@@ -567,35 +585,15 @@ impl KubeSink {
                 Outcome::Failed(key, message) => report.failed.push((key, message)),
             }
         }
-        // Health after the writes: a condition can only be set on an object that exists.
-        let failed: BTreeSet<&ObjectKey> = report.failed.iter().map(|(k, _)| k).collect();
-        let changes: Vec<_> = plan
-            .status
-            .iter()
+        // The other conditions after the writes: a condition can only be set on an
+        // object that exists.
+        let failed: BTreeSet<ObjectKey> = report.failed.iter().map(|(k, _)| k.clone()).collect();
+        let late: Vec<&StatusChange> = late
+            .into_iter()
             .filter(|c| !failed.contains(&c.key) && self.held.contains_key(&c.key))
             .collect();
-        let sink = &*self;
-        let pending: Vec<_> = changes
-            .into_iter()
-            .map(|change| sink.set_health(change))
-            .collect();
-        let set: Vec<_> = futures::stream::iter(pending)
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        for (change, result) in set {
-            let change: &registry_sync_plan::StatusChange = change;
-            match result {
-                Ok(written) => {
-                    report.status += 1;
-                    if let Some((held, meta)) = to_held(change.key.kind, &written) {
-                        self.server.insert(change.key.clone(), meta);
-                        self.held.insert(change.key.clone(), held);
-                    }
-                }
-                Err(message) => report.failed.push((change.key.clone(), message)),
-            }
-        }
+        self.set_conditions(late, &mut report).await;
+        self.write_staged_whole(plan, &staged, &fresh, &mut report).await;
         Ok(report)
     }
 }

@@ -249,3 +249,66 @@ async fn a_departed_instance_drains_unhealthy_and_goes_after_the_delay_unless_it
     .await;
     child.stop_cleanly();
 }
+
+/// Every stored state of a WorkloadEntry after `after` in which istiod would take a
+/// healthy instance for unhealthy: health checks on, and no `Healthy=True` condition.
+fn unhealthy_looking_states(server: &StandIn, after: u64) -> Vec<serde_json::Value> {
+    server
+        .states_after(Resource::WorkloadEntry, after)
+        .into_iter()
+        .filter(|o| o["metadata"]["annotations"]["proxy.istio.io/health-checks-enabled"] == "true")
+        .filter(|o| {
+            !o["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Healthy" && c["status"] == "True"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_instance_never_looks_unhealthy_to_istiod_when_health_checks_turn_on() {
+    let server = StandIn::start().await;
+    // Created with health in status: each entry is made, given its condition, and only
+    // then has its checks turned on.
+    let ws = health_workspace(&server, &orders_with_health(true, true));
+    let start = server.resource_version();
+    let first = cmd(&ws, &["once"]).await;
+    assert_eq!(first.code(), Some(0), "{first}");
+    assert_eq!(health_of(&server).len(), 2);
+    assert_eq!(
+        unhealthy_looking_states(&server, start),
+        Vec::<serde_json::Value>::new()
+    );
+    assert_eq!(
+        cmd(&ws, &["plan"]).await.code(),
+        Some(0),
+        "written whole in one once"
+    );
+
+    // Entries written before `health: status` was turned on get their condition before
+    // the update that turns their checks on.
+    let server = StandIn::start().await;
+    let ws = workspace(&server, &orders_with_health(true, true), "");
+    let config = std::fs::read_to_string(ws.config_path()).unwrap().replace(
+        "    namespace: mesh\n",
+        "    namespace: mesh\n    endpoints: workload-entry\n",
+    );
+    ws.write_config(&config);
+    assert_eq!(cmd(&ws, &["once"]).await.code(), Some(0));
+    let before = server.resource_version();
+    let ws_health = health_workspace(&server, &orders_with_health(true, true));
+    std::fs::copy(ws_health.config_path(), ws.config_path()).unwrap();
+    let turned_on = cmd(&ws, &["once"]).await;
+    assert_eq!(turned_on.code(), Some(0), "{turned_on}");
+    assert_eq!(
+        health_of(&server),
+        [
+            ("10.0.0.1".into(), "True".into()),
+            ("10.0.0.2".into(), "True".into())
+        ]
+    );
+    assert_eq!(
+        unhealthy_looking_states(&server, before),
+        Vec::<serde_json::Value>::new()
+    );
+}

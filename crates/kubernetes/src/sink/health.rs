@@ -9,12 +9,19 @@
 //! written by someone in between makes the API server refuse it (409), and it is read
 //! again.
 
+use std::collections::BTreeSet;
+
+use futures::StreamExt;
 use kube::api::{DynamicObject, Patch, PatchParams};
-use registry_sync_istio::{HEALTHY_CONDITION, ObjectKey};
-use registry_sync_plan::StatusChange;
+use registry_sync_istio::{
+    CONTENT_HASH_ANNOTATION, HEALTH_CHECKS_ANNOTATION, HEALTHY_CONDITION, IstioObject, ObjectKey,
+};
+use registry_sync_plan::{Plan, StatusChange};
+use registry_sync_sinks::ApplyReport;
 use serde_json::{Value, json};
 
-use super::KubeSink;
+use super::fresh::FreshRead;
+use super::{KubeSink, Outcome, Write};
 use crate::pacing::status_code;
 
 /// Reads and writes of one change before giving up until the next pass.
@@ -63,7 +70,86 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// A new WorkloadEntry of a healthy instance as first created: without health checks,
+/// which istiod would take for unhealthy until the condition is set, and without the
+/// content hash, so that a pass cut short before it is written whole rewrites it.
+pub(super) fn without_health_checks(object: &IstioObject) -> IstioObject {
+    let mut first = object.clone();
+    first.metadata.annotations.remove(HEALTH_CHECKS_ANNOTATION);
+    first.metadata.annotations.remove(CONTENT_HASH_ANNOTATION);
+    first
+}
+
 impl KubeSink {
+    /// Sets the conditions of `changes`, a few at a time, and counts them in `report`.
+    pub(super) async fn set_conditions(&mut self, changes: Vec<&StatusChange>, report: &mut ApplyReport) {
+        let concurrency = self.settings.concurrency.max(1);
+        let sink = &*self;
+        let pending: Vec<_> = changes
+            .into_iter()
+            .map(|change| sink.set_health(change))
+            .collect();
+        let set: Vec<_> = futures::stream::iter(pending)
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        for (change, result) in set {
+            match result {
+                Ok(written) => {
+                    report.status += 1;
+                    if let Some((held, meta)) = super::to_held(change.key.kind, &written) {
+                        self.server.insert(change.key.clone(), meta);
+                        self.held.insert(change.key.clone(), held);
+                    }
+                }
+                Err(message) => report.failed.push((change.key.clone(), message)),
+            }
+        }
+    }
+
+    /// The new entries created without health checks, written whole now that their
+    /// condition says they serve.
+    pub(super) async fn write_staged_whole(
+        &mut self,
+        plan: &Plan,
+        staged: &BTreeSet<ObjectKey>,
+        fresh: &FreshRead,
+        report: &mut ApplyReport,
+    ) {
+        let concurrency = self.settings.concurrency.max(1);
+        let failed: BTreeSet<ObjectKey> = report.failed.iter().map(|(k, _)| k.clone()).collect();
+        let whole: Vec<Write> = plan
+            .creates
+            .iter()
+            .filter(|o| {
+                staged.contains(&o.key()) && !failed.contains(&o.key()) && self.held.contains_key(&o.key())
+            })
+            .map(|o| {
+                Write::Update(
+                    o.clone(),
+                    self.server.get(&o.key()).and_then(|m| m.resource_version.clone()),
+                )
+            })
+            .collect();
+        let outcomes: Vec<Outcome> = futures::stream::iter(whole)
+            .map(|write| self.execute(write, fresh))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Written(key, Some((held, meta))) => {
+                    self.server.insert(key.clone(), meta);
+                    self.held.insert(key, held);
+                }
+                Outcome::Written(_, None) | Outcome::Deleted(_) => {}
+                Outcome::Foreign(key, reason, _) | Outcome::Failed(key, reason) => {
+                    report.failed.push((key, reason))
+                }
+            }
+        }
+    }
+
     /// Sets one object's `Healthy` condition; the object as the API server returned it.
     pub(super) async fn set_health<'c>(
         &self,

@@ -194,6 +194,25 @@ impl StandIn {
             .collect()
     }
 
+    /// Every state a resource's objects were stored in after resourceVersion `after`,
+    /// oldest first (a deleted object's last state included): what a watcher, istiod
+    /// for one, may have seen.
+    ///
+    /// # Panics
+    /// If the history no longer reaches back to `after`.
+    pub fn states_after(&self, resource: Resource, after: u64) -> Vec<Value> {
+        let events = self
+            .shared
+            .store()
+            .events_after(after)
+            .unwrap_or_else(|floor| panic!("the stand-in's history starts after {floor}, not {after}"));
+        events
+            .iter()
+            .filter(|e| e.resource == resource)
+            .map(|e| (*e.object).clone())
+            .collect()
+    }
+
     /// The latest resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.store().rv()
