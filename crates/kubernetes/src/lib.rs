@@ -18,7 +18,9 @@ pub mod sink;
 
 pub use leader::{LeaderSettings, Leadership};
 pub use open::{ElectionOptions, KubeOptions, Mode, OpenError, Opened, open};
-pub use sink::{FIELD_MANAGER, KubeSink, KubeSinkSettings, api_resource};
+pub use sink::{
+    FIELD_MANAGER, GUARD_MEMORY_ANNOTATION, GuardStore, KubeSink, KubeSinkSettings, api_resource,
+};
 
 /// A client for the given kubeconfig file, or — without one — the environment's
 /// (`KUBECONFIG`, `~/.kube/config`, then the in-cluster service account).

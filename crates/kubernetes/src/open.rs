@@ -22,6 +22,8 @@ pub struct KubeOptions {
     pub burst: u32,
     pub concurrency: usize,
     pub leader_election: Option<ElectionOptions>,
+    /// This installation's name, which names the object the guard's memory is kept in.
+    pub instance: String,
 }
 
 #[derive(Clone, Debug)]
@@ -87,10 +89,23 @@ pub async fn open(options: &KubeOptions, mode: Mode<'_>) -> Result<Opened, OpenE
             .map(|election| election.lease_duration / 5)
             .unwrap_or(Duration::from_secs(10))
             .min(Duration::from_secs(10)),
+        guard_store: guard_namespace(options)
+            .map(|namespace| crate::GuardStore::new(namespace, &options.instance)),
         ..KubeSinkSettings::default()
     };
     let sink = KubeSink::connect(client, settings, leadership.clone()).await?;
     Ok(Opened { sink, leadership })
+}
+
+/// Where the guard's memory lives: beside the Lease of the election, else in the pod's
+/// namespace, else in the first namespace objects go to.
+fn guard_namespace(options: &KubeOptions) -> Option<String> {
+    options
+        .leader_election
+        .as_ref()
+        .and_then(|election| election.namespace.clone())
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .or_else(|| options.namespaces.first().cloned())
 }
 
 fn leader_settings(election: &ElectionOptions) -> Result<LeaderSettings, OpenError> {

@@ -37,6 +37,9 @@ use tokio::time::Instant;
 mod errors;
 mod fresh;
 mod health;
+mod memory;
+
+pub use self::memory::{GUARD_MEMORY_ANNOTATION, GuardStore};
 
 use self::errors::{WriteError, describe};
 use self::fresh::{Fresh, FreshRead};
@@ -62,6 +65,8 @@ pub struct KubeSinkSettings {
     /// The longest one API call (a write, a read before a create) may take; a stalled
     /// API server fails the call instead of holding the writer.
     pub call_timeout: Duration,
+    /// Where the mass-change guard's memory is kept; `None`: nowhere.
+    pub guard_store: Option<GuardStore>,
 }
 
 impl Default for KubeSinkSettings {
@@ -74,6 +79,7 @@ impl Default for KubeSinkSettings {
             attempts: 5,
             initial_list_timeout: Duration::from_secs(30),
             call_timeout: Duration::from_secs(10),
+            guard_store: None,
         }
     }
 }
@@ -599,6 +605,14 @@ impl KubeSink {
 }
 
 impl AsyncSink for KubeSink {
+    fn load_guard_memory(&mut self) -> BoxFuture<'_, Result<Option<String>, SinkError>> {
+        Box::pin(self.read_guard_memory())
+    }
+
+    fn keep_guard_memory<'a>(&'a mut self, memory: &'a str) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(self.write_guard_memory(memory))
+    }
+
     fn refresh(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
         Box::pin(async move {
             let mut keys = Vec::new();

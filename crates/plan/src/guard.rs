@@ -15,7 +15,7 @@
 //! The guard is plain state with the clock passed in, so it is tested like the plan.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use registry_sync_istio::{HeldObject, ObjectKey, REGISTRY_LABEL};
 
@@ -41,8 +41,9 @@ impl Totals {
     }
 }
 
-/// One sink's guard. Keep one per sink for the life of the process: the window is its
-/// memory.
+/// One sink's guard. Its window and its holds are its memory: keep it in the sink
+/// ([`MassChangeGuard::memory`], [`MassChangeGuard::restore`]) so that a restart, a
+/// `once` or a new leader judges with the same peak and keeps what was held, held.
 #[derive(Clone, Debug)]
 pub struct MassChangeGuard {
     max_percent: u32,
@@ -50,7 +51,19 @@ pub struct MassChangeGuard {
     /// Per registry, what the sink held when a reduction was planned, newest last. An
     /// entry that a newer one covers is dropped, so the front is the window's peak.
     seen: BTreeMap<String, VecDeque<(Instant, Totals)>>,
+    /// Per registry whose change is held, the peak it was held against: a hold lasts
+    /// until it is confirmed or the registry recovers, not until the window passes.
+    pinned: BTreeMap<String, Totals>,
+    /// The memory changed since it was last taken ([`MassChangeGuard::take_changed`]).
+    changed: bool,
+    /// A hold began or ended since then.
+    holds_changed: bool,
 }
+
+/// The first line of a guard's memory, naming its format.
+const MEMORY_HEADER: &str = "registry-sync mass-change guard v1";
+/// Entries of one registry's window a memory keeps (the newest, and the peak).
+const MEMORY_ENTRIES: usize = 32;
 
 /// A loss of fewer objects than this is never held back: removing the last service of a
 /// small registry is ordinary.
@@ -67,7 +80,100 @@ impl MassChangeGuard {
             max_percent,
             window,
             seen: BTreeMap::new(),
+            pinned: BTreeMap::new(),
+            changed: false,
+            holds_changed: false,
         }
+    }
+
+    /// What changed in the memory since the last call, `(anything, a hold)`: a writer
+    /// keeps a new hold in its sink at once, the window's history now and then.
+    pub fn take_changed(&mut self) -> (bool, bool) {
+        (
+            std::mem::take(&mut self.changed),
+            std::mem::take(&mut self.holds_changed),
+        )
+    }
+
+    /// Whether some registry's change is held now.
+    pub fn holds_something(&self) -> bool {
+        !self.pinned.is_empty()
+    }
+
+    /// The window and the holds as text (one line each: registry, `seen` or `held`,
+    /// Unix milliseconds, objects, endpoints), with `wall` the clock time of `now`.
+    pub fn memory(&self, now: Instant, wall: SystemTime) -> String {
+        let unix_ms = |at: Instant| {
+            let age = now.saturating_duration_since(at);
+            wall.checked_sub(age)
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis())
+        };
+        let mut out = format!("{MEMORY_HEADER}\n");
+        for (registry, seen) in &self.seen {
+            let keep = seen.len().saturating_sub(MEMORY_ENTRIES);
+            let entries = seen.front().into_iter().chain(seen.iter().skip(keep.max(1)));
+            for (at, totals) in entries {
+                out.push_str(&format!(
+                    "{registry}\tseen\t{}\t{}\t{}\n",
+                    unix_ms(*at),
+                    totals.objects,
+                    totals.endpoints
+                ));
+            }
+        }
+        for (registry, peak) in &self.pinned {
+            out.push_str(&format!(
+                "{registry}\theld\t{}\t{}\t{}\n",
+                unix_ms(now),
+                peak.objects,
+                peak.endpoints
+            ));
+        }
+        out
+    }
+
+    /// Takes back a memory written by [`MassChangeGuard::memory`] (in this process or
+    /// another, with `wall` the clock time of `now`). Lines that do not parse are
+    /// skipped: a damaged memory costs its lines, never the start.
+    pub fn restore(&mut self, memory: &str, now: Instant, wall: SystemTime) {
+        self.seen.clear();
+        self.pinned.clear();
+        let mut lines = memory.lines();
+        if lines.next() != Some(MEMORY_HEADER) {
+            return;
+        }
+        let now_ms = wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        for line in lines {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let [registry, what, at, objects, endpoints] = fields[..] else {
+                continue;
+            };
+            let (Ok(at), Ok(objects), Ok(endpoints)) = (
+                at.parse::<u128>(),
+                objects.parse::<usize>(),
+                endpoints.parse::<usize>(),
+            ) else {
+                continue;
+            };
+            let totals = Totals { objects, endpoints };
+            match what {
+                "held" => {
+                    self.pinned.insert(registry.to_string(), totals);
+                }
+                "seen" => {
+                    let age =
+                        Duration::from_millis(u64::try_from(now_ms.saturating_sub(at)).unwrap_or(u64::MAX));
+                    let at = now.checked_sub(age).unwrap_or(now);
+                    self.seen
+                        .entry(registry.to_string())
+                        .or_default()
+                        .push_back((at, totals));
+                }
+                _ => {}
+            }
+        }
+        (self.changed, self.holds_changed) = (false, false);
     }
 
     /// Moves every reducing change of a registry that would lose more than the allowed
@@ -144,6 +250,12 @@ impl MassChangeGuard {
             }
         }
         if losses.is_empty() {
+            // Every held change is planned again on each pass: a registry held before
+            // with nothing to take away now has recovered.
+            if !self.pinned.is_empty() {
+                self.pinned.clear();
+                (self.changed, self.holds_changed) = (true, true);
+            }
             return;
         }
         let mut reducing: BTreeMap<&str, (Vec<ObjectKey>, Totals)> = BTreeMap::new();
@@ -170,10 +282,23 @@ impl MassChangeGuard {
             }
         }
 
+        let recovered: Vec<String> = self
+            .pinned
+            .keys()
+            .filter(|r| !reducing.contains_key(r.as_str()))
+            .cloned()
+            .collect();
+        for registry in recovered {
+            self.pinned.remove(&registry);
+            (self.changed, self.holds_changed) = (true, true);
+        }
         let mut holding: BTreeSet<ObjectKey> = BTreeSet::new();
         for (registry, (keys, lost)) in reducing {
             let now_totals = current.get(registry).copied().unwrap_or_default();
-            let peak = self.observe(registry, now_totals, now);
+            let mut peak = self.observe(registry, now_totals, now);
+            if let Some(pinned) = self.pinned.get(registry) {
+                peak = peak.peak(*pinned);
+            }
             let after = Totals {
                 objects: now_totals.objects.saturating_sub(lost.objects),
                 endpoints: now_totals.endpoints.saturating_sub(lost.endpoints),
@@ -182,12 +307,17 @@ impl MassChangeGuard {
                 || self.too_much(peak.endpoints, after.endpoints, MIN_HELD_ENDPOINTS)
             {
                 holding.extend(keys.iter().cloned());
+                if self.pinned.insert(registry.to_string(), peak) != Some(peak) {
+                    (self.changed, self.holds_changed) = (true, true);
+                }
                 plan.held_back.push(HeldBack {
                     registry: registry.to_string(),
                     keys,
                     peak,
                     after,
                 });
+            } else if self.pinned.remove(registry).is_some() {
+                (self.changed, self.holds_changed) = (true, true);
             }
         }
         if !holding.is_empty() {
@@ -215,6 +345,7 @@ impl MassChangeGuard {
             seen.pop_back();
         }
         seen.push_back((now, totals));
+        self.changed = true;
         seen.iter().fold(Totals::default(), |peak, (_, t)| peak.peak(*t))
     }
 }

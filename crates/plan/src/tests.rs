@@ -734,3 +734,64 @@ fn objects_of_a_service_its_registry_could_not_read_are_left_as_held() {
     let plan = plan_keys([&orders.key()], &desired([changed]), &have, &owner(), &scope);
     assert!(plan.is_empty(), "{plan:?}");
 }
+
+#[test]
+fn a_held_erosion_stays_held_in_a_new_process_and_after_the_window() {
+    let mut guard = guard();
+    let start = Instant::now();
+    let wall = std::time::SystemTime::now();
+    let mut held = holding(consul_entries(0..20, 1).iter().map(HeldObject::written));
+    for (pass, left) in [11usize, 8].into_iter().enumerate() {
+        let want = desired(consul_entries(0..left, 1));
+        let plan = guarded_plan(&mut guard, &want, &held, start + Duration::from_secs(pass as u64));
+        held = applied(&held, &plan);
+    }
+    assert_eq!(held.len(), 11, "20 → 11 went ahead, → 8 was held");
+    assert!(guard.holds_something());
+    assert_eq!(guard.take_changed(), (true, true));
+    let memory = guard.memory(start + Duration::from_secs(2), wall + Duration::from_secs(2));
+
+    // Another process, a minute later by both clocks, and then ten minutes later: the
+    // hold outlasts the process and the window.
+    let later = Instant::now() + Duration::from_secs(60);
+    let mut restarted = self::guard();
+    restarted.restore(&memory, later, wall + Duration::from_secs(62));
+    let want = desired(consul_entries(0..8, 1));
+    for after in [0, 600] {
+        let plan = guarded_plan(&mut restarted, &want, &held, later + Duration::from_secs(after));
+        assert_eq!(plan.held_back.len(), 1, "{after}s later: {plan:?}");
+        assert_eq!(plan.held_back[0].peak.objects, 20);
+        assert!(plan.deletes.is_empty());
+    }
+
+    // The registry recovers: nothing is taken away, the hold ends, and what follows is
+    // judged against the window again.
+    let plan = guarded_plan(
+        &mut restarted,
+        &desired(consul_entries(0..11, 1)),
+        &held,
+        later + Duration::from_secs(601),
+    );
+    assert!(plan.is_empty() && plan.held_back.is_empty(), "{plan:?}");
+    assert!(!restarted.holds_something());
+    let plan = guarded_plan(
+        &mut restarted,
+        &desired(consul_entries(0..10, 1)),
+        &held,
+        later + Duration::from_secs(602),
+    );
+    assert_eq!(plan.deletes.len(), 1, "{plan:?}");
+}
+
+#[test]
+fn a_damaged_memory_costs_its_lines_and_nothing_else() {
+    let mut guard = guard();
+    let now = Instant::now();
+    let wall = std::time::SystemTime::now();
+    guard.restore("something else\nconsul\theld\t1\t20\t20\n", now, wall);
+    assert!(!guard.holds_something(), "an unknown format is ignored whole");
+    let memory =
+        "registry-sync mass-change guard v1\nconsul\theld\t1\t20\t20\nbroken line\nconsul\tseen\tx\t1\t1\n";
+    guard.restore(memory, now, wall);
+    assert!(guard.holds_something());
+}

@@ -169,7 +169,7 @@ fn main() {
     let creates = writes.swap(0, Ordering::Relaxed);
 
     let t = Instant::now();
-    let steady = pipeline.plan_for(sinks[0].sink.as_ref());
+    let steady = pipeline.plan_for(sinks[0].sink.as_ref(), None);
     let plan_steady = t.elapsed();
 
     // Peak memory of the synced estate: catalog, desired objects and the sink's view.

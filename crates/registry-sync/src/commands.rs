@@ -76,11 +76,15 @@ pub async fn render(config: &Config, out: &mut dyn Write) -> Result<Outcome, Com
 
 /// `plan`: the diff against each sink, writing nothing. 0 in sync, 2 pending, 1 error.
 pub async fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
-    let sinks = open_sinks(config, Purpose::ReadOnly).await?.sinks;
+    let mut sinks = open_sinks(config, Purpose::ReadOnly).await?.sinks;
     let (pipeline, errors) = load_all(config, &sinks).await;
     let mut pending = false;
-    for named in &sinks {
-        let plan = pipeline.plan_for(named.sink.as_ref());
+    for named in &mut sinks {
+        let memory = named.sink.load_guard_memory().await.unwrap_or_else(|e| {
+            tracing::warn!(sink = %named.name, "cannot read the mass-change guard's memory ({e}); judging from what the sink holds");
+            None
+        });
+        let plan = pipeline.plan_for(named.sink.as_ref(), memory.as_deref());
         pending |= !plan.is_empty();
         writeln!(out, "# sink {}", named.name)?;
         let why = |key: &ObjectKey| explain_change(&pipeline, named.sink.held(), key);

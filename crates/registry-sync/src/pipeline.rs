@@ -198,8 +198,9 @@ impl Pipeline {
     }
 
     /// The full plan for one sink, without applying it; the guard judges it as a fresh
-    /// start would (against what the sink holds now).
-    pub fn plan_for(&self, sink: &dyn AsyncSink) -> Plan {
+    /// start would: against what the sink holds now and the guard's `memory` the sink
+    /// keeps.
+    pub fn plan_for(&self, sink: &dyn AsyncSink, memory: Option<&str>) -> Plan {
         let mut plan = plan(
             self.index.desired(),
             sink.held(),
@@ -214,7 +215,9 @@ impl Pipeline {
             &|source| self.index.successors(source),
         );
         if let Some(mut guard) = self.new_guard() {
-            guard.hold(&mut plan, sink.held(), &self.owner, std::time::Instant::now());
+            let now = std::time::Instant::now();
+            guard.restore(memory.unwrap_or_default(), now, std::time::SystemTime::now());
+            guard.hold(&mut plan, sink.held(), &self.owner, now);
         }
         plan
     }
@@ -231,6 +234,7 @@ impl Pipeline {
         for writer in writers.iter_mut() {
             for _ in 0..REPLACEMENT_PASSES {
                 writer.catch_up().await;
+                writer.load_guard_memory().await;
                 let step = writer.plan(&self.index, std::time::Instant::now());
                 let held_back = !step.plan.held_back.is_empty();
                 let blocked = step.plan.blocked_replacements().count() > 0;

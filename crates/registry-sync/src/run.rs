@@ -177,8 +177,10 @@ impl WriterTask {
                         waiting_since.get_or_insert(self.published.borrow().at);
                     }
                     () = leadership_changed(&mut leader) => {
-                        // A new leader does not know what the old one left half done.
+                        // A new leader does not know what the old one left half done, nor
+                        // what its guard held.
                         self.writer.request_full();
+                        self.writer.reload_guard_memory();
                     }
                     keys = self.writer.sink.observe() => {
                         // Drained by a standby too, so its view is current at takeover.
@@ -204,6 +206,7 @@ impl WriterTask {
                 continue;
             }
             self.writer.catch_up().await;
+            self.writer.load_guard_memory().await;
             let (step, target) = {
                 let pipeline = lock(&self.pipeline);
                 let step = self.writer.plan(pipeline.index(), std::time::Instant::now());

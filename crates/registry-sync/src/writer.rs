@@ -10,7 +10,7 @@
 //! does not wait for it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use registry_sync_index::{Index, Since};
 use registry_sync_istio::ObjectKey;
@@ -111,7 +111,24 @@ pub struct SinkWriter {
     /// The last pass wrote successors that objects waiting to be replaced wait for:
     /// plan again at once to finish the replacements.
     again: bool,
+    /// Where the guard's memory stands with the sink's copy of it.
+    memory: GuardMemory,
     metrics: Option<Metrics>,
+}
+
+/// How often at most the guard's window is written to the sink when no hold began or
+/// ended: a restart loses at most this much of the window's history, never a hold.
+const MEMORY_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+struct GuardMemory {
+    /// Read from the sink since start or the last change of leadership.
+    loaded: bool,
+    /// The sink keeps a memory that a confirmed run (without a guard) must clear.
+    stale: bool,
+    /// The window changed since it was last kept.
+    dirty: bool,
+    kept_at: Option<Instant>,
 }
 
 impl SinkWriter {
@@ -132,6 +149,7 @@ impl SinkWriter {
             quarantine: Quarantine::default(),
             applied: None,
             again: false,
+            memory: GuardMemory::default(),
             metrics,
         }
     }
@@ -139,6 +157,62 @@ impl SinkWriter {
     /// Plans everything next time (a new leader, a periodic resync).
     pub fn request_full(&mut self) {
         self.epoch = None;
+    }
+
+    /// Reads the guard's memory from the sink again before the next plan (a new leader
+    /// takes over the last one's peak and holds).
+    pub fn reload_guard_memory(&mut self) {
+        self.memory.loaded = false;
+    }
+
+    /// Reads the guard's memory from the sink, once since start or since the last
+    /// [`SinkWriter::reload_guard_memory`].
+    pub async fn load_guard_memory(&mut self) {
+        if self.memory.loaded {
+            return;
+        }
+        match self.sink.load_guard_memory().await {
+            Ok(memory) => {
+                self.memory.loaded = true;
+                let memory = memory.unwrap_or_default();
+                match &mut self.guard {
+                    Some(guard) => guard.restore(&memory, Instant::now(), SystemTime::now()),
+                    None => self.memory.stale = !memory.trim().is_empty(),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(sink = %self.name, "cannot read the mass-change guard's memory ({e}); judging from what this process sees, and trying again at the next pass");
+            }
+        }
+    }
+
+    /// Keeps the guard's memory in the sink when a hold began or ended, or now and then
+    /// when only its window moved; a confirmed run clears what an earlier one kept.
+    async fn keep_guard_memory(&mut self) {
+        let memory = match &mut self.guard {
+            Some(guard) => {
+                let (changed, holds_changed) = guard.take_changed();
+                self.memory.dirty |= changed;
+                let due = self.memory.kept_at.is_none_or(|at| at.elapsed() >= MEMORY_EVERY);
+                if !(holds_changed || self.memory.dirty && due) {
+                    return;
+                }
+                guard.memory(Instant::now(), SystemTime::now())
+            }
+            None if self.memory.stale => String::new(),
+            None => return,
+        };
+        match self.sink.keep_guard_memory(&memory).await {
+            Ok(()) => {
+                self.memory.dirty = false;
+                self.memory.stale = false;
+                self.memory.kept_at = Some(Instant::now());
+            }
+            Err(e) => {
+                self.memory.dirty = true;
+                tracing::warn!(sink = %self.name, "cannot keep the mass-change guard's memory ({e}); a restart now would judge from what it sees");
+            }
+        }
     }
 
     /// The sink saw these objects change: plan them next time.
@@ -280,6 +354,7 @@ impl SinkWriter {
             metrics.quarantined(&self.name, self.quarantine.entries.len());
         }
         self.applied = Some(step.version);
+        self.keep_guard_memory().await;
         Ok(applied.report)
     }
 }

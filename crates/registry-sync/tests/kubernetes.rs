@@ -375,3 +375,47 @@ async fn objects_follow_a_mapped_namespace_and_are_read_back_from_it() {
         "the object left in the old namespace is deleted"
     );
 }
+
+/// `count` services of one instance each.
+fn services_of(count: usize) -> String {
+    (0..count).fold(String::from("services:\n"), |text, n| {
+        text + &format!(
+            "  - name: s{n}\n    instances:\n      - {{address: 10.0.1.{n}, ports: {{http: 8080}}}}\n"
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_erosion_stays_held_for_the_next_process_through_the_guards_lease() {
+    let server = StandIn::start().await;
+    let ws = workspace(&server, &services_of(20), "");
+    assert_eq!(cmd(&ws, &["once"]).await.code(), Some(0));
+    ws.write_services(&services_of(11));
+    assert_eq!(cmd(&ws, &["once"]).await.code(), Some(0), "20 → 11 goes ahead");
+    ws.write_services(&services_of(8));
+    for attempt in 0..2 {
+        let held = cmd(&ws, &["once"]).await;
+        assert_eq!(held.code(), Some(3), "attempt {attempt}\n{held}");
+        assert!(held.stderr.contains("leave 8 of its 20 objects"), "{held}");
+        assert_eq!(object_names(&server, Resource::ServiceEntry).len(), 11);
+    }
+    let lease = server
+        .object(Resource::Lease, "mesh", "registry-sync-guard-e2e")
+        .expect("the guard keeps its memory in a Lease of the installation");
+    let memory = lease["metadata"]["annotations"]["registry-sync.io/guard-memory"]
+        .as_str()
+        .unwrap();
+    assert!(memory.contains("legacy\theld\t"), "{memory}");
+    assert_eq!(lease["metadata"]["labels"]["registry-sync.io/instance"], "e2e");
+
+    let confirmed = cmd(&ws, &["once", "--confirm-mass-delete"]).await;
+    assert_eq!(confirmed.code(), Some(0), "{confirmed}");
+    assert_eq!(object_names(&server, Resource::ServiceEntry).len(), 8);
+    let cleared = server
+        .object(Resource::Lease, "mesh", "registry-sync-guard-e2e")
+        .unwrap();
+    assert_eq!(
+        cleared["metadata"]["annotations"]["registry-sync.io/guard-memory"],
+        ""
+    );
+}

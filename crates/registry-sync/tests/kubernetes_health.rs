@@ -193,11 +193,18 @@ async fn a_departed_instance_drains_unhealthy_and_goes_after_the_delay_unless_it
     ws.write_config(&config);
     let child = spawn_run(&ws).await;
     let both_healthy = || health_of(&server) == pairs(&[("10.0.0.1", "True"), ("10.0.0.2", "True")]);
+    // A new entry is healthy before it is written whole (with its checks on).
+    let checks_on = || {
+        server
+            .objects(Resource::WorkloadEntry)
+            .iter()
+            .all(|o| o["metadata"]["annotations"]["proxy.istio.io/health-checks-enabled"] == "true")
+    };
     wait_for(
         Duration::from_secs(15),
-        "both entries healthy",
+        "both entries healthy, with their checks on",
         &child,
-        both_healthy,
+        || both_healthy() && checks_on(),
     )
     .await;
 
@@ -227,7 +234,8 @@ async fn a_departed_instance_drains_unhealthy_and_goes_after_the_delay_unless_it
     assert_eq!(
         counts.writes_of(Resource::WorkloadEntry),
         0,
-        "no create, rewrite or delete"
+        "no create, rewrite or delete: {counts:?}\n{}",
+        child.stderr()
     );
     assert_eq!(counts.status_writes_of(Resource::WorkloadEntry), 2);
 

@@ -220,3 +220,58 @@ fn prune_refuses_while_a_registry_fails() {
     assert_eq!(prune.code(), Some(1), "{prune}");
     assert_eq!(ws.out_files(), before);
 }
+
+/// `count` services of one instance each.
+fn services_of(count: usize) -> String {
+    let mut text = String::from("services:\n");
+    for n in 0..count {
+        text.push_str(&format!(
+            "  - name: s{n}\n    instances:\n      - {{address: 10.0.1.{n}, ports: {{http: 8080}}}}\n"
+        ));
+    }
+    text
+}
+
+fn once_confirmed(ws: &Workspace) -> Output {
+    registry_sync(
+        ws.path(),
+        [
+            std::ffi::OsStr::new("once"),
+            std::ffi::OsStr::new("--confirm-mass-delete"),
+            std::ffi::OsStr::new("--config"),
+            ws.config_path().as_os_str(),
+        ],
+    )
+}
+
+#[test]
+fn an_erosion_held_by_one_once_stays_held_in_the_next_until_confirmed() {
+    let ws = Workspace::with_services(&services_of(20));
+    assert_eq!(ws.cmd("once").code(), Some(0));
+    ws.write_services(&services_of(11));
+    assert_eq!(ws.cmd("once").code(), Some(0), "20 → 11 goes ahead");
+    assert_eq!(service_entries(&ws).len(), 11);
+    ws.write_services(&services_of(8));
+    // Every `once` is a new process: the peak of 20 comes from the memory the guard
+    // keeps beside the objects.
+    for attempt in 0..2 {
+        let held = ws.cmd("once");
+        assert_eq!(
+            held.code(),
+            Some(3),
+            "attempt {attempt}: 11 → 8 of a peak of 20 is held\n{held}"
+        );
+        assert!(held.stderr.contains("leave 8 of its 20 objects"), "{held}");
+        assert_eq!(service_entries(&ws).len(), 11);
+    }
+    let plan = ws.cmd("plan");
+    assert!(plan.stdout.contains("leave 8 of its 20 objects"), "{plan}");
+
+    assert_eq!(once_confirmed(&ws).code(), Some(0));
+    assert_eq!(service_entries(&ws).len(), 8);
+    // Confirmed: the memory starts afresh, and 8 → 6 is judged against 8.
+    ws.write_services(&services_of(6));
+    let next = ws.cmd("once");
+    assert_eq!(next.code(), Some(0), "{next}");
+    assert_eq!(service_entries(&ws).len(), 6);
+}

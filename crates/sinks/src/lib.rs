@@ -67,6 +67,19 @@ pub trait AsyncSink: Send {
     fn needs_leadership(&self) -> bool {
         true
     }
+
+    /// The mass-change guard's memory as the sink keeps it, read now (a new leader reads
+    /// what the last one kept); `None` when it keeps none.
+    fn load_guard_memory(&mut self) -> BoxFuture<'_, Result<Option<String>, SinkError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Keeps the guard's memory beside what the sink holds, so that a restart, a `once`
+    /// or another replica judges with the same peak and keeps a held change held. A
+    /// sink with no store of its own keeps nothing.
+    fn keep_guard_memory<'a>(&'a mut self, _memory: &'a str) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 impl<T: Sink + Send> AsyncSink for T {
@@ -85,6 +98,14 @@ impl<T: Sink + Send> AsyncSink for T {
     fn observe(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
         Sink::observe(self)
     }
+
+    fn load_guard_memory(&mut self) -> BoxFuture<'_, Result<Option<String>, SinkError>> {
+        Box::pin(std::future::ready(Sink::load_guard_memory(self)))
+    }
+
+    fn keep_guard_memory<'a>(&'a mut self, memory: &'a str) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(std::future::ready(Sink::keep_guard_memory(self, memory)))
+    }
 }
 
 /// A local sink: files and streams, where a write is a quick blocking call.
@@ -101,6 +122,16 @@ pub trait Sink {
     /// See [`AsyncSink::observe`]; never returns for a sink that cannot see changes.
     fn observe(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
         Box::pin(std::future::pending())
+    }
+
+    /// See [`AsyncSink::load_guard_memory`].
+    fn load_guard_memory(&mut self) -> Result<Option<String>, SinkError> {
+        Ok(None)
+    }
+
+    /// See [`AsyncSink::keep_guard_memory`].
+    fn keep_guard_memory(&mut self, _memory: &str) -> Result<(), SinkError> {
+        Ok(())
     }
 }
 

@@ -71,6 +71,7 @@ impl KubernetesConfig {
             qps: self.qps,
             burst: self.burst,
             concurrency: self.concurrency,
+            instance: config.instance.clone(),
             leader_election: self.leader_election.as_ref().map(|e| {
                 registry_sync_kubernetes::ElectionOptions {
                     namespace: e.namespace.clone(),

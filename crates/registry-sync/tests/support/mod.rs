@@ -429,7 +429,8 @@ impl Workspace {
     /// Every file in `out/`, by name. The files sink's in-flight temporary files
     /// (`.registry-sync.<pid>.<n>.tmp`, renamed over their object file a moment later)
     /// are left out: one may be listed and gone before it is read. A rewrite still
-    /// shows, as a new inode or modification time of the object file.
+    /// shows, as a new inode or modification time of the object file. The guard's memory
+    /// (`.registry-sync-guard`) is no object: it is left out too.
     pub fn out_files(&self) -> BTreeMap<String, FileState> {
         let mut files = BTreeMap::new();
         let Ok(entries) = std::fs::read_dir(self.out_dir()) else {
@@ -438,7 +439,8 @@ impl Workspace {
         for entry in entries {
             let entry = entry.expect("a directory entry");
             let name = entry.file_name().into_string().expect("a UTF-8 file name");
-            if name.starts_with(".registry-sync.") && name.ends_with(".tmp") {
+            if name.starts_with(".registry-sync.") && name.ends_with(".tmp") || name == ".registry-sync-guard"
+            {
                 continue;
             }
             files.insert(name, FileState::of(&entry.path()));
