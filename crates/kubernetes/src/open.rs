@@ -89,23 +89,26 @@ pub async fn open(options: &KubeOptions, mode: Mode<'_>) -> Result<Opened, OpenE
             .map(|election| election.lease_duration / 5)
             .unwrap_or(Duration::from_secs(10))
             .min(Duration::from_secs(10)),
-        guard_store: guard_namespace(options)
-            .map(|namespace| crate::GuardStore::new(namespace, &options.instance)),
+        guard_store: Some(crate::GuardStore::new(
+            guard_namespace(options, &client),
+            &options.instance,
+        )),
         ..KubeSinkSettings::default()
     };
     let sink = KubeSink::connect(client, settings, leadership.clone()).await?;
     Ok(Opened { sink, leadership })
 }
 
-/// Where the guard's memory lives: beside the Lease of the election, else in the pod's
-/// namespace, else in the first namespace objects go to.
-fn guard_namespace(options: &KubeOptions) -> Option<String> {
+/// Where the installation's own Lease lives: beside the Lease of the election, else in
+/// the pod's namespace, else in the client's (the kubeconfig context's, or the service
+/// account's): a place that stays when the configuration's namespaces change.
+fn guard_namespace(options: &KubeOptions, client: &kube::Client) -> String {
     options
         .leader_election
         .as_ref()
         .and_then(|election| election.namespace.clone())
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .or_else(|| options.namespaces.first().cloned())
+        .unwrap_or_else(|| client.default_namespace().to_string())
 }
 
 fn leader_settings(election: &ElectionOptions) -> Result<LeaderSettings, OpenError> {

@@ -39,7 +39,7 @@ mod fresh;
 mod health;
 mod memory;
 
-pub use self::memory::{GUARD_MEMORY_ANNOTATION, GuardStore};
+pub use self::memory::{GUARD_MEMORY_ANNOTATION, GuardStore, NAMESPACES_ANNOTATION};
 
 use self::errors::{WriteError, describe};
 use self::fresh::{Fresh, FreshRead};
@@ -146,6 +146,12 @@ pub struct KubeSink {
     watches: Vec<JoinHandle<()>>,
     /// Writes of the current pass done so far (see `AsyncSink::progress`).
     done: Arc<std::sync::atomic::AtomicUsize>,
+    /// Namespaces outside the configuration where this installation wrote objects
+    /// before (remembered in its Lease): watched too, so what is left there is seen and
+    /// deleted as the plan says.
+    extra_namespaces: BTreeSet<String>,
+    /// The namespaces the installation's Lease lists, as last read or written.
+    remembered_namespaces: Option<BTreeSet<String>>,
 }
 
 impl Drop for KubeSink {
@@ -241,17 +247,6 @@ impl KubeSink {
         leader: Option<Leadership>,
     ) -> Result<KubeSink, SinkError> {
         let (tx, rx) = mpsc::channel(OBSERVED_QUEUE);
-        let mut watches = Vec::new();
-        for namespace in &settings.namespaces {
-            for kind in [Kind::ServiceEntry, Kind::WorkloadEntry] {
-                watches.push(tokio::spawn(watch_namespace(
-                    client.clone(),
-                    kind,
-                    namespace.clone(),
-                    tx.clone(),
-                )));
-            }
-        }
         let limiter = Arc::new(RateLimiter::new(settings.qps, settings.burst));
         let mut sink = KubeSink {
             client,
@@ -261,11 +256,30 @@ impl KubeSink {
             observed: rx,
             limiter,
             leader,
-            watches,
+            watches: Vec::new(),
             done: Arc::default(),
             settings,
+            extra_namespaces: BTreeSet::new(),
+            remembered_namespaces: None,
         };
-        let expected = sink.settings.namespaces.len() * 2;
+        sink.find_extra_namespaces().await;
+        let watched: BTreeSet<String> = sink
+            .settings
+            .namespaces
+            .union(&sink.extra_namespaces)
+            .cloned()
+            .collect();
+        for namespace in &watched {
+            for kind in [Kind::ServiceEntry, Kind::WorkloadEntry] {
+                sink.watches.push(tokio::spawn(watch_namespace(
+                    sink.client.clone(),
+                    kind,
+                    namespace.clone(),
+                    tx.clone(),
+                )));
+            }
+        }
+        let expected = watched.len() * 2;
         let mut listed: BTreeSet<(Kind, String)> = BTreeSet::new();
         let deadline = Instant::now() + sink.settings.initial_list_timeout;
         while listed.len() < expected {
@@ -279,9 +293,7 @@ impl KubeSink {
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    let missing: Vec<String> = sink
-                        .settings
-                        .namespaces
+                    let missing: Vec<String> = watched
                         .iter()
                         .flat_map(|ns| [Kind::ServiceEntry, Kind::WorkloadEntry].map(|k| (k, ns.clone())))
                         .filter(|entry| !listed.contains(entry))
@@ -600,17 +612,18 @@ impl KubeSink {
             .collect();
         self.set_conditions(late, &mut report).await;
         self.write_staged_whole(plan, &staged, &fresh, &mut report).await;
+        self.remember_namespaces().await;
         Ok(report)
     }
 }
 
 impl AsyncSink for KubeSink {
     fn load_guard_memory(&mut self) -> BoxFuture<'_, Result<Option<String>, SinkError>> {
-        Box::pin(self.read_guard_memory())
+        Box::pin(self.read_remembered(GUARD_MEMORY_ANNOTATION))
     }
 
     fn keep_guard_memory<'a>(&'a mut self, memory: &'a str) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(self.write_guard_memory(memory))
+        Box::pin(self.remember(GUARD_MEMORY_ANNOTATION, memory))
     }
 
     fn refresh(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {

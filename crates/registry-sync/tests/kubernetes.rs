@@ -400,7 +400,7 @@ async fn a_held_erosion_stays_held_for_the_next_process_through_the_guards_lease
         assert_eq!(object_names(&server, Resource::ServiceEntry).len(), 11);
     }
     let lease = server
-        .object(Resource::Lease, "mesh", "registry-sync-guard-e2e")
+        .object(Resource::Lease, "default", "registry-sync-guard-e2e")
         .expect("the guard keeps its memory in a Lease of the installation");
     let memory = lease["metadata"]["annotations"]["registry-sync.io/guard-memory"]
         .as_str()
@@ -412,10 +412,49 @@ async fn a_held_erosion_stays_held_for_the_next_process_through_the_guards_lease
     assert_eq!(confirmed.code(), Some(0), "{confirmed}");
     assert_eq!(object_names(&server, Resource::ServiceEntry).len(), 8);
     let cleared = server
-        .object(Resource::Lease, "mesh", "registry-sync-guard-e2e")
+        .object(Resource::Lease, "default", "registry-sync-guard-e2e")
         .unwrap();
     assert_eq!(
         cleared["metadata"]["annotations"]["registry-sync.io/guard-memory"],
         ""
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_left_in_a_namespace_the_config_no_longer_names_are_found_and_deleted() {
+    let server = StandIn::start().await;
+    let ws = workspace(&server, &services(8080, true), "");
+    assert_eq!(cmd(&ws, &["once"]).await.code(), Some(0));
+    let in_mesh = |server: &StandIn| {
+        server
+            .objects(Resource::ServiceEntry)
+            .iter()
+            .filter(|o| o["metadata"]["namespace"] == "mesh")
+            .count()
+    };
+    assert_eq!(in_mesh(&server), 3);
+    let moved = std::fs::read_to_string(ws.config_path())
+        .unwrap()
+        .replace("namespace: mesh", "namespace: team-a");
+    ws.write_config(&moved);
+
+    let plan = cmd(&ws, &["plan"]).await;
+    assert_eq!(plan.code(), Some(2), "{plan}");
+    assert!(
+        plan.stdout.contains("+ ServiceEntry team-a/legacy.orders")
+            && plan.stdout.contains("= waits ServiceEntry mesh/legacy.orders"),
+        "the old namespace is still looked at:\n{plan}"
+    );
+    let once = cmd(&ws, &["once"]).await;
+    assert_eq!(once.code(), Some(0), "{once}");
+    assert_eq!(in_mesh(&server), 0, "nothing is left behind in the old namespace");
+    assert_eq!(object_names(&server, Resource::ServiceEntry).len(), 3);
+    let remembered = server
+        .object(Resource::Lease, "default", "registry-sync-guard-e2e")
+        .unwrap();
+    assert_eq!(
+        remembered["metadata"]["annotations"]["registry-sync.io/namespaces"],
+        "team-a"
+    );
+    assert_eq!(cmd(&ws, &["plan"]).await.code(), Some(0));
 }

@@ -1,21 +1,30 @@
-//! The mass-change guard's memory in the cluster: an annotation on a small Lease of the
-//! installation's own (`registry-sync-guard-<instance>`), beside the leader election's.
+//! What an installation remembers in the cluster, as annotations on a small Lease of its
+//! own (`registry-sync-guard-<instance>`), beside the leader election's: the
+//! mass-change guard's memory, and the namespaces it has written objects to.
 //!
 //! A Lease because the replicas already coordinate through Leases (the chart grants
 //! get, create and update on them in the release's namespace, and nothing more), and
 //! because a standby that takes over must find the peak and the holds its leader
-//! judged with: it reads this object at takeover.
+//! judged with: it reads this object at takeover. The namespaces are remembered because
+//! the sink watches only the namespaces of its configuration: objects left in a
+//! namespace the configuration no longer names (a registry's `namespace` changed,
+//! `allowed_namespaces` shrank) would otherwise never be seen again, duplicates with
+//! frozen endpoints.
+
+use std::collections::BTreeSet;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
-use registry_sync_istio::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use kube::api::{DynamicObject, ListParams, ObjectMeta, PostParams};
+use registry_sync_istio::{INSTANCE_LABEL, Kind, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use registry_sync_sinks::SinkError;
 
-use super::KubeSink;
+use super::{KubeSink, api_resource};
 
 /// The annotation that holds the memory.
 pub const GUARD_MEMORY_ANNOTATION: &str = "registry-sync.io/guard-memory";
+/// The annotation that lists the namespaces this installation has written objects to.
+pub const NAMESPACES_ANNOTATION: &str = "registry-sync.io/namespaces";
 
 /// Where the memory is kept: the Lease's namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,7 +66,9 @@ impl KubeSink {
         Api::namespaced(self.client.clone(), &store.namespace)
     }
 
-    pub(super) async fn read_guard_memory(&self) -> Result<Option<String>, SinkError> {
+    /// One annotation of the installation's Lease; `None` when there is no store, no
+    /// Lease or no such annotation.
+    pub(super) async fn read_remembered(&self, annotation: &str) -> Result<Option<String>, SinkError> {
         let Some(store) = &self.settings.guard_store else {
             return Ok(None);
         };
@@ -66,21 +77,17 @@ impl KubeSink {
             .timed(self.guard_api(store).get_opt(&store.name))
             .await
             .map_err(|e| unavailable(store, "read", e))?;
-        Ok(lease.and_then(|lease| {
-            lease
-                .metadata
-                .annotations
-                .and_then(|mut a| a.remove(GUARD_MEMORY_ANNOTATION))
-        }))
+        Ok(lease.and_then(|lease| lease.metadata.annotations.and_then(|mut a| a.remove(annotation))))
     }
 
-    pub(super) async fn write_guard_memory(&self, memory: &str) -> Result<(), SinkError> {
+    /// Sets one annotation of the installation's Lease, creating the Lease if needed.
+    pub(super) async fn remember(&self, annotation: &str, value: &str) -> Result<(), SinkError> {
         let Some(store) = &self.settings.guard_store else {
             return Ok(());
         };
         if !self.is_leader() {
             return Err(SinkError::Unavailable(
-                "not the leader: the leader keeps the guard's memory".into(),
+                "not the leader: the leader keeps what the installation remembers".into(),
             ));
         }
         let api = self.guard_api(store);
@@ -97,7 +104,7 @@ impl KubeSink {
                     .metadata
                     .annotations
                     .get_or_insert_default()
-                    .insert(GUARD_MEMORY_ANNOTATION.into(), memory.into());
+                    .insert(annotation.into(), value.into());
                 self.timed(api.replace(&store.name, &params, &lease)).await
             }
             None => {
@@ -112,7 +119,7 @@ impl KubeSink {
                             ]
                             .into(),
                         ),
-                        annotations: Some([(GUARD_MEMORY_ANNOTATION.to_string(), memory.to_string())].into()),
+                        annotations: Some([(annotation.to_string(), value.to_string())].into()),
                         ..ObjectMeta::default()
                     },
                     spec: None,
@@ -122,6 +129,80 @@ impl KubeSink {
         };
         written.map(|_| ()).map_err(|e| unavailable(store, "keep", e))
     }
+
+    /// Reads the namespaces this installation wrote to before; those the configuration
+    /// no longer names are watched too, when they may be read.
+    pub(super) async fn find_extra_namespaces(&mut self) {
+        if self.settings.guard_store.is_none() {
+            return;
+        }
+        let remembered = match self.read_remembered(NAMESPACES_ANNOTATION).await {
+            Ok(value) => namespaces_of(value.as_deref()),
+            Err(e) => {
+                tracing::warn!(
+                    "{e}; objects left in namespaces the configuration no longer names are not looked for"
+                );
+                return;
+            }
+        };
+        for namespace in remembered.difference(&self.settings.namespaces) {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), namespace, &api_resource(Kind::ServiceEntry));
+            self.limiter.acquire().await;
+            match self.timed(api.list(&ListParams::default().limit(1))).await {
+                Ok(_) => {
+                    tracing::info!(%namespace, "this installation wrote objects to a namespace its configuration no longer names: watching it, so what is left there is deleted as `plan` shows");
+                    self.extra_namespaces.insert(namespace.clone());
+                }
+                Err(e) => tracing::warn!(
+                    %namespace,
+                    "this installation wrote objects to a namespace its configuration no longer names, and may not read it ({e}): what is left there stays; let registry-sync list, watch and delete there until it is gone, or delete it with `kubectl delete serviceentries,workloadentries -n {namespace} -l {INSTANCE_LABEL}={}`",
+                    self.settings.guard_store.as_ref().map_or("", |s| s.instance.as_str())
+                ),
+            }
+        }
+        self.remembered_namespaces = Some(remembered);
+    }
+
+    /// After a pass: the namespaces remembered are those of the configuration and
+    /// those not configured that still hold objects of this installation. Written only
+    /// when that changes.
+    pub(super) async fn remember_namespaces(&mut self) {
+        let Some(store) = &self.settings.guard_store else {
+            return;
+        };
+        let instance = store.instance.clone();
+        let ours = |namespace: &str| {
+            self.held.values().any(|h| {
+                h.key.namespace == namespace
+                    && h.label(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE)
+                    && h.label(INSTANCE_LABEL) == Some(instance.as_str())
+            })
+        };
+        let mut wanted: BTreeSet<String> = self.settings.namespaces.clone();
+        wanted.extend(self.extra_namespaces.iter().filter(|ns| ours(ns)).cloned());
+        if self.remembered_namespaces.as_ref() == Some(&wanted) {
+            return;
+        }
+        let value = wanted.iter().cloned().collect::<Vec<_>>().join(",");
+        match self.remember(NAMESPACES_ANNOTATION, &value).await {
+            Ok(()) => self.remembered_namespaces = Some(wanted),
+            Err(e) => tracing::warn!(
+                "cannot remember the namespaces written to ({e}); tried again after the next pass"
+            ),
+        }
+    }
+}
+
+/// The namespaces an annotation lists.
+pub(super) fn namespaces_of(annotation: Option<&str>) -> BTreeSet<String> {
+    annotation
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|ns| !ns.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]
