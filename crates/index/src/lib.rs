@@ -71,6 +71,9 @@ pub struct Update {
     pub new_problems: Vec<Skipped>,
     /// Lesser repairs in the changed groups (debug-level).
     pub notes: Vec<Skipped>,
+    /// Services that moved, left the selection or stayed where an earlier decision put
+    /// them (info-level).
+    pub moves: Vec<String>,
     /// Services that could not be read now, as `registry:service`.
     pub unknown: Vec<String>,
     /// The delete scope widened: writers plan everything once.
@@ -222,6 +225,7 @@ impl Index {
         update.changed = changes.objects.len();
         update.new_problems.extend(changes.new_problems);
         update.notes = changes.notes;
+        update.moves = changes.moves;
         self.log.record(changes.objects);
         if update.widened {
             self.epoch += 1;

@@ -162,6 +162,9 @@ impl Pipeline {
         for key in &update.unknown {
             tracing::debug!(%registry, service = %key, "service could not be read; its objects stay as they are");
         }
+        for moved in &update.moves {
+            tracing::info!(%registry, "{moved}");
+        }
         for note in &update.notes {
             tracing::debug!(registry = %note.registry, service = %note.service, instance = note.instance.as_deref().unwrap_or(""), "{}", note.reason);
         }

@@ -89,6 +89,8 @@ struct GroupInputs {
     desired: Vec<Arc<IstioObject>>,
     /// The addresses the group holds, so the explanation allocates exactly them.
     vips: crate::Allocator,
+    /// Why members stay where an earlier decision put them.
+    kept: Vec<String>,
 }
 
 impl Index {
@@ -143,6 +145,7 @@ impl Index {
                 }
                 GroupInputs {
                     members: self.members_of(&key),
+                    kept: self.kept_in(&key),
                     key,
                     desired,
                     vips,
@@ -187,6 +190,7 @@ fn explain_group(settings: &crate::Settings, group: GroupInputs) -> Option<Expla
         members,
         desired,
         mut vips,
+        kept,
     } = group;
     let key = &key;
     let contributors: Vec<Contributor<'_>> = members
@@ -255,7 +259,7 @@ fn explain_group(settings: &crate::Settings, group: GroupInputs) -> Option<Expla
     Some(Explanation {
         key: key.clone(),
         contributors: members,
-        rules: trace.lines(),
+        rules: kept.into_iter().chain(trace.lines()).collect(),
         instances,
         more_instances: total.saturating_sub(MAX_FATES),
         objects,

@@ -20,6 +20,9 @@ struct ServiceState {
     /// `Ok(None)` when the registry's `select` leaves it out, `Err` when it has no
     /// valid host.
     group: Result<Option<GroupKey>, Skipped>,
+    /// Why the service stays where an earlier decision put it, when its instances'
+    /// metadata no longer decides (see [`stay`]).
+    kept: Option<String>,
 }
 
 #[derive(Default)]
@@ -39,6 +42,9 @@ pub struct Changes {
     pub new_problems: Vec<Skipped>,
     /// Lesser repairs in the changed groups (debug-level).
     pub notes: Vec<Skipped>,
+    /// Services that moved to another namespace, left or joined the selection, or were
+    /// kept where they were, in words (info-level: a move deletes and creates objects).
+    pub moves: Vec<String>,
 }
 
 /// The services of one host group, sorted. Nearly every group has one member, so a
@@ -101,14 +107,37 @@ fn place(
 ) -> ServiceState {
     let key = service.key();
     let mut reported = None;
+    let mut before = None;
     if let Some(state) = old {
         if Arc::ptr_eq(&state.service, service) || state.service == *service {
             return state;
         }
         leave(members, registry, &key, &state, dirty);
+        before = state.group.as_ref().ok().cloned().flatten();
         reported = state.group.err();
     }
-    let group = group_of(registry, settings, service);
+    let decided = group_of(registry, settings, service);
+    let (group, kept) = match before.as_ref() {
+        Some(before) => stay(registry, settings, service, before, decided),
+        None => (decided, None),
+    };
+    if let Some(kept) = &kept {
+        changes
+            .moves
+            .push(format!("registry {registry:?}, service {key}: {kept}"));
+    } else if let Some(before) = &before {
+        match &group {
+            Ok(Some(now)) if now.namespace != before.namespace => changes.moves.push(format!(
+                "registry {registry:?}, service {key}: moves from namespace {:?} to {:?}; its objects there are replaced",
+                before.namespace, now.namespace
+            )),
+            Ok(None) => changes.moves.push(format!(
+                "registry {registry:?}, service {key}: no longer selected ({}); its objects are deleted",
+                settings.select.rejects(service).unwrap_or_default()
+            )),
+            _ => {}
+        }
+    }
     match &group {
         Ok(None) => {}
         Ok(Some(group_key)) => {
@@ -124,6 +153,47 @@ fn place(
     ServiceState {
         service: service.clone(),
         group,
+        kept,
+    }
+}
+
+/// The last decision stands while the service exists, when its instances' metadata no
+/// longer decides: instance churn must not move or delete a service. A service placed
+/// by `namespace_from` (from instance metadata) whose instances now carry no value, or
+/// disagree, stays in its namespace; one selected by `select.services.metadata` found
+/// on an instance stays selected when no instance carries it any more. A service name
+/// that `select` now refuses, or metadata that names another allowed namespace, is a
+/// decision, and is followed. Returns the group and, when the earlier one was kept,
+/// why.
+fn stay(
+    registry: &str,
+    settings: &RegistrySettings,
+    service: &Service,
+    before: &GroupKey,
+    decided: Result<Option<GroupKey>, Skipped>,
+) -> (Result<Option<GroupKey>, Skipped>, Option<String>) {
+    match decided {
+        Ok(None) if settings.select.rejects_by_metadata_only(service) => (
+            Ok(Some(before.clone())),
+            Some(format!(
+                "stays selected in namespace {:?}: no instance carries select.services.metadata any more, and the last decision stands while the service exists",
+                before.namespace
+            )),
+        ),
+        Ok(Some(mut now)) if now.namespace != before.namespace => {
+            match settings.namespace_for(registry, service).fallback {
+                Some(crate::Fallback::Unnamed(why) | crate::Fallback::NotAllowed(why)) => {
+                    let kept = format!(
+                        "stays in namespace {:?} ({why}); the last decision stands while the service exists",
+                        before.namespace
+                    );
+                    now.namespace = before.namespace.clone();
+                    (Ok(Some(now)), Some(kept))
+                }
+                None => (Ok(Some(now)), None),
+            }
+        }
+        decided => (decided, None),
     }
 }
 
@@ -226,6 +296,19 @@ impl Index {
             .into_iter()
             .flat_map(|output| output.keys.iter())
             .filter_map(|key| self.desired.get(key).cloned())
+            .collect()
+    }
+
+    /// Why the services of a group stay where earlier decisions put them, if any did.
+    pub(crate) fn kept_in(&self, group: &GroupKey) -> Vec<String> {
+        self.members
+            .get(group)
+            .into_iter()
+            .flat_map(|members| members.iter())
+            .filter_map(|(registry, key)| {
+                let kept = self.services.get(registry)?.get(key)?.kept.as_ref()?;
+                Some(format!("{registry}:{key} {kept}"))
+            })
             .collect()
     }
 

@@ -140,6 +140,16 @@ impl Selection {
         None
     }
 
+    /// The service passes the name rules and fails only `select.services.metadata`: a
+    /// decision its instances' metadata made, which instance churn can unmake.
+    pub fn rejects_by_metadata_only(&self, service: &Service) -> bool {
+        let by_name = Selection {
+            service_metadata: Vec::new(),
+            ..self.clone()
+        };
+        by_name.rejects(service).is_none() && self.rejects(service).is_some()
+    }
+
     /// Whether the instance is published (given its service is).
     pub fn selects_instance(&self, instance: &Instance) -> bool {
         (self.instance_metadata.is_empty() || carries(&instance.labels, &self.instance_metadata))

@@ -610,3 +610,103 @@ fn a_departed_instance_drains_unhealthy_until_its_delay_is_over_unless_it_return
     assert_eq!(entries(&index).len(), 1);
     assert_eq!(index.next_drain_deadline(), None);
 }
+
+/// `payments` with instances 10.0.0.1 (asking for `first`) and 10.0.0.2 (asking for
+/// `second`); `None`: the instance carries no namespace.
+fn payments_asking(instances: &[Option<&str>]) -> RegistrySnapshot {
+    let instances = instances
+        .iter()
+        .enumerate()
+        .map(|(n, namespace)| {
+            let instance = inst(&format!("10.0.0.{}", n + 1), &[("http", 8080)]);
+            match namespace {
+                Some(ns) => with_labels(instance, &[("k8s-namespace", ns)]),
+                None => instance,
+            }
+        })
+        .collect();
+    RegistrySnapshot::new("legacy", vec![svc("payments", instances)], vec![])
+}
+
+fn namespaces_of(index: &Index) -> Vec<String> {
+    let mut namespaces: Vec<String> = index
+        .desired()
+        .keys()
+        .filter(|k| k.kind == Kind::ServiceEntry)
+        .map(|k| k.namespace.clone())
+        .collect();
+    namespaces.dedup();
+    namespaces
+}
+
+#[test]
+fn instance_churn_never_moves_a_service_its_metadata_placed_and_a_new_agreed_namespace_does() {
+    let mut index = Index::new(mapped(&["payments", "billing"]));
+    index.update("legacy", &payments_asking(&[Some("payments"), None]));
+    assert_eq!(namespaces_of(&index), ["payments"]);
+
+    // The instance that named the namespace leaves: the service stays, and says why.
+    let changes = index.update("legacy", &payments_asking(&[None]));
+    assert_eq!(namespaces_of(&index), ["payments"]);
+    assert!(
+        changes
+            .moves
+            .iter()
+            .any(|m| m.contains("stays in namespace \"payments\"")),
+        "{:?}",
+        changes.moves
+    );
+    let found = index.explain("payments");
+    assert!(
+        found.groups[0].rules[0].contains("the last decision stands"),
+        "{:?}",
+        found.groups[0].rules
+    );
+    // Instances that disagree, or name a namespace not allowed, do not move it either.
+    index.update("legacy", &payments_asking(&[Some("payments"), Some("billing")]));
+    assert_eq!(namespaces_of(&index), ["payments"]);
+    index.update("legacy", &payments_asking(&[Some("kube-system")]));
+    assert_eq!(namespaces_of(&index), ["payments"]);
+
+    // Every instance names another allowed namespace: a decision, and a move that says so.
+    let changes = index.update("legacy", &payments_asking(&[Some("billing")]));
+    assert_eq!(namespaces_of(&index), ["billing"]);
+    assert!(
+        changes
+            .moves
+            .iter()
+            .any(|m| m.contains("moves from namespace \"payments\" to \"billing\"")),
+        "{:?}",
+        changes.moves
+    );
+}
+
+#[test]
+fn a_service_selected_by_an_instances_metadata_stays_selected_when_that_instance_leaves() {
+    let mut settings = with_select(Selection {
+        service_metadata: vec![("mesh".into(), Glob::new("on").unwrap())],
+        ..Selection::default()
+    });
+    settings.registries.get_mut("legacy").unwrap().endpoints = EndpointMode::Inline;
+    let mut index = Index::new(settings);
+    let both = svc(
+        "orders",
+        vec![
+            with_labels(inst("10.0.0.1", &[("http", 8080)]), &[("mesh", "on")]),
+            inst("10.0.0.2", &[("http", 8080)]),
+        ],
+    );
+    index.update("legacy", &RegistrySnapshot::new("legacy", vec![both], vec![]));
+    assert_eq!(index.desired().len(), 1);
+    let rest = svc("orders", vec![inst("10.0.0.2", &[("http", 8080)])]);
+    let changes = index.update("legacy", &RegistrySnapshot::new("legacy", vec![rest], vec![]));
+    assert_eq!(index.desired().len(), 1, "the entry stays");
+    assert!(
+        changes.moves.iter().any(|m| m.contains("stays selected")),
+        "{:?}",
+        changes.moves
+    );
+    // The service leaving the registry still takes its entry with it.
+    index.update("legacy", &RegistrySnapshot::new("legacy", vec![], vec![]));
+    assert!(index.desired().is_empty());
+}
