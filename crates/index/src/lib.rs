@@ -124,6 +124,12 @@ impl Index {
         self.translation.seed_vips(held);
     }
 
+    /// Addresses of objects someone else wrote in the sinks: never given to an entry of
+    /// ours.
+    pub fn reserve_vips<'a>(&mut self, addresses: impl IntoIterator<Item = &'a str>) {
+        self.translation.reserve_vips(addresses);
+    }
+
     /// Lets plans delete orphans (objects of registries no longer configured).
     pub fn prune_orphans(mut self) -> Index {
         self.prune_orphans = true;

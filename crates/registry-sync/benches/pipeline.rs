@@ -259,7 +259,7 @@ fn main() {
     path: unused.yaml
     namespace: mesh
     provenance: true
-    vip_range: 240.240.0.0/16
+    vip_range: 240.241.0.0/16
     select:
       services: {{exclude: [\"service-*9\"]}}
       instances: {{exclude_metadata: {{version: v9}}}}

@@ -70,12 +70,18 @@ impl Pipeline {
     /// they were opened), so a restart moves no address.
     pub fn seed_vips<'a>(&mut self, sinks: impl IntoIterator<Item = &'a dyn AsyncSink>) {
         let owner = &self.owner;
-        let held: Vec<&HeldObject> = sinks
+        let (ours, foreign): (Vec<&HeldObject>, Vec<&HeldObject>) = sinks
             .into_iter()
             .flat_map(|sink| sink.held().values())
-            .filter(|held| owner.owns(held))
-            .collect();
-        self.index.seed_vips(held.iter().filter_map(|h| {
+            .filter(|held| held.vip.is_some())
+            .partition(|held| owner.owns(held));
+        // Another's address is never ours to hand out, whoever wrote it.
+        self.index.reserve_vips(
+            foreign
+                .iter()
+                .filter_map(|h| h.vip.as_ref().map(|(_, a)| a.as_str())),
+        );
+        self.index.seed_vips(ours.iter().filter_map(|h| {
             let (host, address) = h.vip.as_ref()?;
             Some((h.key.namespace.as_str(), host.as_str(), address.as_str()))
         }));

@@ -26,7 +26,7 @@ registries:
     kind: file
     path: shop.yaml
     namespace: shop
-    vip_range: 240.240.0.0/16
+    vip_range: 240.241.0.0/16
     endpoints: workload-entry
     health: status
 overrides:
@@ -155,7 +155,7 @@ fn render_on_an_estate_exercising_every_control_shows_the_documented_result() {
     let cache = find(&objects, "ServiceEntry", "shop.cache");
     for entry in [db, cache] {
         assert_eq!(entry.spec.addresses.len(), 1, "{entry:?}");
-        assert!(entry.spec.addresses[0].starts_with("240.240."), "{entry:?}");
+        assert!(entry.spec.addresses[0].starts_with("240.241."), "{entry:?}");
     }
     assert_ne!(db.spec.addresses, cache.spec.addresses);
     assert!(payments.spec.addresses.is_empty(), "legacy has no range");
@@ -286,7 +286,7 @@ fn an_allocated_address_is_read_back_and_kept_when_a_newcomer_hashes_onto_it() {
     // sorts first); read back from the sink, `zeta` keeps it.
     let config = FILES_SINK_CONFIG.replace(
         "    namespace: mesh\n",
-        "    namespace: mesh\n    vip_range: 240.240.7.0/30\n",
+        "    namespace: mesh\n    vip_range: 240.241.7.0/30\n",
     );
     let alone = |name: &str| {
         let ws = workspace(&config, &format!("services:\n{}", one_service(name)));
@@ -294,7 +294,7 @@ fn an_allocated_address_is_read_back_and_kept_when_a_newcomer_hashes_onto_it() {
         vip_in(&ws, name)
     };
     let zeta = alone("zeta");
-    assert!(zeta.starts_with("240.240.7."), "{zeta}");
+    assert!(zeta.starts_with("240.241.7."), "{zeta}");
     let rival = (0..20)
         .map(|n| format!("a{n}"))
         .find(|name| alone(name) == zeta)
@@ -311,7 +311,7 @@ fn an_allocated_address_is_read_back_and_kept_when_a_newcomer_hashes_onto_it() {
     assert_eq!(out.code(), Some(0), "{out}");
     assert_eq!(vip_in(&ws, "zeta"), zeta, "the address zeta had is kept");
     let other = vip_in(&ws, &rival);
-    assert!(other.starts_with("240.240.7.") && other != zeta, "{other}");
+    assert!(other.starts_with("240.241.7.") && other != zeta, "{other}");
 
     // render knows no sink: from scratch, the rival would have taken it.
     let rendered = ws.cmd("render");

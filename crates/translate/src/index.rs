@@ -197,6 +197,44 @@ fn stay(
     }
 }
 
+/// Keeps the allocator's endpoint addresses in step with a service that changed (the
+/// old version's released, the new one's taken): no virtual IP is ever an address an
+/// instance of any registry has, selected or not. A host whose address an endpoint
+/// takes now is translated again, and gets another.
+fn track_endpoints(
+    vips: &mut Allocator,
+    old: Option<&Arc<Service>>,
+    new: Option<&Arc<Service>>,
+    dirty: &mut BTreeSet<GroupKey>,
+) {
+    if let (Some(old), Some(new)) = (old, new)
+        && (Arc::ptr_eq(old, new) || old == new)
+    {
+        return;
+    }
+    let ips = |service: Option<&Arc<Service>>| {
+        service
+            .into_iter()
+            .flat_map(|s| s.instances.iter())
+            .filter_map(|i| match i.address {
+                registry_sync_catalog::Address::Ip(ip) => Some(ip),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    for ip in ips(old) {
+        vips.untake(ip);
+    }
+    for ip in ips(new) {
+        if let Some((namespace, host)) = vips.take(ip) {
+            dirty.insert(GroupKey {
+                namespace: namespace.clone(),
+                host: host.clone(),
+            });
+        }
+    }
+}
+
 pub struct Index {
     settings: Settings,
     services: BTreeMap<String, BTreeMap<ServiceKey, ServiceState>>,
@@ -212,11 +250,14 @@ pub struct Index {
     draining: BTreeMap<ObjectKey, (GroupKey, Duration)>,
     /// Some registry has a drain delay.
     drains: bool,
+    /// Some registry has a `vip_range`: endpoint addresses are tracked.
+    allocates: bool,
 }
 
 impl Index {
     pub fn new(settings: Settings) -> Index {
         let drains = settings.registries.values().any(|r| r.drain_delay.is_some());
+        let allocates = settings.registries.values().any(|r| r.vip_range.is_some());
         Index {
             settings,
             services: BTreeMap::new(),
@@ -227,6 +268,7 @@ impl Index {
             clock: Duration::ZERO,
             draining: BTreeMap::new(),
             drains,
+            allocates,
         }
     }
 
@@ -261,6 +303,15 @@ impl Index {
     pub fn seed_vips<'a>(&mut self, held: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) {
         for (namespace, host, address) in held {
             self.vips.seed(namespace, host, address);
+        }
+    }
+
+    /// Addresses of objects someone else wrote: no host of ours gets them.
+    pub fn reserve_vips<'a>(&mut self, addresses: impl IntoIterator<Item = &'a str>) {
+        for address in addresses {
+            if let Ok(address) = address.trim().parse() {
+                self.vips.take(address);
+            }
         }
     }
 
@@ -399,10 +450,21 @@ impl Index {
                 if unknown.contains(&gone_key) {
                     new.insert(gone_key, gone);
                 } else {
+                    if self.allocates {
+                        track_endpoints(&mut self.vips, Some(&gone.service), None, &mut dirty);
+                    }
                     leave(&mut self.members, registry, &gone_key, &gone, &mut dirty);
                 }
             }
             let previous = old.next_if(|(k, _)| *k == key).map(|(_, state)| state);
+            if self.allocates {
+                track_endpoints(
+                    &mut self.vips,
+                    previous.as_ref().map(|p| &p.service),
+                    Some(service),
+                    &mut dirty,
+                );
+            }
             let state = place(
                 &mut self.members,
                 registry,
@@ -420,6 +482,9 @@ impl Index {
             if unknown.contains(&gone_key) {
                 new.insert(gone_key, gone);
             } else {
+                if self.allocates {
+                    track_endpoints(&mut self.vips, Some(&gone.service), None, &mut dirty);
+                }
                 leave(&mut self.members, registry, &gone_key, &gone, &mut dirty);
             }
         }
@@ -445,12 +510,23 @@ impl Index {
                 continue;
             }
             if let Some(gone) = services.remove(key) {
+                if self.allocates {
+                    track_endpoints(&mut self.vips, Some(&gone.service), None, &mut dirty);
+                }
                 leave(&mut self.members, registry, key, &gone, &mut dirty);
             }
         }
         for service in &delta.upserts {
             let key = service.key();
             let previous = services.remove(&key);
+            if self.allocates {
+                track_endpoints(
+                    &mut self.vips,
+                    previous.as_ref().map(|p| &p.service),
+                    Some(service),
+                    &mut dirty,
+                );
+            }
             let state = place(
                 &mut self.members,
                 registry,

@@ -129,6 +129,19 @@ pub fn translate(catalog: &Catalog, settings: &Settings) -> Translation {
     let mut out = Translation::default();
     let groups = group_catalog(catalog, settings, &mut out.skipped);
     let mut vips = Allocator::default();
+    // No entry's address is any instance's, as the incremental index has it.
+    if settings.registries.values().any(|r| r.vip_range.is_some()) {
+        for (registry, snapshot) in catalog.registries() {
+            if !settings.registries.contains_key(registry) {
+                continue;
+            }
+            for instance in snapshot.services().iter().flat_map(|s| s.instances.iter()) {
+                if let registry_sync_catalog::Address::Ip(ip) = instance.address {
+                    vips.take(ip);
+                }
+            }
+        }
+    }
     for (key, contributors) in &groups {
         let group = group::translate_group(key, contributors, settings, &mut vips);
         out.objects.extend(group.objects);

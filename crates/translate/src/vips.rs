@@ -99,6 +99,20 @@ impl VipRange {
         from_bits(self.base + offset, self.v6)
     }
 
+    /// Whether the range shares an address with the CIDR `other` (of any width);
+    /// `false` when `other` is no CIDR.
+    pub fn overlaps(&self, other: &str) -> bool {
+        let Some((address, prefix)) = other.split_once('/') else {
+            return false;
+        };
+        let (Ok(address), Ok(prefix)) = (address.parse::<IpAddr>(), prefix.parse::<u32>()) else {
+            return false;
+        };
+        let width: u32 = if address.is_ipv6() { 128 } else { 32 };
+        let bits = width.saturating_sub(prefix).max(self.bits);
+        self.v6 == address.is_ipv6() && bits < 128 && self.base >> bits == to_bits(address) >> bits
+    }
+
     pub fn contains(&self, address: IpAddr) -> bool {
         address.is_ipv6() == self.v6 && to_bits(address) >> self.bits == self.base >> self.bits
     }
@@ -160,6 +174,11 @@ pub type VipKey = (String, String);
 pub struct Allocator {
     by_host: HashMap<VipKey, IpAddr>,
     owners: HashMap<IpAddr, VipKey>,
+    /// Addresses no host may get, with how many holders each has: every endpoint
+    /// address of every registry (in ambient, a service whose address is another's
+    /// endpoint would take that endpoint's traffic) and the addresses of objects
+    /// someone else wrote.
+    taken: HashMap<IpAddr, u32>,
 }
 
 impl Allocator {
@@ -190,7 +209,7 @@ impl Allocator {
     ) -> Option<IpAddr> {
         let key = (namespace.to_string(), host.to_string());
         if let Some(&held) = self.by_host.get(&key) {
-            if range.contains(held) && !avoid.contains(&held) {
+            if range.contains(held) && !avoid.contains(&held) && !self.is_taken(&held) {
                 return Some(held);
             }
             self.release(namespace, host);
@@ -199,10 +218,35 @@ impl Allocator {
         let start = hash(namespace, host) % count;
         let free = (0..count)
             .map(|step| range.nth(first + (start + step) % count))
-            .find(|candidate| !self.owners.contains_key(candidate) && !avoid.contains(candidate))?;
+            .find(|candidate| {
+                !self.owners.contains_key(candidate)
+                    && !avoid.contains(candidate)
+                    && !self.is_taken(candidate)
+            })?;
         self.owners.insert(free, key.clone());
         self.by_host.insert(key, free);
         Some(free)
+    }
+
+    /// One more holder of `address` (an endpoint, another's object): no host gets it.
+    /// Returns the host that holds it now, which must be given another.
+    pub fn take(&mut self, address: IpAddr) -> Option<&VipKey> {
+        *self.taken.entry(address).or_default() += 1;
+        self.owners.get(&address)
+    }
+
+    /// One holder fewer of `address`.
+    pub fn untake(&mut self, address: IpAddr) {
+        if let Some(count) = self.taken.get_mut(&address) {
+            *count -= 1;
+            if *count == 0 {
+                self.taken.remove(&address);
+            }
+        }
+    }
+
+    fn is_taken(&self, address: &IpAddr) -> bool {
+        self.taken.contains_key(address)
     }
 
     /// Frees the address of a host that is gone.
@@ -263,6 +307,12 @@ mod tests {
             assert!(error.contains(expected), "{text}: {error}");
         }
         assert!(VipRange::parse("240.240.0.0/16").is_ok());
+        assert!(range("240.240.7.0/30").overlaps("240.240.0.0/16"));
+        assert!(range("240.0.0.0/8").overlaps("240.240.0.0/16"));
+        assert!(!range("240.241.0.0/16").overlaps("240.240.0.0/16"));
+        assert!(range("2001:2::/64").overlaps("2001:2::/48"));
+        assert!(!range("2001:3::/64").overlaps("2001:2::/48"));
+        assert!(!range("240.240.0.0/16").overlaps("2001:2::/48"));
         assert!(VipRange::parse("fd00:10::/64").is_ok());
     }
 

@@ -710,3 +710,40 @@ fn a_service_selected_by_an_instances_metadata_stays_selected_when_that_instance
     index.update("legacy", &RegistrySnapshot::new("legacy", vec![], vec![]));
     assert!(index.desired().is_empty());
 }
+
+#[test]
+fn no_entry_gets_an_address_an_instance_of_any_service_has() {
+    let orders = |address: &str| svc("orders", vec![inst(address, &[("http", 8080)])]);
+    let mut index = Index::new(with_vips("240.240.7.0/30"));
+    index.update(
+        "legacy",
+        &RegistrySnapshot::new("legacy", vec![orders("10.0.0.1")], vec![]),
+    );
+    let first = vip_of(&translate_from(&index), "orders.legacy").expect("an address");
+    // Another service's instance (even one `select` would leave out) takes that
+    // address: the entry moves off it.
+    let squatter = svc("squatter", vec![inst(&first, &[("http", 8080)])]);
+    let changes = index.update(
+        "legacy",
+        &RegistrySnapshot::new("legacy", vec![orders("10.0.0.1"), squatter.clone()], vec![]),
+    );
+    let now = translate_from(&index);
+    let moved = vip_of(&now, "orders.legacy").expect("an address");
+    assert_ne!(moved, first, "{changes:?}");
+    assert_ne!(vip_of(&now, "squatter.legacy").as_deref(), Some(first.as_str()));
+    // The full translation agrees.
+    let full = translate(
+        &catalog(vec![("legacy", vec![orders("10.0.0.1"), squatter])]),
+        &with_vips("240.240.7.0/30"),
+    );
+    assert_ne!(vip_of(&full, "orders.legacy").as_deref(), Some(first.as_str()));
+
+    // Addresses of objects someone else wrote are never handed out either.
+    let mut index = Index::new(with_vips("240.240.7.0/30"));
+    index.reserve_vips([first.as_str()]);
+    index.update(
+        "legacy",
+        &RegistrySnapshot::new("legacy", vec![orders("10.0.0.1")], vec![]),
+    );
+    assert_ne!(vip_of(&translate_from(&index), "orders.legacy"), Some(first));
+}

@@ -195,15 +195,31 @@ fn bad_overrides_name_their_key_and_line() {
 }
 
 #[test]
+fn a_vip_range_istiod_allocates_from_too_is_taken_only_when_the_user_says_so() {
+    let shared = "    vip_range: 240.240.0.0/16\n    vip_range_shared_with_istio: true\n";
+    let config = parse(&with(shared)).unwrap();
+    assert_eq!(
+        config.registries[0].settings.vip_range.as_ref().unwrap().as_str(),
+        "240.240.0.0/16"
+    );
+}
+
+#[test]
 fn a_vip_range_is_read_and_a_bad_one_names_its_line() {
-    let config = parse(&with("    vip_range: 240.240.0.0/16\n")).unwrap();
+    let config = parse(&with("    vip_range: 240.241.0.0/16\n")).unwrap();
     let range = config.registries[0].settings.vip_range.as_ref().unwrap();
-    assert_eq!(range.as_str(), "240.240.0.0/16");
+    assert_eq!(range.as_str(), "240.241.0.0/16");
     for (range, expected) in [
         ("0.0.0.0/0", "is too wide"),
         ("10.0.0.0/33", "is not a CIDR range"),
         ("127.0.0.0/8", "loopback"),
         ("240.240.0.1/16", "host bits set"),
+        (
+            "240.240.0.0/16",
+            "overlaps 240.240.0.0/16, where istiod allocates",
+        ),
+        ("240.0.0.0/8", "overlaps 240.240.0.0/16"),
+        ("2001:2::/64", "overlaps 2001:2::/48"),
     ] {
         let message = error(&with(&format!("    vip_range: \"{range}\"\n")));
         assert!(

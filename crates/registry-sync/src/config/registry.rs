@@ -57,6 +57,10 @@ pub(crate) enum RawLocation {
     MeshExternal,
 }
 
+/// The ranges istiod hands out ServiceEntry addresses from by default (its IP
+/// auto-allocation, IPv4 and IPv6).
+pub const ISTIO_VIP_RANGES: [&str; 2] = ["240.240.0.0/16", "2001:2::/48"];
+
 /// The keys every registry entry takes, whatever its kind.
 pub const COMMON_KEYS: &[&str] = &[
     "name",
@@ -75,6 +79,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "allowed_namespaces",
     "provenance",
     "vip_range",
+    "vip_range_shared_with_istio",
     "health",
     "drain_delay",
 ];
@@ -96,6 +101,7 @@ pub(super) struct RawRegistry {
     allowed_namespaces: Option<Spanned<Vec<String>>>,
     provenance: bool,
     vip_range: Option<Spanned<String>>,
+    vip_range_shared_with_istio: bool,
     health: Option<Spanned<String>>,
     drain_delay: Option<Spanned<String>>,
     /// The kind's keys, as written, and the line of each.
@@ -125,6 +131,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
         let (mut select, mut namespace_from, mut allowed_namespaces, mut provenance) =
             (None, None, None, false);
         let (mut vip_range, mut health, mut drain_delay) = (None, None, None);
+        let mut vip_range_shared_with_istio = false;
         let mut block = serde_json::Map::new();
         let mut lines = BTreeMap::new();
         while let Some(key) = map.next_key::<String>()? {
@@ -145,6 +152,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
                 "allowed_namespaces" => allowed_namespaces = Some(map.next_value()?),
                 "provenance" => provenance = map.next_value()?,
                 "vip_range" => vip_range = Some(map.next_value()?),
+                "vip_range_shared_with_istio" => vip_range_shared_with_istio = map.next_value()?,
                 "health" => health = Some(map.next_value()?),
                 "drain_delay" => drain_delay = Some(map.next_value()?),
                 _ => {
@@ -171,6 +179,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
             allowed_namespaces,
             provenance,
             vip_range,
+            vip_range_shared_with_istio,
             health,
             drain_delay,
             block,
@@ -353,10 +362,23 @@ impl Entry<'_> {
             }
         };
         let vip_range = match &r.vip_range {
-            Some(range) => Some(
-                VipRange::parse(&range.value)
-                    .map_err(|e| self.error(range.referenced.line(), "vip_range", e.to_string()))?,
-            ),
+            Some(range) => {
+                let parsed = VipRange::parse(&range.value)
+                    .map_err(|e| self.error(range.referenced.line(), "vip_range", e.to_string()))?;
+                if let Some(istio) = ISTIO_VIP_RANGES
+                    .iter()
+                    .find(|istio| !r.vip_range_shared_with_istio && parsed.overlaps(istio))
+                {
+                    return Err(self.error(
+                        range.referenced.line(),
+                        "vip_range",
+                        format!(
+                            "overlaps {istio}, where istiod allocates addresses for ServiceEntries itself: the same address could go to two services; choose another range (240.241.0.0/16, say), or, if istiod's allocation is off, set `vip_range_shared_with_istio: true`"
+                        ),
+                    ));
+                }
+                Some(parsed)
+            }
             None => None,
         };
         let cx = Context { base: self.base };
