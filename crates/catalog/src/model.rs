@@ -304,8 +304,15 @@ pub fn bounded(text: &str, max: usize) -> String {
 /// go, in plain and percent-encoded form, and the rest is bounded.
 pub fn public_instance(raw: &str) -> String {
     let lower = raw.to_ascii_lowercase();
-    // Parameters and fragment, plain or encoded (`%3F`, `%23`).
-    let cut = ["?", "#", "%3f", "%23"]
+    // Parameters, plain or encoded (`%3F`), and in a URL its fragment (elsewhere `#` is
+    // an ordinary separator: Nacos ids are `ip#port#cluster#service`).
+    let url = lower.contains("://") || lower.contains("%3a%2f%2f");
+    let marks: &[&str] = if url {
+        &["?", "%3f", "#", "%23"]
+    } else {
+        &["?", "%3f"]
+    };
+    let cut = marks
         .iter()
         .filter_map(|mark| lower.find(mark))
         .min()

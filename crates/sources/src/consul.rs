@@ -236,7 +236,8 @@ impl ConsulSource {
             .map(|(name, _)| name)
             .collect();
         let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(
-            LIST_CONCURRENCY.min(self.config.max_connections),
+            // Busy and idle connections together stay within the budget.
+            LIST_CONCURRENCY.min(self.config.max_connections - overflow::Budget::of(self.config.max_connections).idle),
         ));
         let mut tasks = tokio::task::JoinSet::new();
         for name in names {

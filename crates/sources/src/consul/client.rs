@@ -47,7 +47,13 @@ impl Client {
     pub(super) fn new(registry: &str, config: &ConsulConfig) -> Result<Client, ConsulError> {
         // Blocking queries set their own, longer timeout per request.
         let http =
-            crate::http::client(config.ca_file.as_deref(), CONNECT_TIMEOUT, None).map_err(|e| match e {
+            crate::http::client(
+                config.ca_file.as_deref(),
+                CONNECT_TIMEOUT,
+                None,
+                Some(super::overflow::Budget::of(config.max_connections).idle),
+            )
+            .map_err(|e| match e {
                 crate::http::ClientError::CaFile(error) => ConsulError::CaFile {
                     registry: registry.to_string(),
                     path: config.ca_file.clone().unwrap_or_default(),

@@ -37,16 +37,23 @@ pub(super) struct Budget {
     pub watches: usize,
     /// Non-blocking reads at once (the first listing, overflow reads).
     pub reads: usize,
+    /// Idle connections kept for reuse. They count against Consul's per-client limit
+    /// as much as busy ones, so they come out of the same budget.
+    pub idle: usize,
 }
 
 impl Budget {
     /// Splits `max_connections`: the catalog query and the check-state query hold one
-    /// each, a quarter (at most 16) is for reads, the rest for per-service watches.
+    /// each, a quarter (at most 16) is for reads, half as many again stay open idle for
+    /// reuse, the rest is for per-service watches. Busy and idle together never exceed
+    /// `max_connections`.
     pub(super) fn of(max_connections: usize) -> Budget {
         let reads = (max_connections / 4).clamp(1, 16);
+        let idle = (reads / 2).max(1);
         Budget {
-            watches: max_connections.saturating_sub(2 + reads),
+            watches: max_connections.saturating_sub(2 + reads + idle),
             reads,
+            idle,
         }
     }
 }
@@ -206,19 +213,30 @@ mod tests {
         assert_eq!(
             Budget::of(64),
             Budget {
-                watches: 46,
-                reads: 16
+                watches: 38,
+                reads: 16,
+                idle: 8
             }
         );
         assert_eq!(
             Budget::of(200),
             Budget {
-                watches: 182,
-                reads: 16
+                watches: 174,
+                reads: 16,
+                idle: 8
             }
         );
-        assert_eq!(Budget::of(8), Budget { watches: 4, reads: 2 });
-        let tight = Budget::of(3);
-        assert!(tight.watches + tight.reads + 2 <= 3);
+        assert_eq!(
+            Budget::of(8),
+            Budget {
+                watches: 3,
+                reads: 2,
+                idle: 1
+            }
+        );
+        for max in [8, 9, 64, 65, 200, 10_000] {
+            let budget = Budget::of(max);
+            assert_eq!(budget.watches + budget.reads + budget.idle + 2, max, "{budget:?}");
+        }
     }
 }

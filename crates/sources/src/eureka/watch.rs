@@ -21,7 +21,7 @@ pub(super) struct Client {
 
 impl Client {
     pub(super) fn new(registry: &str, config: &EurekaConfig) -> Result<Client, EurekaError> {
-        let http = crate::http::client(config.ca_file.as_deref(), CONNECT_TIMEOUT, Some(REQUEST_TIMEOUT))
+        let http = crate::http::client(config.ca_file.as_deref(), CONNECT_TIMEOUT, Some(REQUEST_TIMEOUT), None)
             .map_err(|e| match e {
                 crate::http::ClientError::CaFile(error) => EurekaError::CaFile {
                     registry: registry.to_string(),
