@@ -395,6 +395,40 @@ fn main() {
         stop(child);
     }
 
+    // 6. A mass deletion the guard holds, across a restart and a `once`: the registry
+    // shrinks to a quarter; nothing is deleted by the run that held it, by a restarted
+    // run, or by a `once` (each judges against the peak the guard kept in its Lease).
+    {
+        let server = runtime.block_on(StandIn::start());
+        let ws = Workspace::new(&server, FILE_REGISTRY);
+        ws.write_services(&services_file(n, 8080, 0));
+        let child = ws.run();
+        converge(&server, n, 8080, Instant::now());
+        ws.write_services(&services_file(n / 4, 8080, 0));
+        std::thread::sleep(Duration::from_secs(3));
+        stop(child);
+        let child = ws.run();
+        std::thread::sleep(Duration::from_secs(3));
+        stop(child);
+        let once = Command::new(env!("CARGO_BIN_EXE_registry-sync"))
+            .current_dir(ws.path())
+            .args(["once", "--config", "sync.yaml"])
+            .output()
+            .expect("run once");
+        let started = Instant::now();
+        rows.push(Row {
+            scenario: "a mass deletion held, then SIGTERM, a restart and a `once` (once's exit code in the faults column)",
+            faults: format!(
+                "registry shrinks from {n} to {} services; once exits {}",
+                n / 4,
+                once.status.code().unwrap_or(-1)
+            ),
+            converged: converge(&server, n, 8080, started),
+            deletions: server.counts().get(Verb::Delete),
+            writes_after_restart: None,
+        });
+    }
+
     print(&rows);
 }
 
