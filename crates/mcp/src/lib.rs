@@ -15,6 +15,7 @@ pub mod proto;
 pub mod served;
 pub mod server;
 pub mod sink;
+pub mod state;
 pub mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;

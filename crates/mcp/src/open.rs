@@ -15,6 +15,10 @@ pub struct McpOptions {
     pub listen: SocketAddr,
     /// Certificate and key (PEM files): the server speaks TLS only.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Where the served set and the guard's memory are kept across restarts.
+    pub state_dir: Option<PathBuf>,
+    /// How long to wait for every registry before istiod is answered with what there is.
+    pub initial_wait: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,11 @@ pub async fn open(
         None => None,
     };
     let (sink, offers) = McpSink::new();
+    let sink = sink.initial_wait(options.initial_wait);
+    let sink = match &options.state_dir {
+        Some(dir) => sink.keep_state(dir.clone()),
+        None => sink,
+    };
     let server = Serving::bind(options.listen, Ads::new(offers, observer), tls.as_ref()).await?;
     let bound = server.local_addr().unwrap_or(options.listen);
     let scheme = if tls.is_some() { "TLS" } else { "plaintext" };

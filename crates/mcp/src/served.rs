@@ -88,6 +88,39 @@ impl Served {
         true
     }
 
+    /// Takes back an object a previous process served (see [`crate::state`]), exactly
+    /// as it was encoded then.
+    pub fn restore(
+        &mut self,
+        key: ObjectKey,
+        encoded: bytes::Bytes,
+        version: String,
+        first_served: SystemTime,
+    ) {
+        self.dirty[slot(key.kind)] = true;
+        self.objects.insert(
+            key,
+            Entry {
+                encoded,
+                version,
+                first_served,
+            },
+        );
+    }
+
+    /// Every object served, as the state file keeps it: key, encoded resource, version
+    /// and when it was first served.
+    pub fn entries(&self) -> impl Iterator<Item = (&ObjectKey, &bytes::Bytes, &str, SystemTime)> {
+        self.objects
+            .iter()
+            .map(|(k, e)| (k, &e.encoded, e.version.as_str(), e.first_served))
+    }
+
+    /// Whether the set may be offered.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
     pub fn remove(&mut self, key: &ObjectKey) -> bool {
         let removed = self.objects.remove(key).is_some();
         if removed {

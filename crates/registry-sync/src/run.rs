@@ -158,6 +158,13 @@ impl WriterTask {
         let mut retry_delay = RETRY_FIRST;
         // When the oldest change not yet applied reached registry-sync.
         let mut waiting_since: Option<Instant> = None;
+        // A sink whose readers stay blind until it is complete (istiod and the MCP
+        // sink) is completed with what there is once this passes.
+        let mut give_up_at = self
+            .writer
+            .sink
+            .complete_after()
+            .map(|wait| Instant::now() + wait);
         loop {
             let next_retry = [retry_at, self.writer.next_retry().map(Instant::from_std)]
                 .into_iter()
@@ -194,6 +201,17 @@ impl WriterTask {
                         retry_at = None;
                     }
                     _ = resync.tick() => self.writer.request_full(),
+                    () = async { tokio::time::sleep_until(give_up_at.expect("guarded")).await }, if give_up_at.is_some() => {
+                        give_up_at = None;
+                        let waiting: Vec<String> = {
+                            let scope = lock(&self.pipeline).index().scope();
+                            scope.configured.difference(&scope.delivered).cloned().collect()
+                        };
+                        if !waiting.is_empty() {
+                            tracing::warn!(sink = %self.writer.name, registries = %waiting.join(", "), "some registries have not answered since start: serving what there is now, without their services (a set kept from before the restart keeps them)");
+                            self.writer.sink.complete();
+                        }
+                    }
                 }
             }
             if !is_leader(&self.leadership) {
@@ -239,6 +257,7 @@ impl WriterTask {
                             .change_applied(&self.writer.name, since.elapsed());
                     }
                     if target.is_some_and(|target| self.writer.applied().is_some_and(|v| v >= target)) {
+                        give_up_at = None;
                         self.writer.sink.complete();
                         self.readiness.set(&self.slot);
                     }

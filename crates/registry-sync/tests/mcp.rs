@@ -253,3 +253,101 @@ async fn a_restarted_registry_sync_never_shows_istiod_a_partial_set_and_changes_
     assert_eq!(istiod.service_entries().unwrap().len(), 4);
     second.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_its_state_serves_istiod_at_once_what_it_served_while_registries_are_down() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let ws = Workspace::new();
+    ws.write_services(&services(8080, true));
+    ws.write(
+        "billing.yaml",
+        "services:\n  - name: invoices\n    instances:\n      - address: 10.0.2.1\n        ports: {http: 8080}\n",
+    );
+    let config = TWO_REGISTRIES.replace(
+        "  mcp: {listen: 127.0.0.1:0}\n",
+        &format!("  mcp: {{listen: \"{address}\", state_dir: state}}\n"),
+    );
+    ws.write_config(&config);
+    let mut first = ws.spawn_run();
+    assert!(
+        wait_until(DEADLINE, || std::net::TcpStream::connect(address).is_ok()),
+        "{}",
+        first.stderr()
+    );
+    let mut istiod = Istiod::connect(address, Profile::Istio124, NODE).await;
+    assert!(istiod.wait_synced(DEADLINE).await, "{}", first.stderr());
+    assert_eq!(istiod.service_entries().unwrap().len(), 4);
+    // The state is written within a second of the last change.
+    assert!(
+        wait_until(DEADLINE, || ws.path().join("state/served").exists()),
+        "{}",
+        first.stderr()
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    first.terminate();
+    assert!(first.wait_timeout(DEADLINE).is_some());
+    while istiod.next(Duration::from_millis(200)).await {}
+
+    // Both registries are unreadable at the restart: one file broken, one gone.
+    ws.write_services_atomically("services: [this is not\n");
+    std::fs::remove_file(ws.path().join("billing.yaml")).unwrap();
+    istiod.events.clear();
+    let second = ws.spawn_run();
+    assert!(istiod.reconnect(address, DEADLINE).await, "{}", second.stderr());
+    let entries = istiod.profile.service_entry().to_string();
+    let answered = |i: &Istiod| i.answers.get(&entries).copied().unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while answered(&istiod) == 0 && tokio::time::Instant::now() < deadline {
+        istiod.next(Duration::from_millis(100)).await;
+    }
+    assert!(
+        answered(&istiod) > 0,
+        "the restarted process did not answer with the set it kept; stderr:\n{}",
+        second.stderr()
+    );
+    while istiod.next(Duration::from_millis(500)).await {}
+    assert_eq!(istiod.service_entries().unwrap().len(), 4, "{}", second.stderr());
+    assert!(
+        istiod.events.is_empty(),
+        "a restart changed istiod's store: {:?}",
+        istiod.events
+    );
+    second.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_down_at_start_holds_istiod_back_only_for_the_initial_wait() {
+    let ws = Workspace::new();
+    ws.write_services(&services(8080, true));
+    // billing.yaml never exists.
+    ws.write_config(&TWO_REGISTRIES.replace(
+        "  mcp: {listen: 127.0.0.1:0}\n",
+        "  mcp: {listen: 127.0.0.1:0, initial_wait: 2s}\n",
+    ));
+    let child = ws.spawn_run();
+    let mut istiod = connected(&child).await;
+    assert!(
+        istiod.wait_synced(DEADLINE).await,
+        "istiod never got an answer; stderr:\n{}",
+        child.stderr()
+    );
+    let served: Vec<String> = istiod.service_entries().unwrap().keys().cloned().collect();
+    assert_eq!(
+        served,
+        [
+            "mesh/legacy.orders",
+            "mesh/legacy.payments",
+            "mesh/legacy.reports"
+        ]
+    );
+    assert!(
+        child.stderr().contains("have not answered since start") && child.stderr().contains("billing"),
+        "{}",
+        child.stderr()
+    );
+}

@@ -68,6 +68,14 @@ pub trait AsyncSink: Send {
         true
     }
 
+    /// How long the sink waits for every registry's first complete view before it
+    /// takes what it has as whole ([`AsyncSink::complete`]); `None`: it waits as long as
+    /// it takes. A sink whose reader stays blind until then (istiod waiting for an MCP
+    /// answer) must not wait forever for a registry that is down.
+    fn complete_after(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// The mass-change guard's memory as the sink keeps it, read now (a new leader reads
     /// what the last one kept); `None` when it keeps none.
     fn load_guard_memory(&mut self) -> BoxFuture<'_, Result<Option<String>, SinkError>> {

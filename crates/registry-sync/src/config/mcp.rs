@@ -18,12 +18,24 @@ pub(super) struct RawMcpSink {
     cert_file: Option<Spanned<String>>,
     #[serde(default)]
     key_file: Option<Spanned<String>>,
+    #[serde(default)]
+    state_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    initial_wait: Option<Spanned<String>>,
 }
+
+/// How long istiod waits by default for every registry's first view before it is
+/// answered with what there is.
+pub const DEFAULT_INITIAL_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct McpConfig {
     pub listen: SocketAddr,
     pub tls: Option<McpTls>,
+    /// Where the served set is kept across restarts (resolved against the config's
+    /// directory).
+    pub state_dir: Option<PathBuf>,
+    pub initial_wait: std::time::Duration,
 }
 
 #[cfg(feature = "mcp")]
@@ -36,6 +48,8 @@ impl McpConfig {
                 .tls
                 .as_ref()
                 .map(|t| (t.cert_file.clone(), t.key_file.clone())),
+            state_dir: self.state_dir.clone(),
+            initial_wait: self.initial_wait,
         }
     }
 }
@@ -87,5 +101,35 @@ pub(super) fn mcp_config(
             ));
         }
     };
-    Ok(McpConfig { listen, tls })
+    let state_dir = match raw.state_dir {
+        Some(dir) if dir.value.trim().is_empty() => {
+            return Err(invalid(
+                dir.referenced.line(),
+                "sinks.mcp.state_dir".into(),
+                "must name a directory".into(),
+            ));
+        }
+        Some(dir) => Some(base.join(&dir.value)),
+        None => None,
+    };
+    let initial_wait = match raw.initial_wait {
+        Some(wait) => registry_sync_sources::config::parse_duration(&wait.value)
+            .filter(|d| {
+                (std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600)).contains(d)
+            })
+            .ok_or_else(|| {
+                invalid(
+                    wait.referenced.line(),
+                    "sinks.mcp.initial_wait".into(),
+                    "is a duration from 1s to 60m, such as `120s` or `2m`".into(),
+                )
+            })?,
+        None => DEFAULT_INITIAL_WAIT,
+    };
+    Ok(McpConfig {
+        listen,
+        tls,
+        state_dir,
+        initial_wait,
+    })
 }
