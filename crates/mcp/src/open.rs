@@ -19,6 +19,8 @@ pub struct McpOptions {
     pub state_dir: Option<PathBuf>,
     /// How long to wait for every registry before istiod is answered with what there is.
     pub initial_wait: std::time::Duration,
+    /// Streams served at once; more are refused.
+    pub max_streams: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +63,12 @@ pub async fn open(
         Some(dir) => sink.keep_state(dir.clone()),
         None => sink,
     };
-    let server = Serving::bind(options.listen, Ads::new(offers, observer), tls.as_ref()).await?;
+    let server = Serving::bind(
+        options.listen,
+        Ads::new(offers, observer).max_streams(options.max_streams),
+        tls.as_ref(),
+    )
+    .await?;
     let bound = server.local_addr().unwrap_or(options.listen);
     let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
     tracing::info!(address = %bound, "serving istiod as an MCP-over-xDS config source (xds://{bound}, {scheme})");

@@ -43,9 +43,31 @@ pub struct Ads {
     inner: Arc<Inner>,
 }
 
+/// Streams served at once by default: every istiod holds one.
+pub const DEFAULT_MAX_STREAMS: usize = 64;
+/// The longest node id shown in logs and metric labels.
+const MAX_NODE_ID: usize = 128;
+
+/// A client's node id as logs and metrics show it: printable and bounded, whatever the
+/// client sent.
+pub fn shown_node_id(id: &str) -> String {
+    let mut shown: String = id
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(MAX_NODE_ID)
+        .collect();
+    if id.chars().count() > MAX_NODE_ID {
+        shown.push('…');
+    }
+    shown
+}
+
 struct Inner {
     offers: watch::Receiver<Option<Entries>>,
     streams: AtomicU64,
+    /// Streams open now, and the most allowed.
+    open: std::sync::atomic::AtomicUsize,
+    max_streams: usize,
     /// Makes nonces unique across restarts of the process too.
     process: String,
     observer: Arc<dyn Observer>,
@@ -63,9 +85,28 @@ impl Ads {
             inner: Arc::new(Inner {
                 offers,
                 streams: AtomicU64::new(0),
+                open: std::sync::atomic::AtomicUsize::new(0),
+                max_streams: DEFAULT_MAX_STREAMS,
                 process,
                 observer,
             }),
+        }
+    }
+}
+
+impl Ads {
+    /// At most `max` streams at once; more are refused (`RESOURCE_EXHAUSTED`).
+    pub fn max_streams(self, max: usize) -> Ads {
+        let inner = Inner {
+            offers: self.inner.offers.clone(),
+            streams: AtomicU64::new(0),
+            open: std::sync::atomic::AtomicUsize::new(0),
+            max_streams: max.max(1),
+            process: self.inner.process.clone(),
+            observer: Arc::clone(&self.inner.observer),
+        };
+        Ads {
+            inner: Arc::new(inner),
         }
     }
 }
@@ -116,6 +157,17 @@ impl tonic::server::StreamingService<DiscoveryRequest> for Method {
     fn call(&mut self, request: tonic::Request<Streaming<DiscoveryRequest>>) -> Self::Future {
         let inner = Arc::clone(&self.0);
         Box::pin(async move {
+            if inner.open.fetch_add(1, Ordering::AcqRel) >= inner.max_streams {
+                inner.open.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!(
+                    max = inner.max_streams,
+                    "an MCP stream refused: the server serves this many at once (sinks.mcp.max_streams)"
+                );
+                return Err(Status::resource_exhausted(format!(
+                    "this server serves at most {} streams at once",
+                    inner.max_streams
+                )));
+            }
             let n = inner.streams.fetch_add(1, Ordering::Relaxed) + 1;
             let (tx, rx) = mpsc::channel(QUEUED_RESPONSES);
             let state = StreamState::new(format!("{}.{n}", inner.process));
@@ -158,7 +210,7 @@ async fn run_stream(
                 };
                 let next = state.request(request, Instant::now());
                 if !announced && let Some(id) = state.node_id() {
-                    node = id.to_string();
+                    node = shown_node_id(id);
                     announced = true;
                     tracing::info!(node = %node, "istiod connected to the MCP server");
                     inner.observer.connected(&node);
@@ -174,6 +226,11 @@ async fn run_stream(
                         inner.observer.acked(&node, &type_url, &version, after);
                     }
                     Next::Nothing => {}
+                    Next::Refuse(why) => {
+                        tracing::warn!(node = %node, "MCP stream ended: {why}");
+                        let _ = tx.send(Err(Status::resource_exhausted(why))).await;
+                        break;
+                    }
                 }
             }
             changed = offers.changed() => {
@@ -201,6 +258,7 @@ async fn run_stream(
         tracing::info!(node = %node, "istiod disconnected from the MCP server");
         inner.observer.disconnected(&node);
     }
+    inner.open.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Sends the answer for `type_url`; false when it must wait for a complete set.
@@ -311,5 +369,22 @@ impl Serving {
                 shutdown,
             )
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_id_is_shown_printable_and_bounded() {
+        assert_eq!(
+            shown_node_id("sidecar~10.0.0.1~istiod"),
+            "sidecar~10.0.0.1~istiod"
+        );
+        assert_eq!(shown_node_id("a\nforged\tline"), "a?forged?line");
+        let long = shown_node_id(&"n".repeat(10_000));
+        assert_eq!(long.chars().count(), MAX_NODE_ID + 1);
+        assert!(long.ends_with('…'));
     }
 }

@@ -50,7 +50,15 @@ pub enum Next {
     },
     /// A stale nonce, or a request that needs nothing: nothing to send.
     Nothing,
+    /// A request past this stream's limits (too many type URLs, a type URL too long):
+    /// the stream ends with this reason.
+    Refuse(String),
 }
+
+/// Distinct type URLs one stream may subscribe to: istiod asks for about twenty.
+pub const MAX_TYPES: usize = 64;
+/// The longest type URL taken.
+pub const MAX_TYPE_URL: usize = 256;
 
 #[derive(Debug, Default)]
 struct TypeState {
@@ -88,6 +96,12 @@ impl StreamState {
     pub fn request(&mut self, request: DiscoveryRequest, now: Instant) -> Next {
         if self.node.is_none() {
             self.node = request.node.clone();
+        }
+        if request.type_url.len() > MAX_TYPE_URL {
+            return Next::Refuse(format!("a type URL longer than {MAX_TYPE_URL} bytes"));
+        }
+        if !self.types.contains_key(&request.type_url) && self.types.len() >= MAX_TYPES {
+            return Next::Refuse(format!("more than {MAX_TYPES} type URLs on one stream"));
         }
         let ours = self.is_ours(&request.response_nonce);
         let state = self.types.entry(request.type_url.clone()).or_default();
@@ -254,5 +268,32 @@ mod tests {
         ] {
             assert_eq!(Answer::of(url), Answer::Empty, "{url}");
         }
+    }
+
+    #[test]
+    fn a_stream_takes_a_bounded_number_of_type_urls_of_bounded_length() {
+        let mut state = StreamState::new("p.1".into());
+        let now = Instant::now();
+        for n in 0..MAX_TYPES {
+            let url = format!("type.googleapis.com/t{n}");
+            assert!(matches!(
+                state.request(request(&url, "", "", None), now),
+                Next::Respond(_)
+            ));
+        }
+        // A type already subscribed is still answered; a new one is refused.
+        assert!(matches!(
+            state.request(request("type.googleapis.com/t0", "", "", None), now),
+            Next::Respond(_)
+        ));
+        assert!(matches!(
+            state.request(request("type.googleapis.com/one-too-many", "", "", None), now),
+            Next::Refuse(_)
+        ));
+        let long = "x".repeat(MAX_TYPE_URL + 1);
+        assert!(matches!(
+            StreamState::new("p.2".into()).request(request(&long, "", "", None), now),
+            Next::Refuse(_)
+        ));
     }
 }

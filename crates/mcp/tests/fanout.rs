@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use registry_sync_istio::IstioObject;
-use registry_sync_mcp::testing::fixtures::{creates, serve_loopback, service_entry, updates};
+use registry_sync_mcp::testing::fixtures::{
+    creates, serve_loopback, serve_loopback_with, service_entry, updates,
+};
 use registry_sync_mcp::testing::{Dial, Event, Istiod, Profile, REVISION_LABEL};
 use registry_sync_sinks::AsyncSink;
 
@@ -150,4 +152,41 @@ async fn istiods_first_dial_fails_while_the_server_is_not_up_which_makes_istiod_
     drop(listener);
     let first = Istiod::dial(address, Dial::new(Profile::Istio124, NODE)).await;
     assert!(first.is_err(), "nothing listens, yet the dial succeeded");
+}
+
+#[tokio::test]
+async fn streams_past_the_limit_are_refused_and_a_slot_frees_when_one_ends() {
+    let (address, mut sink) = serve_loopback_with(2).await;
+    sink.apply(&creates(vec![service_entry("orders", &["10.0.0.1"])]))
+        .await
+        .unwrap();
+    sink.complete();
+    let mut first = Istiod::connect(address, Profile::Istio124, NODE).await;
+    let mut second = Istiod::connect(address, Profile::Istio124, "sidecar~b").await;
+    assert!(first.wait_synced(SYNC).await && second.wait_synced(SYNC).await);
+    let third = Istiod::dial(address, Dial::new(Profile::Istio124, "sidecar~c")).await;
+    let refused = match third {
+        Err(status) => status,
+        Ok(mut third) => {
+            assert!(
+                !third.wait_synced(Duration::from_secs(2)).await,
+                "a third stream was served"
+            );
+            assert!(third.broken, "the third stream ends");
+            tonic::Status::resource_exhausted("ended")
+        }
+    };
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    drop(second);
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(mut client) = Istiod::dial(address, Dial::new(Profile::Istio124, "sidecar~d")).await
+            && client.wait_synced(Duration::from_secs(1)).await
+        {
+            again = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "the freed slot is served again");
 }

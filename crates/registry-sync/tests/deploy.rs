@@ -111,6 +111,7 @@ fn the_helm_chart_has_every_template_the_readme_lists() {
         "templates/serviceaccount.yaml",
         "templates/poddisruptionbudget.yaml",
         "templates/servicemonitor.yaml",
+        "templates/networkpolicy.yaml",
     ] {
         assert!(chart.join(file).is_file(), "missing {file}");
     }

@@ -13,8 +13,13 @@ use crate::sink::McpSink;
 
 /// The MCP server on an ephemeral loopback port, fed by the returned sink.
 pub async fn serve_loopback() -> (SocketAddr, McpSink) {
+    serve_loopback_with(crate::server::DEFAULT_MAX_STREAMS).await
+}
+
+/// [`serve_loopback`], serving at most `max_streams` streams at once.
+pub async fn serve_loopback_with(max_streams: usize) -> (SocketAddr, McpSink) {
     let (sink, offers) = McpSink::new();
-    let ads = Ads::new(offers, Arc::new(Unobserved));
+    let ads = Ads::new(offers, Arc::new(Unobserved)).max_streams(max_streams);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a loopback port");

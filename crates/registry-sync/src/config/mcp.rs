@@ -22,6 +22,8 @@ pub(super) struct RawMcpSink {
     state_dir: Option<Spanned<String>>,
     #[serde(default)]
     initial_wait: Option<Spanned<String>>,
+    #[serde(default)]
+    max_streams: Option<Spanned<u64>>,
 }
 
 /// How long istiod waits by default for every registry's first view before it is
@@ -36,6 +38,8 @@ pub struct McpConfig {
     /// directory).
     pub state_dir: Option<PathBuf>,
     pub initial_wait: std::time::Duration,
+    /// Streams served at once (every istiod holds one).
+    pub max_streams: usize,
 }
 
 #[cfg(feature = "mcp")]
@@ -50,6 +54,7 @@ impl McpConfig {
                 .map(|t| (t.cert_file.clone(), t.key_file.clone())),
             state_dir: self.state_dir.clone(),
             initial_wait: self.initial_wait,
+            max_streams: self.max_streams,
         }
     }
 }
@@ -126,10 +131,22 @@ pub(super) fn mcp_config(
             })?,
         None => DEFAULT_INITIAL_WAIT,
     };
+    let max_streams = match raw.max_streams {
+        Some(max) if (1..=10_000).contains(&max.value) => max.value as usize,
+        Some(max) => {
+            return Err(invalid(
+                max.referenced.line(),
+                "sinks.mcp.max_streams".into(),
+                "is a number of streams from 1 to 10000 (each istiod holds one)".into(),
+            ));
+        }
+        None => 64,
+    };
     Ok(McpConfig {
         listen,
         tls,
         state_dir,
         initial_wait,
+        max_streams,
     })
 }
