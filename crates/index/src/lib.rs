@@ -124,6 +124,16 @@ impl Index {
         self.translation.seed_vips(held);
     }
 
+    /// Takes the addresses a sink holds for our hosts (see
+    /// [`registry_sync_translate::Index::adopt_vips`]); returns how many objects
+    /// changed.
+    pub fn adopt_vips<'a>(&mut self, held: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> usize {
+        let changes = self.translation.adopt_vips(held);
+        let changed = changes.objects.len();
+        self.log.record(changes.objects);
+        changed
+    }
+
     /// Addresses of objects someone else wrote in the sinks: never given to an entry of
     /// ours.
     pub fn reserve_vips<'a>(&mut self, addresses: impl IntoIterator<Item = &'a str>) {

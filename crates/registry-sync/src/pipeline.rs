@@ -87,6 +87,25 @@ impl Pipeline {
         }));
     }
 
+    /// Takes the addresses `sink` holds for our entries where they differ from this
+    /// process's own (a new leader, which allocated in its own order as a standby).
+    /// Returns whether anything changed.
+    pub fn adopt_vips(&mut self, sink: &dyn AsyncSink) -> bool {
+        let owner = &self.owner;
+        let held: Vec<&HeldObject> = sink.held().values().filter(|h| owner.owns(h)).collect();
+        let adopted = self.index.adopt_vips(held.iter().filter_map(|h| {
+            let (host, address) = h.vip.as_ref()?;
+            Some((h.key.namespace.as_str(), host.as_str(), address.as_str()))
+        }));
+        if adopted > 0 {
+            tracing::info!(
+                objects = adopted,
+                "took the virtual IPs the sink holds over this replica's own"
+            );
+        }
+        adopted > 0
+    }
+
     /// Reports to `metrics` from now on.
     pub fn with_metrics(mut self, metrics: Metrics) -> Pipeline {
         self.metrics = Some(metrics);

@@ -188,6 +188,12 @@ impl WriterTask {
                         // what its guard held.
                         self.writer.request_full();
                         self.writer.reload_guard_memory();
+                        if is_leader(&self.leadership) {
+                            // What the last leader wrote is out there: its addresses
+                            // stand, not this replica's order of arrival.
+                            self.writer.catch_up().await;
+                            lock(&self.pipeline).adopt_vips(self.writer.sink.as_ref());
+                        }
                     }
                     keys = self.writer.sink.observe() => {
                         // Drained by a standby too, so its view is current at takeover.

@@ -306,6 +306,26 @@ impl Index {
         }
     }
 
+    /// Takes the addresses a sink holds for our hosts where they differ from the ones
+    /// here: a standby that takes over (or an MCP replica that meets a sink written by
+    /// another) writes the addresses that are out there, never its own order of
+    /// arrival. The hosts whose address changed are translated again.
+    pub fn adopt_vips<'a>(&mut self, held: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> Changes {
+        let mut dirty = BTreeSet::new();
+        for (namespace, host, address) in held {
+            for (namespace, host) in self.vips.adopt(namespace, host, address) {
+                dirty.insert(GroupKey { namespace, host });
+            }
+        }
+        let mut changes = Changes::default();
+        for group in dirty {
+            if self.members.contains_key(&group) {
+                self.retranslate(&group, &mut changes);
+            }
+        }
+        changes
+    }
+
     /// Addresses of objects someone else wrote: no host of ours gets them.
     pub fn reserve_vips<'a>(&mut self, addresses: impl IntoIterator<Item = &'a str>) {
         for address in addresses {

@@ -228,6 +228,30 @@ impl Allocator {
         Some(free)
     }
 
+    /// Gives a host the address a sink holds for it, when it has another here (another
+    /// replica allocated first, and this one now writes): the host that has that address
+    /// here gives it up. Returns the hosts whose address changed, to translate again.
+    pub fn adopt(&mut self, namespace: &str, host: &str, address: &str) -> Vec<VipKey> {
+        let Ok(address) = address.trim().parse::<IpAddr>() else {
+            return Vec::new();
+        };
+        let key = (namespace.to_string(), host.to_string());
+        if self.by_host.get(&key) == Some(&address) || self.is_taken(&address) {
+            return Vec::new();
+        }
+        let mut moved = vec![key.clone()];
+        if let Some(other) = self.owners.remove(&address) {
+            self.by_host.remove(&other);
+            moved.push(other);
+        }
+        if let Some(old) = self.by_host.remove(&key) {
+            self.owners.remove(&old);
+        }
+        self.owners.insert(address, key.clone());
+        self.by_host.insert(key, address);
+        moved
+    }
+
     /// One more holder of `address` (an endpoint, another's object): no host gets it.
     /// Returns the host that holds it now, which must be given another.
     pub fn take(&mut self, address: IpAddr) -> Option<&VipKey> {

@@ -747,3 +747,51 @@ fn no_entry_gets_an_address_an_instance_of_any_service_has() {
     );
     assert_ne!(vip_of(&translate_from(&index), "orders.legacy"), Some(first));
 }
+
+#[test]
+fn a_replica_that_takes_over_takes_the_addresses_the_sink_holds_over_its_own_order() {
+    let one = |name: &str| svc(name, vec![inst("10.0.0.1", &[("http", 8080)])]);
+    let vips = |index: &Index| -> Vec<(String, String)> {
+        index.desired().values().filter_map(|o| o.vip()).collect()
+    };
+    // Two services that hash onto the same place of a /30 get each other's address
+    // when they arrive in the other order: find such a pair.
+    let fed = |first: &str, second: &str| {
+        let mut index = Index::new(with_vips("240.240.7.0/30"));
+        index.update(
+            "legacy",
+            &RegistrySnapshot::new("legacy", vec![one(first)], vec![]),
+        );
+        index.update(
+            "legacy",
+            &RegistrySnapshot::new("legacy", vec![one(first), one(second)], vec![]),
+        );
+        index
+    };
+    let (a, b) = (0..20)
+        .flat_map(|i| (0..20).map(move |j| (format!("s{i}"), format!("s{j}"))))
+        .find(|(a, b)| a != b && vips(&fed(a, b)) != vips(&fed(b, a)))
+        .expect("two names that collide");
+    let leader = fed(&a, &b);
+    let mut standby = fed(&b, &a);
+    assert_ne!(vips(&leader), vips(&standby));
+    let written = vips(&leader);
+    let changes = standby.adopt_vips(
+        written
+            .iter()
+            .map(|(host, address)| ("mesh", host.as_str(), address.as_str())),
+    );
+    assert_eq!(vips(&standby), written, "the standby takes what the leader wrote");
+    assert!(!changes.objects.is_empty());
+    // Taking them again changes nothing.
+    assert!(
+        standby
+            .adopt_vips(
+                written
+                    .iter()
+                    .map(|(host, address)| ("mesh", host.as_str(), address.as_str()))
+            )
+            .objects
+            .is_empty()
+    );
+}
