@@ -216,6 +216,9 @@ impl WriterTask {
                         if !waiting.is_empty() {
                             tracing::warn!(sink = %self.writer.name, registries = %waiting.join(", "), "some registries have not answered since start: serving what there is now, without their services (a set kept from before the restart keeps them)");
                             self.writer.sink.complete();
+                            // Its readers dial it through a Service: it must be ready to
+                            // be reached at all.
+                            self.readiness.set(&self.slot);
                         }
                     }
                 }

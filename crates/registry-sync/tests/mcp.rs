@@ -327,7 +327,7 @@ async fn a_registry_down_at_start_holds_istiod_back_only_for_the_initial_wait() 
     // billing.yaml never exists.
     ws.write_config(&TWO_REGISTRIES.replace(
         "  mcp: {listen: 127.0.0.1:0}\n",
-        "  mcp: {listen: 127.0.0.1:0, initial_wait: 2s}\n",
+        "  mcp: {listen: 127.0.0.1:0, initial_wait: 2s}\nadmin: {listen: 127.0.0.1:0}\n",
     ));
     let child = ws.spawn_run();
     let mut istiod = connected(&child).await;
@@ -347,6 +347,14 @@ async fn a_registry_down_at_start_holds_istiod_back_only_for_the_initial_wait() 
     );
     assert!(
         child.stderr().contains("have not answered since start") && child.stderr().contains("billing"),
+        "{}",
+        child.stderr()
+    );
+    // Ready, so that a Service sends istiod to it.
+    let admin = logged_address(&child, "serving /metrics").expect("the admin address is logged");
+    assert!(
+        wait_until(DEADLINE, || http_get(&admin, "/readyz")
+            .starts_with("HTTP/1.1 200")),
         "{}",
         child.stderr()
     );
