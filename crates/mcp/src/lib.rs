@@ -19,6 +19,7 @@ pub mod state;
 pub mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod validate;
 pub mod wire;
 

@@ -54,6 +54,7 @@ pub async fn open(
         Some((cert, key)) => Some(ServerTls {
             cert_pem: read(cert, "cert_file")?,
             key_pem: read(key, "key_file")?,
+            files: Some((cert.clone(), key.clone())),
         }),
         None => None,
     };

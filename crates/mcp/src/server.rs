@@ -295,11 +295,12 @@ impl Observer for Unobserved {}
 
 /// The server certificate and key, PEM, for istiod dialing with `tlsSettings.mode:
 /// SIMPLE` (1.26+); istiod checks the certificate's DNS names against its `sni` or the
-/// host it dials.
+/// host it dials. With `files`, the pair is read again from them when they change.
 #[derive(Clone)]
 pub struct ServerTls {
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
+    pub files: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Why the server cannot start.
@@ -311,19 +312,14 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error("the TLS certificate or key is not usable: {0}")]
-    Tls(tonic::transport::Error),
+    Tls(String),
 }
 
 /// The bound listener and the service, ready to serve.
 pub struct Serving {
     listener: tokio::net::TcpListener,
     ads: Ads,
-    tls: Option<tonic::transport::ServerTlsConfig>,
-}
-
-fn tls_config(tls: &ServerTls) -> tonic::transport::ServerTlsConfig {
-    tonic::transport::ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Serving {
@@ -334,12 +330,15 @@ impl Serving {
         ads: Ads,
         tls: Option<&ServerTls>,
     ) -> Result<Serving, ServeError> {
-        let tls = tls.map(tls_config);
-        if let Some(tls) = &tls {
-            tonic::transport::Server::builder()
-                .tls_config(tls.clone())
-                .map_err(ServeError::Tls)?;
-        }
+        let tls = match tls {
+            Some(tls) => {
+                let first =
+                    crate::tls::certified_key(&tls.cert_pem, &tls.key_pem).map_err(ServeError::Tls)?;
+                let resolver = Arc::new(crate::tls::Reloading::new(first, tls.files.clone()));
+                Some(crate::tls::acceptor(resolver).map_err(ServeError::Tls)?)
+            }
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|source| ServeError::Listen { address, source })?;
@@ -356,19 +355,25 @@ impl Serving {
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = self.tls {
-            builder = builder.tls_config(tls)?;
-        }
-        builder
+        let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
-            .add_service(self.ads)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(self.listener),
-                shutdown,
-            )
-            .await
+            .add_service(self.ads);
+        match self.tls {
+            Some(acceptor) => {
+                router
+                    .serve_with_incoming_shutdown(crate::tls::incoming(self.listener, acceptor), shutdown)
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(self.listener),
+                        shutdown,
+                    )
+                    .await
+            }
+        }
     }
 }
 

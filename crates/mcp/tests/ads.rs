@@ -193,6 +193,7 @@ fn certificates() -> (Vec<u8>, registry_sync_mcp::server::ServerTls) {
         registry_sync_mcp::server::ServerTls {
             cert_pem: server.cert_pem.into_bytes(),
             key_pem: server.key_pem.into_bytes(),
+            files: None,
         },
     )
 }
@@ -237,6 +238,7 @@ async fn istiod_dialing_with_simple_tls_syncs_and_a_name_the_certificate_lacks_i
     let bad = registry_sync_mcp::server::ServerTls {
         cert_pem: b"not a certificate".to_vec(),
         key_pem: tls.key_pem.clone(),
+        files: None,
     };
     let (_, offers) = McpSink::new();
     let refused = registry_sync_mcp::server::Serving::bind(
@@ -271,5 +273,79 @@ async fn a_set_larger_than_grpcs_default_message_limit_reaches_istiod_whole() {
     assert!(
         bodies > 4 << 20,
         "the set is only {bodies} bytes: not past the default limit"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_replaced_on_disk_is_served_to_the_next_istiod_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let name = "registry-sync.istio-system.svc";
+    let write = |ca: &registry_sync_testing::tls::TestCa| {
+        let issued = ca.issue(&[name]);
+        // As a Secret volume updates: the new files appear whole.
+        for (path, pem) in [(&key, &issued.key_pem), (&cert, &issued.cert_pem)] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, pem).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
+    };
+    let (old_ca, new_ca) = (
+        registry_sync_testing::tls::TestCa::new(),
+        registry_sync_testing::tls::TestCa::new(),
+    );
+    write(&old_ca);
+    let tls = registry_sync_mcp::server::ServerTls {
+        cert_pem: std::fs::read(&cert).unwrap(),
+        key_pem: std::fs::read(&key).unwrap(),
+        files: Some((cert.clone(), key.clone())),
+    };
+    let (sink, offers) = McpSink::new();
+    let mut sink = sink;
+    let serving = registry_sync_mcp::server::Serving::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Ads::new(offers, Arc::new(Quiet)),
+        Some(&tls),
+    )
+    .await
+    .unwrap();
+    let address = serving.local_addr().unwrap();
+    tokio::spawn(serving.run(std::future::pending()));
+    sink.apply(&creates(vec![entry("orders", &["10.0.0.1"])]))
+        .await
+        .unwrap();
+    sink.complete();
+    let trusting = |ca: &registry_sync_testing::tls::TestCa| ca.pem().as_bytes().to_vec();
+    let mut first = Istiod::connect_tls(address, &trusting(&old_ca), name, Profile::Istio130, "sidecar~a")
+        .await
+        .expect("the first certificate is served");
+    assert!(first.wait_synced(SYNC).await);
+
+    write(&new_ca);
+    let mut renewed = None;
+    for _ in 0..100 {
+        if let Ok(istiod) =
+            Istiod::connect_tls(address, &trusting(&new_ca), name, Profile::Istio130, "sidecar~b").await
+        {
+            renewed = Some(istiod);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut renewed = renewed.expect("the new certificate is served within the check interval");
+    assert!(renewed.wait_synced(SYNC).await);
+    assert!(
+        Istiod::connect_tls(address, &trusting(&old_ca), name, Profile::Istio130, "sidecar~c")
+            .await
+            .is_err(),
+        "the old certificate is no longer served"
+    );
+    // A pair that does not load leaves the last good one served.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        Istiod::connect_tls(address, &trusting(&new_ca), name, Profile::Istio130, "sidecar~d")
+            .await
+            .is_ok()
     );
 }

@@ -1,0 +1,212 @@
+//! TLS for the MCP server, with the certificate read again when its files change: a
+//! Secret rotated by cert-manager (or by hand) is mounted as new files, and a server that
+//! kept the certificate it read at start would serve an expired one.
+//!
+//! rustls picks the certificate per handshake through a resolver; this one looks at the
+//! files' modification times at most every few seconds and loads them again when they
+//! moved. A pair that does not load (a half-written update, a key that does not match)
+//! is reported and the last good one kept. tonic serves the accepted TLS streams as any
+//! other connection.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// How often at most the files are looked at.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// The longest a client may take over its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A certificate and key, PEM.
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("the certificate is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in the certificate file".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("the key is not a PEM private key: {e}"))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified =
+        CertifiedKey::from_der(certs, key, &provider).map_err(|e| format!("the key does not fit: {e}"))?;
+    Ok(certified)
+}
+
+/// The files a certificate came from, and when they were last looked at.
+struct Files {
+    cert: PathBuf,
+    key: PathBuf,
+    seen: Option<(SystemTime, SystemTime)>,
+    checked: Instant,
+}
+
+/// Resolves every handshake to the current certificate, loading the files again when
+/// they changed.
+pub struct Reloading {
+    current: RwLock<Arc<CertifiedKey>>,
+    files: Option<Mutex<Files>>,
+}
+
+fn modified(path: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Reloading {
+    /// `files`: where `first` came from, to be read again when they change.
+    pub fn new(first: CertifiedKey, files: Option<(PathBuf, PathBuf)>) -> Reloading {
+        Reloading {
+            current: RwLock::new(Arc::new(first)),
+            files: files.map(|(cert, key)| {
+                let seen = modified(&cert).zip(modified(&key));
+                Mutex::new(Files {
+                    cert,
+                    key,
+                    seen,
+                    checked: Instant::now(),
+                })
+            }),
+        }
+    }
+
+    fn reload_if_changed(&self) {
+        let Some(files) = &self.files else { return };
+        let Ok(mut files) = files.try_lock() else { return };
+        if files.checked.elapsed() < CHECK_EVERY {
+            return;
+        }
+        files.checked = Instant::now();
+        let now = modified(&files.cert).zip(modified(&files.key));
+        if now.is_none() || now == files.seen {
+            return;
+        }
+        let loaded = std::fs::read(&files.cert)
+            .and_then(|cert| Ok((cert, std::fs::read(&files.key)?)))
+            .map_err(|e| e.to_string())
+            .and_then(|(cert, key)| certified_key(&cert, &key));
+        match loaded {
+            Ok(certified) => {
+                files.seen = now;
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(certified);
+                tracing::info!(cert = %files.cert.display(), "the MCP server's certificate changed on disk: serving the new one");
+            }
+            Err(e) => {
+                tracing::warn!(cert = %files.cert.display(), "the MCP server's certificate changed on disk but cannot be used ({e}); serving the last good one and trying again")
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Reloading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reloading")
+    }
+}
+
+impl ResolvesServerCert for Reloading {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.reload_if_changed();
+        Some(Arc::clone(
+            &self.current.read().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
+}
+
+/// The acceptor: TLS 1.2 and 1.3 with ring, HTTP/2 by ALPN, the certificate from
+/// `resolver`.
+pub fn acceptor(resolver: Arc<Reloading>) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// One accepted TLS connection, as tonic serves it.
+pub struct TlsConnection(pub tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl tonic::transport::server::Connected for TlsConnection {
+    type ConnectInfo = ();
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// The TLS connections of `listener`, each handshake on its own task so a slow client
+/// holds up no other.
+pub struct Incoming(tokio::sync::mpsc::Receiver<std::io::Result<TlsConnection>>);
+
+impl futures::Stream for Incoming {
+    type Item = std::io::Result<TlsConnection>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+pub fn incoming(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> Incoming {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, connections) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = connections.send(Ok(TlsConnection(tls))).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    Incoming(rx)
+}
