@@ -198,15 +198,16 @@ fn certificates() -> (Vec<u8>, registry_sync_mcp::server::ServerTls) {
     )
 }
 
-#[tokio::test]
-async fn istiod_dialing_with_simple_tls_syncs_and_a_name_the_certificate_lacks_is_refused() {
-    let (ca, tls) = certificates();
-    let (sink, offers) = McpSink::new();
-    let mut sink = sink;
+/// A TLS server on loopback serving `mesh/orders`, complete; its address, and the sink
+/// to keep while it serves.
+async fn serve_tls_with_orders(
+    tls: &registry_sync_mcp::server::ServerTls,
+) -> (std::net::SocketAddr, McpSink) {
+    let (mut sink, offers) = McpSink::new();
     let serving = registry_sync_mcp::server::Serving::bind(
         "127.0.0.1:0".parse().unwrap(),
         Ads::new(offers, Arc::new(Quiet)),
-        Some(&tls),
+        Some(tls),
     )
     .await
     .unwrap();
@@ -216,6 +217,13 @@ async fn istiod_dialing_with_simple_tls_syncs_and_a_name_the_certificate_lacks_i
         .await
         .unwrap();
     sink.complete();
+    (address, sink)
+}
+
+#[tokio::test]
+async fn istiod_dialing_with_simple_tls_syncs_and_a_name_the_certificate_lacks_is_refused() {
+    let (ca, tls) = certificates();
+    let (address, _sink) = serve_tls_with_orders(&tls).await;
 
     let mut istiod = Istiod::connect_tls(
         address,
@@ -300,21 +308,7 @@ async fn a_certificate_replaced_on_disk_is_served_to_the_next_istiod_without_a_r
         key_pem: std::fs::read(&key).unwrap(),
         files: Some((cert.clone(), key.clone())),
     };
-    let (sink, offers) = McpSink::new();
-    let mut sink = sink;
-    let serving = registry_sync_mcp::server::Serving::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        Ads::new(offers, Arc::new(Quiet)),
-        Some(&tls),
-    )
-    .await
-    .unwrap();
-    let address = serving.local_addr().unwrap();
-    tokio::spawn(serving.run(std::future::pending()));
-    sink.apply(&creates(vec![entry("orders", &["10.0.0.1"])]))
-        .await
-        .unwrap();
-    sink.complete();
+    let (address, _sink) = serve_tls_with_orders(&tls).await;
     let trusting = |ca: &registry_sync_testing::tls::TestCa| ca.pem().as_bytes().to_vec();
     let mut first = Istiod::connect_tls(address, &trusting(&old_ca), name, Profile::Istio130, "sidecar~a")
         .await
