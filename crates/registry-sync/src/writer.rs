@@ -111,10 +111,17 @@ pub struct SinkWriter {
     /// The last pass wrote successors that objects waiting to be replaced wait for:
     /// plan again at once to finish the replacements.
     again: bool,
+    /// Passes in a row made at once for replacements: bounded, so a sink that takes a
+    /// write but never shows it held cannot keep the writer spinning.
+    again_streak: usize,
     /// Where the guard's memory stands with the sink's copy of it.
     memory: GuardMemory,
     metrics: Option<Metrics>,
 }
+
+/// Passes made at once, one after the other, to finish replacements; past this the
+/// writer waits for its next reason to plan (a change, a retry, the resync).
+const MAX_PASSES_AT_ONCE: usize = 3;
 
 /// How often at most the guard's window is written to the sink when no hold began or
 /// ended: a restart loses at most this much of the window's history, never a hold.
@@ -149,6 +156,7 @@ impl SinkWriter {
             quarantine: Quarantine::default(),
             applied: None,
             again: false,
+            again_streak: 0,
             memory: GuardMemory::default(),
             metrics,
         }
@@ -239,7 +247,7 @@ impl SinkWriter {
     /// The last pass wrote the successors of objects waiting to be replaced: the next
     /// plan, made at once, removes them.
     pub fn wants_another_pass(&self) -> bool {
-        self.again
+        self.again && self.again_streak <= MAX_PASSES_AT_ONCE
     }
 
     /// When a quarantined object is due for another try.
@@ -350,6 +358,7 @@ impl SinkWriter {
         }
         let report = &applied.report;
         self.again = finishing && report.created + report.updated > 0;
+        self.again_streak = if self.again { self.again_streak + 1 } else { 0 };
         if let Some(metrics) = &self.metrics {
             metrics.quarantined(&self.name, self.quarantine.entries.len());
         }
