@@ -15,6 +15,8 @@ pub struct McpOptions {
     pub listen: SocketAddr,
     /// Certificate and key (PEM files): the server speaks TLS only.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// With TLS: only clients with a certificate from this CA (PEM file) are served.
+    pub client_ca: Option<PathBuf>,
     /// Where the served set and the guard's memory are kept across restarts.
     pub state_dir: Option<PathBuf>,
     /// How long to wait for every registry before istiod is answered with what there is.
@@ -55,6 +57,10 @@ pub async fn open(
             cert_pem: read(cert, "cert_file")?,
             key_pem: read(key, "key_file")?,
             files: Some((cert.clone(), key.clone())),
+            client_ca_pem: match &options.client_ca {
+                Some(ca) => Some(read(ca, "client_ca_file")?),
+                None => None,
+            },
         }),
         None => None,
     };

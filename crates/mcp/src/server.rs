@@ -301,6 +301,8 @@ pub struct ServerTls {
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
     pub files: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Clients must present a certificate this CA (PEM) issued.
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 /// Why the server cannot start.
@@ -335,7 +337,7 @@ impl Serving {
                 let first =
                     crate::tls::certified_key(&tls.cert_pem, &tls.key_pem).map_err(ServeError::Tls)?;
                 let resolver = Arc::new(crate::tls::Reloading::new(first, tls.files.clone()));
-                Some(crate::tls::acceptor(resolver).map_err(ServeError::Tls)?)
+                Some(crate::tls::acceptor(resolver, tls.client_ca_pem.as_deref()).map_err(ServeError::Tls)?)
             }
             None => None,
         };

@@ -121,14 +121,37 @@ impl ResolvesServerCert for Reloading {
 }
 
 /// The acceptor: TLS 1.2 and 1.3 with ring, HTTP/2 by ALPN, the certificate from
-/// `resolver`.
-pub fn acceptor(resolver: Arc<Reloading>) -> Result<tokio_rustls::TlsAcceptor, String> {
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver);
+/// `resolver`; with `client_ca_pem`, only clients presenting a certificate that CA
+/// issued are served.
+pub fn acceptor(
+    resolver: Arc<Reloading>,
+    client_ca_pem: Option<&[u8]>,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("the client CA is not PEM: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("the client CA is not a usable certificate: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err("no certificate in the client CA file".into());
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

@@ -194,6 +194,7 @@ fn certificates() -> (Vec<u8>, registry_sync_mcp::server::ServerTls) {
             cert_pem: server.cert_pem.into_bytes(),
             key_pem: server.key_pem.into_bytes(),
             files: None,
+            client_ca_pem: None,
         },
     )
 }
@@ -247,6 +248,7 @@ async fn istiod_dialing_with_simple_tls_syncs_and_a_name_the_certificate_lacks_i
         cert_pem: b"not a certificate".to_vec(),
         key_pem: tls.key_pem.clone(),
         files: None,
+        client_ca_pem: None,
     };
     let (_, offers) = McpSink::new();
     let refused = registry_sync_mcp::server::Serving::bind(
@@ -307,6 +309,7 @@ async fn a_certificate_replaced_on_disk_is_served_to_the_next_istiod_without_a_r
         cert_pem: std::fs::read(&cert).unwrap(),
         key_pem: std::fs::read(&key).unwrap(),
         files: Some((cert.clone(), key.clone())),
+        client_ca_pem: None,
     };
     let (address, _sink) = serve_tls_with_orders(&tls).await;
     let trusting = |ca: &registry_sync_testing::tls::TestCa| ca.pem().as_bytes().to_vec();
@@ -342,4 +345,38 @@ async fn a_certificate_replaced_on_disk_is_served_to_the_next_istiod_without_a_r
             .await
             .is_ok()
     );
+}
+
+#[tokio::test]
+async fn with_a_client_ca_only_a_client_with_a_certificate_it_issued_is_served() {
+    let (ca, mut tls) = certificates();
+    let clients = registry_sync_testing::tls::TestCa::new();
+    tls.client_ca_pem = Some(clients.pem().as_bytes().to_vec());
+    let (address, _sink) = serve_tls_with_orders(&tls).await;
+    let name = "registry-sync.istio-system.svc";
+    let anonymous = Istiod::connect_tls(address, &ca, name, Profile::Istio130, "sidecar~a").await;
+    assert!(anonymous.is_err(), "a client without a certificate is refused");
+    let stranger = registry_sync_testing::tls::TestCa::new().issue(&["istiod.istio-system.svc"]);
+    let strange = Istiod::connect_tls_as(
+        address,
+        &ca,
+        name,
+        Some((stranger.cert_pem.as_bytes(), stranger.key_pem.as_bytes())),
+        Profile::Istio130,
+        "sidecar~b",
+    )
+    .await;
+    assert!(strange.is_err(), "a certificate of another CA is refused");
+    let istiod_cert = clients.issue(&["istiod.istio-system.svc"]);
+    let mut istiod = Istiod::connect_tls_as(
+        address,
+        &ca,
+        name,
+        Some((istiod_cert.cert_pem.as_bytes(), istiod_cert.key_pem.as_bytes())),
+        Profile::Istio130,
+        "sidecar~c",
+    )
+    .await
+    .expect("a certificate of the client CA is served");
+    assert!(istiod.wait_synced(SYNC).await);
 }

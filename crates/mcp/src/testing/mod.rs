@@ -212,17 +212,39 @@ impl Istiod {
         sni: &str,
         profile: Profile,
         node_id: &str,
-    ) -> Result<Istiod, tonic::transport::Error> {
-        let tls = tonic::transport::ClientTlsConfig::new()
+    ) -> Result<Istiod, String> {
+        Istiod::connect_tls_as(address, ca_pem, sni, None, profile, node_id).await
+    }
+
+    /// [`Istiod::connect_tls`], presenting `identity` (certificate and key, PEM) when
+    /// given.
+    pub async fn connect_tls_as(
+        address: std::net::SocketAddr,
+        ca_pem: &[u8],
+        sni: &str,
+        identity: Option<(&[u8], &[u8])>,
+        profile: Profile,
+        node_id: &str,
+    ) -> Result<Istiod, String> {
+        let mut tls = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem))
             .domain_name(sni);
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
         let dial = Dial::new(profile, node_id);
         let channel = dial
             .endpoint(format!("https://{address}"))
-            .tls_config(tls)?
+            .tls_config(tls)
+            .map_err(|e| e.to_string())?
             .connect()
-            .await?;
-        Ok(Istiod::over(channel, dial).await.expect("the stream opens"))
+            .await
+            .map_err(|e| e.to_string())?;
+        // With TLS 1.3 a server refuses a client's certificate after the client thinks
+        // the handshake done: the refusal comes with the first request.
+        Istiod::over(channel, dial)
+            .await
+            .map_err(|status| status.to_string())
     }
 
     async fn over(channel: Channel, dial: Dial) -> Result<Istiod, tonic::Status> {

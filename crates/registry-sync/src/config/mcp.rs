@@ -19,6 +19,8 @@ pub(super) struct RawMcpSink {
     #[serde(default)]
     key_file: Option<Spanned<String>>,
     #[serde(default)]
+    client_ca_file: Option<Spanned<String>>,
+    #[serde(default)]
     state_dir: Option<Spanned<String>>,
     #[serde(default)]
     initial_wait: Option<Spanned<String>>,
@@ -52,6 +54,7 @@ impl McpConfig {
                 .tls
                 .as_ref()
                 .map(|t| (t.cert_file.clone(), t.key_file.clone())),
+            client_ca: self.tls.as_ref().and_then(|t| t.client_ca_file.clone()),
             state_dir: self.state_dir.clone(),
             initial_wait: self.initial_wait,
             max_streams: self.max_streams,
@@ -59,11 +62,14 @@ impl McpConfig {
     }
 }
 
-/// PEM files, resolved against the config file's directory; read at start.
+/// PEM files, resolved against the config file's directory; read at start (the
+/// certificate and key again when they change).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct McpTls {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// Only clients with a certificate from this CA are served.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 pub(super) fn mcp_config(
@@ -81,6 +87,13 @@ pub(super) fn mcp_config(
             ),
         )
     })?;
+    if let (Some(ca), None) = (&raw.client_ca_file, &raw.cert_file) {
+        return Err(invalid(
+            ca.referenced.line(),
+            "sinks.mcp.client_ca_file".into(),
+            "checks client certificates over TLS: set `cert_file` and `key_file` too".into(),
+        ));
+    }
     let tls = match (raw.cert_file, raw.key_file) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
@@ -96,6 +109,7 @@ pub(super) fn mcp_config(
             Some(McpTls {
                 cert_file: base.join(&cert.value),
                 key_file: base.join(&key.value),
+                client_ca_file: raw.client_ca_file.as_ref().map(|ca| base.join(&ca.value)),
             })
         }
         (Some(one), None) | (None, Some(one)) => {
