@@ -330,3 +330,33 @@ fn a_refused_key_keeps_the_whole_of_our_message_and_none_of_the_values() {
         "{message}"
     );
 }
+
+#[test]
+fn the_mcp_sinks_state_wait_limits_and_client_ca_are_read_and_checked() {
+    let head = "registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\nsinks:\n  mcp: ";
+    let config = parse(&format!(
+        "{head}{{listen: \"0.0.0.0:15010\", cert_file: s.pem, key_file: s.key, client_ca_file: ca.pem, state_dir: state, initial_wait: 30s, max_streams: 8}}\n"
+    ))
+    .unwrap();
+    let mcp = config.sinks.mcp.unwrap();
+    assert_eq!(
+        mcp.state_dir.as_deref(),
+        Some(Path::new("/etc/registry-sync/state"))
+    );
+    assert_eq!(mcp.initial_wait, std::time::Duration::from_secs(30));
+    assert_eq!(mcp.max_streams, 8);
+    assert_eq!(
+        mcp.tls.unwrap().client_ca_file.as_deref(),
+        Some(Path::new("/etc/registry-sync/ca.pem"))
+    );
+    for (bad, key) in [
+        ("client_ca_file: ca.pem", "sinks.mcp.client_ca_file"),
+        ("initial_wait: 0s", "sinks.mcp.initial_wait"),
+        ("initial_wait: soon", "sinks.mcp.initial_wait"),
+        ("max_streams: 0", "sinks.mcp.max_streams"),
+        ("state_dir: \"\"", "sinks.mcp.state_dir"),
+    ] {
+        let message = error(&format!("{head}{{listen: \"0.0.0.0:15010\", {bad}}}\n"));
+        assert!(message.contains(key), "{bad}: {message}");
+    }
+}
