@@ -61,7 +61,9 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     RUNTIME
         .get_or_init(|| {
+            // Timers on: a pass of 200 writes or more reports its progress on a tick.
             tokio::runtime::Builder::new_current_thread()
+                .enable_time()
                 .build()
                 .expect("a runtime")
         })
