@@ -10,6 +10,7 @@
 //!   with no I/O.
 
 pub mod convert;
+pub mod incoming;
 mod open;
 pub mod proto;
 pub mod served;

@@ -357,25 +357,13 @@ impl Serving {
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
-        let router = tonic::transport::Server::builder()
+        let max = self.ads.inner.max_streams;
+        tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
-            .add_service(self.ads);
-        match self.tls {
-            Some(acceptor) => {
-                router
-                    .serve_with_incoming_shutdown(crate::tls::incoming(self.listener, acceptor), shutdown)
-                    .await
-            }
-            None => {
-                router
-                    .serve_with_incoming_shutdown(
-                        tonic::transport::server::TcpIncoming::from(self.listener),
-                        shutdown,
-                    )
-                    .await
-            }
-        }
+            .add_service(self.ads)
+            .serve_with_incoming_shutdown(crate::incoming::incoming(self.listener, self.tls, max), shutdown)
+            .await
     }
 }
 

@@ -190,3 +190,39 @@ async fn streams_past_the_limit_are_refused_and_a_slot_frees_when_one_ends() {
     }
     assert!(again.is_some(), "the freed slot is served again");
 }
+
+#[tokio::test]
+async fn connections_past_the_limit_are_closed_even_without_a_stream() {
+    let (mut sink, offers) = registry_sync_mcp::sink::McpSink::new();
+    let ads = registry_sync_mcp::server::Ads::new(offers, Arc::new(registry_sync_mcp::server::Unobserved))
+        .max_streams(1);
+    let serving = registry_sync_mcp::server::Serving::bind("127.0.0.1:0".parse().unwrap(), ads, None)
+        .await
+        .unwrap();
+    let address = serving.local_addr().unwrap();
+    tokio::spawn(serving.run(std::future::pending()));
+    sink.apply(&creates(vec![service_entry("orders", &["10.0.0.1"])]))
+        .await
+        .unwrap();
+    sink.complete();
+    // A client that opens a connection and says nothing holds the only one.
+    let idle = tokio::net::TcpStream::connect(address).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = Istiod::dial(address, Dial::new(Profile::Istio124, NODE)).await;
+    assert!(
+        refused.is_err() || !refused.unwrap().wait_synced(Duration::from_secs(2)).await,
+        "a connection past the limit is served"
+    );
+    drop(idle);
+    let mut served = None;
+    for _ in 0..50 {
+        if let Ok(mut istiod) = Istiod::dial(address, Dial::new(Profile::Istio124, NODE)).await
+            && istiod.wait_synced(Duration::from_secs(1)).await
+        {
+            served = Some(istiod);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served.is_some(), "the freed connection is served again");
+}
