@@ -78,31 +78,48 @@ impl GroupMembers {
 
 type Members = BTreeMap<GroupKey, GroupMembers>;
 
-/// Takes a service out of its group; the group is translated again afterwards.
-fn leave(
-    members: &mut Members,
-    registry: &str,
-    key: &ServiceKey,
-    state: &ServiceState,
-    dirty: &mut BTreeSet<GroupKey>,
-) {
+/// Where services sit while one registry's view is taken in: the groups' members,
+/// the groups to translate again, and, when some registry allocates virtual IPs, the
+/// allocator, which counts every instance address so that no virtual IP is ever one
+/// (a service's addresses are released when it leaves and taken when it is placed).
+struct Seats<'a> {
+    members: &'a mut Members,
+    dirty: &'a mut BTreeSet<GroupKey>,
+    vips: Option<&'a mut Allocator>,
+}
+
+/// The IP addresses of a service's instances.
+pub(crate) fn instance_ips(service: &Service) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+    service.instances.iter().filter_map(|i| match i.address {
+        registry_sync_catalog::Address::Ip(ip) => Some(ip),
+        _ => None,
+    })
+}
+
+/// Takes a service out of its group (and its addresses out of the allocator's count);
+/// the group is translated again afterwards.
+fn leave(seats: &mut Seats<'_>, registry: &str, key: &ServiceKey, state: &ServiceState) {
+    if let Some(vips) = seats.vips.as_deref_mut() {
+        for ip in instance_ips(&state.service) {
+            vips.untake(ip);
+        }
+    }
     if let Ok(Some(group)) = &state.group {
-        if let Some(members) = members.get_mut(group) {
+        if let Some(members) = seats.members.get_mut(group) {
             members.remove(&(registry.to_string(), key.clone()));
         }
-        dirty.insert(group.clone());
+        seats.dirty.insert(group.clone());
     }
 }
 
 /// Puts a new or changed service into its group. `None` when it is unchanged from
 /// `old` (which is then returned as it was).
 fn place(
-    members: &mut Members,
+    seats: &mut Seats<'_>,
     registry: &str,
     settings: &RegistrySettings,
     service: &Arc<Service>,
     old: Option<ServiceState>,
-    dirty: &mut BTreeSet<GroupKey>,
     changes: &mut Changes,
 ) -> ServiceState {
     let key = service.key();
@@ -112,9 +129,20 @@ fn place(
         if Arc::ptr_eq(&state.service, service) || state.service == *service {
             return state;
         }
-        leave(members, registry, &key, &state, dirty);
+        leave(seats, registry, &key, &state);
         before = state.group.as_ref().ok().cloned().flatten();
         reported = state.group.err();
+    }
+    // A host whose address one of these instances has now gets another.
+    if let Some(vips) = seats.vips.as_deref_mut() {
+        for ip in instance_ips(service) {
+            if let Some((namespace, host)) = vips.take(ip) {
+                seats.dirty.insert(GroupKey {
+                    namespace: namespace.clone(),
+                    host: host.clone(),
+                });
+            }
+        }
     }
     let decided = group_of(registry, settings, service);
     let (group, kept) = match before.as_ref() {
@@ -141,11 +169,12 @@ fn place(
     match &group {
         Ok(None) => {}
         Ok(Some(group_key)) => {
-            members
+            seats
+                .members
                 .entry(group_key.clone())
                 .or_default()
                 .insert((registry.to_string(), key));
-            dirty.insert(group_key.clone());
+            seats.dirty.insert(group_key.clone());
         }
         Err(skip) if reported.as_ref() != Some(skip) => changes.new_problems.push(skip.clone()),
         Err(_) => {}
@@ -194,44 +223,6 @@ fn stay(
             }
         }
         decided => (decided, None),
-    }
-}
-
-/// Keeps the allocator's endpoint addresses in step with a service that changed (the
-/// old version's released, the new one's taken): no virtual IP is ever an address an
-/// instance of any registry has, selected or not. A host whose address an endpoint
-/// takes now is translated again, and gets another.
-fn track_endpoints(
-    vips: &mut Allocator,
-    old: Option<&Arc<Service>>,
-    new: Option<&Arc<Service>>,
-    dirty: &mut BTreeSet<GroupKey>,
-) {
-    if let (Some(old), Some(new)) = (old, new)
-        && (Arc::ptr_eq(old, new) || old == new)
-    {
-        return;
-    }
-    let ips = |service: Option<&Arc<Service>>| {
-        service
-            .into_iter()
-            .flat_map(|s| s.instances.iter())
-            .filter_map(|i| match i.address {
-                registry_sync_catalog::Address::Ip(ip) => Some(ip),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-    };
-    for ip in ips(old) {
-        vips.untake(ip);
-    }
-    for ip in ips(new) {
-        if let Some((namespace, host)) = vips.take(ip) {
-            dirty.insert(GroupKey {
-                namespace: namespace.clone(),
-                host: host.clone(),
-            });
-        }
     }
 }
 
@@ -457,6 +448,11 @@ impl Index {
         let old = self.services.remove(registry).unwrap_or_default();
         let mut new: BTreeMap<ServiceKey, ServiceState> = BTreeMap::new();
         let mut dirty: BTreeSet<GroupKey> = BTreeSet::new();
+        let mut seats = Seats {
+            members: &mut self.members,
+            dirty: &mut dirty,
+            vips: self.allocates.then_some(&mut self.vips),
+        };
         let mut old = old.into_iter().peekable();
         let unknown: BTreeSet<&ServiceKey> = snapshot.unknown.iter().collect();
         for service in snapshot.services() {
@@ -470,28 +466,16 @@ impl Index {
                 if unknown.contains(&gone_key) {
                     new.insert(gone_key, gone);
                 } else {
-                    if self.allocates {
-                        track_endpoints(&mut self.vips, Some(&gone.service), None, &mut dirty);
-                    }
-                    leave(&mut self.members, registry, &gone_key, &gone, &mut dirty);
+                    leave(&mut seats, registry, &gone_key, &gone);
                 }
             }
             let previous = old.next_if(|(k, _)| *k == key).map(|(_, state)| state);
-            if self.allocates {
-                track_endpoints(
-                    &mut self.vips,
-                    previous.as_ref().map(|p| &p.service),
-                    Some(service),
-                    &mut dirty,
-                );
-            }
             let state = place(
-                &mut self.members,
+                &mut seats,
                 registry,
                 registry_settings,
                 service,
                 previous,
-                &mut dirty,
                 &mut changes,
             );
             new.insert(key, state);
@@ -502,10 +486,7 @@ impl Index {
             if unknown.contains(&gone_key) {
                 new.insert(gone_key, gone);
             } else {
-                if self.allocates {
-                    track_endpoints(&mut self.vips, Some(&gone.service), None, &mut dirty);
-                }
-                leave(&mut self.members, registry, &gone_key, &gone, &mut dirty);
+                leave(&mut seats, registry, &gone_key, &gone);
             }
         }
         self.services.insert(registry.to_string(), new);
@@ -525,35 +506,28 @@ impl Index {
         };
         let services = self.services.entry(registry.to_string()).or_default();
         let mut dirty: BTreeSet<GroupKey> = BTreeSet::new();
+        let mut seats = Seats {
+            members: &mut self.members,
+            dirty: &mut dirty,
+            vips: self.allocates.then_some(&mut self.vips),
+        };
         for key in &delta.removed {
             if delta.unknown.contains(key) {
                 continue;
             }
             if let Some(gone) = services.remove(key) {
-                if self.allocates {
-                    track_endpoints(&mut self.vips, Some(&gone.service), None, &mut dirty);
-                }
-                leave(&mut self.members, registry, key, &gone, &mut dirty);
+                leave(&mut seats, registry, key, &gone);
             }
         }
         for service in &delta.upserts {
             let key = service.key();
             let previous = services.remove(&key);
-            if self.allocates {
-                track_endpoints(
-                    &mut self.vips,
-                    previous.as_ref().map(|p| &p.service),
-                    Some(service),
-                    &mut dirty,
-                );
-            }
             let state = place(
-                &mut self.members,
+                &mut seats,
                 registry,
                 registry_settings,
                 service,
                 previous,
-                &mut dirty,
                 &mut changes,
             );
             services.insert(key, state);

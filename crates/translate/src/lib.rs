@@ -135,10 +135,8 @@ pub fn translate(catalog: &Catalog, settings: &Settings) -> Translation {
             if !settings.registries.contains_key(registry) {
                 continue;
             }
-            for instance in snapshot.services().iter().flat_map(|s| s.instances.iter()) {
-                if let registry_sync_catalog::Address::Ip(ip) = instance.address {
-                    vips.take(ip);
-                }
+            for ip in snapshot.services().iter().flat_map(|s| index::instance_ips(s)) {
+                vips.take(ip);
             }
         }
     }
