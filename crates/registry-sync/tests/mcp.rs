@@ -188,9 +188,10 @@ async fn no_entries_reach_istiod_before_every_registry_has_been_read_and_a_faili
     assert!(child.wait_timeout(DEADLINE).is_some(), "run stops after SIGTERM");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_registry_sync_never_shows_istiod_a_partial_set_and_changes_nothing_it_had() {
-    // One port for both processes, as a Service gives istiod.
+/// `run` with both registries readable, its MCP server on a port of its own (one port
+/// for every process of a test, as a Service gives istiod) with `more` keys, and an
+/// istiod synced on its four entries.
+async fn synced_on_one_port(more: &str) -> (Workspace, std::net::SocketAddr, ChildGuard, Istiod) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -203,8 +204,11 @@ async fn a_restarted_registry_sync_never_shows_istiod_a_partial_set_and_changes_
         "billing.yaml",
         "services:\n  - name: invoices\n    instances:\n      - address: 10.0.2.1\n        ports: {http: 8080}\n",
     );
-    ws.write_config(&TWO_REGISTRIES.replace("127.0.0.1:0", &address.to_string()));
-    let mut first = ws.spawn_run();
+    ws.write_config(&TWO_REGISTRIES.replace(
+        "  mcp: {listen: 127.0.0.1:0}\n",
+        &format!("  mcp: {{listen: \"{address}\"{more}}}\n"),
+    ));
+    let first = ws.spawn_run();
     assert!(
         wait_until(DEADLINE, || std::net::TcpStream::connect(address).is_ok()),
         "{}",
@@ -213,6 +217,12 @@ async fn a_restarted_registry_sync_never_shows_istiod_a_partial_set_and_changes_
     let mut istiod = Istiod::connect(address, Profile::Istio124, NODE).await;
     assert!(istiod.wait_synced(DEADLINE).await, "{}", first.stderr());
     assert_eq!(istiod.service_entries().unwrap().len(), 4);
+    (ws, address, first, istiod)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_registry_sync_never_shows_istiod_a_partial_set_and_changes_nothing_it_had() {
+    let (ws, address, mut first, mut istiod) = synced_on_one_port("").await;
     istiod.events.clear();
 
     // Restarted with the billing registry unreadable for a while: the new process holds
@@ -256,32 +266,7 @@ async fn a_restarted_registry_sync_never_shows_istiod_a_partial_set_and_changes_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_with_its_state_serves_istiod_at_once_what_it_served_while_registries_are_down() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let ws = Workspace::new();
-    ws.write_services(&services(8080, true));
-    ws.write(
-        "billing.yaml",
-        "services:\n  - name: invoices\n    instances:\n      - address: 10.0.2.1\n        ports: {http: 8080}\n",
-    );
-    let config = TWO_REGISTRIES.replace(
-        "  mcp: {listen: 127.0.0.1:0}\n",
-        &format!("  mcp: {{listen: \"{address}\", state_dir: state}}\n"),
-    );
-    ws.write_config(&config);
-    let mut first = ws.spawn_run();
-    assert!(
-        wait_until(DEADLINE, || std::net::TcpStream::connect(address).is_ok()),
-        "{}",
-        first.stderr()
-    );
-    let mut istiod = Istiod::connect(address, Profile::Istio124, NODE).await;
-    assert!(istiod.wait_synced(DEADLINE).await, "{}", first.stderr());
-    assert_eq!(istiod.service_entries().unwrap().len(), 4);
+    let (ws, address, mut first, mut istiod) = synced_on_one_port(", state_dir: state").await;
     // The state is written within a second of the last change.
     assert!(
         wait_until(DEADLINE, || ws.path().join("state/served").exists()),
