@@ -8,7 +8,9 @@ use prost::Message;
 use registry_sync_mcp::proto;
 use registry_sync_mcp::server::{Ads, Observer};
 use registry_sync_mcp::sink::McpSink;
-use registry_sync_mcp::testing::fixtures::{creates, serve_loopback as serve, service_entry as entry};
+use registry_sync_mcp::testing::fixtures::{
+    creates, serve_loopback as serve, serve_loopback_as_run, service_entry as entry,
+};
 use registry_sync_mcp::testing::{Event, Istiod, Profile};
 use registry_sync_plan::Plan;
 use registry_sync_sinks::AsyncSink;
@@ -204,16 +206,8 @@ fn certificates() -> (Vec<u8>, registry_sync_mcp::server::ServerTls) {
 async fn serve_tls_with_orders(
     tls: &registry_sync_mcp::server::ServerTls,
 ) -> (std::net::SocketAddr, McpSink) {
-    let (mut sink, offers) = McpSink::new();
-    let serving = registry_sync_mcp::server::Serving::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        Ads::new(offers, Arc::new(Quiet)),
-        Some(tls),
-    )
-    .await
-    .unwrap();
-    let address = serving.local_addr().unwrap();
-    tokio::spawn(serving.run(std::future::pending()));
+    let (address, mut sink) =
+        serve_loopback_as_run(registry_sync_mcp::server::DEFAULT_MAX_STREAMS, Some(tls)).await;
     sink.apply(&creates(vec![entry("orders", &["10.0.0.1"])]))
         .await
         .unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use registry_sync_istio::IstioObject;
 use registry_sync_mcp::testing::fixtures::{
-    creates, serve_loopback, serve_loopback_with, service_entry, updates,
+    creates, serve_loopback, serve_loopback_as_run, serve_loopback_with, service_entry, updates,
 };
 use registry_sync_mcp::testing::{Dial, Event, Istiod, Profile, REVISION_LABEL};
 use registry_sync_sinks::AsyncSink;
@@ -193,14 +193,7 @@ async fn streams_past_the_limit_are_refused_and_a_slot_frees_when_one_ends() {
 
 #[tokio::test]
 async fn connections_past_the_limit_are_closed_even_without_a_stream() {
-    let (mut sink, offers) = registry_sync_mcp::sink::McpSink::new();
-    let ads = registry_sync_mcp::server::Ads::new(offers, Arc::new(registry_sync_mcp::server::Unobserved))
-        .max_streams(1);
-    let serving = registry_sync_mcp::server::Serving::bind("127.0.0.1:0".parse().unwrap(), ads, None)
-        .await
-        .unwrap();
-    let address = serving.local_addr().unwrap();
-    tokio::spawn(serving.run(std::future::pending()));
+    let (address, mut sink) = serve_loopback_as_run(1, None).await;
     sink.apply(&creates(vec![service_entry("orders", &["10.0.0.1"])]))
         .await
         .unwrap();

@@ -8,7 +8,7 @@ use registry_sync_istio::{
 };
 use registry_sync_plan::Plan;
 
-use crate::server::{Ads, Unobserved};
+use crate::server::{Ads, ServerTls, Serving, Unobserved};
 use crate::sink::McpSink;
 
 /// The MCP server on an ephemeral loopback port, fed by the returned sink.
@@ -16,7 +16,8 @@ pub async fn serve_loopback() -> (SocketAddr, McpSink) {
     serve_loopback_with(crate::server::DEFAULT_MAX_STREAMS).await
 }
 
-/// [`serve_loopback`], serving at most `max_streams` streams at once.
+/// [`serve_loopback`], serving at most `max_streams` streams at once, on a bare tonic
+/// server that takes any number of connections (the streams' limit alone).
 pub async fn serve_loopback_with(max_streams: usize) -> (SocketAddr, McpSink) {
     let (sink, offers) = McpSink::new();
     let ads = Ads::new(offers, Arc::new(Unobserved)).max_streams(max_streams);
@@ -29,6 +30,19 @@ pub async fn serve_loopback_with(max_streams: usize) -> (SocketAddr, McpSink) {
             .add_service(ads)
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
+    (address, sink)
+}
+
+/// The server as `run` starts it ([`Serving`]: its connections limited too, TLS when
+/// `tls` is given), on an ephemeral loopback port.
+pub async fn serve_loopback_as_run(max_streams: usize, tls: Option<&ServerTls>) -> (SocketAddr, McpSink) {
+    let (sink, offers) = McpSink::new();
+    let ads = Ads::new(offers, Arc::new(Unobserved)).max_streams(max_streams);
+    let serving = Serving::bind("127.0.0.1:0".parse().expect("an address"), ads, tls)
+        .await
+        .expect("a loopback port and a usable certificate");
+    let address = serving.local_addr().expect("a bound address");
+    tokio::spawn(serving.run(std::future::pending()));
     (address, sink)
 }
 
