@@ -371,6 +371,11 @@ mod tests {
         Pipeline::new(&config)
     }
 
+    /// The names of the objects a plan creates.
+    fn created_names(plan: &Plan) -> Vec<&str> {
+        plan.creates.iter().map(|o| o.metadata.name.as_str()).collect()
+    }
+
     /// A writer into a sink that refuses every object named `*bad`.
     fn refusing_bad(pipeline: &Pipeline, plans: &Arc<Mutex<Vec<(usize, usize)>>>) -> SinkWriter {
         pipeline.writer(NamedSink {
@@ -411,12 +416,7 @@ mod tests {
         );
         writer.apply(step).await.unwrap();
         let step = writer.plan(pipeline.index(), start + Duration::from_millis(1500));
-        let names: Vec<&str> = step
-            .plan
-            .creates
-            .iter()
-            .map(|o| o.metadata.name.as_str())
-            .collect();
+        let names = created_names(&step.plan);
         assert_eq!(names, ["legacy.bad"], "once due, it is retried alone");
         assert_eq!(plans.lock().unwrap().clone(), [(4, 0), (1, 0)]);
     }
@@ -439,12 +439,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         writer.apply(step).await.unwrap();
         let step = writer.plan(pipeline.index(), Instant::now());
-        let names: Vec<&str> = step
-            .plan
-            .creates
-            .iter()
-            .map(|o| o.metadata.name.as_str())
-            .collect();
+        let names = created_names(&step.plan);
         assert_eq!(
             names,
             ["legacy.bad"],

@@ -376,15 +376,6 @@ async fn objects_follow_a_mapped_namespace_and_are_read_back_from_it() {
     );
 }
 
-/// `count` services of one instance each.
-fn services_of(count: usize) -> String {
-    (0..count).fold(String::from("services:\n"), |text, n| {
-        text + &format!(
-            "  - name: s{n}\n    instances:\n      - {{address: 10.0.1.{n}, ports: {{http: 8080}}}}\n"
-        )
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_erosion_stays_held_for_the_next_process_through_the_guards_lease() {
     let server = StandIn::start().await;

@@ -157,15 +157,7 @@ fn every_instance_turning_unhealthy_at_once_is_held_back_until_confirmed() {
         "{plan}"
     );
 
-    let confirmed = registry_sync(
-        ws.path(),
-        [
-            std::ffi::OsStr::new("once"),
-            std::ffi::OsStr::new("--confirm-mass-delete"),
-            std::ffi::OsStr::new("--config"),
-            ws.config_path().as_os_str(),
-        ],
-    );
+    let confirmed = once_confirmed(&ws);
     assert_eq!(confirmed.code(), Some(0), "{confirmed}");
     for entry in service_entries(&ws) {
         assert!(entry.spec.endpoints.is_empty(), "{:?}", entry.metadata.name);
@@ -219,17 +211,6 @@ fn prune_refuses_while_a_registry_fails() {
     let prune = ws.cmd("prune");
     assert_eq!(prune.code(), Some(1), "{prune}");
     assert_eq!(ws.out_files(), before);
-}
-
-/// `count` services of one instance each.
-fn services_of(count: usize) -> String {
-    let mut text = String::from("services:\n");
-    for n in 0..count {
-        text.push_str(&format!(
-            "  - name: s{n}\n    instances:\n      - {{address: 10.0.1.{n}, ports: {{http: 8080}}}}\n"
-        ));
-    }
-    text
 }
 
 fn once_confirmed(ws: &Workspace) -> Output {

@@ -619,6 +619,15 @@ pub fn render_quickstart() -> Output {
     )
 }
 
+/// `count` services `s0`, `s1`, … of one instance each.
+pub fn services_of(count: usize) -> String {
+    (0..count).fold(String::from("services:\n"), |text, n| {
+        text + &format!(
+            "  - name: s{n}\n    instances:\n      - {{address: 10.0.1.{n}, ports: {{http: 8080}}}}\n"
+        )
+    })
+}
+
 /// A small estate: `orders` (two instances, port `orders_port`), optionally `payments`,
 /// and `reports` on a host name.
 pub fn services(orders_port: u16, with_payments: bool) -> String {
