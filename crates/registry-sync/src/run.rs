@@ -171,8 +171,11 @@ impl WriterTask {
                 .flatten()
                 .min();
             // The last pass wrote successors that old objects wait for: remove those now
-            // instead of at the next change.
-            let again = self.writer.wants_another_pass() && !self.cancel.is_cancelled();
+            // instead of at the next change. Only while leading: a standby that skipped
+            // the wait would spin.
+            let again = self.writer.wants_another_pass()
+                && is_leader(&self.leadership)
+                && !self.cancel.is_cancelled();
             if !again {
                 tokio::select! {
                     biased;

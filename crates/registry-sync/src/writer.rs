@@ -108,11 +108,10 @@ pub struct SinkWriter {
     quarantine: Quarantine,
     /// The version whose writes all went through (quarantined objects aside).
     applied: Option<u64>,
-    /// The last pass wrote successors that objects waiting to be replaced wait for:
-    /// plan again at once to finish the replacements.
-    again: bool,
-    /// Passes in a row made at once for replacements: bounded, so a sink that takes a
-    /// write but never shows it held cannot keep the writer spinning.
+    /// Passes in a row that wrote successors objects waiting to be replaced wait for
+    /// (0: the last one did not): the writer plans again at once to finish the
+    /// replacements, a bounded number of times, so a sink that takes a write but never
+    /// shows it held cannot keep it spinning.
     again_streak: usize,
     /// Where the guard's memory stands with the sink's copy of it.
     memory: GuardMemory,
@@ -155,7 +154,6 @@ impl SinkWriter {
             pending: BTreeSet::new(),
             quarantine: Quarantine::default(),
             applied: None,
-            again: false,
             again_streak: 0,
             memory: GuardMemory::default(),
             metrics,
@@ -247,7 +245,7 @@ impl SinkWriter {
     /// The last pass wrote the successors of objects waiting to be replaced: the next
     /// plan, made at once, removes them.
     pub fn wants_another_pass(&self) -> bool {
-        self.again && self.again_streak <= MAX_PASSES_AT_ONCE
+        (1..=MAX_PASSES_AT_ONCE).contains(&self.again_streak)
     }
 
     /// When a quarantined object is due for another try.
@@ -313,7 +311,9 @@ impl SinkWriter {
             metrics.replacements(&self.name, &step.plan.replacements);
         }
         let finishing = step.plan.replacements.iter().any(|r| !r.is_blocked());
-        self.again = false;
+        // Zero until this pass completes: a pass that fails or is cancelled (leadership
+        // lost, shutdown) asks for no other at once.
+        let streak = std::mem::take(&mut self.again_streak);
         let progress = WriteProgress::start(&self.name, step.plan.writes(), self.sink.progress());
         let pass = apply(&self.name, self.sink.as_mut(), step.plan);
         let result = match &progress {
@@ -357,8 +357,9 @@ impl SinkWriter {
             tracing::warn!(sink = %self.name, object = %key, "quarantined: tried again alone in {delay:?}, or as soon as its registry changes it; everything else is written meanwhile");
         }
         let report = &applied.report;
-        self.again = finishing && report.created + report.updated > 0;
-        self.again_streak = if self.again { self.again_streak + 1 } else { 0 };
+        if finishing && report.created + report.updated > 0 {
+            self.again_streak = streak + 1;
+        }
         if let Some(metrics) = &self.metrics {
             metrics.quarantined(&self.name, self.quarantine.entries.len());
         }
