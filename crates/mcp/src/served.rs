@@ -116,6 +116,11 @@ impl Served {
             .map(|(k, e)| (k, &e.encoded, e.version.as_str(), e.first_served))
     }
 
+    /// An object's encoded resource and when it was first served, as served now.
+    pub fn encoded(&self, key: &ObjectKey) -> Option<(&bytes::Bytes, SystemTime)> {
+        self.objects.get(key).map(|e| (&e.encoded, e.first_served))
+    }
+
     /// Whether the set may be offered.
     pub fn is_complete(&self) -> bool {
         self.complete

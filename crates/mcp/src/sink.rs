@@ -113,18 +113,21 @@ impl McpSink {
         }
     }
 
-    fn keep(&mut self, object: &registry_sync_istio::IstioObject, now: SystemTime) {
-        if let Some(state) = &mut self.state {
-            let key = object.key();
-            let first_served = state.records.get(&key).map_or(now, |r| r.first_served);
-            let record = Record {
-                held: HeldObject::written(object),
-                version: object.content_hash().to_string(),
-                first_served,
-                encoded: crate::wire::encode_resource(&crate::convert::resource(object, first_served)),
-            };
-            state.records.insert(key, Arc::new(record));
-        }
+    /// Keeps the record of an object just served, with the resource as it was encoded
+    /// for serving.
+    fn keep(&mut self, object: &registry_sync_istio::IstioObject) {
+        let Some(state) = &mut self.state else { return };
+        let key = object.key();
+        let Some((encoded, first_served)) = self.served.encoded(&key) else {
+            return;
+        };
+        let record = Record {
+            held: HeldObject::written(object),
+            version: object.content_hash().to_string(),
+            first_served,
+            encoded: encoded.clone(),
+        };
+        state.records.insert(key, Arc::new(record));
     }
 }
 
@@ -156,7 +159,7 @@ impl AsyncSink for McpSink {
                 continue;
             }
             if self.served.upsert(object, now) {
-                self.keep(object, now);
+                self.keep(object);
             }
             self.held.insert(object.key(), HeldObject::written(object));
             if create {
