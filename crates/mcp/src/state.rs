@@ -15,7 +15,7 @@
 //! the wire form already, and the fields are few.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -169,16 +169,12 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<Record>> {
     Some(records)
 }
 
-/// Writes through a temporary file and a rename: a reader (the next start) sees the
-/// old file or the new one.
-pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, dir.join(name))
+/// Writes `name` in `dir` (created if need be) through a temporary file and a rename,
+/// as the files sink writes its objects: the next start reads the old file or the new
+/// one, never half of one.
+pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    registry_sync_sinks::write_file_atomically(dir, &dir.join(name), bytes)
 }
 
 /// The state directory's files.

@@ -551,6 +551,12 @@ fn is_yaml(name: &OsStr) -> bool {
     name.ends_with(".yaml") || name.ends_with(".yml")
 }
 
+/// [`write_atomically`] for a file beside the objects that is none (a sink's own
+/// state), the error in words.
+pub fn write_file_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_atomically(dir, target, bytes).map_err(|e| e.to_string())
+}
+
 /// Writes through a temporary file in the same directory and renames it over the target,
 /// so a reader (istiod, git, a crash) sees the old file or the new one, never half of one.
 fn write_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> Result<(), ObjectError> {

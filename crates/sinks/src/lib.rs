@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use registry_sync_istio::{HeldObject, ObjectKey};
 use registry_sync_plan::Plan;
 
-pub use files::FilesSink;
+pub use files::{FilesSink, write_file_atomically};
 pub use gate::{Gate, WriteGate};
 pub use stdout::StdoutSink;
 
