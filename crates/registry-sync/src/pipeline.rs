@@ -43,6 +43,12 @@ pub struct Pipeline {
     started: std::time::Instant,
 }
 
+/// A held ServiceEntry's namespace, first host and address, as the allocator takes them.
+fn vip_of(held: &HeldObject) -> Option<(&str, &str, &str)> {
+    let (host, address) = held.vip.as_ref()?;
+    Some((held.key.namespace.as_str(), host.as_str(), address.as_str()))
+}
+
 fn log_problem(skip: &Skipped) {
     tracing::warn!(
         registry = %skip.registry,
@@ -81,29 +87,21 @@ impl Pipeline {
                 .iter()
                 .filter_map(|h| h.vip.as_ref().map(|(_, a)| a.as_str())),
         );
-        self.index.seed_vips(ours.iter().filter_map(|h| {
-            let (host, address) = h.vip.as_ref()?;
-            Some((h.key.namespace.as_str(), host.as_str(), address.as_str()))
-        }));
+        self.index.seed_vips(ours.into_iter().filter_map(vip_of));
     }
 
     /// Takes the addresses `sink` holds for our entries where they differ from this
     /// process's own (a new leader, which allocated in its own order as a standby).
-    /// Returns whether anything changed.
-    pub fn adopt_vips(&mut self, sink: &dyn AsyncSink) -> bool {
+    pub fn adopt_vips(&mut self, sink: &dyn AsyncSink) {
         let owner = &self.owner;
-        let held: Vec<&HeldObject> = sink.held().values().filter(|h| owner.owns(h)).collect();
-        let adopted = self.index.adopt_vips(held.iter().filter_map(|h| {
-            let (host, address) = h.vip.as_ref()?;
-            Some((h.key.namespace.as_str(), host.as_str(), address.as_str()))
-        }));
+        let ours = sink.held().values().filter(|h| owner.owns(h));
+        let adopted = self.index.adopt_vips(ours.filter_map(vip_of));
         if adopted > 0 {
             tracing::info!(
                 objects = adopted,
                 "took the virtual IPs the sink holds over this replica's own"
             );
         }
-        adopted > 0
     }
 
     /// Reports to `metrics` from now on.
