@@ -68,8 +68,11 @@ async fn istiod_reads_what_render_prints_and_gets_a_change_pushed_as_one_update(
     let orders = &istiod.service_entries().unwrap()["mesh/legacy.orders"];
     let se = proto::ServiceEntry::decode(orders.body.value.as_slice()).unwrap();
     assert_eq!(se.ports[0].number, 8080);
+    // The line is written by the stream's task, which may run after the first response.
     assert!(
-        child.stderr().contains("istiod connected to the MCP server"),
+        wait_until(DEADLINE, || child
+            .stderr()
+            .contains("istiod connected to the MCP server")),
         "a log line names the client; stderr:\n{}",
         child.stderr()
     );

@@ -1,8 +1,9 @@
 //! The `consul` registry: services from Consul's catalog, health from its checks.
 //!
-//! A thin typed client over `reqwest`, not a client crate: none keeps what the mesh
-//! needs from Consul — service `Meta`, `Weights`, `TaggedAddresses`, Enterprise
-//! namespaces and partitions, and the checks' health per instance.
+//! A thin typed client over hyper's pooled client (`connections.rs` says why not
+//! reqwest), not a client crate: none keeps what the mesh needs from Consul — service
+//! `Meta`, `Weights`, `TaggedAddresses`, Enterprise namespaces and partitions, and the
+//! checks' health per instance.
 //!
 //! Changes are followed with Consul's **blocking queries**: one on
 //! `/v1/catalog/services` (which services exist, with their tags) and one per watched
@@ -33,6 +34,7 @@
 mod config;
 pub use config::ConsulBlock;
 mod client;
+mod connections;
 mod overflow;
 mod parse;
 mod watch;
@@ -236,8 +238,8 @@ impl ConsulSource {
             .map(|(name, _)| name)
             .collect();
         let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(
-            // Busy and idle connections together stay within the budget.
-            LIST_CONCURRENCY.min(self.config.max_connections - overflow::Budget::of(self.config.max_connections).idle),
+            // The transport holds connections to `max_connections`; more reads would wait.
+            LIST_CONCURRENCY.min(self.config.max_connections),
         ));
         let mut tasks = tokio::task::JoinSet::new();
         for name in names {

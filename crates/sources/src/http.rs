@@ -1,6 +1,6 @@
-//! The HTTP client the HTTP registries (Consul, Eureka) share: rustls, a connect
-//! timeout, no Nagle delay (small requests on a latency path), and an optional private
-//! CA for registries behind TLS with their own certificate authority.
+//! Eureka's HTTP client: rustls, a connect timeout, no Nagle delay (small requests on a
+//! latency path), and an optional private CA for registries behind TLS with their own
+//! certificate authority.
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,20 +14,14 @@ pub(crate) enum ClientError {
     Build(String),
 }
 
-/// `max_idle`: idle connections kept for reuse, at most (a registry that limits
-/// connections per client counts idle ones too); `None`: the client's default.
 pub(crate) fn client(
     ca_file: Option<&Path>,
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
-    max_idle: Option<usize>,
 ) -> Result<reqwest::Client, ClientError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true);
-    if let Some(max_idle) = max_idle {
-        builder = builder.pool_max_idle_per_host(max_idle);
-    }
     if let Some(timeout) = request_timeout {
         builder = builder.timeout(timeout);
     }
@@ -39,11 +33,6 @@ pub(crate) fn client(
     }
     builder.build().map_err(|e| ClientError::Build(e.to_string()))
 }
-
-/// The largest registry answer read: a whole Eureka estate of 100,000 instances is
-/// about 150 MiB of JSON. A larger body (a broken or hostile server, a proxy's error
-/// stream) is refused before it exhausts memory.
-pub(crate) const MAX_BODY: usize = 256 << 20;
 
 /// Why a body was not read.
 pub(crate) enum BodyError {

@@ -51,8 +51,14 @@ registry::registries! {
 // A build with fewer registries uses only part of it.
 #[cfg_attr(not(all(feature = "etcd", feature = "zookeeper")), allow(dead_code))]
 mod emit;
-#[cfg(any(feature = "consul", feature = "eureka"))]
+#[cfg(feature = "eureka")]
 mod http;
+
+/// The largest registry answer read over HTTP: a whole Eureka estate of 100,000
+/// instances is about 150 MiB of JSON. A larger body (a broken or hostile server, a
+/// proxy's error stream) is refused before it exhausts memory.
+#[cfg(any(feature = "consul", feature = "eureka"))]
+pub(crate) const MAX_BODY: usize = 256 << 20;
 #[cfg(any(
     feature = "etcd",
     feature = "zookeeper",

@@ -66,6 +66,19 @@ impl Watch {
         }
     }
 
+    /// Folds in whatever arrives for `how_long`, counting failures.
+    async fn follow(&mut self, how_long: Duration) {
+        let deadline = tokio::time::Instant::now() + how_long;
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            match event {
+                SourceEvent::Failed { .. } => self.failures += 1,
+                event => {
+                    event.fold_into(&mut self.view);
+                }
+            }
+        }
+    }
+
     async fn failed(&mut self) -> String {
         match tokio::time::timeout(DEADLINE, self.rx.recv()).await {
             Ok(Some(SourceEvent::Failed { error, .. })) => error,
@@ -177,7 +190,12 @@ async fn a_stopped_server_is_one_failure_that_deletes_nothing_and_the_source_con
         instance(s, "web", "standin-node/web-3").is_some()
     })
     .await;
-    assert_eq!(w.failures, 1, "the 500s are one failure");
+    // The answer that carries web-3 may come before or after the requests the 500s hit,
+    // and a good answer between two of them ends a failure: at least one report, never
+    // more than the three failed requests, and the view kept.
+    w.follow(Duration::from_secs(3)).await;
+    assert!((1..=3).contains(&w.failures), "{} failures", w.failures);
+    assert!(instance(&w.view, "web", "standin-node/web-3").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,11 +410,12 @@ async fn more_services_than_consul_allows_connections_all_sync_and_follow_change
         .await;
     assert_eq!(first.instance_count(), SERVICES);
     eprintln!(
-        "first view of {SERVICES} services in {:?}: {} health, {} catalog, {} state requests",
+        "first view of {SERVICES} services in {:?}: {} health, {} catalog, {} state requests, at most {} connections open",
         start.elapsed(),
         server.counts().of("health/service"),
         server.counts().of("catalog/services"),
         server.counts().of("health/state"),
+        server.connections().peak(),
     );
     let start = std::time::Instant::now();
     assert_eq!(
@@ -404,11 +423,9 @@ async fn more_services_than_consul_allows_connections_all_sync_and_follow_change
         0,
         "never over Consul's per-client limit"
     );
-    // Idle pooled connections count against Consul's limit as much as busy ones, and
-    // come out of the budget; a connection on its way back to the pool while a new one
-    // opens is not bounded yet (see docs/configuration.md), hence the margin.
+    // Idle pooled connections count against Consul's limit as much as busy ones.
     assert!(
-        server.connections().peak() <= registry_sync_sources::consul::DEFAULT_MAX_CONNECTIONS + 16,
+        server.connections().peak() <= registry_sync_sources::consul::DEFAULT_MAX_CONNECTIONS,
         "peak {} connections open at once",
         server.connections().peak()
     );

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use super::connections::{Failure, SetupError, Transport};
 use super::parse::{self, Parsed};
 use super::{ConsulConfig, ConsulError};
 use crate::secret::SecretSource;
@@ -34,7 +35,7 @@ pub(super) struct Client {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    http: Transport,
     registry: String,
     base: String,
     token: Option<SecretSource>,
@@ -46,20 +47,14 @@ struct Inner {
 impl Client {
     pub(super) fn new(registry: &str, config: &ConsulConfig) -> Result<Client, ConsulError> {
         // Blocking queries set their own, longer timeout per request.
-        let http =
-            crate::http::client(
-                config.ca_file.as_deref(),
-                CONNECT_TIMEOUT,
-                None,
-                Some(super::overflow::Budget::of(config.max_connections).idle),
-            )
+        let http = Transport::new(config.max_connections, config.ca_file.as_deref(), CONNECT_TIMEOUT)
             .map_err(|e| match e {
-                crate::http::ClientError::CaFile(error) => ConsulError::CaFile {
+                SetupError::CaFile(error) => ConsulError::CaFile {
                     registry: registry.to_string(),
                     path: config.ca_file.clone().unwrap_or_default(),
                     error,
                 },
-                crate::http::ClientError::Build(error) => ConsulError::Unreachable {
+                SetupError::Tls(error) => ConsulError::Unreachable {
                     registry: registry.to_string(),
                     address: config.address.clone(),
                     action: "setting up the HTTP client".into(),
@@ -143,39 +138,59 @@ impl Client {
         wait: Duration,
     ) -> Result<(u64, Vec<u8>), ConsulError> {
         let inner = &self.inner;
-        let mut request = inner
-            .http
-            .get(format!("{}{path}", inner.base))
-            .query(&inner.params);
-        if index > 0 {
+        let mut query: Vec<(&str, String)> = inner.params.clone();
+        let timeout = if index > 0 {
+            query.push(("index", index.to_string()));
+            query.push(("wait", format!("{}ms", wait.as_millis())));
             // Consul adds up to wait/16 of jitter; the timeout leaves room for it.
-            request = request
-                .query(&[
-                    ("index", index.to_string()),
-                    ("wait", format!("{}ms", wait.as_millis())),
-                ])
-                .timeout(wait + wait / 16 + REQUEST_TIMEOUT);
+            wait + wait / 16 + REQUEST_TIMEOUT
         } else {
-            request = request.timeout(REQUEST_TIMEOUT);
+            REQUEST_TIMEOUT
+        };
+        let mut url = format!("{}{path}", inner.base);
+        for (n, (key, value)) in query.iter().enumerate() {
+            url.push(if n == 0 { '?' } else { '&' });
+            url.push_str(key);
+            url.push('=');
+            url.extend(utf8_percent_encode(value, SEGMENT));
         }
+        let unreachable = |error: String| ConsulError::Unreachable {
+            registry: inner.registry.clone(),
+            address: inner.base.clone(),
+            action: action.to_string(),
+            error,
+        };
+        let url: hyper::http::Uri = url
+            .parse()
+            .map_err(|_| unreachable("the address is not a valid URL; check `address`".into()))?;
+        let mut headers = hyper::http::HeaderMap::new();
         if let Some(source) = &inner.token {
             let token = source.read().map_err(|error| ConsulError::Token {
                 registry: inner.registry.clone(),
                 error,
             })?;
-            request = request.header("X-Consul-Token", token.expose());
+            let value = super::connections::secret_header(token.expose()).ok_or_else(|| {
+                unreachable("the token holds characters an HTTP header cannot; check `token_file` or `token_env`".into())
+            })?;
+            headers.insert("x-consul-token", value);
         }
-        let unreachable = |error: reqwest::Error| ConsulError::Unreachable {
-            registry: inner.registry.clone(),
-            address: inner.base.clone(),
-            action: action.to_string(),
-            error: error.without_url().to_string(),
-        };
         inner.requests.count();
-        let response = request.send().await.map_err(unreachable)?;
-        let status = response.status();
+        let response = inner
+            .http
+            .get(url, headers, timeout, crate::MAX_BODY)
+            .await
+            .map_err(|failure| match failure {
+                Failure::TooLarge(limit) => ConsulError::TooLarge {
+                    registry: inner.registry.clone(),
+                    address: inner.base.clone(),
+                    action: action.to_string(),
+                    limit_mib: limit >> 20,
+                },
+                other => unreachable(other.to_string()),
+            })?;
+        let status = response.status;
         let index = response
-            .headers()
+            .headers
             .get("x-consul-index")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
@@ -183,21 +198,11 @@ impl Client {
         // A token that lost its read rights still gets `200`, with what it may not see
         // filtered out: an answer that is not the truth, so a failure, never deletions.
         let filtered = response
-            .headers()
+            .headers
             .get("x-consul-results-filtered-by-acls")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let body = crate::http::body(response, crate::http::MAX_BODY)
-            .await
-            .map_err(|error| match error {
-                crate::http::BodyError::Read(error) => unreachable(error),
-                crate::http::BodyError::TooLarge(limit) => ConsulError::TooLarge {
-                    registry: inner.registry.clone(),
-                    address: inner.base.clone(),
-                    action: action.to_string(),
-                    limit_mib: limit >> 20,
-                },
-            })?;
+        let body = response.body;
         if status.is_success() && filtered {
             return Err(ConsulError::AclFiltered {
                 registry: inner.registry.clone(),
@@ -230,7 +235,7 @@ impl Client {
                 },
             });
         }
-        Ok((index, body.to_vec()))
+        Ok((index, body))
     }
 
     fn json_error(&self, action: &str, error: String) -> ConsulError {

@@ -37,23 +37,18 @@ pub(super) struct Budget {
     pub watches: usize,
     /// Non-blocking reads at once (the first listing, overflow reads).
     pub reads: usize,
-    /// Idle connections kept for reuse. They count against Consul's per-client limit
-    /// as much as busy ones, so they come out of the same budget.
-    pub idle: usize,
 }
 
 impl Budget {
     /// Splits `max_connections`: the catalog query and the check-state query hold one
-    /// each, a quarter (at most 16) is for reads, half as many again stay open idle for
-    /// reuse, the rest is for per-service watches. Busy and idle together never exceed
-    /// `max_connections`.
+    /// each, a quarter (at most 16) is for reads, the rest is for per-service watches.
+    /// The transport never opens more than `max_connections`, idle ones included
+    /// (`connections.rs`); this split only decides who waits for one.
     pub(super) fn of(max_connections: usize) -> Budget {
         let reads = (max_connections / 4).clamp(1, 16);
-        let idle = (reads / 2).max(1);
         Budget {
-            watches: max_connections.saturating_sub(2 + reads + idle),
+            watches: max_connections.saturating_sub(2 + reads),
             reads,
-            idle,
         }
     }
 }
@@ -213,30 +208,27 @@ mod tests {
         assert_eq!(
             Budget::of(64),
             Budget {
-                watches: 38,
-                reads: 16,
-                idle: 8
+                watches: 46,
+                reads: 16
             }
         );
         assert_eq!(
             Budget::of(200),
             Budget {
-                watches: 174,
-                reads: 16,
-                idle: 8
+                watches: 182,
+                reads: 16
             }
         );
         assert_eq!(
             Budget::of(8),
             Budget {
-                watches: 3,
-                reads: 2,
-                idle: 1
+                watches: 4,
+                reads: 2
             }
         );
         for max in [8, 9, 64, 65, 200, 10_000] {
             let budget = Budget::of(max);
-            assert_eq!(budget.watches + budget.reads + budget.idle + 2, max, "{budget:?}");
+            assert_eq!(budget.watches + budget.reads + 2, max, "{budget:?}");
         }
     }
 }

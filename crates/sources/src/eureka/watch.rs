@@ -21,7 +21,7 @@ pub(super) struct Client {
 
 impl Client {
     pub(super) fn new(registry: &str, config: &EurekaConfig) -> Result<Client, EurekaError> {
-        let http = crate::http::client(config.ca_file.as_deref(), CONNECT_TIMEOUT, Some(REQUEST_TIMEOUT), None)
+        let http = crate::http::client(config.ca_file.as_deref(), CONNECT_TIMEOUT, Some(REQUEST_TIMEOUT))
             .map_err(|e| match e {
                 crate::http::ClientError::CaFile(error) => EurekaError::CaFile {
                     registry: registry.to_string(),
@@ -69,7 +69,7 @@ impl Client {
         self.requests.count();
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
-        let body = crate::http::body(response, crate::http::MAX_BODY)
+        let body = crate::http::body(response, crate::MAX_BODY)
             .await
             .map_err(|error| match error {
                 crate::http::BodyError::Read(error) => unreachable(error),
