@@ -51,6 +51,7 @@ as_root() {
 #   moto       python3 and its venv module, when moto is not installed yet (install_moto
 #              then installs moto itself from PyPI)
 #   chromium   Debian's chromium, run headless by the status page's browser test
+#   openssl    generates the API server's service-account keys
 need_packages() {
   local what
   for what in "$@"; do
@@ -69,6 +70,9 @@ need_packages() {
         ;;
       chromium)
         command -v chromium >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(chromium)
+        ;;
+      openssl)
+        command -v openssl >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(openssl)
         ;;
       zookeeper)
         [ -f /usr/share/java/zookeeper.jar ] || TEST_SERVER_PACKAGES+=(zookeeper zookeeper-bin)
@@ -310,4 +314,130 @@ start_rnacos() {
   wait_until 60 rnacos "$SPAWNED_PID" "$dir/rnacos.log" rnacos_ready "$http"
   export REGISTRY_SYNC_TEST_NACOS="127.0.0.1:$http"
   echo "rnacos: $REGISTRY_SYNC_TEST_NACOS, gRPC on $((http + 1000)) (pid $SPAWNED_PID)" >&2
+}
+
+# Programs built from Go modules: each tools/<name>/go.mod pins one program (and the
+# modules it is built from); it is built once per content of that go.mod and go.sum
+# into the cache below, so a second run builds nothing. A failed build fails the run.
+TOOLS_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/registry-sync/tools"
+
+# go_tool_path NAME PACKAGE: where the build of PACKAGE from tools/NAME is cached.
+go_tool_path() {
+  local key
+  key="$(cat "tools/$1/go.mod" "tools/$1/go.sum" | sha256sum | cut -c1-16)"
+  echo "$TOOLS_CACHE/$1-$key/$(basename "$2")"
+}
+
+# build_go_tool NAME PACKAGE [LDFLAGS]: builds the command PACKAGE from the Go module
+# tools/NAME into the cache, unless it is there already.
+build_go_tool() {
+  local name="$1" package="$2" ldflags="${3:-}" out started=$SECONDS
+  out="$(go_tool_path "$name" "$package")"
+  [ -x "$out" ] && return 0
+  if ! command -v go >/dev/null 2>&1; then
+    echo "building $package needs Go 1.26 or newer, and go is not on PATH" >&2
+    return 1
+  fi
+  echo "building $(basename "$package") from the Go module proxy (tools/$name): once per version, minutes" >&2
+  mkdir -p "$(dirname "$out")"
+  if ! (cd "tools/$name" && CGO_ENABLED=0 go build -mod=readonly -trimpath \
+    -ldflags "-s -w $ldflags" -o "$out.partial" "$package"); then
+    echo "building $package from tools/$name failed: the errors are above" >&2
+    return 1
+  fi
+  mv "$out.partial" "$out"
+  echo "built $out in $((SECONDS - started))s" >&2
+  # Builds of earlier versions of the same module are not needed again.
+  find "$TOOLS_CACHE" -mindepth 1 -maxdepth 1 -name "$name-*" ! -path "$(dirname "$out")" -exec rm -rf {} +
+}
+
+KUBE_VERSION_LDFLAGS="-X k8s.io/component-base/version.gitVersion=v1.37.2 -X k8s.io/client-go/pkg/version.gitVersion=v1.37.2"
+
+install_kube_apiserver() {
+  build_go_tool kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$KUBE_VERSION_LDFLAGS"
+  build_go_tool kube-apiserver k8s.io/kubernetes/cmd/kubectl "$KUBE_VERSION_LDFLAGS"
+}
+
+# The Istio CRDs the API server validates against: ../shared/istio-crds when present
+# (the pinned copy the project's stand-ins are checked against), else the same file of
+# the istio.io/api module from the Go module proxy.
+istio_crds_file() {
+  local shared="../shared/istio-crds/serviceentry-workloadentry.crd.yaml" dir
+  if [ -f "$shared" ]; then
+    echo "$shared"
+    return 0
+  fi
+  dir="$(cd / && go mod download -json istio.io/api@v1.32.0 | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')"
+  echo "$dir/kubernetes/customresourcedefinitions.gen.yaml"
+}
+
+# kube_ready KUBECONFIG: the API server answers /readyz with ok.
+kube_ready() { "$KUBECTL" --kubeconfig "$1" get --raw /readyz 2>/dev/null | grep -qx ok; }
+
+# write_kubeconfig FILE PORT CA TOKEN
+write_kubeconfig() {
+  cat >"$1" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters: [{name: test, cluster: {server: "https://127.0.0.1:$2", certificate-authority: "$3"}}]
+users: [{name: test, user: {token: "$4"}}]
+contexts: [{name: test, context: {cluster: test, user: test, namespace: default}}]
+current-context: test
+KUBECONFIG
+}
+
+# The real kube-apiserver, as envtest runs it: loopback, a self-signed serving
+# certificate, its own etcd (the etcd source's tests compact and wipe the shared one),
+# service-account keys generated here, a static token file with an admin (in
+# system:masters) and registry-sync's service account, RBAC authorization, and an audit
+# log of every request (how the tests count writes on a real server). The Istio CRDs
+# are installed. Exports REGISTRY_SYNC_TEST_KUBE: a directory with admin.kubeconfig,
+# registry-sync.kubeconfig and audit.log.
+start_kube_apiserver() {
+  local dir port etcd_client etcd_peer admin service_account
+  KUBECTL="$(go_tool_path kube-apiserver k8s.io/kubernetes/cmd/kubectl)"
+  make_server_dir kube-apiserver
+  dir="$SERVER_DIR"
+  etcd_client="$(free_port)"
+  etcd_peer="$(free_port)"
+  spawn_server "$dir/etcd.log" etcd --name kube --data-dir "$dir/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_client" --advertise-client-urls "http://127.0.0.1:$etcd_client" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-cluster "kube=http://127.0.0.1:$etcd_peer"
+  wait_until 30 "etcd (for kube-apiserver)" "$SPAWNED_PID" "$dir/etcd.log" etcd_healthy "$etcd_client"
+  openssl genrsa -out "$dir/service-account.key" 2048 2>/dev/null
+  openssl rsa -in "$dir/service-account.key" -pubout -out "$dir/service-account.pub" 2>/dev/null
+  admin="admin-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+  service_account="sa-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+  cat >"$dir/tokens.csv" <<TOKENS
+$admin,admin,admin,"system:masters"
+$service_account,system:serviceaccount:registry-sync:registry-sync,registry-sync,"system:serviceaccounts,system:serviceaccounts:registry-sync"
+TOKENS
+  cat >"$dir/audit-policy.yaml" <<POLICY
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+POLICY
+  port="$(free_port)"
+  spawn_server "$dir/kube-apiserver.log" "$(go_tool_path kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver)" \
+    --etcd-servers "http://127.0.0.1:$etcd_client" \
+    --cert-dir "$dir/certs" --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$port" \
+    --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$dir/service-account.pub" \
+    --service-account-signing-key-file "$dir/service-account.key" \
+    --token-auth-file "$dir/tokens.csv" --authorization-mode RBAC \
+    --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/audit.log" \
+    --audit-log-mode blocking --audit-log-maxsize 0
+  write_kubeconfig "$dir/admin.kubeconfig" "$port" "$dir/certs/apiserver.crt" "$admin"
+  write_kubeconfig "$dir/registry-sync.kubeconfig" "$port" "$dir/certs/apiserver.crt" "$service_account"
+  wait_until 120 kube-apiserver "$SPAWNED_PID" "$dir/kube-apiserver.log" kube_ready "$dir/admin.kubeconfig"
+  "$KUBECTL" --kubeconfig "$dir/admin.kubeconfig" apply --server-side -f "$(istio_crds_file)" >/dev/null
+  "$KUBECTL" --kubeconfig "$dir/admin.kubeconfig" wait --for condition=Established --timeout 60s \
+    crd/serviceentries.networking.istio.io crd/workloadentries.networking.istio.io >/dev/null
+  ln -s "$KUBECTL" "$dir/kubectl"
+  export REGISTRY_SYNC_TEST_KUBE="$dir"
+  echo "kube-apiserver: https://127.0.0.1:$port, kubeconfigs in $dir (pid $SPAWNED_PID)" >&2
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 
+pub mod apiserver;
 pub mod standin;
 
 /// The binary under test.

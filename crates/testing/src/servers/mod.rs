@@ -23,6 +23,9 @@ pub const ZOOKEEPER_VAR: &str = "REGISTRY_SYNC_TEST_ZOOKEEPER";
 /// The path of the `dnsmasq` binary that `scripts/test` installed and checked.
 pub const DNSMASQ_VAR: &str = "REGISTRY_SYNC_TEST_DNSMASQ";
 
+mod apiserver;
+pub use apiserver::{KUBE_VAR, KubeApiServer, Request};
+
 mod moto;
 pub use moto::{MOTO_ENV, MOTO_REGION, MOTO_SERVER_VAR, MOTO_VAR, TestMoto};
 

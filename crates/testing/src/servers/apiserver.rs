@@ -1,0 +1,159 @@
+//! The real kube-apiserver `scripts/test` builds from its Go module and starts
+//! (`start_kube_apiserver` in scripts/test-servers.sh): RBAC on, the Istio CRDs
+//! installed, and an audit log of every request, which is how a test counts the writes
+//! a real server received.
+//!
+//! Tests share the one server, so each works in namespaces of its own
+//! ([`KubeApiServer::namespace`]) and counts only requests on those namespaces or
+//! naming its own instance.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+
+/// A directory with `admin.kubeconfig`, `registry-sync.kubeconfig` and `audit.log`.
+pub const KUBE_VAR: &str = "REGISTRY_SYNC_TEST_KUBE";
+
+/// The shared real API server.
+pub struct KubeApiServer {
+    dir: PathBuf,
+}
+
+/// One request the API server answered, from its audit log.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub verb: String,
+    pub user: String,
+    pub resource: String,
+    pub subresource: String,
+    pub namespace: String,
+    pub name: String,
+    pub code: u16,
+    pub uri: String,
+}
+
+impl Request {
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self.verb.as_str(),
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        )
+    }
+}
+
+impl KubeApiServer {
+    /// The server `scripts/test` started, or `None` (after printing why) when the test
+    /// must be skipped; under CI a missing server fails the test.
+    pub fn shared() -> Option<KubeApiServer> {
+        super::shared_server(KUBE_VAR).map(|dir| KubeApiServer { dir: dir.into() })
+    }
+
+    /// A kubeconfig of a user in `system:masters`.
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.dir.join("admin.kubeconfig")
+    }
+
+    /// A kubeconfig of `system:serviceaccount:registry-sync:registry-sync`, which may do
+    /// only what RBAC grants it.
+    pub fn service_account_kubeconfig(&self) -> PathBuf {
+        self.dir.join("registry-sync.kubeconfig")
+    }
+
+    /// A kube client as the admin.
+    pub async fn admin(&self) -> kube::Client {
+        client_of(&self.admin_kubeconfig()).await
+    }
+
+    /// Creates a namespace named after `tag` and unique to this test process and call.
+    pub async fn namespace(&self, tag: &str) -> String {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        self.create_namespace(&name).await;
+        name
+    }
+
+    /// Creates the namespace `name` (already there is fine).
+    pub async fn create_namespace(&self, name: &str) {
+        let namespaces: Api<Namespace> = Api::all(self.admin().await);
+        let namespace: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}
+        }))
+        .expect("a namespace");
+        match namespaces.create(&PostParams::default(), &namespace).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("creating namespace {name}: {e}"),
+        }
+    }
+
+    /// Every request the audit log holds so far that `keep` selects.
+    pub fn requests(&self, keep: impl Fn(&Request) -> bool) -> Vec<Request> {
+        let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|event| event["stage"] == "ResponseComplete")
+            .map(|event| {
+                let field = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+                Request {
+                    verb: field(&event["verb"]),
+                    user: field(&event["user"]["username"]),
+                    resource: field(&event["objectRef"]["resource"]),
+                    subresource: field(&event["objectRef"]["subresource"]),
+                    namespace: field(&event["objectRef"]["namespace"]),
+                    name: field(&event["objectRef"]["name"]),
+                    code: event["responseStatus"]["code"].as_u64().unwrap_or_default() as u16,
+                    uri: field(&event["requestURI"]),
+                }
+            })
+            .filter(|r| keep(r))
+            .collect()
+    }
+
+    /// How many requests the audit log holds: a mark to count from.
+    pub fn audit_mark(&self) -> usize {
+        self.requests(|_| true).len()
+    }
+
+    /// The requests after `mark` that `keep` selects.
+    pub fn requests_since(&self, mark: usize, keep: impl Fn(&Request) -> bool) -> Vec<Request> {
+        self.requests(|_| true)
+            .into_iter()
+            .skip(mark)
+            .filter(|r| keep(r))
+            .collect()
+    }
+
+    /// Runs the `kubectl` built with the API server, as the admin, and returns its
+    /// standard output; panics with its error output when it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let kubectl = self.dir.join("kubectl");
+        let output = std::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(self.admin_kubeconfig())
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", kubectl.display()));
+        assert!(
+            output.status.success(),
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+async fn client_of(path: &Path) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
+    kube::Client::try_from(config).expect("a kube client")
+}
