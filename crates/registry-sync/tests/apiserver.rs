@@ -213,3 +213,384 @@ async fn a_held_erosion_stays_held_across_processes_through_a_real_lease() {
     assert_eq!(confirmed.code(), Some(0), "{confirmed}");
     assert_eq!(c.names(Resource::ServiceEntry).await.len(), 8);
 }
+
+/// A registry estate of `count` services in the shapes users' registries hold: IPv4
+/// and IPv6 instances with weights, localities, networks and service accounts; host
+/// names; unhealthy and draining instances; many ports of every protocol prefix;
+/// metadata that is no valid label (too long, spaces, a bad key) beside valid labels;
+/// names with capitals, underscores and dots; canaries the selection leaves out; and
+/// instances asking for a namespace, allowed or not.
+fn estate(ns: &str, count: usize) -> String {
+    let mut text = String::from("services:\n");
+    let long = "v".repeat(100);
+    for i in 0..count {
+        let (a, b) = (i / 250, i % 250 + 1);
+        let service = match i % 7 {
+            0 => format!(
+                "  - name: svc-{i}
+    labels: {{team: t{a}, tier: backend}}
+    instances:
+      - {{address: 10.{a}.{b}.1, ports: {{http: 8080, http-admin: 9090}}, weight: 3, locality: eu-west-1/eu-west-1a/rack1, network: vm-net, service_account: sa-{i}, labels: {{version: v1, k8s-namespace: {ns}-payments}}}}
+      - {{address: 10.{a}.{b}.2, ports: {{http: 8080, http-admin: 9090}}, weight: 1, locality: eu-west-1/eu-west-1b, labels: {{version: v2, k8s-namespace: {ns}-payments}}}}
+      - {{address: 10.{a}.{b}.3, ports: {{http: 8080, http-admin: 9090}}, labels: {{k8s-namespace: kube-system}}}}
+"
+            ),
+            1 => format!(
+                "  - name: Grpc_Service.v{i}
+    instances:
+      - {{address: \"2001:db8::{a:x}:{b:x}:1\", ports: {{grpc: 9000, http2-web: 8443}}}}
+      - {{address: \"2001:db8::{a:x}:{b:x}:2\", ports: {{grpc: 9000, http2-web: 8443}}, healthy: false}}
+"
+            ),
+            2 => format!(
+                "  - name: external-{i}
+    instances:
+      - {{address: host-{i}.example.com, ports: {{tcp: 5432}}}}
+      - {{address: replica-{i}.example.com, ports: {{tcp: 5432}}, weight: 2}}
+"
+            ),
+            3 => format!(
+                "  - name: data-{i}
+    instances:
+      - {{address: 10.{a}.{b}.10, ports: {{mongo: 27017, redis-cache: 6379, mysql: 3306}}, labels: {{zone: z1, note: \"has spaces\", long: {long}, \"bad key!\": x, \"example.com/owner\": team-{a}}}}}
+      - {{address: 10.{a}.{b}.11, ports: {{mongo: 27017, redis-cache: 6379, mysql: 3306}}, labels: {{draining: \"yes\"}}}}
+      - {{address: 10.{a}.{b}.12, ports: {{mongo: 27017, redis-cache: 6379, mysql: 3306}}, healthy: false}}
+"
+            ),
+            4 => format!(
+                "  - name: svc-{i}-canary
+    instances:
+      - {{address: 10.{a}.{b}.20, ports: {{http: 8080}}}}
+"
+            ),
+            5 => format!(
+                "  - name: edge-{i}
+    instances:
+      - {{address: 10.{a}.{b}.30, ports: {{http: 80, https: 443, tls: 8443, grpc-web: 9001, http2: 8081, tcp-raw: 7000, udp-dns: 53, mongo-shard: 27018, tcp-metrics: 9102, http-health: 8086}}}}
+"
+            ),
+            _ => format!(
+                "  - name: ns-{i}
+    namespace: shop
+    instances:
+      - {{address: 10.{a}.{b}.40, ports: {{http: 8080}}, labels: {{k8s-namespace: {ns}-payments}}}}
+"
+            ),
+        };
+        text.push_str(&service);
+    }
+    // The services the overrides name.
+    text.push_str(&format!(
+        "  - name: payments
+    instances:
+      - {{address: 10.200.1.1, ports: {{http: 8080}}, labels: {{k8s-namespace: {ns}-payments, version: v1}}}}
+  - name: reports
+    instances:
+      - {{address: 10.200.4.1, ports: {{tcp: 9000}}}}
+"
+    ));
+    text
+}
+
+/// The second registry: services as WorkloadEntries with health in their status.
+fn shop(count: usize) -> String {
+    let mut text = String::from("services:\n");
+    for i in 0..count {
+        text.push_str(&format!(
+            "  - name: shop-{i}
+    instances:
+      - {{address: 10.210.{a}.{b}, ports: {{tcp: 5432}}, locality: eu-west-1/eu-west-1a, labels: {{version: v1}}}}
+      - {{address: 10.211.{a}.{b}, ports: {{tcp: 5432}}, healthy: false}}
+",
+            a = i / 250,
+            b = i % 250 + 1
+        ));
+    }
+    text
+}
+
+/// Every object registry-sync writes for an estate that exercises every mapping rule
+/// and control is accepted by the real CRDs (their CEL rules included): the cluster
+/// ends up holding exactly what `render` prints, and nothing failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mapping_rule_and_control_at_scale_is_accepted_by_the_real_crds() {
+    let c = cluster!("estate");
+    for suffix in ["payments", "shop"] {
+        c.server.create_namespace(&format!("{}-{suffix}", c.ns)).await;
+    }
+    let registry_extra = format!(
+        "    provenance: true
+    select:
+      services:
+        exclude: [\"*-canary\"]
+      instances:
+        exclude_metadata: {{draining: \"yes\"}}
+    namespace_from: \"{{meta:k8s-namespace}}\"
+    allowed_namespaces: [{ns}-payments]
+  - name: shop
+    kind: file
+    path: shop.yaml
+    namespace: {ns}-shop
+    vip_range: 240.241.0.0/16
+    endpoints: workload-entry
+    health: status
+",
+        ns = c.ns
+    );
+    let extra = "    qps: 0
+overrides:
+  - name: payments-grpc
+    service: payments
+    ports:
+      - {port: 8080, protocol: GRPC, name: grpc-api, target_port: 18080}
+    hosts: [payments.internal]
+    export_to: [\".\"]
+    labels: {team: payments}
+    use_waypoint: payments-wp
+  - name: reports-external
+    service: reports
+    location: mesh-external
+    resolution: dns
+    endpoints: workload-entry
+";
+    let ws = c.workspace(&estate(&c.ns, 1400), &registry_extra, extra);
+    ws.write("shop.yaml", &shop(300));
+
+    let render = cmd(&ws, &["render"]).await;
+    assert_eq!(render.code(), Some(0), "{render}");
+    let mut expected: Vec<String> = parse_objects(&render.stdout)
+        .iter()
+        .map(|o| format!("{} {}/{}", o.kind, o.metadata.namespace, o.metadata.name))
+        .collect();
+    expected.sort();
+    assert!(expected.len() > 2000, "{} objects", expected.len());
+
+    let once = cmd(&ws, &["once"]).await;
+    assert_eq!(once.code(), Some(0), "{once}");
+    assert!(
+        log_counts(&once.stderr, "failed").iter().all(|n| *n == 0),
+        "the API server refused objects:\n{}",
+        lines_with(&once.stderr, &["WARN"]).join("\n")
+    );
+    let mut held = Vec::new();
+    for resource in [Resource::ServiceEntry, Resource::WorkloadEntry] {
+        let all: kube::Api<kube::api::DynamicObject> =
+            kube::Api::all_with(c.client.clone(), &resource.api_resource());
+        for object in all.list(&Default::default()).await.unwrap().items {
+            let namespace = object.metadata.namespace.clone().unwrap_or_default();
+            if namespace.starts_with(&c.ns) {
+                held.push(format!(
+                    "{} {namespace}/{}",
+                    object.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default(),
+                    object.metadata.name.clone().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    held.sort();
+    assert_eq!(held.len(), expected.len());
+    assert_eq!(held, expected);
+}
+
+/// The shipped manifests (deploy/manifests/registry-sync.yaml) applied as they are, and
+/// registry-sync run with their config under their service account's token: every
+/// request it makes is allowed by the RBAC it ships with. The manifests name fixed
+/// namespaces, so this is the one test that uses `registry-sync` and `mesh-external`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_rbac_allows_every_request_of_run_with_leader_election_and_health_status() {
+    let Some(server) = registry_sync_testing::servers::KubeApiServer::shared() else {
+        return;
+    };
+    let manifests = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/manifests/registry-sync.yaml"
+    );
+    server.create_namespace("mesh-external").await;
+    server.kubectl(&["apply", "--server-side", "-f", manifests]);
+    let client = server.admin().await;
+    let map: serde_json::Value = serde_json::from_str(&server.kubectl(&[
+        "get",
+        "configmap",
+        "registry-sync",
+        "-n",
+        "registry-sync",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let data = |key: &str| map["data"][key].as_str().unwrap().to_string();
+
+    // The shipped config, reached through a kubeconfig instead of the pod's own
+    // service-account mount, its admin port on a free one, and WorkloadEntries with
+    // health in their status so those verbs are exercised too.
+    let config = data("sync.yaml")
+        .replace(
+            "    namespace: mesh-external\n",
+            "    namespace: mesh-external\n    endpoints: workload-entry\n    health: status\n",
+        )
+        .replace(
+            "  kubernetes:\n",
+            &format!(
+                "  kubernetes:\n    kubeconfig: {}\n",
+                server.service_account_kubeconfig().display()
+            ),
+        )
+        .replace("0.0.0.0:9090", "127.0.0.1:0")
+        .replace("127.0.0.1:9091", "127.0.0.1:0");
+    assert!(
+        config.contains("kubeconfig:") && config.contains("health: status"),
+        "{config}"
+    );
+    let ws = Workspace::new();
+    ws.write_config(&config);
+    ws.write_services(&data("services.yaml"));
+    let user = "system:serviceaccount:registry-sync:registry-sync";
+    let mark = server.audit_mark();
+    let child = ws.spawn_run_with_env(&[
+        ("POD_NAMESPACE", "registry-sync"),
+        ("POD_NAME", "registry-sync-a"),
+    ]);
+
+    let entries: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        client.clone(),
+        "mesh-external",
+        &Resource::WorkloadEntry.api_resource(),
+    );
+    let healthy = |entry: &kube::api::DynamicObject| {
+        entry.data["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Healthy"))
+            .map(|c| c["status"].as_str().unwrap_or_default().to_string())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let list = entries.list(&Default::default()).await.unwrap().items;
+        if list.len() == 2 && list.iter().all(|e| healthy(e).as_deref() == Some("True")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never synced:\n{}",
+            child.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A health flip (a status patch), then the service leaving (deletes).
+    let flipped =
+        data("services.yaml").replacen("ports: {http: 8080}}", "ports: {http: 8080}, healthy: false}", 1);
+    assert_ne!(flipped, data("services.yaml"));
+    ws.write_services_atomically(&flipped);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !entries
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|e| healthy(e).as_deref() == Some("False"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no status patch:\n{}",
+            child.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ws.write_services_atomically("services: []\n");
+    let confirmed = std::process::Command::new(BIN)
+        .args(["once", "--confirm-mass-delete", "--config"])
+        .arg(ws.config_path())
+        .current_dir(ws.path())
+        .env("POD_NAMESPACE", "registry-sync")
+        .output()
+        .unwrap();
+    drop(child);
+    let confirmed_err = String::from_utf8_lossy(&confirmed.stderr);
+    assert_eq!(confirmed.status.code(), Some(0), "{confirmed_err}");
+    assert!(entries.list(&Default::default()).await.unwrap().items.is_empty());
+
+    tokio::time::sleep(AUDIT_SETTLE).await;
+    let requests = server.requests_since(mark, |r| r.user == user);
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.resource == "leases" && r.verb == "update"),
+        "the lease was renewed under the service account:\n{}",
+        describe(&requests)
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.subresource == "status" && r.verb == "patch")
+    );
+    assert!(requests.iter().any(|r| r.verb == "delete"));
+    let refused: Vec<_> = requests.into_iter().filter(|r| r.code == 403).collect();
+    assert!(
+        refused.is_empty(),
+        "the shipped RBAC lacks what these requests need:\n{}",
+        describe(&refused)
+    );
+}
+
+/// Two replicas against a real Lease: one writes, the other waits; when the leader is
+/// killed (no chance to release the Lease), the standby takes over once the lease
+/// expires and syncs the change made meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_through_a_real_lease_when_the_leader_is_killed() {
+    let c = cluster!("leader");
+    let ws = c.workspace(&services(8080, true), "", "");
+    let config = std::fs::read_to_string(ws.config_path()).unwrap().replace(
+        "    leader_election: {enabled: false}\n",
+        &format!(
+            "    leader_election: {{lease: registry-sync, namespace: {}, lease_duration_seconds: 4}}\n",
+            c.ns
+        ),
+    );
+    ws.write_config(&config);
+    let mut first = Some(ws.spawn_run_with_env(&[("POD_NAME", "replica-a")]));
+    let mut second = Some(ws.spawn_run_with_env(&[("POD_NAME", "replica-b")]));
+    c.wait_for(
+        Duration::from_secs(30),
+        "the first sync",
+        first.as_ref(),
+        || async { c.names(Resource::ServiceEntry).await.len() == 3 },
+    )
+    .await;
+    let leases: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(c.client.clone(), &c.ns, &Resource::Lease.api_resource());
+    let holder = |lease: kube::api::DynamicObject| {
+        lease.data["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let leader = holder(leases.get("registry-sync").await.unwrap());
+    let (leader_child, standby) = match leader.as_str() {
+        "replica-a" => (first.take().unwrap(), second.take().unwrap()),
+        "replica-b" => (second.take().unwrap(), first.take().unwrap()),
+        other => panic!("the lease is held by {other:?}"),
+    };
+    // The standby writes nothing while the leader holds the lease.
+    assert!(!standby.stderr().contains("applied"), "{}", standby.stderr());
+
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &leader_child.pid().to_string()])
+        .status();
+    drop(leader_child);
+    ws.write_services_atomically(&services(9090, true));
+    c.wait_for(
+        Duration::from_secs(30),
+        "the standby syncs the change",
+        Some(&standby),
+        || async {
+            c.get(Resource::ServiceEntry, "legacy.orders")
+                .await
+                .is_some_and(|o| o.data["spec"]["ports"][0]["number"] == 9090)
+        },
+    )
+    .await;
+    let now = holder(leases.get("registry-sync").await.unwrap());
+    assert_ne!(now, leader, "the standby holds the lease now");
+    standby.stop_cleanly();
+}

@@ -588,7 +588,12 @@ impl Object {
 /// Parses multi-document YAML into objects, failing the test with the text when it is
 /// not exactly that.
 pub fn parse_objects(yaml: &str) -> Vec<Object> {
-    serde_saphyr::from_multiple(yaml)
+    // The default budget suits configuration files, not an estate of thousands.
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = 1_000_000;
+    budget.max_nodes = 50_000_000;
+    budget.max_events = 100_000_000;
+    serde_saphyr::from_multiple_with_options(yaml, serde_saphyr::options! { budget: Some(budget) })
         .unwrap_or_else(|e| panic!("not a stream of Istio objects: {e}\n--- text ---\n{yaml}"))
 }
 
