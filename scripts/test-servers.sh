@@ -441,3 +441,11 @@ POLICY
   export REGISTRY_SYNC_TEST_KUBE="$dir"
   echo "kube-apiserver: https://127.0.0.1:$port, kubeconfigs in $dir (pid $SPAWNED_PID)" >&2
 }
+
+# Helm, for `helm lint` and `helm template` of the chart. Exports REGISTRY_SYNC_TEST_HELM
+# (the binary).
+install_helm() {
+  build_go_tool helm helm.sh/helm/v4/cmd/helm "-X helm.sh/helm/v4/internal/version.version=v4.3.2"
+  REGISTRY_SYNC_TEST_HELM="$(go_tool_path helm helm.sh/helm/v4/cmd/helm)"
+  export REGISTRY_SYNC_TEST_HELM
+}

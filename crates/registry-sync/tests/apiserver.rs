@@ -392,21 +392,69 @@ overrides:
     assert_eq!(held, expected);
 }
 
-/// The shipped manifests (deploy/manifests/registry-sync.yaml) applied as they are, and
-/// registry-sync run with their config under their service account's token: every
-/// request it makes is allowed by the RBAC it ships with. The manifests name fixed
-/// namespaces, so this is the one test that uses `registry-sync` and `mesh-external`.
+/// The shipped RBAC, from the plain manifests and from the Helm chart, each applied as
+/// it is; registry-sync runs with the config it ships under its service account's token,
+/// and every request it makes is allowed. Both name fixed namespaces (`registry-sync`,
+/// `mesh-external`), so this is the one test that uses them, one after the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_rbac_allows_every_request_of_run_with_leader_election_and_health_status() {
     let Some(server) = registry_sync_testing::servers::KubeApiServer::shared() else {
         return;
     };
-    let manifests = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/manifests/registry-sync.yaml"
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    under_shipped_rbac(
+        &server,
+        "the manifests",
+        &repo.join("deploy/manifests/registry-sync.yaml"),
+    )
+    .await;
+    let chart = repo.join("deploy/helm/registry-sync");
+    let Some(rendered) = registry_sync_testing::servers::helm(&[
+        "template",
+        "registry-sync",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "registry-sync",
+    ]) else {
+        return;
+    };
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
     );
-    server.create_namespace("mesh-external").await;
-    server.kubectl(&["apply", "--server-side", "-f", manifests]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chart.yaml");
+    std::fs::write(&path, &rendered.stdout).unwrap();
+    under_shipped_rbac(&server, "the Helm chart", &path).await;
+}
+
+/// Applies `objects` (what a user installs), runs registry-sync as its service account
+/// with the config of its ConfigMap, and fails on any request the API server refused.
+async fn under_shipped_rbac(
+    server: &registry_sync_testing::servers::KubeApiServer,
+    what: &str,
+    objects: &std::path::Path,
+) {
+    // What an earlier installation left: its RBAC, its Lease, its objects.
+    for namespace in ["registry-sync", "mesh-external"] {
+        server.create_namespace(namespace).await;
+        server.kubectl(&[
+            "delete",
+            "deployments,roles,rolebindings,leases,workloadentries,serviceentries",
+            "--all",
+            "-n",
+            namespace,
+            "--ignore-not-found",
+        ]);
+    }
+    server.kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        objects.to_str().unwrap(),
+    ]);
     let client = server.admin().await;
     let map: serde_json::Value = serde_json::from_str(&server.kubectl(&[
         "get",
@@ -418,32 +466,31 @@ async fn the_shipped_rbac_allows_every_request_of_run_with_leader_election_and_h
         "json",
     ]))
     .unwrap();
-    let data = |key: &str| map["data"][key].as_str().unwrap().to_string();
-
     // The shipped config, reached through a kubeconfig instead of the pod's own
-    // service-account mount, its admin port on a free one, and WorkloadEntries with
+    // service-account mount, its admin ports on free ones, and WorkloadEntries with
     // health in their status so those verbs are exercised too.
-    let config = data("sync.yaml")
-        .replace(
-            "    namespace: mesh-external\n",
-            "    namespace: mesh-external\n    endpoints: workload-entry\n    health: status\n",
-        )
-        .replace(
-            "  kubernetes:\n",
-            &format!(
-                "  kubernetes:\n    kubeconfig: {}\n",
-                server.service_account_kubeconfig().display()
-            ),
-        )
-        .replace("0.0.0.0:9090", "127.0.0.1:0")
-        .replace("127.0.0.1:9091", "127.0.0.1:0");
-    assert!(
-        config.contains("kubeconfig:") && config.contains("health: status"),
-        "{config}"
+    let mut config: serde_json::Value =
+        serde_saphyr::from_str(map["data"]["sync.yaml"].as_str().unwrap()).unwrap();
+    config["sinks"]["kubernetes"]["kubeconfig"] =
+        server.service_account_kubeconfig().display().to_string().into();
+    config["admin"] = serde_json::json!({"listen": "127.0.0.1:0", "status_listen": "127.0.0.1:0"});
+    assert_eq!(
+        config["registries"][0]["namespace"], "mesh-external",
+        "{what}: {config}"
     );
+    let registry = &mut config["registries"][0];
+    registry["endpoints"] = "workload-entry".into();
+    registry["health"] = "status".into();
     let ws = Workspace::new();
-    ws.write_config(&config);
-    ws.write_services(&data("services.yaml"));
+    ws.write_config(&serde_json::to_string_pretty(&config).unwrap());
+    let services = "services:
+  - name: orders
+    namespace: shop
+    instances:
+      - {address: 10.1.0.1, ports: {http: 8080}}
+      - {address: 10.1.0.2, ports: {http: 8080}}
+";
+    ws.write_services(services);
     let user = "system:serviceaccount:registry-sync:registry-sync";
     let mark = server.audit_mark();
     let child = ws.spawn_run_with_env(&[
@@ -470,17 +517,14 @@ async fn the_shipped_rbac_allows_every_request_of_run_with_leader_election_and_h
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "never synced:\n{}",
+            "{what}: never synced:\n{}",
             child.stderr()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // A health flip (a status patch), then the service leaving (deletes).
-    let flipped =
-        data("services.yaml").replacen("ports: {http: 8080}}", "ports: {http: 8080}, healthy: false}", 1);
-    assert_ne!(flipped, data("services.yaml"));
-    ws.write_services_atomically(&flipped);
+    ws.write_services_atomically(&services.replacen("8080}}", "8080}, healthy: false}", 1));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !entries
         .list(&Default::default())
@@ -492,11 +536,12 @@ async fn the_shipped_rbac_allows_every_request_of_run_with_leader_election_and_h
     {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no status patch:\n{}",
+            "{what}: no status patch:\n{}",
             child.stderr()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    child.stop_cleanly();
     ws.write_services_atomically("services: []\n");
     let confirmed = std::process::Command::new(BIN)
         .args(["once", "--confirm-mass-delete", "--config"])
@@ -505,9 +550,8 @@ async fn the_shipped_rbac_allows_every_request_of_run_with_leader_election_and_h
         .env("POD_NAMESPACE", "registry-sync")
         .output()
         .unwrap();
-    drop(child);
     let confirmed_err = String::from_utf8_lossy(&confirmed.stderr);
-    assert_eq!(confirmed.status.code(), Some(0), "{confirmed_err}");
+    assert_eq!(confirmed.status.code(), Some(0), "{what}: {confirmed_err}");
     assert!(entries.list(&Default::default()).await.unwrap().items.is_empty());
 
     tokio::time::sleep(AUDIT_SETTLE).await;
@@ -516,7 +560,7 @@ async fn the_shipped_rbac_allows_every_request_of_run_with_leader_election_and_h
         requests
             .iter()
             .any(|r| r.resource == "leases" && r.verb == "update"),
-        "the lease was renewed under the service account:\n{}",
+        "{what}: the lease was renewed under the service account:\n{}",
         describe(&requests)
     );
     assert!(
@@ -528,7 +572,7 @@ async fn the_shipped_rbac_allows_every_request_of_run_with_leader_election_and_h
     let refused: Vec<_> = requests.into_iter().filter(|r| r.code == 403).collect();
     assert!(
         refused.is_empty(),
-        "the shipped RBAC lacks what these requests need:\n{}",
+        "{what}: the shipped RBAC lacks what these requests need:\n{}",
         describe(&refused)
     );
 }

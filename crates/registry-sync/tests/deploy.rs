@@ -1,6 +1,7 @@
 //! The shipped deployment files are valid: the plain manifests parse, give the
 //! least-privilege RBAC the docs promise, and carry a config registry-sync accepts.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use registry_sync::config::Config;
@@ -150,55 +151,47 @@ fn the_helm_chart_has_every_template_the_readme_lists() {
     assert_eq!(mcp.sinks.mcp.map(|m| m.listen.port()), Some(15010));
 }
 
-/// The config `_helpers.tpl`'s `registry-sync.config` renders from `values` for a
-/// release `name` in `namespace` (helm cannot run here, so its few rules are mirrored:
-/// the sink block, leader election and the admin listener are filled in when left out).
-fn rendered_config(values: &Value, namespace: &str, name: &str) -> Value {
-    let mut config = values["config"].clone();
-    let fullname = format!("{name}-registry-sync");
-    let instance = match values["instance"].as_str() {
-        Some(set) if !set.is_empty() => set.to_string(),
-        _ => format!("{namespace}-{name}"),
-    };
-    let mut sinks = config.get("sinks").cloned().unwrap_or(serde_json::json!({}));
-    if values["sink"] == "mcp" {
-        if sinks.get("mcp").is_none() {
-            sinks["mcp"] = serde_json::json!({"listen": format!("0.0.0.0:{}", values["mcp"]["port"])});
-        }
-    } else if sinks.get("kubernetes").is_none() {
-        let mut kube = serde_json::json!({
-            "instance": instance,
-            "qps": values["kubernetes"]["qps"],
-            "burst": values["kubernetes"]["burst"],
-            "concurrency": values["kubernetes"]["concurrency"],
-        });
-        kube["leader_election"] = if values["leaderElection"]["enabled"] == true {
-            serde_json::json!({"lease": fullname, "lease_duration_seconds": values["leaderElection"]["leaseDurationSeconds"]})
-        } else {
-            serde_json::json!({"enabled": false})
-        };
-        sinks["kubernetes"] = kube;
-    }
-    config["sinks"] = sinks;
-    if config.get("admin").is_none() {
-        config["admin"] = serde_json::json!({
-            "listen": format!("0.0.0.0:{}", values["adminPort"]),
-            "status_listen": format!("127.0.0.1:{}", values["statusPort"]),
-        });
-    }
-    config
+/// The ConfigMap's files (`sync.yaml` and the chart's `files`) as the real `helm
+/// template` renders them for a release `name` in `namespace`, with `values` over the
+/// chart's own; `None` when the test is skipped (no helm outside CI).
+fn helm_rendered(namespace: &str, name: &str, values: &Value) -> Option<BTreeMap<String, String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("values.yaml");
+    std::fs::write(&file, serde_json::to_string(values).unwrap()).unwrap();
+    let chart = repo().join("deploy/helm/registry-sync");
+    let out = registry_sync_testing::servers::helm(&[
+        "template",
+        name,
+        chart.to_str().unwrap(),
+        "--namespace",
+        namespace,
+        "--values",
+        file.to_str().unwrap(),
+        "--show-only",
+        "templates/configmap.yaml",
+    ])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let map: Value = serde_saphyr::from_str(&stdout).unwrap();
+    Some(
+        map["data"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect(),
+    )
 }
 
-/// Writes the ConfigMap's files (`sync.yaml` and `files`) and runs `registry-sync check`.
-fn check_rendered(values: &Value, config: &Value) -> std::process::Output {
+/// Writes the ConfigMap's files and runs `registry-sync check` on its `sync.yaml`.
+fn check_rendered(files: &BTreeMap<String, String>) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("sync.yaml"),
-        serde_json::to_string(config).unwrap(),
-    )
-    .unwrap();
-    for (name, content) in values["files"].as_object().unwrap() {
-        std::fs::write(dir.path().join(name), content.as_str().unwrap()).unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_registry-sync"))
         .args(["check", "--config"])
@@ -210,17 +203,36 @@ fn check_rendered(values: &Value, config: &Value) -> std::process::Output {
 }
 
 #[test]
+fn the_chart_passes_helm_lint_strict() {
+    let chart = repo().join("deploy/helm/registry-sync");
+    let Some(out) = registry_sync_testing::servers::helm(&["lint", "--strict", chart.to_str().unwrap()])
+    else {
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("0 chart(s) failed"), "{stdout}");
+}
+
+#[test]
 fn the_charts_rendered_config_passes_check_for_either_sink_and_with_a_mounted_secret() {
     let chart = repo().join("deploy/helm/registry-sync");
-    let mut values: Value =
+    let values: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap()).unwrap();
 
-    let config = rendered_config(&values, "mesh-system", "sync");
+    let Some(files) = helm_rendered("mesh-system", "sync", &serde_json::json!({})) else {
+        return;
+    };
+    let config: Value = serde_saphyr::from_str(&files["sync.yaml"]).unwrap();
     assert_eq!(
         config["sinks"]["kubernetes"]["instance"], "mesh-system-sync",
         "a unique default instance"
     );
-    let out = check_rendered(&values, &config);
+    let out = check_rendered(&files);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -229,25 +241,30 @@ fn the_charts_rendered_config_passes_check_for_either_sink_and_with_a_mounted_se
     );
     assert!(stdout.contains("registry legacy (file): ok"), "{stdout}");
 
-    values["sink"] = "mcp".into();
-    let out = check_rendered(&values, &rendered_config(&values, "mesh-system", "sync"));
+    let mcp = helm_rendered("mesh-system", "sync", &serde_json::json!({"sink": "mcp"})).unwrap();
+    let config: Value = serde_saphyr::from_str(&mcp["sync.yaml"]).unwrap();
+    assert_eq!(config["sinks"]["mcp"]["listen"], "0.0.0.0:15010", "{config}");
+    let out = check_rendered(&mcp);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // A registry whose password comes from a `secretMounts` entry: the config points at
     // the mount path the Deployment template uses; check names the registry and the
     // file when the Secret is not there, and never a secret's value.
-    values["sink"] = "kubernetes".into();
-    values["config"]["registries"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({
-            "name": "kv", "kind": "etcd", "namespace": "mesh-external",
-            "address": "http://127.0.0.1:1", "prefix": "/services",
-            "username": "sync", "password_file": "/var/run/secrets/registry-sync/etcd-auth/password",
-        }));
+    let mut registries = values["config"]["registries"].clone();
+    registries.as_array_mut().unwrap().push(serde_json::json!({
+        "name": "kv", "kind": "etcd", "namespace": "mesh-external",
+        "address": "http://127.0.0.1:1", "prefix": "/services",
+        "username": "sync", "password_file": "/var/run/secrets/registry-sync/etcd-auth/password",
+    }));
     let deployment = std::fs::read_to_string(chart.join("templates/deployment.yaml")).unwrap();
     assert!(deployment.contains("mountPath: /var/run/secrets/registry-sync/{{ .name }}"));
-    let out = check_rendered(&values, &rendered_config(&values, "mesh-system", "sync"));
+    let with_secret = helm_rendered(
+        "mesh-system",
+        "sync",
+        &serde_json::json!({"config": {"registries": registries}}),
+    )
+    .unwrap();
+    let out = check_rendered(&with_secret);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(

@@ -22,6 +22,20 @@ pub const ETCD_VAR: &str = "REGISTRY_SYNC_TEST_ETCD";
 pub const ZOOKEEPER_VAR: &str = "REGISTRY_SYNC_TEST_ZOOKEEPER";
 /// The path of the `dnsmasq` binary that `scripts/test` installed and checked.
 pub const DNSMASQ_VAR: &str = "REGISTRY_SYNC_TEST_DNSMASQ";
+/// The path of the `helm` binary that `scripts/test` built from `helm.sh/helm/v4`.
+pub const HELM_VAR: &str = "REGISTRY_SYNC_TEST_HELM";
+
+/// Runs the real `helm` with `args` and returns its output; `None` when the test is
+/// skipped (no `helm` outside CI).
+pub fn helm(args: &[&str]) -> Option<std::process::Output> {
+    let helm = shared_server(HELM_VAR)?;
+    Some(
+        Command::new(&helm)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {helm}: {e}")),
+    )
+}
 
 mod apiserver;
 pub use apiserver::{KUBE_VAR, KubeApiServer, Request};
