@@ -52,6 +52,7 @@ as_root() {
 #              then installs moto itself from PyPI)
 #   chromium   Debian's chromium, run headless by the status page's browser test
 #   openssl    generates the API server's service-account keys
+#   maven      builds tools/spring (the Eureka server, the Spring Cloud clients)
 need_packages() {
   local what
   for what in "$@"; do
@@ -73,6 +74,10 @@ need_packages() {
         ;;
       openssl)
         command -v openssl >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(openssl)
+        ;;
+      maven)
+        command -v mvn >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(maven)
+        command -v java >/dev/null 2>&1 || TEST_SERVER_PACKAGES+=(default-jdk-headless)
         ;;
       zookeeper)
         [ -f /usr/share/java/zookeeper.jar ] || TEST_SERVER_PACKAGES+=(zookeeper zookeeper-bin)
@@ -448,4 +453,61 @@ install_helm() {
   build_go_tool helm helm.sh/helm/v4/cmd/helm "-X helm.sh/helm/v4/internal/version.version=v4.3.2"
   REGISTRY_SYNC_TEST_HELM="$(go_tool_path helm helm.sh/helm/v4/cmd/helm)"
   export REGISTRY_SYNC_TEST_HELM
+}
+
+# Java programs from tools/spring (a Maven project; Spring Boot 4.0.7, Spring Cloud
+# 2025.1.4): a Eureka server, and applications that register through Spring Cloud's
+# Eureka and ZooKeeper discovery clients. Built in a copy of the project (no build
+# output in the clone) once per content of tools/spring, into the cache. Exports
+# REGISTRY_SYNC_TEST_SPRING: the directory with eureka-server.jar, eureka-client.jar and
+# zookeeper-client.jar.
+install_spring_tools() {
+  local key out work started=$SECONDS
+  key="$(find tools/spring -type f -not -path '*/target/*' | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16)"
+  out="$TOOLS_CACHE/spring-$key"
+  if [ ! -f "$out/eureka-server.jar" ]; then
+    if ! command -v mvn >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
+      echo "building tools/spring needs Maven and Java 17 or newer on PATH" >&2
+      return 1
+    fi
+    echo "building the Eureka server and the Spring Cloud clients with Maven (tools/spring): once per version, a few minutes" >&2
+    work="$(mktemp -d)"
+    cp -r tools/spring/. "$work"
+    if ! (cd "$work" && mvn -q -B -DskipTests package); then
+      echo "building tools/spring with Maven failed: the errors are above" >&2
+      rm -rf "$work"
+      return 1
+    fi
+    rm -rf "$out.partial"
+    mkdir -p "$out.partial"
+    cp "$work"/*/target/*.jar "$out.partial/"
+    rm -rf "$work"
+    mv "$out.partial" "$out"
+    find "$TOOLS_CACHE" -mindepth 1 -maxdepth 1 -name "spring-*" ! -path "$out" -exec rm -rf {} +
+    echo "built $out in $((SECONDS - started))s" >&2
+  fi
+  export REGISTRY_SYNC_TEST_SPRING="$out"
+}
+
+# eureka_ready PORT: the Eureka server lists its applications.
+eureka_ready() { tcp_ask "$1" 'GET /eureka/apps HTTP/1.0\r\nAccept: application/json\r\n\r\n' | grep -q '^HTTP/1.[01] 200'; }
+
+# The real Eureka server (Spring Cloud Netflix), loopback only, set up for tests that
+# see a change at once: no read-only response cache (else up to 30 s stale), no
+# self-preservation, eviction every second; it neither registers with nor fetches from
+# a peer. Tests that need Eureka's defaults start a private one. Exports
+# REGISTRY_SYNC_TEST_EUREKA (its /eureka URL).
+start_eureka() {
+  local dir port
+  make_server_dir eureka
+  dir="$SERVER_DIR"
+  port="$(free_port)"
+  spawn_server "$dir/eureka.log" java -Xmx256m -jar "$REGISTRY_SYNC_TEST_SPRING/eureka-server.jar" \
+    --server.address=127.0.0.1 --server.port="$port" --spring.main.banner-mode=off \
+    --eureka.client.register-with-eureka=false --eureka.client.fetch-registry=false \
+    --eureka.server.enable-self-preservation=false --eureka.server.use-read-only-response-cache=false \
+    --eureka.server.eviction-interval-timer-in-ms=1000
+  wait_until 120 Eureka "$SPAWNED_PID" "$dir/eureka.log" eureka_ready "$port"
+  export REGISTRY_SYNC_TEST_EUREKA="http://127.0.0.1:$port/eureka"
+  echo "eureka: $REGISTRY_SYNC_TEST_EUREKA (pid $SPAWNED_PID)" >&2
 }

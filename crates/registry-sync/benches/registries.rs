@@ -369,7 +369,7 @@ async fn bench_http(name: &'static str, changes: usize, idle: Duration) -> Row {
         let instance = |port: usize| {
             json!({"instanceId": "o1", "hostName": "o1.local", "app": "ORDERS", "ipAddr": "10.0.0.1",
                 "status": "UP", "port": {"$": port, "@enabled": "true"}, "securePort": {"$": 443, "@enabled": "false"},
-                "dataCenterInfo": {"name": "MyOwn"}})
+                "dataCenterInfo": {"@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo", "name": "MyOwn"}})
         };
         eureka_server.register("orders", instance(9000)).unwrap();
         let url = eureka_server.url();

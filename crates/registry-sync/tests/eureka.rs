@@ -27,7 +27,8 @@ sinks:
 
 fn orders(id: &str, ip: &str, port: u16) -> serde_json::Value {
     json!({"instanceId": id, "hostName": format!("{id}.local"), "app": "ORDERS", "ipAddr": ip, "status": "UP",
-        "port": {"$": port, "@enabled": "true"}, "securePort": {"$": 443, "@enabled": "false"}})
+        "port": {"$": port, "@enabled": "true"}, "securePort": {"$": 443, "@enabled": "false"},
+        "dataCenterInfo": {"@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo", "name": "MyOwn"}})
 }
 
 #[test]

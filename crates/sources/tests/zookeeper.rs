@@ -478,3 +478,76 @@ async fn a_read_counts_the_session_and_each_operation() {
     // The session, the root's children, one multi-read of every `providers` node.
     assert_eq!(registry_sync_sources::requests::Requests::of(&name).total(), 3);
 }
+
+/// A service registered by Spring Cloud ZooKeeper discovery (Curator's service
+/// discovery, as Spring services register themselves) is read with its address, port
+/// and metadata, and leaves with its ephemeral node when the service shuts down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_registered_by_spring_cloud_zookeeper_discovery_is_synced_with_its_metadata() {
+    let Some(address) = shared_server(ZOOKEEPER_VAR) else {
+        return;
+    };
+    let root = unique("/rs-test-spring");
+    let port = registry_sync_testing::servers::free_port();
+    let Some(mut service) = registry_sync_testing::servers::SpringApp::start(
+        "zookeeper-client.jar",
+        &[
+            "--spring.application.name=payments".into(),
+            "--server.address=127.0.0.1".into(),
+            format!("--server.port={port}"),
+            format!("--spring.cloud.zookeeper.connect-string={address}"),
+            format!("--spring.cloud.zookeeper.discovery.root={root}"),
+            "--spring.cloud.zookeeper.discovery.instance-host=127.0.0.1".into(),
+            "--spring.cloud.zookeeper.discovery.metadata.version=v3".into(),
+            "--spring.cloud.zookeeper.discovery.metadata.team=payments".into(),
+        ],
+    ) else {
+        return;
+    };
+    // A JVM starts, then registers: wait for its node before following it.
+    let zk = client(&address).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while zk
+        .list_children(&format!("{root}/payments"))
+        .await
+        .map_or(true, |children| children.is_empty())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never registered; the service's log:\n{}",
+            service.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut watch = Watch::start_zookeeper(ZookeeperSource::new(
+        "spring",
+        config(&address, ZkLayout::Curator, &root),
+    ));
+    let view = watch
+        .until("the Spring service", |s| {
+            s.services()
+                .iter()
+                .any(|s| s.name == "payments" && !s.instances.is_empty())
+        })
+        .await;
+    let synced = &view
+        .services()
+        .iter()
+        .find(|s| s.name == "payments")
+        .unwrap()
+        .instances[0];
+    assert!(synced.healthy, "{synced:?}");
+    assert_eq!(synced.address.to_string(), "127.0.0.1");
+    assert_eq!(synced.ports[0].number, port);
+    assert_eq!(synced.labels.get("version").map(String::as_str), Some("v3"));
+    assert_eq!(synced.labels.get("team").map(String::as_str), Some("payments"));
+
+    tokio::task::block_in_place(|| service.terminate());
+    watch
+        .until("the Spring service leaves", |s| {
+            s.services()
+                .iter()
+                .all(|s| s.name != "payments" || s.instances.is_empty())
+        })
+        .await;
+}

@@ -40,6 +40,9 @@ pub fn helm(args: &[&str]) -> Option<std::process::Output> {
 mod apiserver;
 pub use apiserver::{KUBE_VAR, KubeApiServer, Request};
 
+mod spring;
+pub use spring::{EUREKA_VAR, EurekaRest, SPRING_VAR, SpringApp, TestEureka, http, shared_eureka};
+
 mod moto;
 pub use moto::{MOTO_ENV, MOTO_REGION, MOTO_SERVER_VAR, MOTO_VAR, TestMoto};
 

@@ -157,6 +157,11 @@ impl Shared {
             return Err("the body must be {\"instance\": {...}}".into());
         };
         let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+        // The real server's JSON reader needs the data-center block's type; without it
+        // the registration is refused with `400` "cannot parse request body".
+        if text(instance.get("dataCenterInfo").and_then(|d| d.get("@class"))).is_none() {
+            return Err("cannot parse request body".into());
+        }
         let id = text(instance.get("instanceId"))
             .or_else(|| text(instance.get("hostName")))
             .ok_or("the instance needs instanceId or hostName")?;
