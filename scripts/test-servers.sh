@@ -397,7 +397,8 @@ KUBECONFIG
 # system:masters) and registry-sync's service account, RBAC authorization, and an audit
 # log of every request (how the tests count writes on a real server). The Istio CRDs
 # are installed. Exports REGISTRY_SYNC_TEST_KUBE: a directory with admin.kubeconfig,
-# registry-sync.kubeconfig and audit.log.
+# registry-sync.kubeconfig, audit.log, and what a private server needs (the binaries,
+# keys, tokens and CRDs).
 start_kube_apiserver() {
   local dir port etcd_client etcd_peer admin service_account
   KUBECTL="$(go_tool_path kube-apiserver k8s.io/kubernetes/cmd/kubectl)"
@@ -442,7 +443,10 @@ POLICY
   "$KUBECTL" --kubeconfig "$dir/admin.kubeconfig" apply --server-side -f "$(istio_crds_file)" >/dev/null
   "$KUBECTL" --kubeconfig "$dir/admin.kubeconfig" wait --for condition=Established --timeout 60s \
     crd/serviceentries.networking.istio.io crd/workloadentries.networking.istio.io >/dev/null
+  # What a test needs to start a private one (TestKubeApiServer) beside the shared one.
   ln -s "$KUBECTL" "$dir/kubectl"
+  ln -s "$(go_tool_path kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver)" "$dir/kube-apiserver"
+  ln -s "$(realpath "$(istio_crds_file)")" "$dir/istio-crds.yaml"
   export REGISTRY_SYNC_TEST_KUBE="$dir"
   echo "kube-apiserver: https://127.0.0.1:$port, kubeconfigs in $dir (pid $SPAWNED_PID)" >&2
 }
@@ -473,7 +477,7 @@ install_spring_tools() {
     echo "building the Eureka server and the Spring Cloud clients with Maven (tools/spring): once per version, a few minutes" >&2
     work="$(mktemp -d)"
     cp -r tools/spring/. "$work"
-    if ! (cd "$work" && mvn -q -B -DskipTests package); then
+    if ! (cd "$work" && mvn -q -B -Dstyle.color=never -DskipTests package); then
       echo "building tools/spring with Maven failed: the errors are above" >&2
       rm -rf "$work"
       return 1

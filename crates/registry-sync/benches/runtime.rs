@@ -16,6 +16,10 @@
 //! 5. peak RSS of the `registry-sync run` binary per endpoint at 100,000 endpoints (a
 //!    services file and the files sink), over the same binary with an empty registry.
 //!
+//! Rows 1 and 3 also run against the real kube-apiserver when `REGISTRY_SYNC_TEST_KUBE`
+//! names one (scripts/bench starts it), each beside the same bare kube-rs baseline
+//! against that server.
+//!
 //! `cargo bench -p registry-sync --bench runtime`; `BENCH_SERVICES`, `BENCH_INSTANCES`,
 //! `BENCH_CHANGES` change the sizes.
 
@@ -85,7 +89,7 @@ struct Parts {
     applying: Vec<Duration>,
 }
 
-async fn kube_sink(server: &StandIn, namespace: &str) -> Box<dyn AsyncSink> {
+async fn kube_sink(client: kube::Client, namespace: &str) -> Box<dyn AsyncSink> {
     let settings = KubeSinkSettings {
         namespaces: BTreeSet::from([namespace.to_string()]),
         qps: 0.0,
@@ -93,7 +97,6 @@ async fn kube_sink(server: &StandIn, namespace: &str) -> Box<dyn AsyncSink> {
         initial_list_timeout: Duration::from_secs(120),
         ..KubeSinkSettings::default()
     };
-    let client = kube::Client::try_from(server.kube_config()).unwrap();
     Box::new(KubeSink::connect(client, settings, None).await.unwrap())
 }
 
@@ -173,25 +176,34 @@ fn services_yaml(services: usize, instances: usize) -> String {
     text
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let services = env_usize("BENCH_SERVICES", 10_000);
-    let instances = env_usize("BENCH_INSTANCES", 10);
-    let change_count = env_usize("BENCH_CHANGES", 1_000);
-    let config = bench_config();
-    let server = StandIn::start().await;
-    let mut estate = Estate::new(services, instances);
+/// Rows 1 and 3 against the API server `client` reaches: the cold sync of the estate
+/// beside a bare kube-rs apply loop, then one change at a time beside one bare apply.
+struct KubeRows {
+    services: usize,
+    changes: Vec<Duration>,
+    bare_apply: Vec<Duration>,
+    parts: Parts,
+    cold: Duration,
+    cold_whole: Duration,
+    bare_cold: Duration,
+}
 
+async fn kube_rows(
+    client: kube::Client,
+    config: &Config,
+    estate: &mut Estate,
+    change_count: usize,
+) -> KubeRows {
+    let services = estate.services.len();
     // 3, bare: kube-rs's cold loop into another namespace at the same concurrency, once
     // before ours (into an empty stand-in) and once after (into a fuller one); the
     // baseline is their mean, so that neither the store's size nor a slow moment of
     // the machine decides the ratio.
-    let client = kube::Client::try_from(server.kube_config()).unwrap();
     let bare_api = |namespace: &str| -> Api<DynamicObject> {
         Api::namespaced_with(client.clone(), namespace, &api_resource(Kind::ServiceEntry))
     };
     let params = PatchParams::apply("bench-bare").force();
-    let cold_objects = objects_in(&config, &estate, "bare-cold");
+    let cold_objects = objects_in(config, estate, "bare-cold");
     let bare_cold_loop = |namespace: &'static str| {
         let api = bare_api(namespace);
         let objects: Vec<serde_json::Value> = cold_objects
@@ -219,8 +231,8 @@ async fn main() {
     let bare_cold_before = bare_cold_loop("bare-cold").await;
 
     // 1 and 3: the Kubernetes sink alone, cold, then one change at a time.
-    let (sink, mut kube_done) = timed("kubernetes", kube_sink(&server, "mesh").await);
-    let runtime = Runtime::start(&config, vec![sink]);
+    let (sink, mut kube_done) = timed("kubernetes", kube_sink(client.clone(), "mesh").await);
+    let runtime = Runtime::start(config, vec![sink]);
     let start = Instant::now();
     runtime.send(estate.snapshot()).await;
     let cold_apply = kube_done.recv().await.unwrap();
@@ -228,14 +240,13 @@ async fn main() {
     // (the index translating 10,000 services and the writer planning them first).
     let (cold, cold_whole) = (cold_apply.ended - cold_apply.began, cold_apply.ended - start);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        server
-            .objects(registry_sync_testing::kube::Resource::ServiceEntry)
-            .iter()
-            .filter(|o| o["metadata"]["namespace"] == "mesh")
-            .count(),
-        services
-    );
+    let written = bare_api("mesh")
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(written, services);
     // 1: each change followed by its bare baseline, one kube-rs apply of a changed
     // object.
     let api = bare_api("bare-single");
@@ -243,7 +254,7 @@ async fn main() {
     object["metadata"]["namespace"] = "bare-single".into();
     let name = object["metadata"]["name"].as_str().unwrap().to_string();
     let (kube_changes, bare_apply, kube_parts) =
-        changes_beside_bare(&runtime, &mut estate, &mut kube_done, change_count, |n| {
+        changes_beside_bare(&runtime, estate, &mut kube_done, change_count, |n| {
             object["spec"]["ports"][0]["number"] = (20_000 + n).into();
             let body = object.clone();
             let (api, params, name) = (&api, &params, &name);
@@ -256,6 +267,50 @@ async fn main() {
     let bare_cold_after = bare_cold_loop("bare-cold-after").await;
     let bare_cold = (bare_cold_before + bare_cold_after) / 2;
 
+    KubeRows {
+        services,
+        changes: kube_changes,
+        bare_apply,
+        parts: kube_parts,
+        cold,
+        cold_whole,
+        bare_cold,
+    }
+}
+
+fn kube_change_row(server: &str, rows: &KubeRows, change_count: usize) {
+    println!(
+        "| one instance changed → applied, Kubernetes sink ({server}), p50 / p99 over {change_count} | {} | single kube-rs apply: {} | p99 {:.2} | ≤ 1.5 |",
+        p50_p99(&rows.changes),
+        p50_p99(&rows.bare_apply),
+        p99_ratio(&rows.changes, &rows.bare_apply)
+    );
+}
+
+fn kube_cold_row(server: &str, rows: &KubeRows) {
+    let services = rows.services;
+    println!(
+        "| cold sync of {services} entries, Kubernetes sink ({server}): the writes | {:.0} objects/s ({}; {} from the view's arrival, with translating and planning) | kube-rs apply loop: {:.0} objects/s ({}) | {:.0} % | ≥ 95 % |",
+        services as f64 / rows.cold.as_secs_f64(),
+        ms(rows.cold),
+        ms(rows.cold_whole),
+        services as f64 / rows.bare_cold.as_secs_f64(),
+        ms(rows.bare_cold),
+        100.0 * rows.bare_cold.as_secs_f64() / rows.cold.as_secs_f64()
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let services = env_usize("BENCH_SERVICES", 10_000);
+    let instances = env_usize("BENCH_INSTANCES", 10);
+    let change_count = env_usize("BENCH_CHANGES", 1_000);
+    let config = bench_config();
+    let server = StandIn::start().await;
+    let mut estate = Estate::new(services, instances);
+
+    let client = kube::Client::try_from(server.kube_config()).unwrap();
+    let standin_rows = kube_rows(client.clone(), &config, &mut estate, change_count).await;
     // 2: the files sink alone.
     let out = tempfile::tempdir().unwrap();
     let mut files = FilesSink::open(out.path()).unwrap();
@@ -288,7 +343,7 @@ async fn main() {
 
     // 4: both sinks, the API answering in 2 s. Both already hold the estate, so the
     // first plans write nothing; every change then costs the Kubernetes writer 2 s.
-    let kube = kube_sink(&server, "mesh").await;
+    let kube = kube_sink(client.clone(), "mesh").await;
     let mut files = FilesSink::open(out.path()).unwrap();
     files.watch().unwrap();
     let (files_sink, mut both_done) = timed("files", Box::new(files));
@@ -313,6 +368,17 @@ async fn main() {
     runtime.stop().await;
     server.faults().clear();
 
+    // 1 and 3 again against the real kube-apiserver, when scripts/bench started one.
+    let real = match registry_sync_testing::servers::KubeApiServer::shared() {
+        Some(real) => {
+            for namespace in ["mesh", "bare-cold", "bare-single", "bare-cold-after"] {
+                real.create_namespace(namespace).await;
+            }
+            Some(kube_rows(real.admin().await, &config, &mut estate, change_count).await)
+        }
+        None => None,
+    };
+
     // 5: the binary's peak RSS per endpoint.
     let work = tempfile::tempdir().unwrap();
     let empty = binary_peak_rss(work.path(), "services: []\n", 0);
@@ -322,32 +388,30 @@ async fn main() {
 
     println!();
     println!(
-        "registry-sync runtime: {services} services × {instances} instances = {endpoints} endpoints; changes fed as a watching source sends them; API server stand-in on loopback; concurrency {CONCURRENCY}"
+        "registry-sync runtime: {services} services × {instances} instances = {endpoints} endpoints; changes fed as a watching source sends them; the API server stand-in{} on loopback; concurrency {CONCURRENCY}",
+        if real.is_some() {
+            " and the real kube-apiserver"
+        } else {
+            ""
+        }
     );
     println!();
     println!("| figure | registry-sync | bare baseline (same run) | ratio | goal |");
     println!("| --- | --- | --- | --- | --- |");
-    println!(
-        "| one instance changed → applied, Kubernetes sink, p50 / p99 over {change_count} | {} | single kube-rs apply: {} | p99 {:.2} | ≤ 1.5 |",
-        p50_p99(&kube_changes),
-        p50_p99(&bare_apply),
-        p99_ratio(&kube_changes, &bare_apply)
-    );
+    kube_change_row("API server stand-in", &standin_rows, change_count);
+    if let Some(real) = &real {
+        kube_change_row("real kube-apiserver", real, change_count);
+    }
     println!(
         "| one instance changed → applied, files sink, p50 / p99 over {change_count} | {} | single durable file write: {} | p99 {:.2} | ≤ 1.5 |",
         p50_p99(&files_alone),
         p50_p99(&bare_write),
         p99_ratio(&files_alone, &bare_write)
     );
-    println!(
-        "| cold sync of {services} entries, Kubernetes sink: the writes | {:.0} objects/s ({}; {} from the view's arrival, with translating and planning) | kube-rs apply loop: {:.0} objects/s ({}) | {:.0} % | ≥ 95 % |",
-        services as f64 / cold.as_secs_f64(),
-        ms(cold),
-        ms(cold_whole),
-        services as f64 / bare_cold.as_secs_f64(),
-        ms(bare_cold),
-        100.0 * bare_cold.as_secs_f64() / cold.as_secs_f64()
-    );
+    kube_cold_row("API server stand-in", &standin_rows);
+    if let Some(real) = &real {
+        kube_cold_row("real kube-apiserver", real);
+    }
     println!(
         "| files sink p50 / p99 while the API answers in 2 s, over {slow_changes}{} | {} (bare write beside it: {}) | files sink alone: {} (bare write beside it: {}) | p99 {:.2} against its own bare write, over 2.'s (raw {:.2}) | ≤ 1.2 |",
         if kube_still_writing {
@@ -372,7 +436,14 @@ async fn main() {
         ms(files_cold)
     );
     println!();
-    for (sink, parts) in [("Kubernetes", &kube_parts), ("files", &files_parts)] {
+    let mut all_parts = vec![
+        ("Kubernetes (stand-in)", &standin_rows.parts),
+        ("files", &files_parts),
+    ];
+    if let Some(real) = &real {
+        all_parts.push(("Kubernetes (real kube-apiserver)", &real.parts));
+    }
+    for (sink, parts) in all_parts {
         println!(
             "{sink} sink, where a change's time goes (p50 / p99): until its apply begins {}, the apply {}",
             p50_p99(&parts.to_apply),

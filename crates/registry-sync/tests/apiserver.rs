@@ -638,3 +638,92 @@ async fn a_standby_takes_over_through_a_real_lease_when_the_leader_is_killed() {
     assert_ne!(now, leader, "the standby holds the lease now");
     standby.stop_cleanly();
 }
+
+/// A private API server restarted under a running registry-sync: the server answers a
+/// watch resumed from before the restart with `410 Gone` (checked here with a bare
+/// watch), and registry-sync lists again and carries on: a change made meanwhile is
+/// written, and drift after the restart is repaired from the watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_api_server_restart_the_expired_watch_is_listed_again_and_sync_goes_on() {
+    let Some(mut private) =
+        tokio::task::block_in_place(registry_sync_testing::servers::TestKubeApiServer::start)
+    else {
+        return;
+    };
+    private.kubectl(&["create", "namespace", "mesh"]);
+    let ws = workspace_for(
+        &private.kubeconfig(),
+        "restart",
+        "mesh",
+        "sinks:\n  kubernetes:\n    kubeconfig: KUBECONFIG\n    leader_election: {enabled: false}\n",
+    );
+    ws.write_services(&services(8080, true));
+    let child = ws.spawn_run();
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        private.admin().await,
+        "mesh",
+        &Resource::ServiceEntry.api_resource(),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while api.list(&Default::default()).await.map_or(0, |l| l.items.len()) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never synced:\n{}",
+            child.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+
+    tokio::task::block_in_place(|| private.stop());
+    ws.write_services_atomically(&services(9090, true));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::block_in_place(|| private.resume());
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        private.admin().await,
+        "mesh",
+        &Resource::ServiceEntry.api_resource(),
+    );
+
+    // What a watch resumed from before the restart gets from the real server.
+    use futures::StreamExt;
+    let mut resumed = api.watch(&Default::default(), &before).await.unwrap().boxed();
+    let first = tokio::time::timeout(Duration::from_secs(10), resumed.next()).await;
+    let gone = match &first {
+        Ok(Some(Ok(kube::api::WatchEvent::Error(e)))) => e.code == 410,
+        Ok(Some(Err(kube::Error::Api(e)))) => e.code == 410,
+        _ => false,
+    };
+    assert!(gone, "a watch from before the restart: {first:?}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let orders = api.get_opt("legacy.orders").await.ok().flatten();
+        if orders.is_some_and(|o| o.data["spec"]["ports"][0]["number"] == 9090) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the change made during the restart never landed:\n{}",
+            child.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    private.kubectl(&["delete", "serviceentry", "legacy.payments", "-n", "mesh"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while api.get_opt("legacy.payments").await.ok().flatten().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "drift after the restart was not repaired:\n{}",
+            child.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.stop_cleanly();
+}

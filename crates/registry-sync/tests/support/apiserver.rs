@@ -38,23 +38,14 @@ impl Cluster {
     /// namespace through `kubeconfig` (the admin's unless a test says otherwise), with
     /// `registry_extra` appended to the registry and `extra` to the config.
     pub fn workspace(&self, services_text: &str, registry_extra: &str, extra: &str) -> Workspace {
-        let ws = Workspace::new();
-        ws.write_config(&format!(
-            "instance: {instance}
-registries:
-  - name: legacy
-    kind: file
-    path: services.yaml
-    namespace: {ns}
-{registry_extra}sinks:
-  kubernetes:
-    kubeconfig: {kubeconfig}
-    leader_election: {{enabled: false}}
-{extra}",
-            instance = self.instance,
-            ns = self.ns,
-            kubeconfig = self.server.admin_kubeconfig().display(),
-        ));
+        let ws = workspace_for(
+            &self.server.admin_kubeconfig(),
+            &self.instance,
+            &self.ns,
+            &format!(
+                "{registry_extra}sinks:\n  kubernetes:\n    kubeconfig: KUBECONFIG\n    leader_election: {{enabled: false}}\n{extra}"
+            ),
+        );
         ws.write_services(services_text);
         ws
     }
@@ -110,6 +101,23 @@ registries:
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A workspace whose config has the file registry `legacy` writing into `ns`, then
+/// `rest` with `KUBECONFIG` replaced by `kubeconfig`'s path.
+pub fn workspace_for(kubeconfig: &std::path::Path, instance: &str, ns: &str, rest: &str) -> Workspace {
+    let ws = Workspace::new();
+    ws.write_config(&format!(
+        "instance: {instance}
+registries:
+  - name: legacy
+    kind: file
+    path: services.yaml
+    namespace: {ns}
+{}",
+        rest.replace("KUBECONFIG", &kubeconfig.display().to_string())
+    ));
+    ws
 }
 
 /// Runs a subcommand on a blocking thread.

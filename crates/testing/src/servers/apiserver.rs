@@ -132,21 +132,20 @@ impl KubeApiServer {
     /// Runs the `kubectl` built with the API server, as the admin, and returns its
     /// standard output; panics with its error output when it fails.
     pub fn kubectl(&self, args: &[&str]) -> String {
-        let kubectl = self.dir.join("kubectl");
-        let output = std::process::Command::new(&kubectl)
-            .arg("--kubeconfig")
-            .arg(self.admin_kubeconfig())
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", kubectl.display()));
-        assert!(
-            output.status.success(),
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        kubectl(&self.dir, &self.admin_kubeconfig(), args)
     }
+}
+
+/// Runs the `kubectl` in the shared server's directory `dir` with `kubeconfig`.
+fn kubectl(dir: &Path, kubeconfig: &Path, args: &[&str]) -> String {
+    let kubectl = dir.join("kubectl");
+    let output = std::process::Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", kubectl.display()));
+    super::checked_stdout(output, &format!("kubectl {}", args.join(" ")))
 }
 
 async fn client_of(path: &Path) -> kube::Client {
@@ -156,4 +155,133 @@ async fn client_of(path: &Path) -> kube::Client {
         .await
         .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
     kube::Client::try_from(config).expect("a kube client")
+}
+
+/// A private kube-apiserver on an etcd of its own, stopped and restarted at will on the
+/// same port and data, for tests that restart the API server. It reuses the shared
+/// server's binaries, keys, tokens and serving certificate (issued for 127.0.0.1, so
+/// valid on any port) and installs the same CRDs.
+pub struct TestKubeApiServer {
+    shared: PathBuf,
+    etcd: super::TestEtcd,
+    dir: PathBuf,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl TestKubeApiServer {
+    /// Starts one, ready and with the Istio CRDs established; `None` when the test is
+    /// skipped (no shared server outside CI).
+    pub fn start() -> Option<TestKubeApiServer> {
+        let shared = KubeApiServer::shared()?.dir;
+        let etcd = super::TestEtcd::start()?;
+        let dir = super::scratch_dir("kube-apiserver");
+        let mut server = TestKubeApiServer {
+            shared,
+            etcd,
+            dir,
+            port: super::free_port(),
+            child: None,
+        };
+        let admin = std::fs::read_to_string(server.shared.join("tokens.csv"))
+            .expect("the shared server's tokens")
+            .lines()
+            .find(|line| line.contains(",admin,"))
+            .and_then(|line| line.split(',').next().map(str::to_string))
+            .expect("an admin token");
+        std::fs::write(
+            server.kubeconfig(),
+            format!(
+                "apiVersion: v1
+kind: Config
+clusters: [{{name: test, cluster: {{server: \"https://127.0.0.1:{}\", certificate-authority: \"{}\"}}}}]
+users: [{{name: test, user: {{token: \"{admin}\"}}}}]
+contexts: [{{name: test, context: {{cluster: test, user: test, namespace: default}}}}]
+current-context: test
+",
+                server.port,
+                server.shared.join("certs/apiserver.crt").display()
+            ),
+        )
+        .expect("write a kubeconfig");
+        server.resume();
+        let crds = server.shared.join("istio-crds.yaml");
+        server.kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
+        server.kubectl(&[
+            "wait",
+            "--for",
+            "condition=Established",
+            "--timeout",
+            "60s",
+            "crd/serviceentries.networking.istio.io",
+            "crd/workloadentries.networking.istio.io",
+        ]);
+        Some(server)
+    }
+
+    /// An admin's kubeconfig for this server.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("admin.kubeconfig")
+    }
+
+    pub async fn admin(&self) -> kube::Client {
+        client_of(&self.kubeconfig()).await
+    }
+
+    /// Runs the shared `kubectl` against this server; panics when it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        kubectl(&self.shared, &self.kubeconfig(), args)
+    }
+
+    /// Kills the server (its etcd keeps running).
+    pub fn stop(&mut self) {
+        super::kill(&mut self.child);
+    }
+
+    /// Starts the server (again) on the same port and etcd, and waits until it is ready.
+    pub fn resume(&mut self) {
+        let file = |name: &str| self.shared.join(name).display().to_string();
+        let mut child = std::process::Command::new(self.shared.join("kube-apiserver"))
+            .args(["--etcd-servers", &self.etcd.url()])
+            .args(["--cert-dir", &file("certs")])
+            .args(["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
+            .args(["--secure-port", &self.port.to_string()])
+            .args([
+                "--service-cluster-ip-range",
+                "10.0.0.0/24",
+                "--endpoint-reconciler-type",
+                "none",
+            ])
+            .args([
+                "--service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+            ])
+            .args(["--service-account-key-file", &file("service-account.pub")])
+            .args(["--service-account-signing-key-file", &file("service-account.key")])
+            .args(["--token-auth-file", &file("tokens.csv")])
+            .args(["--authorization-mode", "RBAC"])
+            .stdin(std::process::Stdio::null())
+            .stdout(super::log_file(&self.dir, "kube-apiserver.log"))
+            .stderr(super::log_file(&self.dir, "kube-apiserver.log"))
+            .spawn()
+            .expect("start kube-apiserver");
+        let readyz = |kubeconfig: &Path| {
+            std::process::Command::new(self.shared.join("kubectl"))
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .args(["get", "--raw", "/readyz"])
+                .output()
+                .is_ok_and(|o| o.status.success() && o.stdout.trim_ascii() == b"ok")
+        };
+        let kubeconfig = self.kubeconfig();
+        super::wait_ready("kube-apiserver", &mut child, || readyz(&kubeconfig));
+        self.child = Some(child);
+    }
+}
+
+impl Drop for TestKubeApiServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -38,7 +38,7 @@ pub fn helm(args: &[&str]) -> Option<std::process::Output> {
 }
 
 mod apiserver;
-pub use apiserver::{KUBE_VAR, KubeApiServer, Request};
+pub use apiserver::{KUBE_VAR, KubeApiServer, Request, TestKubeApiServer};
 
 mod spring;
 pub use spring::{EUREKA_VAR, EurekaRest, SPRING_VAR, SpringApp, TestEureka, http, shared_eureka};
@@ -91,6 +91,24 @@ fn ask(port: u16, request: &[u8]) -> Option<String> {
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     Some(answer)
+}
+
+/// A command's standard output; panics with its error output when it failed.
+fn checked_stdout(output: std::process::Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Kills a server's process, if it runs, and reaps it.
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 fn wait_ready(what: &str, child: &mut Child, ready: impl Fn() -> bool) {
@@ -199,20 +217,12 @@ impl TestEtcd {
             .args(args)
             .output()
             .expect("run etcdctl (installed with etcd)");
-        assert!(
-            output.status.success(),
-            "etcdctl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        checked_stdout(output, &format!("etcdctl {args:?}"))
     }
 
     /// Kills the server (as a crash would), keeping its data.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill(&mut self.child);
     }
 
     /// Starts the server again on the same ports and data, and waits until it serves.
