@@ -65,10 +65,18 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 /// not.
 pub fn is_retryable(error: &kube::Error) -> bool {
     match error {
+        kube::Error::Api(status) if lacks_schema_field(status) => false,
         kube::Error::Api(status) => matches!(status.code, 429 | 500 | 502 | 503 | 504),
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,
         _ => false,
     }
+}
+
+/// A server-side apply of a field the installed CRD's schema does not declare (CRDs
+/// older than the objects need): the server answers `500`, but the same object is
+/// refused every time, so it is a refusal, not a failing server.
+pub fn lacks_schema_field(status: &kube::core::Status) -> bool {
+    status.code == 500 && status.message.contains("field not declared in schema")
 }
 
 /// The HTTP status of an API error, if the server answered.
@@ -82,6 +90,22 @@ pub fn status_code(error: &kube::Error) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status::failure(message, "").with_code(code)))
+    }
+
+    #[test]
+    fn a_field_the_crd_lacks_is_a_refusal_while_other_server_errors_are_retried() {
+        let undeclared = api_error(
+            500,
+            "failed to create typed patch object (/a; networking.istio.io/v1, Kind=ServiceEntry): .spec.endpoints[0].foo: field not declared in schema",
+        );
+        assert!(!is_retryable(&undeclared));
+        assert!(is_retryable(&api_error(500, "etcdserver: request timed out")));
+        assert!(is_retryable(&api_error(429, "too many requests")));
+        assert!(!is_retryable(&api_error(422, "invalid")));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_tiny_rate_waits_at_most_a_minute_instead_of_overflowing() {

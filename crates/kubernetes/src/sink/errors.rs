@@ -28,6 +28,9 @@ pub(super) fn describe(write: &Write, error: &WriteError) -> String {
         WriteError::Api(e) if e.to_string().contains("admission webhook") => {
             "an admission webhook refused the object (its reason is above); the other objects are written, and this one is tried again on the next pass"
         }
+        WriteError::Api(kube::Error::Api(status)) if crate::pacing::lacks_schema_field(status) => {
+            "the Istio CRDs in the cluster do not declare a field of this object: they are older than the objects registry-sync writes; upgrade the Istio CRDs"
+        }
         WriteError::Api(e) => match status_code(e) {
             Some(403) => "grant registry-sync this verb on this resource in this namespace (RBAC)",
             Some(404) => "does the namespace exist, and are the Istio CRDs installed?",

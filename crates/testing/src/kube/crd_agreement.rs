@@ -256,7 +256,9 @@ fn the_endpoint_limit_and_the_port_number_rule_behave_as_the_crd_states() {
         if !ok {
             assert_eq!(
                 e,
-                vec!["spec.ports[0].number: Invalid value: \"integer\": port must be between 1-65535"]
+                vec![format!(
+                    "spec.ports[0].number: Invalid value: {number}: port must be between 1-65535"
+                )]
             );
         }
     }

@@ -146,7 +146,7 @@ fn stamp_new(obj: &mut Value) {
 /// Schema pruning and checks, then the validation rules. Returns the warnings.
 fn check_object(resource: Resource, obj: &mut Value, strict: bool) -> Result<Vec<String>, ApiError> {
     let checked = schema::check(resource, obj, true);
-    let warnings = unknown_fields(&checked.unknown, strict)?;
+    let warnings = unknown_fields(resource, &checked.unknown, strict)?;
     let mut errors = checked.errors;
     let cel = errors.is_empty();
     errors.extend(validate(resource, obj, cel));
@@ -158,12 +158,14 @@ fn check_object(resource: Resource, obj: &mut Value, strict: bool) -> Result<Vec
     }
 }
 
-fn unknown_fields(unknown: &[String], strict: bool) -> Result<Vec<String>, ApiError> {
+fn unknown_fields(resource: Resource, unknown: &[String], strict: bool) -> Result<Vec<String>, ApiError> {
     let warnings: Vec<String> = unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
     if strict && !warnings.is_empty() {
         return Err(ApiError::bad_request(format!(
-            "strict decoding error: {}",
-            warnings.join(", ")
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+            warnings.join(", "),
+            kind = resource.kind(),
+            version = resource.version(),
         )));
     }
     Ok(warnings)
@@ -449,7 +451,10 @@ pub(crate) fn server_side_apply(
     }
     strip_server_fields(resource, &mut applied);
     let checked = schema::check(resource, &mut applied, false);
-    let mut warnings = unknown_fields(&checked.unknown, opts.strict)?;
+    if let Some(first) = checked.unknown.first() {
+        return Err(ApiError::undeclared_field(resource, name, first));
+    }
+    let mut warnings = Vec::new();
     if !checked.errors.is_empty() {
         return Err(ApiError::invalid(resource, name, &checked.errors));
     }

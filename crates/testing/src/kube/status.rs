@@ -148,6 +148,21 @@ impl ApiError {
         ApiError::new(400, "BadRequest", message)
     }
 
+    /// What the real server answers a server-side apply carrying a field its schema does
+    /// not declare, whatever `fieldValidation` says: the typed patch cannot be built, a
+    /// `500` with no reason, naming the first such field.
+    pub(crate) fn undeclared_field(resource: Resource, name: &str, path: &str) -> ApiError {
+        ApiError::new(
+            500,
+            "",
+            format!(
+                "failed to create typed patch object (/{name}; {}, Kind={}): .{path}: field not declared in schema",
+                resource.api_version(),
+                resource.kind()
+            ),
+        )
+    }
+
     pub(crate) fn not_found(resource: Resource, name: &str) -> ApiError {
         ApiError::new(
             404,

@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use crate::kube::resource::Resource;
-use crate::kube::status::{Cause, type_name};
+use crate::kube::status::Cause;
 
 /// The CEL rules implemented here, as `(kind, schema path, message)`. Paths use `[]` for
 /// list items and `.*` for map values, the way the agreement test walks the CRD.
@@ -115,13 +115,14 @@ pub(crate) fn validate(resource: Resource, obj: &Value, cel: bool) -> Vec<Cause>
     errs
 }
 
-/// A failed CEL rule, reported as the API server does: the value's type, then the message.
+/// A failed CEL rule, reported as the API server (1.37) does: a scalar value as JSON
+/// (`"*"`, `0`), nothing for an object or a list, then the message.
 fn rule(field: impl Into<String>, value: &Value, message: &str) -> Cause {
-    Cause::new(
-        "FieldValueInvalid",
-        field,
-        format!("Invalid value: \"{}\": {message}", type_name(value)),
-    )
+    let detail = match value {
+        Value::Object(_) | Value::Array(_) => format!("Invalid value: {message}"),
+        scalar => format!("Invalid value: {scalar}: {message}"),
+    };
+    Cause::new("FieldValueInvalid", field, detail)
 }
 
 fn service_entry(spec: &Map<String, Value>, cel: bool, errs: &mut Vec<Cause>) {
@@ -265,7 +266,7 @@ fn workload(w: &Map<String, Value>, path: &str, errs: &mut Vec<Cause>) {
         for (name, n) in ports {
             if !port_number_ok(n) {
                 errs.push(rule(
-                    format!("{path}.ports.{name}"),
+                    format!("{path}.ports[{name}]"),
                     n,
                     "port must be between 1-65535",
                 ));
@@ -372,7 +373,7 @@ fn metadata(meta: &Map<String, Value>, errs: &mut Vec<Cause>) {
                     errs.push(Cause::invalid(
                         &path,
                         &value.into(),
-                        "must be no more than 63 characters",
+                        "must be no more than 63 bytes",
                     ));
                 }
                 if !value.is_empty() && !is_name_part(value) {
@@ -438,7 +439,7 @@ pub(crate) fn qualified_name_problems(key: &str) -> Vec<String> {
         problems.push("name part must be non-empty".to_string());
     } else {
         if name.len() > 63 {
-            problems.push("name part must be no more than 63 characters".to_string());
+            problems.push("name part must be no more than 63 bytes".to_string());
         }
         if !is_name_part(name) {
             problems.push(NAME_PART_MSG.to_string());

@@ -65,7 +65,7 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
         (
             "a host is not *",
             spec_field("hosts", json!(["*"])),
-            "spec.hosts[0]: Invalid value: \"string\": hostname cannot be wildcard",
+            "spec.hosts[0]: Invalid value: \"*\": hostname cannot be wildcard",
         ),
         (
             "at most 256 ports",
@@ -78,7 +78,7 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
         (
             "a port number is at least 1",
             spec_field("ports", json!([{"name": "tcp", "number": 0}])),
-            "spec.ports[0].number: Invalid value: \"integer\": port must be between 1-65535",
+            "spec.ports[0].number: Invalid value: 0: port must be between 1-65535",
         ),
         (
             "a port number is at most 65535",
@@ -135,7 +135,7 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
                 "endpoints",
                 json!([{"address": "10.0.0.1", "ports": {"http_1": 80}}]),
             ),
-            "spec.endpoints[0].ports: Invalid value: \"object\": port name must be valid",
+            "spec.endpoints[0].ports: Invalid value: port name must be valid",
         ),
         (
             "an endpoint port name is shorter than 63",
@@ -151,7 +151,7 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
                 "endpoints",
                 json!([{"address": "10.0.0.1", "ports": {"http": 0}}]),
             ),
-            "spec.endpoints[0].ports.http: Invalid value: \"integer\": port must be between 1-65535",
+            "spec.endpoints[0].ports[http]: Invalid value: 0: port must be between 1-65535",
         ),
         (
             "at most 256 endpoint labels",
@@ -164,7 +164,7 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
         (
             "an endpoint has an address or a network",
             spec_field("endpoints", json!([{"ports": {"http": 80}}])),
-            "spec.endpoints[0]: Invalid value: \"object\": Address is required",
+            "spec.endpoints[0]: Invalid value: Address is required",
         ),
         (
             "a selector label value is at most 63 long",
@@ -238,7 +238,7 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
         (
             "a label value is at most 63 long",
             with(|se| se["metadata"]["labels"] = json!({"app": "x".repeat(64)})),
-            "must be no more than 63 characters",
+            "must be no more than 63 bytes",
         ),
         (
             "a label value has label syntax",
@@ -248,17 +248,17 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
         (
             "a workload entry has an address or a network",
             workload_entry(json!({"ports": {"http": 80}})),
-            "spec: Invalid value: \"object\": Address is required",
+            "spec: Invalid value: Address is required",
         ),
         (
             "a workload entry port name matches the pattern",
             workload_entry(json!({"address": "10.0.0.1", "ports": {"-http": 80}})),
-            "spec.ports: Invalid value: \"object\": port name must be valid",
+            "spec.ports: Invalid value: port name must be valid",
         ),
         (
             "a workload entry port is a port",
             workload_entry(json!({"address": "10.0.0.1", "ports": {"http": 65536}})),
-            "spec.ports.http: Invalid value: \"integer\": port must be between 1-65535",
+            "spec.ports[http]: Invalid value: 65536: port must be between 1-65535",
         ),
         (
             "at most 256 workload entry labels",
@@ -275,6 +275,25 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
             workload_entry(json!({"address": "unix://relative.sock"})),
             "UDS must be an absolute path or abstract socket",
         ),
+    ]
+}
+
+/// Objects at every limit, all valid.
+fn at_the_limits() -> Vec<Value> {
+    let hosts: Vec<String> = (0..256).map(|i| format!("h{i}.example.com")).collect();
+    vec![
+        spec_field("hosts", json!(hosts)),
+        spec_field("endpoints", endpoints(4096)),
+        with(|se| {
+            se["spec"].as_object_mut().unwrap().remove("endpoints");
+            se["spec"]["workloadSelector"] = json!({"labels": {"app": "x".repeat(63)}});
+        }),
+        spec_field(
+            "endpoints",
+            json!([{"network": "vm-net", "ports": {"a".repeat(62): 65535}, "labels": map(256, "x")}]),
+        ),
+        workload_entry(json!({"address": "unix:///var/run/a.sock"})),
+        workload_entry(json!({"network": "vm-net", "ports": {"http": 1}})),
     ]
 }
 
@@ -316,21 +335,7 @@ async fn every_validation_rule_answers_422_invalid_with_the_api_server_message()
 #[tokio::test]
 async fn objects_at_the_limits_are_accepted() {
     let (_server, client) = setup().await;
-    let hosts: Vec<String> = (0..256).map(|i| format!("h{i}.example.com")).collect();
-    let valid = [
-        spec_field("hosts", json!(hosts)),
-        spec_field("endpoints", endpoints(4096)),
-        with(|se| {
-            se["spec"].as_object_mut().unwrap().remove("endpoints");
-            se["spec"]["workloadSelector"] = json!({"labels": {"app": "x".repeat(63)}});
-        }),
-        spec_field(
-            "endpoints",
-            json!([{"network": "vm-net", "ports": {"a".repeat(62): 65535}, "labels": map(256, "x")}]),
-        ),
-        workload_entry(json!({"address": "unix:///var/run/a.sock"})),
-        workload_entry(json!({"network": "vm-net", "ports": {"http": 1}})),
-    ];
+    let valid = at_the_limits();
     for (i, obj) in valid.into_iter().enumerate() {
         let mut obj = obj;
         obj["metadata"]["name"] = json!(format!("ok-{i}"));
@@ -342,7 +347,7 @@ async fn objects_at_the_limits_are_accepted() {
 }
 
 #[tokio::test]
-async fn unknown_fields_are_pruned_with_a_warning_and_refused_under_strict_validation() {
+async fn unknown_fields_are_pruned_with_a_warning_by_a_create_and_refused_by_an_apply() {
     let (server, client) = setup().await;
     let api = api(&client, Resource::ServiceEntry);
     let typo = with(|se| se["spec"]["endpoints"][0]["service_account"] = json!("orders"));
@@ -360,11 +365,82 @@ async fn unknown_fields_are_pruned_with_a_warning_and_refused_under_strict_valid
     let mut typo = typo;
     typo["metadata"]["name"] = json!("strict");
     let err = status(api.patch("strict", &strict, &Patch::Apply(&typo)).await);
-    assert_eq!(err.code, 400);
+    assert_eq!(
+        err.code, 500,
+        "as the real server: the typed patch cannot be built"
+    );
     assert!(
-        err.message
-            .contains("unknown field \"spec.endpoints[0].service_account\""),
+        err.message.contains(
+            "failed to create typed patch object (/strict; networking.istio.io/v1, Kind=ServiceEntry): .spec.endpoints[0].service_account: field not declared in schema"
+        ),
         "{}",
         err.message
+    );
+    // And so without strict validation: apply never prunes.
+    let err = status(
+        api.patch(
+            "strict",
+            &PatchParams::apply("registry-sync"),
+            &Patch::Apply(&typo),
+        )
+        .await,
+    );
+    assert_eq!(err.code, 500, "{}", err.message);
+}
+
+/// The same cases against the real kube-apiserver with the Istio CRDs (dry-run creates
+/// in a namespace of this test's own): the stand-in refuses what the real server
+/// refuses, with the same message, and accepts what it accepts.
+#[tokio::test]
+async fn the_real_api_server_answers_every_case_as_the_stand_in_does() {
+    let Some(real) = registry_sync_testing::servers::KubeApiServer::shared() else {
+        return;
+    };
+    let namespace = real.namespace("agreement").await;
+    let client = real.admin().await;
+    let api_in = |obj: &Value| {
+        let resource = if obj["kind"] == "WorkloadEntry" {
+            Resource::WorkloadEntry
+        } else {
+            Resource::ServiceEntry
+        };
+        Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource.api_resource())
+    };
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let mut failures = Vec::new();
+    for (rule, obj, expected) in cases() {
+        match api_in(&obj).create(&dry_run, &dynamic(obj)).await {
+            Err(kube::Error::Api(s))
+                if s.code == 422 && s.reason == "Invalid" && s.message.contains(expected) => {}
+            other => failures.push(format!("{rule}: expected 422 with {expected:?}, got {other:?}")),
+        }
+    }
+    for (i, mut obj) in at_the_limits().into_iter().enumerate() {
+        obj["metadata"]["name"] = json!(format!("ok-{i}"));
+        if let Err(e) = api_in(&obj).create(&dry_run, &dynamic(obj.clone())).await {
+            failures.push(format!("at the limits, {obj:.200}: {e}"));
+        }
+    }
+    let mut strict = PatchParams::apply("registry-sync").dry_run();
+    strict.field_validation = Some(ValidationDirective::Strict);
+    let mut typo = with(|se| se["spec"]["endpoints"][0]["service_account"] = json!("orders"));
+    typo["metadata"]["name"] = json!("strict");
+    match api_in(&typo).patch("strict", &strict, &Patch::Apply(&typo)).await {
+        Err(kube::Error::Api(s))
+            if s.code == 500
+                && s.message.contains(
+                    "failed to create typed patch object (/strict; networking.istio.io/v1, Kind=ServiceEntry): .spec.endpoints[0].service_account: field not declared in schema",
+                ) => {}
+        other => failures.push(format!("apply of an unknown field: {other:?}")),
+    }
+
+    assert!(
+        failures.is_empty(),
+        "the real API server disagrees with the stand-in on {} cases:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
 }
