@@ -515,3 +515,11 @@ start_eureka() {
   export REGISTRY_SYNC_TEST_EUREKA="http://127.0.0.1:$port/eureka"
   echo "eureka: $REGISTRY_SYNC_TEST_EUREKA (pid $SPAWNED_PID)" >&2
 }
+
+# istiod (pilot-discovery) from istio.io/istio, pinned in tools/istiod.
+install_istiod() {
+  build_go_tool istiod istio.io/istio/pilot/cmd/pilot-discovery \
+    "-X istio.io/istio/pkg/version.buildVersion=1.31-dev+eed52ebb66ad"
+  REGISTRY_SYNC_TEST_ISTIOD_BIN="$(go_tool_path istiod istio.io/istio/pilot/cmd/pilot-discovery)"
+  export REGISTRY_SYNC_TEST_ISTIOD_BIN
+}

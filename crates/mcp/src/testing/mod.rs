@@ -8,6 +8,7 @@
 
 pub mod fixtures;
 mod istiod_checks;
+pub mod proxy;
 pub use istiod_checks::{REVISION_LABEL, in_revision, refusal as istiod_refusal};
 
 use std::collections::BTreeMap;

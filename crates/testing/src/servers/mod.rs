@@ -40,6 +40,9 @@ pub fn helm(args: &[&str]) -> Option<std::process::Output> {
 mod apiserver;
 pub use apiserver::{KUBE_VAR, KubeApiServer, Request, TestKubeApiServer};
 
+mod istiod;
+pub use istiod::{ISTIOD_VAR, TestIstiod};
+
 mod spring;
 pub use spring::{EUREKA_VAR, EurekaRest, SPRING_VAR, SpringApp, TestEureka, http, shared_eureka};
 
