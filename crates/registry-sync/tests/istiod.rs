@@ -16,6 +16,30 @@ fn served_healthy(seen: &Seen) -> bool {
     matches!(seen.health, 0 | 1)
 }
 
+/// Fails when istiod's log says anything against an object of the namespace `ns` (a
+/// refusal, a validation error, a conflict, a dropped config): istiod drops what it
+/// does not accept without telling the writer, so its log is where that shows.
+fn assert_istiod_took_everything(istiod: &TestIstiod, ns: &str) {
+    let log = istiod.log();
+    let complaints: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(ns))
+        // About the test's own proxy, which has no pod behind it.
+        .filter(|line| !line.contains("failed to get proxy service targets"))
+        .filter(|line| {
+            let lower = line.to_lowercase();
+            ["error", "warn", "invalid", "reject", "fail", "conflict", "drop"]
+                .iter()
+                .any(|word| lower.contains(word))
+        })
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "istiod complained about our objects:\n{}",
+        complaints.join("\n")
+    );
+}
+
 /// Two instances of `orders` (the second one's health given), and `payments`.
 fn estate(orders_port: u16, second_healthy: bool, with_payments: bool) -> String {
     let mut text = format!(
@@ -110,4 +134,163 @@ async fn registry_instances_reach_a_proxys_endpoints_through_the_api_server_and_
         "the healthy instance stays served: {:?}",
         proxy.endpoints(&orders)
     );
+    assert_istiod_took_everything(&istiod, &c.ns);
+}
+
+/// Through the MCP sink: istiod reads registry-sync as an `xds://` config source (with
+/// `k8s://` beside it), and a proxy gets the endpoints; registry-sync restarts on the
+/// same port (its served set kept in `state_dir`) and the proxy's endpoints never
+/// disappear meanwhile; a change after the restart reaches the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_mcp_sink_a_proxy_keeps_its_endpoints_across_a_registry_sync_restart() {
+    let Some(c) = Cluster::new("istiod-mcp").await else {
+        return;
+    };
+    c.server.create_namespace("istio-system").await;
+    let port = registry_sync_testing::servers::free_port();
+    let ws = support::Workspace::new();
+    ws.write_config(&format!(
+        "instance: {ns}
+registries:
+  - name: legacy
+    kind: file
+    path: services.yaml
+    namespace: {ns}
+    hosts: \"{{service}}.{ns}.legacy\"
+sinks:
+  mcp:
+    listen: 127.0.0.1:{port}
+    state_dir: state
+",
+        ns = c.ns
+    ));
+    ws.write_services(&estate(8080, true, true));
+    let child = ws.spawn_run();
+    let listening = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    assert!(
+        support::wait_until(Duration::from_secs(30), listening),
+        "the MCP server never listened:\n{}",
+        child.stderr()
+    );
+    let mesh = format!("configSources:\n  - address: xds://127.0.0.1:{port}\n  - address: k8s://\n");
+    let Some(istiod) =
+        tokio::task::block_in_place(|| TestIstiod::start(&c.server.admin_kubeconfig(), &mesh, &[]))
+    else {
+        return;
+    };
+    let node = format!("sidecar~10.9.0.2~app.{ns}~{ns}.svc.cluster.local", ns = c.ns);
+    let mut proxy = Proxy::connect(istiod.xds_address(), &node)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", istiod.log()));
+    let orders = Proxy::cluster_name(&format!("orders.{}.legacy", c.ns), 8080);
+    assert!(
+        proxy
+            .until(Duration::from_secs(60), |p| p.endpoints(&orders).len() == 2)
+            .await,
+        "never served over MCP; clusters: {:?}\nistiod:\n{}\nregistry-sync:\n{}",
+        proxy.clusters.keys().collect::<Vec<_>>(),
+        istiod.log(),
+        child.stderr()
+    );
+
+    // Restart registry-sync; follow everything the proxy is sent meanwhile.
+    tokio::task::block_in_place(|| child.stop_cleanly());
+    let child = ws.spawn_run();
+    let mut fewest = usize::MAX;
+    let window = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < window {
+        proxy.next(Duration::from_millis(200)).await;
+        fewest = fewest.min(proxy.endpoints(&orders).len());
+    }
+    assert_eq!(
+        fewest, 2,
+        "the proxy lost endpoints while registry-sync restarted"
+    );
+    assert!(listening(), "{}", child.stderr());
+
+    // The restarted process serves changes.
+    ws.write_services_atomically(&estate(9090, true, true));
+    let moved = Proxy::cluster_name(&format!("orders.{}.legacy", c.ns), 9090);
+    assert!(
+        proxy
+            .until(Duration::from_secs(60), |p| p.endpoints(&moved).len() == 2
+                && !p.clusters.contains_key(&orders))
+            .await,
+        "the change after the restart never reached the proxy; clusters: {:?}\nistiod:\n{}\nregistry-sync:\n{}",
+        proxy.clusters.keys().collect::<Vec<_>>(),
+        istiod.log(),
+        child.stderr()
+    );
+    assert_istiod_took_everything(&istiod, &c.ns);
+}
+
+/// Through the files sink: istiod reads its output directory with `--configDir`, a real
+/// reader of the files it writes, and a proxy gets the endpoints and their changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_files_sink_istiod_reads_the_directory_and_a_proxy_gets_the_endpoints() {
+    let Some(c) = Cluster::new("istiod-files").await else {
+        return;
+    };
+    c.server.create_namespace("istio-system").await;
+    let ws = support::Workspace::new();
+    ws.write_config(&format!(
+        "registries:
+  - name: legacy
+    kind: file
+    path: services.yaml
+    namespace: {ns}
+    hosts: \"{{service}}.{ns}.legacy\"
+sinks:
+  files:
+    dir: out
+",
+        ns = c.ns
+    ));
+    ws.write_services(&estate(8080, true, true));
+    let once = cmd(&ws, &["once"]).await;
+    assert_eq!(once.code(), Some(0), "{once}");
+    let out = ws.out_dir();
+    let Some(istiod) = tokio::task::block_in_place(|| {
+        TestIstiod::start(
+            &c.server.admin_kubeconfig(),
+            "{}\n",
+            &["--configDir", out.to_str().unwrap()],
+        )
+    }) else {
+        return;
+    };
+    let node = format!("sidecar~10.9.0.3~app.{ns}~{ns}.svc.cluster.local", ns = c.ns);
+    let mut proxy = Proxy::connect(istiod.xds_address(), &node)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", istiod.log()));
+    let orders = Proxy::cluster_name(&format!("orders.{}.legacy", c.ns), 8080);
+    assert!(
+        proxy
+            .until(Duration::from_secs(60), |p| p.endpoints(&orders).len() == 2)
+            .await,
+        "istiod never served the files; clusters: {:?}\nistiod:\n{}",
+        proxy.clusters.keys().collect::<Vec<_>>(),
+        istiod.log()
+    );
+
+    // istiod watches the directory: a change written by the sink reaches the proxy.
+    ws.write_services(&estate(8080, false, false));
+    let once = cmd(&ws, &["once"]).await;
+    assert_eq!(once.code(), Some(0), "{once}");
+    let payments = Proxy::cluster_name(&format!("payments.{}.legacy", c.ns), 9000);
+    assert!(
+        proxy
+            .until(Duration::from_secs(60), |p| {
+                !p.clusters.contains_key(&payments)
+                    && !p
+                        .endpoints(&orders)
+                        .iter()
+                        .any(|s| s.address == "10.0.0.2" && served_healthy(s))
+            })
+            .await,
+        "the change in the directory never reached the proxy; orders: {:?}\nistiod:\n{}",
+        proxy.endpoints(&orders),
+        istiod.log()
+    );
+    assert_istiod_took_everything(&istiod, &c.ns);
 }
