@@ -294,3 +294,187 @@ sinks:
     );
     assert_istiod_took_everything(&istiod, &c.ns);
 }
+
+/// `etcdctl` against the shared etcd, as an operator or a service's registration does.
+fn etcdctl(url: &str, args: &[&str]) {
+    let output = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={url}"))
+        .args(args)
+        .output()
+        .expect("run etcdctl (installed with etcd)");
+    assert!(
+        output.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A real registry all the way to a proxy: instances registered in etcd (in etcd's own
+/// `naming/endpoints` format) reach a proxy's EDS through `run`, the API server and
+/// istiod; a new port and a deregistration follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_registrations_reach_a_proxy_through_run_the_api_server_and_istiod() {
+    let Some(etcd) = registry_sync_testing::servers::shared_server(registry_sync_testing::servers::ETCD_VAR)
+    else {
+        return;
+    };
+    let Some(c) = Cluster::new("istiod-etcd").await else {
+        return;
+    };
+    c.server.create_namespace("istio-system").await;
+    let prefix = format!("/{}", c.ns);
+    let put = |id: &str, addr: &str| {
+        etcdctl(
+            &etcd,
+            &[
+                "put",
+                &format!("{prefix}/orders/{id}"),
+                &format!("{{\"Addr\":\"{addr}\",\"Metadata\":{{\"protocol\":\"http\"}}}}"),
+            ],
+        )
+    };
+    put("1", "10.0.2.1:8080");
+    put("2", "10.0.2.2:8080");
+    let ws = support::Workspace::new();
+    ws.write_config(&format!(
+        "instance: {ns}
+registries:
+  - name: kv
+    kind: etcd
+    address: {etcd}
+    prefix: {prefix}
+    namespace: {ns}
+    hosts: \"{{service}}.{ns}.kv\"
+sinks:
+  kubernetes:
+    kubeconfig: {kubeconfig}
+    leader_election: {{enabled: false}}
+",
+        ns = c.ns,
+        kubeconfig = c.server.admin_kubeconfig().display()
+    ));
+    let child = ws.spawn_run();
+    let Some(istiod) =
+        tokio::task::block_in_place(|| TestIstiod::start(&c.server.admin_kubeconfig(), "{}\n", &[]))
+    else {
+        return;
+    };
+    let node = format!("sidecar~10.9.0.4~app.{ns}~{ns}.svc.cluster.local", ns = c.ns);
+    let mut proxy = Proxy::connect(istiod.xds_address(), &node)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", istiod.log()));
+    let host = format!("orders.{}.kv", c.ns);
+    let addresses = |p: &Proxy, port: u16| -> Vec<(String, u32)> {
+        p.endpoints(&Proxy::cluster_name(&host, port))
+            .into_iter()
+            .map(|s| (s.address, s.port))
+            .collect()
+    };
+    assert!(
+        proxy
+            .until(Duration::from_secs(60), |p| addresses(p, 8080).len() == 2)
+            .await,
+        "clusters: {:?}\nregistry-sync:\n{}\nistiod:\n{}",
+        proxy.clusters.keys().collect::<Vec<_>>(),
+        child.stderr(),
+        istiod.log()
+    );
+    assert_eq!(
+        addresses(&proxy, 8080),
+        [("10.0.2.1".to_string(), 8080), ("10.0.2.2".to_string(), 8080)]
+    );
+
+    // A third instance registers; the second leaves.
+    put("3", "10.0.2.3:8080");
+    etcdctl(&etcd, &["del", &format!("{prefix}/orders/2")]);
+    assert!(
+        proxy
+            .until(Duration::from_secs(30), |p| addresses(p, 8080)
+                == [("10.0.2.1".to_string(), 8080), ("10.0.2.3".to_string(), 8080)])
+            .await,
+        "{:?}\n{}",
+        addresses(&proxy, 8080),
+        child.stderr()
+    );
+    // Every instance leaves: the cluster goes.
+    etcdctl(&etcd, &["del", "--prefix", &format!("{prefix}/")]);
+    let cluster = Proxy::cluster_name(&host, 8080);
+    assert!(
+        proxy
+            .until(Duration::from_secs(30), |p| !p.clusters.contains_key(&cluster))
+            .await,
+        "the cluster of a service that left is still there:\n{}",
+        child.stderr()
+    );
+    assert_istiod_took_everything(&istiod, &c.ns);
+}
+
+/// WorkloadEntries with health in their status (`endpoints: workload-entry`,
+/// `health: status`): the proxy gets the entries' endpoints through the ServiceEntry's
+/// selector, an unhealthy instance is not served as healthy, and over a minute of steady
+/// state neither istiod nor registry-sync writes a status (they do not fight over the
+/// `Healthy` condition); a recovery reaches the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_entries_reach_a_proxy_through_the_selector_with_their_health_and_no_status_fight() {
+    let Some(c) = Cluster::new("istiod-we").await else {
+        return;
+    };
+    c.server.create_namespace("istio-system").await;
+    let registry = format!(
+        "    hosts: \"{{service}}.{}.legacy\"\n    endpoints: workload-entry\n    health: status\n",
+        c.ns
+    );
+    let ws = c.workspace(&estate(8080, false, false), &registry, "");
+    let child = ws.spawn_run();
+    let Some(istiod) =
+        tokio::task::block_in_place(|| TestIstiod::start(&c.server.admin_kubeconfig(), "{}\n", &[]))
+    else {
+        return;
+    };
+    let node = format!("sidecar~10.9.0.5~app.{ns}~{ns}.svc.cluster.local", ns = c.ns);
+    let mut proxy = Proxy::connect(istiod.xds_address(), &node)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", istiod.log()));
+    let orders = Proxy::cluster_name(&format!("orders.{}.legacy", c.ns), 8080);
+    let healthy_addresses = |p: &Proxy| -> Vec<String> {
+        p.endpoints(&orders)
+            .into_iter()
+            .filter(served_healthy)
+            .map(|s| s.address)
+            .collect()
+    };
+    assert!(
+        proxy
+            .until(Duration::from_secs(60), |p| healthy_addresses(p) == ["10.0.0.1"])
+            .await,
+        "orders: {:?}\nregistry-sync:\n{}\nistiod:\n{}",
+        proxy.endpoints(&orders),
+        child.stderr(),
+        istiod.log()
+    );
+
+    // A minute of steady state: no status write by anyone.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mark = c.server.audit_mark();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let writes = c.writes_since(mark);
+    assert!(
+        writes.is_empty(),
+        "writes in a minute of steady state:\n{}",
+        describe(&writes)
+    );
+
+    // The unhealthy instance recovers.
+    ws.write_services_atomically(&estate(8080, true, false));
+    assert!(
+        proxy
+            .until(Duration::from_secs(30), |p| healthy_addresses(p)
+                == ["10.0.0.1", "10.0.0.2"])
+            .await,
+        "orders: {:?}\n{}",
+        proxy.endpoints(&orders),
+        child.stderr()
+    );
+    assert_istiod_took_everything(&istiod, &c.ns);
+}
