@@ -32,6 +32,8 @@ pub struct Request {
     pub name: String,
     pub code: u16,
     pub uri: String,
+    /// The client's `User-Agent` (istiod's starts with `pilot-discovery/`).
+    pub user_agent: String,
 }
 
 impl Request {
@@ -109,6 +111,7 @@ impl KubeApiServer {
                     name: field(&event["objectRef"]["name"]),
                     code: event["responseStatus"]["code"].as_u64().unwrap_or_default() as u16,
                     uri: field(&event["requestURI"]),
+                    user_agent: field(&event["userAgent"]),
                 }
             })
             .filter(|r| keep(r))
