@@ -8,7 +8,7 @@ use kube::api::{Api, DynamicObject};
 use registry_sync_testing::kube::Resource;
 use registry_sync_testing::servers::{KubeApiServer, Request};
 
-use super::{ChildGuard, Output, Workspace, registry_sync};
+use super::{ChildGuard, Workspace};
 
 /// One test's corner of the shared API server.
 pub struct Cluster {
@@ -120,16 +120,9 @@ registries:
     ws
 }
 
-/// Runs a subcommand on a blocking thread.
-pub async fn cmd(ws: &Workspace, args: &[&str]) -> Output {
-    let dir = ws.path().to_path_buf();
-    let mut full = args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    full.push("--config".into());
-    full.push(ws.config_path().display().to_string());
-    tokio::task::spawn_blocking(move || registry_sync(&dir, full))
-        .await
-        .unwrap()
-}
+/// The binary's subcommands are run as against the stand-in: on a blocking thread.
+#[allow(unused_imports)] // Test binaries that include the support use a part of it.
+pub use super::standin::cmd;
 
 /// A short list of requests for an assertion message.
 pub fn describe(requests: &[Request]) -> String {
