@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use registry_sync_mcp::testing::proxy::{Proxy, Seen};
+use registry_sync_testing::kube::Resource;
 use registry_sync_testing::servers::TestIstiod;
 use support::apiserver::*;
 
@@ -133,6 +134,43 @@ async fn registry_instances_reach_a_proxys_endpoints_through_the_api_server_and_
             .any(|s| s.address == "10.0.0.1" && served_healthy(s)),
         "the healthy instance stays served: {:?}",
         proxy.endpoints(&orders)
+    );
+
+    // istiod gives each entry an address of its own by patching its status (its IP
+    // auto-allocation); registry-sync leaves that alone, and with nothing changed in
+    // the registry it writes nothing.
+    let allocated = || async {
+        let names = c.names(Resource::ServiceEntry).await;
+        let mut all = !names.is_empty();
+        for name in &names {
+            let entry = c.get(Resource::ServiceEntry, name).await;
+            all &= entry.is_some_and(|e| {
+                e.data["status"]["addresses"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            });
+        }
+        all
+    };
+    c.wait_for(
+        Duration::from_secs(60),
+        "istiod allocates every entry an address",
+        None,
+        allocated,
+    )
+    .await;
+    let mark = c.server.audit_mark();
+    let again = cmd(&ws, &["once"]).await;
+    assert_eq!(again.code(), Some(0), "{again}");
+    let ours: Vec<_> = c
+        .writes_since(mark)
+        .into_iter()
+        .filter(|r| !r.user_agent.starts_with("pilot-discovery"))
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "registry-sync wrote with nothing changed:\n{}",
+        describe(&ours)
     );
     assert_istiod_took_everything(&istiod, &c.ns);
 }
@@ -484,4 +522,105 @@ async fn workload_entries_reach_a_proxy_through_the_selector_with_their_health_a
         child.stderr()
     );
     assert_istiod_took_everything(&istiod, &c.ns);
+}
+
+/// The names of the objects of namespace `ns` in istiod's config store, as its
+/// `/debug/configz` lists them (the MCP sources' objects with the cluster's).
+fn stored_by_istiod(istiod: &TestIstiod, ns: &str) -> std::collections::BTreeSet<String> {
+    fn walk(value: &serde_json::Value, ns: &str, names: &mut std::collections::BTreeSet<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(meta) = map.get("metadata")
+                    && meta["namespace"] == ns
+                    && let Some(name) = meta["name"].as_str()
+                {
+                    names.insert(name.to_string());
+                }
+                map.values().for_each(|v| walk(v, ns, names));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, ns, names)),
+            _ => {}
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    if let Ok(configz) = serde_json::from_str::<serde_json::Value>(&istiod.debug("/debug/configz")) {
+        walk(&configz, ns, &mut names);
+    }
+    names
+}
+
+/// The objects the sink's pre-check refuses and those it serves, served to the real
+/// istiod as they are (the pre-check skipped): istiod stores exactly the second kind,
+/// and the pre-check and the test client's checks (what the MCP tests hold the sink
+/// against) each give the real istiod's verdict on every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sinks_pre_check_and_the_test_client_give_the_real_istiods_verdict_on_each_object() {
+    use registry_sync_mcp::testing::Profile;
+    use registry_sync_mcp::testing::cases::{self, istiod_verdict};
+    use registry_sync_mcp::validate::refusal;
+
+    let Some(c) = Cluster::new("istiod-verdicts").await else {
+        return;
+    };
+    c.server.create_namespace("istio-system").await;
+    let expected: Vec<(&str, bool)> = cases::refused()
+        .iter()
+        .map(|(why, _)| (*why, false))
+        .chain(cases::stored().iter().map(|(what, _)| (*what, true)))
+        .collect();
+    let objects: Vec<_> = cases::refused()
+        .into_iter()
+        .chain(cases::stored())
+        .enumerate()
+        .map(|(i, (_, object))| {
+            let mut meta = object.metadata.clone();
+            meta.namespace = c.ns.clone();
+            meta.name = format!("case-{i}");
+            registry_sync_istio::IstioObject::new(meta, object.spec.clone())
+        })
+        .collect();
+    let address = registry_sync_mcp::testing::fixtures::serve_unchecked(&objects).await;
+    let mesh = format!("configSources:\n  - address: xds://{address}\n  - address: k8s://\n");
+    let Some(istiod) =
+        tokio::task::block_in_place(|| TestIstiod::start(&c.server.admin_kubeconfig(), &mesh, &[]))
+    else {
+        return;
+    };
+    let should_store = expected.iter().filter(|(_, stored)| *stored).count();
+    let mut stored = Default::default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        stored = stored_by_istiod(&istiod, &c.ns);
+        if stored.len() >= should_store {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A refused object would have arrived in the same response as the stored ones.
+    let mut disagreements = Vec::new();
+    for (i, ((what, expected), object)) in expected.iter().zip(&objects).enumerate() {
+        let verdict = |stores: bool| if stores { "stores" } else { "refuses" };
+        let real = stored.contains(&format!("case-{i}"));
+        let sink = refusal(object).is_none();
+        let client = istiod_verdict(Profile::Istio130, object).is_none();
+        if real != *expected || sink != real || client != real {
+            disagreements.push(format!(
+                "{what}: the real istiod {}, the sink's pre-check {}, the test client {}",
+                verdict(real),
+                verdict(sink),
+                verdict(client)
+            ));
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "verdicts differ from the real istiod's:\n{}\nistiod stored: {stored:?}\n/debug/configz begins: {}\nistiod:\n{}",
+        disagreements.join("\n"),
+        istiod
+            .debug("/debug/configz")
+            .chars()
+            .take(3000)
+            .collect::<String>(),
+        istiod.log()
+    );
 }

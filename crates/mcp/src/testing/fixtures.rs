@@ -8,6 +8,7 @@ use registry_sync_istio::{
 };
 use registry_sync_plan::Plan;
 
+use crate::served::Served;
 use crate::server::{Ads, ServerTls, Serving, Unobserved};
 use crate::sink::McpSink;
 
@@ -44,6 +45,29 @@ pub async fn serve_loopback_as_run(max_streams: usize, tls: Option<&ServerTls>) 
     let address = serving.local_addr().expect("a bound address");
     tokio::spawn(serving.run(std::future::pending()));
     (address, sink)
+}
+
+/// Serves exactly `objects` on an ephemeral loopback port, without the sink's
+/// pre-check: what istiod itself makes of an object the sink would refuse.
+pub async fn serve_unchecked(objects: &[IstioObject]) -> SocketAddr {
+    let mut served = Served::default();
+    let now = std::time::SystemTime::now();
+    for object in objects {
+        served.upsert(object, now);
+    }
+    served.complete();
+    let (offers, receiver) = tokio::sync::watch::channel(served.offer());
+    let ads = Ads::new(receiver, Arc::new(Unobserved));
+    let serving = Serving::bind("127.0.0.1:0".parse().expect("an address"), ads, None)
+        .await
+        .expect("a loopback port");
+    let address = serving.local_addr().expect("a bound address");
+    tokio::spawn(async move {
+        // The set never changes; its sender lives as long as the server.
+        let _offers = offers;
+        serving.run(std::future::pending()).await
+    });
+    address
 }
 
 /// A STATIC ServiceEntry `mesh/<name>` for `<name>.legacy:8080` with these endpoints.

@@ -32,19 +32,9 @@ pub fn in_revision(labels: &std::collections::BTreeMap<String, String>, revision
 }
 
 /// Why istiod's store would refuse `body` for the collection of `type_url`, if it would.
-pub fn refusal(
-    profile: Profile,
-    type_url: &str,
-    metadata: &proto::Metadata,
-    body: &prost_types::Any,
-) -> Option<String> {
-    if let Some(bad) = metadata
-        .labels
-        .iter()
-        .find(|(k, v)| !is_label_key(k) || !is_label_value(v))
-    {
-        return Some(format!("invalid label {bad:?}"));
-    }
+/// `schema.ValidateConfig` checks the spec alone: the object's own labels and
+/// annotations are stored whatever they are.
+pub fn refusal(profile: Profile, type_url: &str, body: &prost_types::Any) -> Option<String> {
     if type_url.ends_with("/ServiceEntry") {
         if body.type_url != proto::SERVICE_ENTRY_BODY {
             return Some(format!(

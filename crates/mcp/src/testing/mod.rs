@@ -6,6 +6,7 @@
 //! a resource in the wrong envelope, with a bad name, for another revision or failing
 //! istiod's validation is dropped without a word to the server).
 
+pub mod cases;
 pub mod fixtures;
 mod istiod_checks;
 pub mod proxy;
@@ -356,7 +357,7 @@ impl Istiod {
                     .push((String::new(), "the resource does not decode".into()));
                 continue;
             };
-            let Some(mut meta) = resource.metadata else {
+            let Some(meta) = resource.metadata else {
                 continue;
             };
             if !in_revision(&meta.labels, &self.dial.revision) {
@@ -367,20 +368,16 @@ impl Istiod {
                 continue;
             }
             let Some(body) = resource.body else { continue };
-            let labels = std::mem::take(&mut meta.labels);
             received.insert(
                 meta.name.clone(),
-                (
-                    Stored {
-                        version: meta.version,
-                        body,
-                        create_time: meta.create_time,
-                    },
-                    labels,
-                ),
+                Stored {
+                    version: meta.version,
+                    body,
+                    create_time: meta.create_time,
+                },
             );
         }
-        for (name, (object, labels)) in received.iter() {
+        for (name, object) in received.iter() {
             let changes = match store.get(name) {
                 None => true,
                 Some(old) => old.version != object.version || object.version.is_empty(),
@@ -391,11 +388,7 @@ impl Istiod {
             // A create that fails validation leaves no object; an update that fails
             // keeps the old one.
             // Validation runs on what changes only, as the store's Create and Update do.
-            let meta = proto::Metadata {
-                labels: labels.clone(),
-                ..Default::default()
-            };
-            if let Some(why) = istiod_refusal(self.profile, &response.type_url, &meta, &object.body) {
+            if let Some(why) = istiod_refusal(self.profile, &response.type_url, &object.body) {
                 self.dropped
                     .push((name.clone(), format!("validation failed: {why}")));
                 continue;

@@ -232,7 +232,12 @@ impl Proxy {
             },
             ..Default::default()
         };
-        if self.requests.send(ack).await.is_err() {
+        // Bounded like the read: a stream that stopped taking requests ends the wait
+        // instead of holding the caller for ever.
+        if !matches!(
+            tokio::time::timeout(timeout, self.requests.send(ack)).await,
+            Ok(Ok(()))
+        ) {
             return false;
         }
         if ask_eds {
@@ -242,7 +247,10 @@ impl Proxy {
                 resource_names: self.eds_names.clone(),
                 ..Default::default()
             };
-            if self.requests.send(request).await.is_err() {
+            if !matches!(
+                tokio::time::timeout(timeout, self.requests.send(request)).await,
+                Ok(Ok(()))
+            ) {
                 return false;
             }
         }

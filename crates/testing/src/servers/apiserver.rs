@@ -80,6 +80,21 @@ impl KubeApiServer {
         name
     }
 
+    /// Sets the label `key` = `value` on the namespace `name` (what istiod's
+    /// `discoverySelectors` select by).
+    pub async fn label_namespace(&self, name: &str, key: &str, value: &str) {
+        let namespaces: Api<Namespace> = Api::all(self.admin().await);
+        let patch = serde_json::json!({"metadata": {"labels": {key: value}}});
+        namespaces
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(patch),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("labelling namespace {name}: {e}"));
+    }
+
     /// Creates the namespace `name` (already there is fine).
     pub async fn create_namespace(&self, name: &str) {
         let namespaces: Api<Namespace> = Api::all(self.admin().await);
