@@ -16,16 +16,13 @@ mod yaml;
 pub use litemap::LiteMap;
 pub use object::{
     Endpoint, IstioObject, Kind, Location, ObjectKey, ObjectMeta, Resolution, ServiceEntrySpec, ServicePort,
-    SharedMaps, Spec, WorkloadSelector,
+    SharedMaps, Spec, WorkloadSelector, registry_of_source, split_sources,
 };
 /// Desired objects by key. Shared, because the same object sits in the index, in
 /// every sink's plan and in the sink's write queue; cloning it would cost its size each time.
 pub type Desired = std::collections::BTreeMap<ObjectKey, std::sync::Arc<IstioObject>>;
 
-pub use yaml::{
-    HeldObject, RenderError, held_from_json, parse_held, registry_of_source, render_documents, render_object,
-    split_sources,
-};
+pub use yaml::{HeldObject, RenderError, held_from_json, parse_held, render_documents, render_object};
 
 pub const API_GROUP: &str = "networking.istio.io";
 pub const API_VERSION: &str = "networking.istio.io/v1";

@@ -235,7 +235,7 @@ impl IstioObject {
         self.metadata
             .annotations
             .get(crate::SOURCES_ANNOTATION)
-            .map(|v| crate::yaml::split_sources(v))
+            .map(|v| split_sources(v))
             .into_iter()
             .flatten()
     }
@@ -308,6 +308,17 @@ fn short_sha256(value: &impl Serialize) -> String {
     let bytes = serde_json::to_vec(value).expect("plain data always serializes to JSON");
     let digest = Sha256::digest(&bytes);
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The registry part of one `registry:service` entry of [`SOURCES_ANNOTATION`](crate::SOURCES_ANNOTATION). Registry
+/// names never contain `:` (the config refuses them), service names may.
+pub fn registry_of_source(source: &str) -> &str {
+    source.split_once(':').map_or(source, |(registry, _)| registry)
+}
+
+/// The entries of a [`SOURCES_ANNOTATION`](crate::SOURCES_ANNOTATION) value.
+pub fn split_sources(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]

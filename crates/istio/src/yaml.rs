@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use litemap::LiteMap;
 use serde::Deserialize;
 
-use crate::object::spec_hash;
+use crate::object::{registry_of_source, spec_hash, split_sources};
 use crate::{
     CONTENT_HASH_ANNOTATION, HEALTH_CHECKS_ANNOTATION, HEALTHY_CONDITION, IstioObject, Kind, ObjectKey,
     SOURCES_ANNOTATION, SPEC_HASH_ANNOTATION, Spec,
@@ -83,17 +83,6 @@ impl HeldObject {
     pub fn source_registries(&self) -> impl Iterator<Item = &str> {
         self.sources.iter().map(|s| registry_of_source(s))
     }
-}
-
-/// The registry part of one `registry:service` entry of [`SOURCES_ANNOTATION`]. Registry
-/// names never contain `:` (the config refuses them), service names may.
-pub fn registry_of_source(source: &str) -> &str {
-    source.split_once(':').map_or(source, |(registry, _)| registry)
-}
-
-/// The entries of a [`SOURCES_ANNOTATION`] value.
-pub fn split_sources(value: &str) -> impl Iterator<Item = &str> {
-    value.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
 #[derive(Deserialize)]

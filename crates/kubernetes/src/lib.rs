@@ -3,10 +3,10 @@
 //! replicas run while one writes.
 //!
 //! ```text
-//!  Pipeline ──plan──▶ KubeSink ──POST / SSA / DELETE──▶ API server
-//!     ▲                 │  ▲                               │
-//!     └── held ◀────────┘  └──── label-selected watch ◀────┘
-//!                      writes gated by Leadership (Lease)
+//!  the sink's writer ──plan──▶ KubeSink ──SSA / DELETE / status──▶ API server
+//!        ▲                      │  ▲                                   │
+//!        └─ held, drift ◀───────┘  └──── label-selected watch ◀────────┘
+//!                 every request gated by Leadership (a Lease)
 //! ```
 
 #![forbid(unsafe_code)]

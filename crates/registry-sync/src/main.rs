@@ -67,7 +67,8 @@ struct WriteArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Watch every registry and keep every sink in step until SIGINT or SIGTERM.
+    /// Watch every registry and keep every sink in step until SIGINT or SIGTERM; with
+    /// `sinks.mcp`, also serve the objects to istiod as an MCP-over-xDS config source.
     Run(WriteArgs),
     /// Read every registry once, sync every sink once, then exit (1 if anything failed,
     /// 3 if the mass-change guard held changes back).

@@ -8,7 +8,8 @@
 //!   channel, which coalesces: a writer that was busy sees only the latest;
 //! * one writer task per sink plans what changed since the version it applied, plus
 //!   what its sink saw change underneath it, and applies. A slow or failing sink
-//!   holds up no other; leadership gates every writer, and losing it cancels the
+//!   holds up no other; leadership gates the writer of every sink one replica owns
+//!   (not the MCP server's, which every replica serves), and losing it cancels the
 //!   writes in flight.
 //!
 //! The first change after a quiet period is planned at once (no debounce delay).

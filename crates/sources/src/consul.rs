@@ -35,6 +35,7 @@ mod config;
 pub use config::ConsulBlock;
 mod client;
 mod connections;
+mod blocking;
 mod overflow;
 mod parse;
 mod watch;

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::Client;
 use super::parse::{self, CheckStates};
-use super::watch::Report;
+use super::blocking::{Report, follow};
 
 /// How the connection budget is spent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,7 +187,7 @@ async fn checks_task(
     reports: mpsc::Sender<Report>,
     cancel: CancellationToken,
 ) {
-    super::watch::follow(
+    follow(
         cancel,
         reports,
         |index| {

@@ -1,105 +1,11 @@
 //! Fault injection, switchable at runtime through [`Faults`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use tokio::sync::watch;
-
-use crate::kube::routes::classify_request;
-use crate::kube::state::{Shared, lock_ignoring_poison as lock};
-use crate::kube::status::ApiError;
-
-#[derive(Debug, Default)]
-struct Throttle {
-    /// Throttle this many further requests.
-    remaining: u64,
-    /// Throttle this fraction of requests (deterministically: every 1/fraction-th one).
-    fraction: f64,
-    accumulated: f64,
-    retry_after: u32,
-}
-
-pub(crate) struct FaultState {
-    latency: Mutex<Duration>,
-    throttle: Mutex<Throttle>,
-    failing_writes: AtomicU64,
-    /// Fail this share of writes, in millionths, chosen by a seeded sequence.
-    failing_writes_share: AtomicU64,
-    write_draws: AtomicU64,
-    /// Object names an admission webhook refuses writes of, with its reason.
-    denied: Mutex<std::collections::BTreeMap<String, String>>,
-    paused: watch::Sender<bool>,
-    /// Bumped to drop every open watch stream.
-    pub drops: watch::Sender<u64>,
-}
-
-impl Default for FaultState {
-    fn default() -> FaultState {
-        FaultState {
-            latency: Mutex::new(Duration::ZERO),
-            throttle: Mutex::new(Throttle::default()),
-            failing_writes: AtomicU64::new(0),
-            failing_writes_share: AtomicU64::new(0),
-            write_draws: AtomicU64::new(0),
-            denied: Mutex::new(std::collections::BTreeMap::new()),
-            paused: watch::channel(false).0,
-            drops: watch::channel(0).0,
-        }
-    }
-}
-
-impl FaultState {
-    /// The Retry-After of a throttled request, if this one is throttled.
-    fn take_throttle(&self) -> Option<u32> {
-        let mut t = lock(&self.throttle);
-        if t.remaining > 0 {
-            t.remaining -= 1;
-            return Some(t.retry_after);
-        }
-        if t.fraction > 0.0 {
-            t.accumulated += t.fraction;
-            if t.accumulated >= 1.0 {
-                t.accumulated -= 1.0;
-                return Some(t.retry_after);
-            }
-        }
-        None
-    }
-
-    fn take_write_failure(&self) -> bool {
-        if self
-            .failing_writes
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return true;
-        }
-        let share = self.failing_writes_share.load(Ordering::Relaxed);
-        if share == 0 {
-            return false;
-        }
-        // A fixed pseudo-random sequence (splitmix64): the same run each time, and no
-        // lockstep with a client's retries.
-        let mut x = self
-            .write_draws
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^= x >> 31;
-        x % 1_000_000 < share
-    }
-
-    /// Waits while the server is paused.
-    pub(crate) async fn unpaused(&self) {
-        let mut rx = self.paused.subscribe();
-        let _ = rx.wait_for(|paused| !paused).await;
-    }
-}
+use crate::kube::state::Shared;
+use crate::kube::util::lock;
 
 /// Runtime fault switches of a running stand-in. Cheap to clone; every clone controls
 /// the same server.
@@ -187,33 +93,4 @@ impl Faults {
         lock(&self.shared.faults.denied).clear();
         self.resume();
     }
-}
-
-/// The middleware in front of every route: counting, pause, latency, 429s, failing writes.
-pub(crate) async fn layer(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let class = classify_request(&req);
-    if let Some((verb, plural)) = &class {
-        shared.count(*verb, plural);
-    }
-    tokio::select! {
-        () = shared.faults.unpaused() => {}
-        () = shared.shutdown.cancelled() => return ApiError::internal("server shutting down").into_response(),
-    }
-    let latency = *lock(&shared.faults.latency);
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    if let Some(retry_after) = shared.faults.take_throttle() {
-        return ApiError::too_many_requests(retry_after).into_response();
-    }
-    if class.as_ref().is_some_and(|(verb, _)| verb.is_write()) {
-        let name = req.uri().path().rsplit('/').next().unwrap_or_default();
-        if let Some(reason) = lock(&shared.faults.denied).get(name) {
-            return ApiError::denied_by_webhook("policy.example.com", reason).into_response();
-        }
-    }
-    if class.as_ref().is_some_and(|(verb, _)| verb.is_write()) && shared.faults.take_write_failure() {
-        return ApiError::internal("etcdserver: request timed out (injected fault)").into_response();
-    }
-    next.run(req).await
 }

@@ -61,6 +61,7 @@
 
 mod apply;
 mod counts;
+mod fault_state;
 mod faults;
 mod fields;
 mod ops;

@@ -8,18 +8,18 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::middleware;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde_json::{Value, json};
 
 use crate::kube::counts::Verb;
-use crate::kube::faults;
 use crate::kube::ops::{self, PatchKind, WriteOpts, Written};
 use crate::kube::resource::Resource;
 use crate::kube::selector::Selectors;
 use crate::kube::state::Shared;
 use crate::kube::status::{ApiError, json_response};
+use crate::kube::util::lock;
 use crate::kube::watch::{self, WatchRequest};
 
 type Q = Query<HashMap<String, String>>;
@@ -48,7 +48,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             any(status_item),
         )
         .fallback(|| async { ApiError::path_not_found() })
-        .layer(middleware::from_fn_with_state(shared.clone(), faults::layer))
+        .layer(middleware::from_fn_with_state(shared.clone(), fault_layer))
         .with_state(shared)
 }
 
@@ -470,4 +470,33 @@ async fn discovery(Path((group, version)): Path<(String, String)>) -> Response {
             "resources": resources,
         }),
     )
+}
+
+/// The middleware in front of every route: counting, pause, latency, 429s, failing writes.
+async fn fault_layer(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let class = classify_request(&req);
+    if let Some((verb, plural)) = &class {
+        shared.count(*verb, plural);
+    }
+    tokio::select! {
+        () = shared.faults.unpaused() => {}
+        () = shared.shutdown.cancelled() => return ApiError::internal("server shutting down").into_response(),
+    }
+    let latency = *lock(&shared.faults.latency);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if let Some(retry_after) = shared.faults.take_throttle() {
+        return ApiError::too_many_requests(retry_after).into_response();
+    }
+    if class.as_ref().is_some_and(|(verb, _)| verb.is_write()) {
+        let name = req.uri().path().rsplit('/').next().unwrap_or_default();
+        if let Some(reason) = lock(&shared.faults.denied).get(name) {
+            return ApiError::denied_by_webhook("policy.example.com", reason).into_response();
+        }
+    }
+    if class.as_ref().is_some_and(|(verb, _)| verb.is_write()) && shared.faults.take_write_failure() {
+        return ApiError::internal("etcdserver: request timed out (injected fault)").into_response();
+    }
+    next.run(req).await
 }

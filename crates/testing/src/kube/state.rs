@@ -8,8 +8,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::kube::counts::{Counts, Verb};
-use crate::kube::faults::FaultState;
+use crate::kube::fault_state::FaultState;
 use crate::kube::store::Store;
+use crate::kube::util::lock;
 
 pub(crate) struct Shared {
     store: Mutex<Store>,
@@ -21,10 +22,6 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// How often an idle watch that asked for bookmarks gets one.
     pub bookmark_every: Duration,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {
@@ -57,9 +54,4 @@ impl Shared {
     pub(crate) fn reset_counts(&self) {
         lock(&self.counts).clear();
     }
-}
-
-/// Locks a mutex, ignoring poisoning (a panicking test must not wedge the server).
-pub(crate) fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    lock(m)
 }

@@ -1,0 +1,6 @@
+//! The crate's integration tests, in one test binary (one link for them all); each
+//! module is one area. Run one with `cargo test -p registry-sync-mcp --test it <module>::`.
+
+mod ads;
+mod fanout;
+mod parity;

@@ -1,0 +1,5 @@
+//! The crate's integration tests, in one test binary (one link for them all); each
+//! module is one area. Run one with `cargo test -p registry-sync-sinks --test it <module>::`.
+
+mod files;
+mod stdout;
