@@ -23,6 +23,7 @@ mod mcp;
 mod nacos;
 mod plan_once;
 mod progress;
+mod properties;
 mod render;
 mod replacements;
 mod run;
