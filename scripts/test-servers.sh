@@ -17,11 +17,19 @@ TEST_SERVER_DIRS=()
 TEST_SERVER_PACKAGES=()
 
 stop_test_servers() {
-  local pid dir
-  for pid in "${TEST_SERVER_PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
+  local pid dir i deadline
+  # Newest first, so a server stops before what it stands on (kube-apiserver before its
+  # etcd). One that has not stopped within 15 s is killed: kube-apiserver's graceful
+  # shutdown waits on its etcd for minutes once that is gone.
+  for ((i = ${#TEST_SERVER_PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${TEST_SERVER_PIDS[i]}" 2>/dev/null || true
   done
+  deadline=$((SECONDS + 15))
   for pid in "${TEST_SERVER_PIDS[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+      sleep 0.2
+    done
+    kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
   TEST_SERVER_PIDS=()
