@@ -61,52 +61,81 @@ pub(crate) enum RawLocation {
 /// auto-allocation, IPv4 and IPv6).
 pub const ISTIO_VIP_RANGES: [&str; 2] = ["240.240.0.0/16", "2001:2::/48"];
 
-/// The keys every registry entry takes, whatever its kind.
-pub const COMMON_KEYS: &[&str] = &[
-    "name",
-    "kind",
-    "namespace",
-    "hosts",
-    "endpoints",
-    "location",
-    "sidecar",
-    "export_to",
-    "use_waypoint",
-    "use_waypoint_namespace",
-    "ingress_use_waypoint",
-    "select",
-    "namespace_from",
-    "allowed_namespaces",
-    "provenance",
-    "vip_range",
-    "vip_range_shared_with_istio",
-    "health",
-    "drain_delay",
-];
+/// Declares the keys every registry entry takes, whatever its kind, once: the list
+/// ([`COMMON_KEYS`]), the raw entry's fields and their reading all come from it. Every
+/// key not declared here belongs to the kind's block, with the line it was written on.
+macro_rules! common_keys {
+    ($( $key:ident : $ty:ty = $default:tt ),* $(,)?) => {
+        /// The keys every registry entry takes, whatever its kind.
+        pub const COMMON_KEYS: &[&str] = &[$(stringify!($key)),*];
 
-pub(super) struct RawRegistry {
-    name: Spanned<String>,
-    kind: Spanned<String>,
-    namespace: Spanned<String>,
-    hosts: Option<Spanned<String>>,
-    endpoints: Option<RawEndpointMode>,
-    location: Option<RawLocation>,
-    sidecar: bool,
-    export_to: Option<Spanned<Vec<String>>>,
-    use_waypoint: Option<Spanned<String>>,
-    use_waypoint_namespace: Option<Spanned<String>>,
-    ingress_use_waypoint: bool,
-    select: Option<RawSelect>,
-    namespace_from: Option<Spanned<String>>,
-    allowed_namespaces: Option<Spanned<Vec<String>>>,
-    provenance: bool,
-    vip_range: Option<Spanned<String>>,
-    vip_range_shared_with_istio: bool,
-    health: Option<Spanned<String>>,
-    drain_delay: Option<Spanned<String>>,
-    /// The kind's keys, as written, and the line of each.
-    block: serde_json::Map<String, serde_json::Value>,
-    lines: BTreeMap<String, u64>,
+        pub(super) struct RawRegistry {
+            $( $key: common_keys!(@field $ty, $default), )*
+            /// The kind's keys, as written, and the line of each.
+            block: serde_json::Map<String, serde_json::Value>,
+            lines: BTreeMap<String, u64>,
+        }
+
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = RawRegistry;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a registry: name, kind, namespace and the kind's keys")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRegistry, A::Error> {
+                $( let mut $key: Option<$ty> = None; )*
+                let mut block = serde_json::Map::new();
+                let mut lines = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        $( stringify!($key) => $key = Some(map.next_value()?), )*
+                        _ => {
+                            let value: Spanned<serde_json::Value> = map.next_value()?;
+                            lines.insert(key.clone(), value.referenced.line());
+                            block.insert(key, value.value);
+                        }
+                    }
+                }
+                Ok(RawRegistry {
+                    $( $key: common_keys!(@take $key, $default), )*
+                    block,
+                    lines,
+                })
+            }
+        }
+    };
+    // `optional`: absent is `None`; `required`: absent is an error; otherwise the value
+    // given is the default. A key written as null is an error in every case.
+    (@field $ty:ty, optional) => { Option<$ty> };
+    (@field $ty:ty, $default:tt) => { $ty };
+    (@take $key:ident, optional) => { $key };
+    (@take $key:ident, required) => {
+        $key.ok_or_else(|| de::Error::missing_field(stringify!($key)))?
+    };
+    (@take $key:ident, $default:tt) => { $key.unwrap_or($default) };
+}
+
+common_keys! {
+    name: Spanned<String> = required,
+    kind: Spanned<String> = required,
+    namespace: Spanned<String> = required,
+    hosts: Spanned<String> = optional,
+    endpoints: RawEndpointMode = optional,
+    location: RawLocation = optional,
+    sidecar: bool = false,
+    export_to: Spanned<Vec<String>> = optional,
+    use_waypoint: Spanned<String> = optional,
+    use_waypoint_namespace: Spanned<String> = optional,
+    ingress_use_waypoint: bool = false,
+    select: RawSelect = optional,
+    namespace_from: Spanned<String> = optional,
+    allowed_namespaces: Spanned<Vec<String>> = optional,
+    provenance: bool = false,
+    vip_range: Spanned<String> = optional,
+    vip_range_shared_with_istio: bool = false,
+    health: Spanned<String> = optional,
+    drain_delay: Spanned<String> = optional,
 }
 
 impl<'de> Deserialize<'de> for RawRegistry {
@@ -116,77 +145,6 @@ impl<'de> Deserialize<'de> for RawRegistry {
 }
 
 struct EntryVisitor;
-
-impl<'de> Visitor<'de> for EntryVisitor {
-    type Value = RawRegistry;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a registry: name, kind, namespace and the kind's keys")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRegistry, A::Error> {
-        let (mut name, mut kind, mut namespace, mut hosts) = (None, None, None, None);
-        let (mut endpoints, mut location, mut sidecar, mut export_to) = (None, None, false, None);
-        let (mut use_waypoint, mut use_waypoint_namespace, mut ingress_use_waypoint) = (None, None, false);
-        let (mut select, mut namespace_from, mut allowed_namespaces, mut provenance) =
-            (None, None, None, false);
-        let (mut vip_range, mut health, mut drain_delay) = (None, None, None);
-        let mut vip_range_shared_with_istio = false;
-        let mut block = serde_json::Map::new();
-        let mut lines = BTreeMap::new();
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "name" => name = Some(map.next_value()?),
-                "kind" => kind = Some(map.next_value()?),
-                "namespace" => namespace = Some(map.next_value()?),
-                "hosts" => hosts = Some(map.next_value()?),
-                "endpoints" => endpoints = Some(map.next_value()?),
-                "location" => location = Some(map.next_value()?),
-                "sidecar" => sidecar = map.next_value()?,
-                "export_to" => export_to = Some(map.next_value()?),
-                "use_waypoint" => use_waypoint = Some(map.next_value()?),
-                "use_waypoint_namespace" => use_waypoint_namespace = Some(map.next_value()?),
-                "ingress_use_waypoint" => ingress_use_waypoint = map.next_value()?,
-                "select" => select = Some(map.next_value()?),
-                "namespace_from" => namespace_from = Some(map.next_value()?),
-                "allowed_namespaces" => allowed_namespaces = Some(map.next_value()?),
-                "provenance" => provenance = map.next_value()?,
-                "vip_range" => vip_range = Some(map.next_value()?),
-                "vip_range_shared_with_istio" => vip_range_shared_with_istio = map.next_value()?,
-                "health" => health = Some(map.next_value()?),
-                "drain_delay" => drain_delay = Some(map.next_value()?),
-                _ => {
-                    let value: Spanned<serde_json::Value> = map.next_value()?;
-                    lines.insert(key.clone(), value.referenced.line());
-                    block.insert(key, value.value);
-                }
-            }
-        }
-        Ok(RawRegistry {
-            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
-            kind: kind.ok_or_else(|| de::Error::missing_field("kind"))?,
-            namespace: namespace.ok_or_else(|| de::Error::missing_field("namespace"))?,
-            hosts,
-            endpoints,
-            location,
-            sidecar,
-            export_to,
-            use_waypoint,
-            use_waypoint_namespace,
-            ingress_use_waypoint,
-            select,
-            namespace_from,
-            allowed_namespaces,
-            provenance,
-            vip_range,
-            vip_range_shared_with_istio,
-            health,
-            drain_delay,
-            block,
-            lines,
-        })
-    }
-}
 
 impl RawRegistry {
     pub(super) fn name_line(&self) -> u64 {
