@@ -12,13 +12,18 @@ mod kubernetes;
 mod mcp;
 mod overrides;
 mod registry;
+mod sections;
 mod selection;
 
+use kubernetes::RawKubernetesSink;
 pub use kubernetes::{KubernetesConfig, LeaderElectionConfig};
-use kubernetes::{RawKubernetesSink, kubernetes_config};
 pub use mcp::{McpConfig, McpTls};
 use mcp::{RawMcpSink, mcp_config};
 pub use registry_sync_sources::registry::SourceConfig;
+use sections::{
+    admin_section, built_sinks_section, files_section, health_section, instance_section, kubernetes_section,
+    registries_section, safety_section,
+};
 
 /// A configuration problem, with where it is.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +100,9 @@ fn redact_scalars(text: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// What a section's check reports: the line, the key and what is wrong.
+type Invalid<'a> = dyn Fn(u64, String, String) -> ConfigError + 'a;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,210 +262,44 @@ impl Config {
             key,
             message,
         };
-
         let secret_keys = raw
             .safety
             .secret_keys
             .as_ref()
             .map_or_else(SecretKeys::default, SecretKeys::new);
         let instance_set = raw.instance.is_some();
-        let instance = match raw.instance {
-            Some(instance) if !is_dns_label(&instance.value) => {
-                return Err(invalid(
-                    instance.referenced.line(),
-                    "instance".into(),
-                    format!(
-                        "{:?} must be a DNS label (lowercase letters, digits and '-', at most 63)",
-                        instance.value
-                    ),
-                ));
-            }
-            Some(instance) => instance.value,
-            None => "default".to_string(),
-        };
-
-        if raw.registries.value.is_empty() {
-            return Err(invalid(
-                raw.registries.referenced.line(),
-                "registries".into(),
-                "at least one registry is needed".into(),
-            ));
-        }
-        let mut seen = BTreeSet::new();
-        let mut registries = Vec::new();
-        let mut health_lines = Vec::new();
-        for (index, r) in raw.registries.value.into_iter().enumerate() {
-            let entry = registry::Entry {
-                index,
-                base: &base,
-                secret_keys: &secret_keys,
-                invalid: &invalid,
-            };
-            let name_line = r.name_line();
-            health_lines.push(r.health_line().unwrap_or(name_line));
-            let registry = entry.check(r)?;
-            if !seen.insert(registry.name.clone()) {
-                return Err(invalid(
-                    name_line,
-                    format!("registries[{index}].name"),
-                    format!("{:?} is used by two registries", registry.name),
-                ));
-            }
-            registries.push(registry);
-        }
+        let mut instance = instance_section(raw.instance, &invalid)?;
+        let (registries, health_lines) = registries_section(raw.registries, &base, &secret_keys, &invalid)?;
         let overrides = overrides::check(&raw.overrides, &registries)
             .map_err(|(line, key, message)| invalid(line, key, message))?;
-
-        for (built, set, key) in [
-            (
-                cfg!(feature = "kubernetes"),
-                &raw.sinks.kubernetes.is_some(),
-                "kubernetes",
-            ),
-            (cfg!(feature = "mcp"), &raw.sinks.mcp.is_some(), "mcp"),
-        ] {
-            if *set && !built {
-                return Err(invalid(
-                    1,
-                    format!("sinks.{key}"),
-                    format!(
-                        "this build of registry-sync has no {key} sink; build it with the Cargo feature `{key}`"
-                    ),
-                ));
-            }
-        }
-        let mut instance = instance;
+        built_sinks_section(&raw.sinks, &invalid)?;
         let kubernetes = match raw.sinks.kubernetes {
-            Some(k) => {
-                // Two installations left on the default id would own — and delete — each
-                // other's objects in a shared cluster. A directory of files is its own
-                // scope; a cluster is not, so the Kubernetes sink needs a chosen name.
-                if !instance_set && k.instance.is_none() {
-                    return Err(invalid(
-                        1,
-                        "instance".into(),
-                        "is required with the Kubernetes sink: it names this installation on every object, \
-                         and two installations left on one default could delete each other's objects; \
-                         set a name unique in the cluster, e.g. `instance: prod-east` (the Helm chart \
-                         derives one from the release)"
-                            .into(),
-                    ));
-                }
-                if let Some(own) = &k.instance {
-                    if !is_dns_label(&own.value) {
-                        return Err(invalid(
-                            own.referenced.line(),
-                            "sinks.kubernetes.instance".into(),
-                            format!(
-                                "{:?} must be a DNS label (lowercase letters, digits and '-', at most 63)",
-                                own.value
-                            ),
-                        ));
-                    }
-                    if instance_set && own.value != instance {
-                        return Err(invalid(
-                            own.referenced.line(),
-                            "sinks.kubernetes.instance".into(),
-                            format!(
-                                "{:?} differs from the top-level `instance` {instance:?}; set one of them",
-                                own.value
-                            ),
-                        ));
-                    }
-                    instance = own.value.clone();
-                }
-                Some(kubernetes_config(k, &base, &invalid)?)
-            }
+            Some(k) => Some(kubernetes_section(
+                k,
+                &mut instance,
+                instance_set,
+                &base,
+                &invalid,
+            )?),
             None => None,
         };
-        let safety = match raw.safety.max_delete_share {
-            Some(share) if !(0.0..=1.0).contains(&share.value) => {
-                return Err(invalid(
-                    share.referenced.line(),
-                    "safety.max_delete_share".into(),
-                    format!(
-                        "{} is not a share between 0 and 1 (0.5 = half of a registry's objects)",
-                        share.value
-                    ),
-                ));
-            }
-            share => SafetyConfig {
-                max_delete_share: share.map_or(0.5, |s| s.value),
-                guard_window: match raw.safety.window {
-                    None => DEFAULT_GUARD_WINDOW,
-                    Some(window) => {
-                        registry_sync_sources::config::parse_duration(&window.value).ok_or_else(|| {
-                            invalid(
-                                window.referenced.line(),
-                                "safety.window".into(),
-                                "is not a duration: write it as `300s`, `5m` or `2500ms`".into(),
-                            )
-                        })?
-                    }
-                },
-                confirm_mass_delete: raw.safety.confirm_mass_delete,
-            },
-        };
+        let safety = safety_section(&raw.safety, &invalid)?;
         let mcp = match raw.sinks.mcp {
             Some(mcp) => Some(mcp_config(mcp, &base, &invalid)?),
             None => None,
         };
-        let statusless = [
-            (raw.sinks.files.is_some(), "files"),
-            (raw.sinks.stdout, "stdout"),
-            (mcp.is_some(), "mcp"),
-        ];
-        if let Some(sink) = statusless.iter().find(|(on, _)| *on).map(|(_, name)| name)
-            && let Some((index, registry)) = registries
-                .iter()
-                .enumerate()
-                .find(|(_, r)| r.settings.health_in_status)
-        {
-            return Err(invalid(
-                health_lines[index],
-                format!("registries[{index}].health"),
-                format!(
-                    "`status` keeps health in the objects' status, which only the Kubernetes sink writes; the {sink} sink would publish registry {:?}'s unhealthy instances as serving. Use `health: endpoints` or the Kubernetes sink alone",
-                    registry.name
-                ),
-            ));
-        }
-        let mut sinks = SinksConfig {
-            files: None,
+        let files = match raw.sinks.files {
+            Some(files) => Some(files_section(&files, &base, &invalid)?),
+            None => None,
+        };
+        let sinks = SinksConfig {
+            files,
             stdout: raw.sinks.stdout,
             kubernetes,
             mcp,
         };
-        if let Some(files) = raw.sinks.files {
-            if files.dir.value.trim().is_empty() {
-                return Err(invalid(
-                    files.dir.referenced.line(),
-                    "sinks.files.dir".into(),
-                    "must not be empty".into(),
-                ));
-            }
-            sinks.files = Some(base.join(&files.dir.value));
-        }
-        let address = |value: &Spanned<String>, key: &str| -> Result<std::net::SocketAddr, ConfigError> {
-            value.value.parse().map_err(|_| {
-                invalid(
-                    value.referenced.line(),
-                    key.into(),
-                    format!("{:?} is not an address:port such as 0.0.0.0:9090", value.value),
-                )
-            })
-        };
-        let (admin_listen, status_listen) = match &raw.admin {
-            Some(admin) => (
-                Some(address(&admin.listen, "admin.listen")?),
-                admin
-                    .status_listen
-                    .as_ref()
-                    .map(|value| address(value, "admin.status_listen"))
-                    .transpose()?,
-            ),
-            None => (None, None),
-        };
+        health_section(&sinks, &registries, &health_lines, &invalid)?;
+        let (admin_listen, status_listen) = admin_section(raw.admin.as_ref(), &invalid)?;
         Ok(Config {
             path: path.to_path_buf(),
             instance,

@@ -87,7 +87,7 @@ impl KubernetesConfig {
 pub(super) fn kubernetes_config(
     raw: RawKubernetesSink,
     base: &Path,
-    invalid: &impl Fn(u64, String, String) -> ConfigError,
+    invalid: &super::Invalid,
 ) -> Result<KubernetesConfig, ConfigError> {
     /// Below one request a minute the sink could not keep up with any registry.
     const MIN_QPS: f64 = 1.0 / 60.0;

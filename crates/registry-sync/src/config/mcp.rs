@@ -75,7 +75,7 @@ pub struct McpTls {
 pub(super) fn mcp_config(
     raw: RawMcpSink,
     base: &Path,
-    invalid: &impl Fn(u64, String, String) -> ConfigError,
+    invalid: &super::Invalid,
 ) -> Result<McpConfig, ConfigError> {
     let listen = raw.listen.value.parse().map_err(|_| {
         invalid(
