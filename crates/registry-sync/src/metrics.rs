@@ -43,6 +43,19 @@ pub struct SinkLabels {
     pub sink: String,
 }
 
+/// A failure's `reason`: a short fixed word (the error's `metric_label`), never a message.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryFailureLabels {
+    pub registry: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkFailureLabels {
+    pub sink: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
     pub sink: String,
@@ -79,6 +92,8 @@ pub struct Metrics {
     pub registry_last_sync: Family<RegistryLabels, Gauge<f64, AtomicU64>>,
     pub registry_services: Family<RegistryLabels, Gauge>,
     pub registry_instances: Family<RegistryLabels, Gauge>,
+    pub registry_failures: Family<RegistryFailureLabels, Counter>,
+    pub sink_failures: Family<SinkFailureLabels, Counter>,
     pub skipped: Family<SkipLabels, Counter>,
     pub writes: Family<WriteLabels, Counter>,
     pub conflicts: Family<SinkLabels, Gauge>,
@@ -113,6 +128,8 @@ impl Metrics {
             registry_last_sync: Family::default(),
             registry_services: Family::default(),
             registry_instances: Family::default(),
+            registry_failures: Family::default(),
+            sink_failures: Family::default(),
             skipped: Family::default(),
             writes: Family::default(),
             conflicts: Family::default(),
@@ -146,6 +163,16 @@ impl Metrics {
             "registry_instances",
             "Instances in the registry's last view",
             metrics.registry_instances.clone(),
+        );
+        registry.register(
+            "registry_failures",
+            "Times a registry could not be read, by reason (unreachable, timeout, credentials, denied, throttled, bad_answer, configuration, internal)",
+            metrics.registry_failures.clone(),
+        );
+        registry.register(
+            "sink_failures",
+            "Times a sink could not be used at all, by reason",
+            metrics.sink_failures.clone(),
         );
         registry.register(
             "skipped_items",
@@ -227,12 +254,29 @@ impl Metrics {
         self.skipped.get_or_create(&labels).inc();
     }
 
-    pub fn registry_failed(&self, registry: &str) {
+    pub fn registry_failed(&self, registry: &str, reason: registry_sync_sources::FailureReason) {
         self.registry_up
             .get_or_create(&RegistryLabels {
                 registry: registry.to_string(),
             })
             .set(0);
+        self.registry_failures
+            .get_or_create(&RegistryFailureLabels {
+                registry: registry.to_string(),
+                reason: reason.metric_label().to_string(),
+            })
+            .inc();
+    }
+
+    /// A sink that could not be used at all (not one refused object: those are counted
+    /// by `sink_writes{result="failed"}`).
+    pub fn sink_failed(&self, sink: &str, error: &registry_sync_sinks::SinkError) {
+        self.sink_failures
+            .get_or_create(&SinkFailureLabels {
+                sink: sink.to_string(),
+                reason: error.metric_label().to_string(),
+            })
+            .inc();
     }
 
     pub fn held_back(&self, sink: &str, held_back: &[HeldBack]) {
@@ -317,8 +361,21 @@ mod tests {
     fn metrics_are_exposed_with_the_registry_sync_prefix() {
         let metrics = Metrics::new();
         metrics.registry_synced("legacy", 3, 7, &[]);
-        metrics.registry_failed("other");
+        metrics.registry_failed("other", registry_sync_sources::FailureReason::Denied);
+        metrics.sink_failed(
+            "kubernetes",
+            &registry_sync_sinks::SinkError::Unavailable("the API server stalls".into()),
+        );
         let text = metrics.encode();
+        assert!(
+            text.contains("registry_sync_registry_failures_total{registry=\"other\",reason=\"denied\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("registry_sync_sink_failures_total{sink=\"kubernetes\",reason=\"unavailable\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("stalls"), "a message is never a label: {text}");
         assert!(
             text.contains("registry_sync_registry_up{registry=\"legacy\"} 1"),
             "{text}"

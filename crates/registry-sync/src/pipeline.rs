@@ -148,7 +148,7 @@ impl Pipeline {
                 if let Some(metrics) = &self.metrics {
                     metrics.status.registry_failed(&registry, &error.to_string());
                 }
-                self.registry_failed(&registry);
+                self.registry_failed(&registry, error.reason);
                 false
             }
         }
@@ -196,9 +196,9 @@ impl Pipeline {
 
     /// Marks a registry as failing: its last known services stay, nothing of it is
     /// deleted until it answers again.
-    pub fn registry_failed(&mut self, registry: &str) {
+    pub fn registry_failed(&mut self, registry: &str, reason: registry_sync_sources::FailureReason) {
         if let Some(metrics) = &self.metrics {
-            metrics.registry_failed(registry);
+            metrics.registry_failed(registry, reason);
         }
         self.index.failed(registry);
     }

@@ -86,7 +86,10 @@ where
             if tx
                 .send(SourceEvent::Failed {
                     registry: registry.clone(),
-                    error,
+                    error: registry_sync_sources::SourceFailure::new(
+                        registry_sync_sources::FailureReason::Internal,
+                        error,
+                    ),
                 })
                 .await
                 .is_err()
@@ -145,9 +148,10 @@ mod tests {
         match rx.recv().await {
             Some(SourceEvent::Failed { registry, error }) => {
                 assert_eq!(registry, "legacy");
-                assert!(error.contains("panicked"), "{error}");
+                assert_eq!(error.reason, registry_sync_sources::FailureReason::Internal);
+                assert!(error.message.contains("panicked"), "{error}");
                 assert!(
-                    !error.contains("a parser bug"),
+                    !error.message.contains("a parser bug"),
                     "the panic text stays out: {error}"
                 );
             }

@@ -333,6 +333,9 @@ impl SinkWriter {
         let applied = match result {
             Ok(applied) => applied,
             Err(e) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.sink_failed(&self.name, &e);
+                }
                 self.request_full();
                 return Err(e);
             }

@@ -177,6 +177,17 @@ pub enum SinkError {
     Output { source: io::Error },
 }
 
+impl SinkError {
+    /// The `reason` label of `sink_failures_total`: short, fixed, never a message.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            SinkError::Unavailable(_) => "unavailable",
+            SinkError::Files(_) => "files",
+            SinkError::Output { .. } => "output",
+        }
+    }
+}
+
 /// The files sink's own failures, each naming the directory and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {

@@ -133,6 +133,20 @@ pub enum CloudMapError {
     },
 }
 
+impl crate::Classified for CloudMapError {
+    fn reason(&self) -> crate::FailureReason {
+        use crate::FailureReason;
+        match self {
+            CloudMapError::Internal(_) => FailureReason::Internal,
+            CloudMapError::NoRegion { .. } => FailureReason::Configuration,
+            CloudMapError::Unreachable { .. } => FailureReason::Unreachable,
+            CloudMapError::Denied { .. } => FailureReason::Denied,
+            CloudMapError::Throttled { .. } => FailureReason::Throttled,
+            CloudMapError::Failed { .. } => FailureReason::BadAnswer,
+        }
+    }
+}
+
 /// The Cloud Map namespaces of one AWS account and region, as one registry.
 #[derive(Clone, Debug)]
 pub struct CloudMapSource {

@@ -208,6 +208,25 @@ pub enum ConsulError {
     },
 }
 
+impl crate::Classified for ConsulError {
+    fn reason(&self) -> crate::FailureReason {
+        use crate::FailureReason;
+        match self {
+            ConsulError::Internal(_) => FailureReason::Internal,
+            ConsulError::Token { .. } => FailureReason::Credentials,
+            ConsulError::CaFile { .. } => FailureReason::Configuration,
+            ConsulError::Unreachable { .. } => FailureReason::Unreachable,
+            ConsulError::Acl { .. } | ConsulError::AclFiltered { .. } => FailureReason::Denied,
+            ConsulError::Status { status: 401, .. } => FailureReason::Credentials,
+            ConsulError::Status { status: 403, .. } => FailureReason::Denied,
+            ConsulError::Status { status: 429, .. } => FailureReason::Throttled,
+            ConsulError::TooLarge { .. } | ConsulError::Status { .. } | ConsulError::Json { .. } => {
+                FailureReason::BadAnswer
+            }
+        }
+    }
+}
+
 /// One Consul datacenter serving as one registry.
 #[derive(Clone, Debug)]
 pub struct ConsulSource {

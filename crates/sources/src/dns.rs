@@ -140,6 +140,16 @@ pub enum DnsError {
     },
 }
 
+impl crate::Classified for DnsError {
+    fn reason(&self) -> crate::FailureReason {
+        use crate::FailureReason;
+        match self {
+            DnsError::SystemConfig { .. } => FailureReason::Configuration,
+            DnsError::Lookup { .. } => FailureReason::Unreachable,
+        }
+    }
+}
+
 /// One DNS server and a list of SRV names serving as one registry.
 #[derive(Clone, Debug)]
 pub struct DnsSource {

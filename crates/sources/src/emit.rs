@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::SourceEvent;
 use crate::state::Services;
+use crate::{SourceEvent, SourceFailure};
 
 /// Sends a source's events, with the "failed once" rule.
 pub(crate) struct Emitter {
@@ -70,7 +70,7 @@ impl Emitter {
     }
 
     /// Reports a failure, once until the next snapshot.
-    pub(crate) async fn failed(&mut self, error: String) -> Result<(), Stopped> {
+    pub(crate) async fn failed(&mut self, error: SourceFailure) -> Result<(), Stopped> {
         if self.failing {
             tracing::debug!(registry = %self.registry, "still failing: {error}");
             return Ok(());
@@ -151,6 +151,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FailureReason;
 
     #[test]
     fn backoff_doubles_up_to_four_seconds_and_resets() {
@@ -174,8 +175,14 @@ mod tests {
         let mut emitter = Emitter::new("r", tx, CancellationToken::new());
         let mut state = Services::new("r");
         emitter.snapshot(&mut state).await.unwrap();
-        emitter.failed("down".into()).await.unwrap();
-        emitter.failed("still down".into()).await.unwrap();
+        emitter
+            .failed(SourceFailure::new(FailureReason::Unreachable, "down"))
+            .await
+            .unwrap();
+        emitter
+            .failed(SourceFailure::new(FailureReason::Unreachable, "still down"))
+            .await
+            .unwrap();
         emitter.snapshot(&mut state).await.unwrap();
         emitter.snapshot(&mut state).await.unwrap();
         drop(emitter);

@@ -183,6 +183,19 @@ pub enum EtcdError {
     },
 }
 
+impl crate::Classified for EtcdError {
+    fn reason(&self) -> crate::FailureReason {
+        use crate::FailureReason;
+        match self {
+            EtcdError::Password { .. } => FailureReason::Credentials,
+            EtcdError::TlsFile { .. } => FailureReason::Configuration,
+            EtcdError::Connect { .. } => FailureReason::Unreachable,
+            EtcdError::Request { .. } => FailureReason::BadAnswer,
+            EtcdError::Timeout { .. } => FailureReason::Timeout,
+        }
+    }
+}
+
 /// One etcd cluster and prefix serving as one registry.
 #[derive(Clone, Debug)]
 pub struct EtcdSource {

@@ -133,6 +133,23 @@ pub enum EurekaError {
     },
 }
 
+impl crate::Classified for EurekaError {
+    fn reason(&self) -> crate::FailureReason {
+        use crate::FailureReason;
+        match self {
+            EurekaError::Password { .. } => FailureReason::Credentials,
+            EurekaError::CaFile { .. } => FailureReason::Configuration,
+            EurekaError::Unreachable { .. } => FailureReason::Unreachable,
+            EurekaError::Status { status: 401, .. } => FailureReason::Credentials,
+            EurekaError::Status { status: 403, .. } => FailureReason::Denied,
+            EurekaError::Status { status: 429, .. } => FailureReason::Throttled,
+            EurekaError::TooLarge { .. } | EurekaError::Status { .. } | EurekaError::Json { .. } => {
+                FailureReason::BadAnswer
+            }
+        }
+    }
+}
+
 /// One Eureka server (or cluster behind one URL) serving as one registry.
 #[derive(Clone, Debug)]
 pub struct EurekaSource {

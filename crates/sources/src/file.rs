@@ -79,6 +79,18 @@ pub enum FileSourceError {
     },
 }
 
+impl crate::Classified for FileSourceError {
+    fn reason(&self) -> crate::FailureReason {
+        use crate::FailureReason;
+        match self {
+            FileSourceError::Read { .. } => FailureReason::Unreachable,
+            FileSourceError::Empty { .. }
+            | FileSourceError::NotUtf8 { .. }
+            | FileSourceError::Invalid { .. } => FailureReason::BadAnswer,
+        }
+    }
+}
+
 fn position(line: Option<u64>, column: Option<u64>) -> String {
     match (line, column) {
         (Some(line), Some(column)) => format!(" line {line} column {column}"),

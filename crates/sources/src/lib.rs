@@ -23,6 +23,8 @@ mod arbitrary;
 // Each kind uses the checks it needs; a build with few kinds leaves some unused.
 #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 pub mod config;
+mod failure;
+pub use failure::{Classified, FailureReason, SourceFailure};
 pub mod registry;
 pub mod requests;
 
@@ -156,7 +158,7 @@ pub enum SourceEvent {
     /// What changed since the previous view; the registry is complete and successful.
     Changed { registry: String, delta: RegistryDelta },
     /// The registry could not be read; the last known state must be kept (nothing deleted).
-    Failed { registry: String, error: String },
+    Failed { registry: String, error: SourceFailure },
 }
 
 impl SourceEvent {

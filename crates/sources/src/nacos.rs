@@ -164,6 +164,20 @@ pub enum NacosError {
     },
 }
 
+impl crate::Classified for NacosError {
+    fn reason(&self) -> crate::FailureReason {
+        use crate::FailureReason;
+        match self {
+            NacosError::Internal(_) => FailureReason::Internal,
+            NacosError::Password { .. } => FailureReason::Credentials,
+            NacosError::Connect { .. } => FailureReason::Unreachable,
+            NacosError::Login { .. } => FailureReason::Credentials,
+            NacosError::Timeout { .. } => FailureReason::Timeout,
+            NacosError::Request { .. } => FailureReason::BadAnswer,
+        }
+    }
+}
+
 /// One Nacos namespace serving as one registry.
 #[derive(Clone, Debug)]
 pub struct NacosSource {

@@ -115,6 +115,26 @@ pub enum ZookeeperError {
     },
 }
 
+impl crate::Classified for ZookeeperError {
+    fn reason(&self) -> crate::FailureReason {
+        use crate::FailureReason;
+        match self {
+            ZookeeperError::Password { .. } => FailureReason::Credentials,
+            ZookeeperError::Connect { .. } | ZookeeperError::Session { .. } => FailureReason::Unreachable,
+            ZookeeperError::Request { error, .. } => match error {
+                zookeeper_client::Error::NoAuth => FailureReason::Denied,
+                zookeeper_client::Error::AuthFailed => FailureReason::Credentials,
+                zookeeper_client::Error::ConnectionLoss | zookeeper_client::Error::SessionExpired => {
+                    FailureReason::Unreachable
+                }
+                _ => FailureReason::BadAnswer,
+            },
+            ZookeeperError::MissingRoot { .. } => FailureReason::Configuration,
+            ZookeeperError::Timeout { .. } => FailureReason::Timeout,
+        }
+    }
+}
+
 /// One ZooKeeper ensemble and root serving as one registry.
 #[derive(Clone, Debug)]
 pub struct ZookeeperSource {

@@ -139,7 +139,10 @@ fn source_event(event: &Event) -> SourceEvent {
         },
         Event::Fail { registry } => SourceEvent::Failed {
             registry: REGISTRIES[*registry].into(),
-            error: "the registry is down".into(),
+            error: registry_sync_sources::SourceFailure::new(
+                registry_sync_sources::FailureReason::Unreachable,
+                "the registry is down",
+            ),
         },
     }
 }

@@ -246,7 +246,7 @@ async fn follow(source: CloudMapSource, emitter: &mut Emitter) -> Result<(), Sto
         match built {
             Ok(client) => break client,
             Err(error) => {
-                emitter.failed(error.to_string()).await?;
+                emitter.failed(crate::SourceFailure::of(&error)).await?;
                 emitter.sleep(backoff.next_delay()).await?;
             }
         }
@@ -269,7 +269,7 @@ async fn follow(source: CloudMapSource, emitter: &mut Emitter) -> Result<(), Sto
             Err(error) => {
                 // Throttling, an outage or a refusal alike: keep the state, report
                 // once, and ask again later — never sooner than the interval.
-                emitter.failed(error.to_string()).await?;
+                emitter.failed(crate::SourceFailure::of(&error)).await?;
                 emitter.sleep(backoff.next_delay().max(interval)).await?;
             }
         }

@@ -30,7 +30,7 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
         Ok(client) => client,
         Err(error) => {
             // A bad CA file does not heal by retrying; report and wait for the end.
-            if emitter.failed(error.to_string()).await.is_ok() {
+            if emitter.failed(crate::SourceFailure::of(&error)).await.is_ok() {
                 cancel.cancelled().await;
             }
             return;
@@ -59,7 +59,7 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
     let mut unread: HashSet<String> = HashSet::new();
     let mut listed = false;
     let mut catalog_at = Instant::now();
-    let mut last_service_error: Option<String> = None;
+    let mut last_service_error: Option<crate::SourceFailure> = None;
 
     loop {
         let first = tokio::select! {
@@ -173,7 +173,7 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
                                 "{error}; keeping the last known state of service {name:?}, the others sync on"
                             );
                         }
-                        last_service_error = Some(error.to_string());
+                        last_service_error = Some(crate::SourceFailure::of(&error));
                     }
                 }
                 Report::Catalog(Err(error)) => {
@@ -186,7 +186,7 @@ pub(super) async fn run(source: ConsulSource, tx: mpsc::Sender<SourceEvent>, can
         let followed = watched.len() + overflow.len();
         let all_unknown = followed > 0 && state.unknown_count() == followed;
         let failure = failure
-            .map(|e| e.to_string())
+            .map(|e| crate::SourceFailure::of(&e))
             .or_else(|| all_unknown.then(|| last_service_error.clone()).flatten());
         if let Some(error) = failure {
             if emitter.failed(error).await.is_err() {

@@ -113,7 +113,7 @@ pub(super) async fn run(source: DnsSource, tx: mpsc::Sender<SourceEvent>, cancel
         Ok(lookups) => lookups,
         Err(error) => {
             // Nothing can change without a new configuration: report it and wait.
-            if emitter.failed(error.to_string()).await.is_ok() {
+            if emitter.failed(crate::SourceFailure::of(&error)).await.is_ok() {
                 emitter.cancel().cancelled().await;
             }
             return;
@@ -193,7 +193,7 @@ async fn follow(source: &DnsSource, lookups: &Lookups, emitter: &mut Emitter) ->
         let everything_tried = tried.iter().all(|t| *t);
         match first_error {
             Some(error) if backoffs.len() == names.len() => {
-                emitter.failed(error.to_string()).await?;
+                emitter.failed(crate::SourceFailure::of(&error)).await?;
             }
             _ if everything_tried => emitter.snapshot(&mut state).await?,
             _ => {}

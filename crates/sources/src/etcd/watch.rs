@@ -66,7 +66,7 @@ pub(super) async fn run(source: EtcdSource, tx: mpsc::Sender<SourceEvent>, cance
             End::Failed(error) => {
                 let delay = backoff.next_delay();
                 tracing::debug!(registry = %watcher.source.registry, "retrying in {delay:?}: {error}");
-                if watcher.emitter.failed(error.to_string()).await.is_err()
+                if watcher.emitter.failed(crate::SourceFailure::of(&error)).await.is_err()
                     || watcher.emitter.sleep(delay).await.is_err()
                 {
                     return;

@@ -152,7 +152,7 @@ async fn follow(source: &EurekaSource, emitter: &mut Emitter) -> Result<(), Stop
         Ok(client) => client,
         Err(error) => {
             // A bad CA file does not heal by retrying.
-            emitter.failed(error.to_string()).await?;
+            emitter.failed(crate::SourceFailure::of(&error)).await?;
             emitter.cancel().cancelled().await;
             return Err(Stopped);
         }
@@ -191,7 +191,7 @@ async fn follow(source: &EurekaSource, emitter: &mut Emitter) -> Result<(), Stop
             }
             Err(error) => {
                 full_needed = true;
-                emitter.failed(error.to_string()).await?;
+                emitter.failed(crate::SourceFailure::of(&error)).await?;
                 emitter.sleep(backoff.next_delay()).await?;
             }
         }

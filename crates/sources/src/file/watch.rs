@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::{FileSource, FileSourceError};
-use crate::SourceEvent;
+use crate::{FailureReason, SourceEvent, SourceFailure};
 
 /// How long a started in-place write may take before the file is read anyway. Writers
 /// that close the file (nearly all) are read as soon as they close it; this only bounds
@@ -44,7 +44,7 @@ enum Wake {
 enum Last {
     Nothing,
     Snapshot([u8; 32]),
-    Failed(String),
+    Failed(SourceFailure),
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -290,18 +290,18 @@ impl Emitter {
     }
 
     fn failed(&mut self, error: &FileSourceError) -> Option<SourceEvent> {
-        self.fail(error.to_string())
+        self.fail(SourceFailure::of(error))
     }
 
     fn failed_internally(&mut self, join: &tokio::task::JoinError) -> Option<SourceEvent> {
-        self.fail(format!(
+        self.fail(SourceFailure::new(FailureReason::Internal, format!(
             "registry {:?}: reading {} stopped unexpectedly ({join}); this is a bug in registry-sync, please report it",
             self.source.registry,
             self.source.path.display()
-        ))
+        )))
     }
 
-    fn fail(&mut self, error: String) -> Option<SourceEvent> {
+    fn fail(&mut self, error: SourceFailure) -> Option<SourceEvent> {
         if matches!(&self.last, Last::Failed(previous) if *previous == error) {
             return None;
         }

@@ -210,7 +210,7 @@ pub(super) async fn run(source: NacosSource, tx: mpsc::Sender<SourceEvent>, canc
         match connected {
             Ok(client) => break client,
             Err(error) => {
-                if emitter.failed(error.to_string()).await.is_err()
+                if emitter.failed(crate::SourceFailure::of(&error)).await.is_err()
                     || emitter.sleep(backoff.next_delay()).await.is_err()
                 {
                     return;
@@ -255,7 +255,7 @@ async fn follow(
             }
             Err(error) => {
                 failing = true;
-                emitter.failed(error.to_string()).await?;
+                emitter.failed(crate::SourceFailure::of(&error)).await?;
                 Instant::now() + backoff.next_delay()
             }
         };
@@ -293,7 +293,7 @@ async fn follow(
                 Err(error) => {
                     // The change this push announced is not read yet: sync everything
                     // again after the backoff.
-                    emitter.failed(error.to_string()).await?;
+                    emitter.failed(crate::SourceFailure::of(&error)).await?;
                     failing = true;
                     next_sync = next_sync.min(Instant::now() + backoff.next_delay());
                 }

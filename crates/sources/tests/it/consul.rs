@@ -81,7 +81,7 @@ impl Watch {
 
     async fn failed(&mut self) -> String {
         match tokio::time::timeout(DEADLINE, self.rx.recv()).await {
-            Ok(Some(SourceEvent::Failed { error, .. })) => error,
+            Ok(Some(SourceEvent::Failed { error, .. })) => error.message,
             Ok(Some(event)) => panic!("a view while failing: {event:?}"),
             _ => panic!("no failure reported"),
         }
@@ -337,8 +337,16 @@ async fn an_answer_filtered_by_acls_is_a_failure_that_keeps_the_services_not_a_d
             other => panic!("no failure reported: {other:?}"),
         }
     };
-    assert!(error.contains("filtered"), "{error}");
-    assert!(error.contains("X-Consul-Results-Filtered-By-ACLs"), "{error}");
+    assert_eq!(
+        error.reason,
+        registry_sync_sources::FailureReason::Denied,
+        "{error}"
+    );
+    assert!(error.message.contains("filtered"), "{error}");
+    assert!(
+        error.message.contains("X-Consul-Results-Filtered-By-ACLs"),
+        "{error}"
+    );
 
     // Rights come back: the full view flows again, nothing was ever emitted without api.
     server.deny_read(&[]);

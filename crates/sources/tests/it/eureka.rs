@@ -180,7 +180,14 @@ async fn a_stopped_server_is_one_failure_that_deletes_nothing_and_the_source_con
     w.until("orders appears", |s| s.services().len() == 1).await;
     server.stop();
     match tokio::time::timeout(DEADLINE, w.rx.recv()).await {
-        Ok(Some(SourceEvent::Failed { error, .. })) => assert!(error.contains("eureka"), "{error}"),
+        Ok(Some(SourceEvent::Failed { error, .. })) => {
+            assert!(error.message.contains("eureka"), "{error}");
+            assert_eq!(
+                error.reason,
+                registry_sync_sources::FailureReason::Unreachable,
+                "{error}"
+            );
+        }
         other => panic!("expected one failure, got {other:?}"),
     }
     let quiet = tokio::time::timeout(Duration::from_secs(2), w.rx.recv()).await;

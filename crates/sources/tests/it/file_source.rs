@@ -59,7 +59,7 @@ impl Watch {
         match self.next().await {
             SourceEvent::Failed { registry, error } => {
                 assert_eq!(registry, "files");
-                error
+                error.message
             }
             other => panic!("expected a failure, got {other:?}"),
         }

@@ -77,7 +77,7 @@ impl Watch {
         match tokio::time::timeout(DEADLINE, self.rx.recv()).await {
             Ok(Some(event)) => {
                 if let SourceEvent::Failed { error, .. } = &event {
-                    self.failures.push(error.clone());
+                    self.failures.push(error.message.clone());
                 }
                 event
             }
@@ -136,7 +136,7 @@ impl Watch {
         loop {
             let event = self.next_event("a failure").await;
             if let SourceEvent::Failed { error, .. } = event {
-                return error;
+                return error.message;
             }
             let view = self.fold(&event).expect("not a failure");
             assert!(
