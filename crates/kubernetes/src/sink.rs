@@ -29,7 +29,7 @@ use registry_sync_istio::{
     HeldObject, INSTANCE_LABEL, IstioObject, Kind, MANAGED_BY_LABEL, ObjectKey, held_from_json,
 };
 use registry_sync_plan::{Owner, Plan, StatusChange};
-use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError};
+use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError, Unavailability};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -299,11 +299,14 @@ impl KubeSink {
                         .filter(|entry| !listed.contains(entry))
                         .map(|(k, ns)| format!("{} in {ns}", k.plural()))
                         .collect();
-                    return Err(SinkError::Unavailable(format!(
-                        "cannot list {} within {:?}; check that the API server is reachable, that the Istio CRDs are installed and that registry-sync may list and watch them (RBAC)",
-                        missing.join(", "),
-                        sink.settings.initial_list_timeout
-                    )));
+                    return Err(SinkError::unavailable(
+                        Unavailability::Unreachable,
+                        format!(
+                            "cannot list {} within {:?}; check that the API server is reachable, that the Istio CRDs are installed and that registry-sync may list and watch them (RBAC)",
+                            missing.join(", "),
+                            sink.settings.initial_list_timeout
+                        ),
+                    ));
                 }
             }
         }
@@ -525,8 +528,9 @@ impl KubeSink {
 
     async fn apply_plan(&mut self, plan: &Plan) -> Result<ApplyReport, SinkError> {
         if !self.is_leader() {
-            return Err(SinkError::Unavailable(
-                "not the leader: another replica writes".into(),
+            return Err(SinkError::unavailable(
+                Unavailability::NotLeader,
+                "not the leader: another replica writes",
             ));
         }
         let mut report = ApplyReport::default();
@@ -660,5 +664,15 @@ impl AsyncSink for KubeSink {
 
     fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFuture<'a, Result<ApplyReport, SinkError>> {
         Box::pin(self.apply_plan(plan))
+    }
+}
+
+/// What a failed API call says about the API server, for the sink's failure reason.
+pub(crate) fn unavailability(error: &kube::Error) -> Unavailability {
+    match error {
+        kube::Error::Api(status) if status.code == 401 || status.code == 403 => Unavailability::Denied,
+        kube::Error::Api(status) if status.code == 429 => Unavailability::Throttled,
+        kube::Error::Api(_) => Unavailability::Refused,
+        _ => Unavailability::Unreachable,
     }
 }

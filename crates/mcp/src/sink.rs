@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use registry_sync_istio::{HeldObject, ObjectKey};
 use registry_sync_plan::Plan;
-use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError};
+use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError, Unavailability};
 use tokio::sync::watch;
 
 use crate::served::{Entries, Served};
@@ -198,10 +198,13 @@ impl AsyncSink for McpSink {
             Some(state) => match std::fs::read_to_string(state.dir.0.join(GUARD_FILE)) {
                 Ok(memory) => Ok(Some(memory)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(SinkError::Unavailable(format!(
-                    "cannot read the mass-change guard's memory in {}: {e}",
-                    state.dir.0.display()
-                ))),
+                Err(e) => Err(SinkError::unavailable(
+                    Unavailability::Storage,
+                    format!(
+                        "cannot read the mass-change guard's memory in {}: {e}",
+                        state.dir.0.display()
+                    ),
+                )),
             },
         };
         Box::pin(std::future::ready(memory))
@@ -211,10 +214,13 @@ impl AsyncSink for McpSink {
         let kept = match &self.state {
             None => Ok(()),
             Some(state) => write_atomically(&state.dir.0, GUARD_FILE, memory.as_bytes()).map_err(|e| {
-                SinkError::Unavailable(format!(
-                    "cannot keep the mass-change guard's memory in {}: {e}",
-                    state.dir.0.display()
-                ))
+                SinkError::unavailable(
+                    Unavailability::Storage,
+                    format!(
+                        "cannot keep the mass-change guard's memory in {}: {e}",
+                        state.dir.0.display()
+                    ),
+                )
             }),
         };
         Box::pin(std::future::ready(kept))

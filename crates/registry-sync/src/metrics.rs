@@ -364,7 +364,10 @@ mod tests {
         metrics.registry_failed("other", registry_sync_sources::FailureReason::Denied);
         metrics.sink_failed(
             "kubernetes",
-            &registry_sync_sinks::SinkError::Unavailable("the API server stalls".into()),
+            &registry_sync_sinks::SinkError::unavailable(
+                registry_sync_sinks::Unavailability::Unreachable,
+                "the API server stalls",
+            ),
         );
         let text = metrics.encode();
         assert!(
@@ -372,7 +375,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("registry_sync_sink_failures_total{sink=\"kubernetes\",reason=\"unavailable\"} 1"),
+            text.contains("registry_sync_sink_failures_total{sink=\"kubernetes\",reason=\"unreachable\"} 1"),
             "{text}"
         );
         assert!(!text.contains("stalls"), "a message is never a label: {text}");

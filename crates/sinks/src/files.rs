@@ -452,21 +452,32 @@ impl Sink for FilesSink {
         match fs::read_to_string(self.dir.join(GUARD_MEMORY_FILE)) {
             Ok(memory) => Ok(Some(memory)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(SinkError::Unavailable(format!(
-                "cannot read the mass-change guard's memory {}: {e}; check the directory's permissions",
-                self.dir.join(GUARD_MEMORY_FILE).display()
-            ))),
+            Err(e) => Err(SinkError::unavailable(
+                crate::Unavailability::Storage,
+                format!(
+                    "cannot read the mass-change guard's memory {}: {e}; check the directory's permissions",
+                    self.dir.join(GUARD_MEMORY_FILE).display()
+                ),
+            )),
         }
     }
 
     fn keep_guard_memory(&mut self, memory: &str) -> Result<(), SinkError> {
         let target = self.dir.join(GUARD_MEMORY_FILE);
         if !self.dir.is_dir() {
-            fs::create_dir_all(&self.dir)
-                .map_err(|e| SinkError::Unavailable(format!("cannot create {}: {e}", self.dir.display())))?;
+            fs::create_dir_all(&self.dir).map_err(|e| {
+                SinkError::unavailable(
+                    crate::Unavailability::Storage,
+                    format!("cannot create {}: {e}", self.dir.display()),
+                )
+            })?;
         }
-        write_atomically(&self.dir, &target, memory.as_bytes())
-            .map_err(|e| SinkError::Unavailable(format!("cannot keep the mass-change guard's memory: {e}")))
+        write_atomically(&self.dir, &target, memory.as_bytes()).map_err(|e| {
+            SinkError::unavailable(
+                crate::Unavailability::Storage,
+                format!("cannot keep the mass-change guard's memory: {e}"),
+            )
+        })
     }
 
     fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, SinkError> {

@@ -166,9 +166,10 @@ impl ApplyReport {
 /// own failures are in its own type.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// A remote sink cannot take writes now (unreachable, not the leader, not ready).
-    #[error("{0}")]
-    Unavailable(String),
+    /// The sink cannot take writes now; `why` says in a word (the metric's reason), the
+    /// message in full.
+    #[error("{message}")]
+    Unavailable { why: Unavailability, message: String },
     #[error(transparent)]
     Files(#[from] FilesError),
     #[error(
@@ -177,11 +178,42 @@ pub enum SinkError {
     Output { source: io::Error },
 }
 
+/// Why a sink cannot take writes now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailability {
+    /// Another replica leads: this one writes nothing.
+    NotLeader,
+    /// The sink's server could not be reached, or did not answer in time.
+    Unreachable,
+    /// The sink's server refused our credentials or rights.
+    Denied,
+    /// The sink's server asked us to slow down.
+    Throttled,
+    /// The sink's server answered with another error.
+    Refused,
+    /// Storage the sink keeps itself failed (its directory, its state file).
+    Storage,
+}
+
 impl SinkError {
+    pub fn unavailable(why: Unavailability, message: impl Into<String>) -> SinkError {
+        SinkError::Unavailable {
+            why,
+            message: message.into(),
+        }
+    }
+
     /// The `reason` label of `sink_failures_total`: short, fixed, never a message.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            SinkError::Unavailable(_) => "unavailable",
+            SinkError::Unavailable { why, .. } => match why {
+                Unavailability::NotLeader => "not_leader",
+                Unavailability::Unreachable => "unreachable",
+                Unavailability::Denied => "denied",
+                Unavailability::Throttled => "throttled",
+                Unavailability::Refused => "refused",
+                Unavailability::Storage => "storage",
+            },
             SinkError::Files(_) => "files",
             SinkError::Output { .. } => "output",
         }

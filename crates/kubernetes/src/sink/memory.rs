@@ -55,10 +55,13 @@ impl GuardStore {
 }
 
 fn unavailable(store: &GuardStore, what: &str, e: kube::Error) -> SinkError {
-    SinkError::Unavailable(format!(
-        "cannot {what} the mass-change guard's memory (Lease {}/{}): {e}; check that the service account may get, create and update leases there",
-        store.namespace, store.name
-    ))
+    SinkError::unavailable(
+        crate::sink::unavailability(&e),
+        format!(
+            "cannot {what} the mass-change guard's memory (Lease {}/{}): {e}; check that the service account may get, create and update leases there",
+            store.namespace, store.name
+        ),
+    )
 }
 
 impl KubeSink {
@@ -86,8 +89,9 @@ impl KubeSink {
             return Ok(());
         };
         if !self.is_leader() {
-            return Err(SinkError::Unavailable(
-                "not the leader: the leader keeps what the installation remembers".into(),
+            return Err(SinkError::unavailable(
+                registry_sync_sinks::Unavailability::NotLeader,
+                "not the leader: the leader keeps what the installation remembers",
             ));
         }
         let api = self.guard_api(store);

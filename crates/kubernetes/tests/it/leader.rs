@@ -160,7 +160,13 @@ async fn only_the_leader_writes_and_a_failover_writes_nothing_twice() {
 
     let plan_b = plan(&desired, sink_b.held(), &owner, &scope);
     assert!(
-        matches!(sink_b.apply(&plan_b).await, Err(SinkError::Unavailable(_))),
+        matches!(
+            sink_b.apply(&plan_b).await,
+            Err(SinkError::Unavailable {
+                why: registry_sync_sinks::Unavailability::NotLeader,
+                ..
+            })
+        ),
         "a standby refuses to write"
     );
     let plan_a = plan(&desired, sink_a.held(), &owner, &scope);
