@@ -41,6 +41,14 @@ fn assert_istiod_took_everything(istiod: &TestIstiod, ns: &str) {
     );
 }
 
+/// The test's corner of the shared API server, with the namespace istiod runs in;
+/// `None` when the test is skipped (no server outside CI).
+async fn istio_cluster(tag: &str) -> Option<Cluster> {
+    let c = Cluster::new(tag).await?;
+    c.server.create_namespace("istio-system").await;
+    Some(c)
+}
+
 /// istiod reading the test's API server with `mesh` as its mesh config, and a sidecar
 /// of the test's namespace connected to it; `None` when the test is skipped (no istiod
 /// outside CI).
@@ -77,10 +85,9 @@ fn estate(orders_port: u16, second_healthy: bool, with_payments: bool) -> String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_instances_reach_a_proxys_endpoints_through_the_api_server_and_istiod() {
-    let Some(c) = Cluster::new("istiod").await else {
+    let Some(c) = istio_cluster("istiod").await else {
         return;
     };
-    c.server.create_namespace("istio-system").await;
     // Hosts of this test's own: istiod reads every namespace of the shared API server.
     let hosts = format!("    hosts: \"{{service}}.{}.legacy\"\n", c.ns);
     let ws = c.workspace(&estate(8080, true, true), &hosts, "");
@@ -188,10 +195,9 @@ async fn registry_instances_reach_a_proxys_endpoints_through_the_api_server_and_
 /// disappear meanwhile; a change after the restart reaches the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_the_mcp_sink_a_proxy_keeps_its_endpoints_across_a_registry_sync_restart() {
-    let Some(c) = Cluster::new("istiod-mcp").await else {
+    let Some(c) = istio_cluster("istiod-mcp").await else {
         return;
     };
-    c.server.create_namespace("istio-system").await;
     let port = registry_sync_testing::servers::free_port();
     let ws = support::Workspace::new();
     ws.write_config(&format!(
@@ -267,10 +273,9 @@ sinks:
 /// reader of the files it writes, and a proxy gets the endpoints and their changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_the_files_sink_istiod_reads_the_directory_and_a_proxy_gets_the_endpoints() {
-    let Some(c) = Cluster::new("istiod-files").await else {
+    let Some(c) = istio_cluster("istiod-files").await else {
         return;
     };
-    c.server.create_namespace("istio-system").await;
     let ws = support::Workspace::new();
     ws.write_config(&format!(
         "registries:
@@ -349,10 +354,9 @@ async fn etcd_registrations_reach_a_proxy_through_run_the_api_server_and_istiod(
     else {
         return;
     };
-    let Some(c) = Cluster::new("istiod-etcd").await else {
+    let Some(c) = istio_cluster("istiod-etcd").await else {
         return;
     };
-    c.server.create_namespace("istio-system").await;
     let prefix = format!("/{}", c.ns);
     let put = |id: &str, addr: &str| {
         etcdctl(
@@ -441,10 +445,9 @@ sinks:
 /// `Healthy` condition); a recovery reaches the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_entries_reach_a_proxy_through_the_selector_with_their_health_and_no_status_fight() {
-    let Some(c) = Cluster::new("istiod-we").await else {
+    let Some(c) = istio_cluster("istiod-we").await else {
         return;
     };
-    c.server.create_namespace("istio-system").await;
     let registry = format!(
         "    hosts: \"{{service}}.{}.legacy\"\n    endpoints: workload-entry\n    health: status\n",
         c.ns
@@ -539,10 +542,9 @@ async fn the_sinks_pre_check_and_the_test_client_give_the_real_istiods_verdict_o
     use registry_sync_mcp::testing::cases::{self, istiod_verdict};
     use registry_sync_mcp::validate::refusal;
 
-    let Some(c) = Cluster::new("istiod-verdicts").await else {
+    let Some(c) = istio_cluster("istiod-verdicts").await else {
         return;
     };
-    c.server.create_namespace("istio-system").await;
     let expected: Vec<(&str, bool)> = cases::refused()
         .iter()
         .map(|(why, _)| (*why, false))
