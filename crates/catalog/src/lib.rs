@@ -19,6 +19,8 @@
 
 mod address;
 mod model;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use address::{Address, AddressError};
 pub use model::{

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use registry_sync_catalog::{Address, Instance, InstancePort, Service};
+use registry_sync_catalog::Service;
 use registry_sync_translate::{EndpointMode, HostTemplate, RegistrySettings};
 
 use super::*;
@@ -28,27 +28,7 @@ fn index(registries: &[&str]) -> Index {
 }
 
 fn service(name: &str, ips: &[&str]) -> Service {
-    Service {
-        name: name.into(),
-        namespace: None,
-        labels: Default::default(),
-        instances: ips
-            .iter()
-            .map(|ip| Instance {
-                id: ip.to_string(),
-                address: Address::parse(ip).unwrap(),
-                ports: vec![InstancePort {
-                    name: "http".into(),
-                    number: 8080,
-                    protocol_hint: None,
-                }],
-                healthy: true,
-                weight: None,
-                placement: None,
-                labels: Default::default(),
-            })
-            .collect(),
-    }
+    registry_sync_catalog::testing::service_at(name, ips)
 }
 
 fn names(since: Since) -> Vec<String> {

@@ -295,7 +295,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    use registry_sync_catalog::{Address, Instance, InstancePort, RegistrySnapshot, Service};
+    use registry_sync_catalog::{RegistrySnapshot, Service};
     use registry_sync_istio::{HeldObject, ObjectKey};
     use registry_sync_sinks::{ApplyReport, BoxFuture, SinkError};
 
@@ -339,24 +339,10 @@ mod tests {
     }
 
     fn service(name: &str) -> Service {
-        Service {
-            name: name.into(),
-            namespace: None,
-            labels: Default::default(),
-            instances: vec![Instance {
-                id: "1".into(),
-                address: Address::parse("10.0.0.1").unwrap(),
-                ports: vec![InstancePort {
-                    name: "http".into(),
-                    number: 8080,
-                    protocol_hint: None,
-                }],
-                healthy: true,
-                weight: None,
-                placement: None,
-                labels: Default::default(),
-            }],
-        }
+        registry_sync_catalog::testing::service(
+            name,
+            vec![registry_sync_catalog::testing::instance("1", "10.0.0.1", 8080)],
+        )
     }
 
     /// A pipeline over one file registry, `legacy`.

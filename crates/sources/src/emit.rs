@@ -229,18 +229,6 @@ mod tests {
     }
 
     fn instance(id: &str) -> crate::state::Item {
-        Ok(registry_sync_catalog::Instance {
-            id: id.into(),
-            address: registry_sync_catalog::Address::parse("10.0.0.1").unwrap(),
-            ports: vec![registry_sync_catalog::InstancePort {
-                name: "http".into(),
-                number: 80,
-                protocol_hint: None,
-            }],
-            healthy: true,
-            weight: None,
-            placement: None,
-            labels: Default::default(),
-        })
+        Ok(registry_sync_catalog::testing::instance(id, "10.0.0.1", 80))
     }
 }

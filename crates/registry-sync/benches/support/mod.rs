@@ -14,7 +14,7 @@ use registry_sync::config::Config;
 use registry_sync::metrics::Metrics;
 use registry_sync::pipeline::NamedSink;
 use registry_sync::run::drive;
-use registry_sync_catalog::{Address, Instance, InstancePort, RegistryDelta, RegistrySnapshot, Service};
+use registry_sync_catalog::{RegistryDelta, RegistrySnapshot, Service};
 use registry_sync_istio::{HeldObject, ObjectKey};
 use registry_sync_plan::Plan;
 use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError};
@@ -39,32 +39,20 @@ pub fn env_usize(name: &str, default: usize) -> usize {
 }
 
 pub fn service(s: usize, instances: usize, port: u16) -> Service {
-    Service {
-        name: format!("service-{s:05}"),
-        namespace: None,
-        labels: Default::default(),
-        instances: (0..instances)
-            .map(|i| {
-                let n = s * instances + i;
-                Instance {
-                    id: format!("i-{n}"),
-                    address: Address::parse(&format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255))
-                        .unwrap(),
-                    ports: vec![InstancePort {
-                        name: "http".into(),
-                        number: if i == 0 { port } else { 8080 },
-                        protocol_hint: None,
-                    }],
-                    healthy: true,
-                    weight: None,
-                    placement: None,
-                    labels: [("version".to_string(), format!("v{}", i % 2))]
-                        .into_iter()
-                        .collect(),
-                }
-            })
-            .collect(),
-    }
+    use registry_sync_catalog::testing;
+    let instances = (0..instances)
+        .map(|i| {
+            let n = s * instances + i;
+            let address = format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255);
+            let mut instance =
+                testing::instance(&format!("i-{n}"), &address, if i == 0 { port } else { 8080 });
+            instance.labels = [("version".to_string(), format!("v{}", i % 2))]
+                .into_iter()
+                .collect();
+            instance
+        })
+        .collect();
+    testing::service(&format!("service-{s:05}"), instances)
 }
 
 /// When one apply began and when it returned.

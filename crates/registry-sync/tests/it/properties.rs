@@ -11,7 +11,7 @@ use std::time::Instant;
 use proptest::prelude::*;
 use registry_sync::config::Config;
 use registry_sync::pipeline::{NamedSink, Pipeline};
-use registry_sync_catalog::{Address, Instance, InstancePort, RegistryDelta, RegistrySnapshot, Service};
+use registry_sync_catalog::{RegistryDelta, RegistrySnapshot, Service, testing};
 use registry_sync_istio::{HeldObject, ObjectKey};
 use registry_sync_plan::Plan;
 use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError};
@@ -81,27 +81,19 @@ fn service((s, ids): &Drawn) -> Service {
     let mut ids = ids.clone();
     ids.sort_unstable();
     ids.dedup();
-    Service {
-        name: format!("s{s}"),
-        namespace: None,
-        labels: Default::default(),
-        instances: ids
-            .iter()
-            .map(|i| Instance {
-                id: format!("i{i}"),
-                address: Address::parse(&format!("10.0.{s}.{i}")).expect("an address"),
-                ports: vec![InstancePort {
-                    name: "http".into(),
-                    number: 8080 + u16::from(i % 3),
-                    protocol_hint: None,
-                }],
-                healthy: i % 4 != 0,
-                weight: None,
-                placement: None,
-                labels: Default::default(),
-            })
-            .collect(),
-    }
+    let instances = ids
+        .iter()
+        .map(|i| {
+            let mut instance = testing::instance(
+                &format!("i{i}"),
+                &format!("10.0.{s}.{i}"),
+                8080 + u16::from(i % 3),
+            );
+            instance.healthy = i % 4 != 0;
+            instance
+        })
+        .collect();
+    testing::service(&format!("s{s}"), instances)
 }
 
 fn source_event(event: &Event) -> SourceEvent {
