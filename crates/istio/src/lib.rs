@@ -14,6 +14,8 @@ mod yaml;
 
 /// The map type of labels, annotations and endpoint fields.
 pub use litemap::LiteMap;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub use object::{
     Endpoint, IstioObject, Kind, Location, ObjectKey, ObjectMeta, Resolution, ServiceEntrySpec, ServicePort,
     SharedMaps, Spec, WorkloadSelector, registry_of_source, split_sources,

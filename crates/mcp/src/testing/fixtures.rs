@@ -3,9 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use registry_sync_istio::{
-    Endpoint, IstioObject, LiteMap, Location, ObjectMeta, Resolution, ServiceEntrySpec, ServicePort, Spec,
-};
+use registry_sync_istio::IstioObject;
 use registry_sync_plan::Plan;
 
 use crate::served::Served;
@@ -72,34 +70,8 @@ pub async fn serve_unchecked(objects: &[IstioObject]) -> SocketAddr {
 
 /// A STATIC ServiceEntry `mesh/<name>` for `<name>.legacy:8080` with these endpoints.
 pub fn service_entry(name: &str, addresses: &[&str]) -> Arc<IstioObject> {
-    Arc::new(IstioObject::new(
-        ObjectMeta {
-            name: name.into(),
-            namespace: "mesh".into(),
-            labels: LiteMap::new(),
-            annotations: LiteMap::new(),
-        },
-        Spec::ServiceEntry(ServiceEntrySpec {
-            addresses: Vec::new(),
-            hosts: vec![format!("{name}.legacy")],
-            location: Location::MeshInternal,
-            resolution: Resolution::Static,
-            ports: vec![ServicePort {
-                number: 8080,
-                protocol: "HTTP".into(),
-                name: "http-8080".into(),
-            }],
-            endpoints: addresses
-                .iter()
-                .map(|a| Endpoint {
-                    address: a.to_string(),
-                    ports: Arc::new(LiteMap::from_iter([("http-8080".to_string(), 8080)])),
-                    ..Default::default()
-                })
-                .collect(),
-            workload_selector: None,
-            export_to: Vec::new(),
-        }),
+    Arc::new(registry_sync_istio::testing::service_entry(
+        "mesh", name, addresses,
     ))
 }
 

@@ -5,8 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use registry_sync_istio::{
-    Desired, Endpoint, INSTANCE_LABEL, IstioObject, Location, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectMeta,
-    REGISTRY_LABEL, Resolution, ServiceEntrySpec, ServicePort, Spec,
+    Desired, INSTANCE_LABEL, IstioObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, REGISTRY_LABEL,
 };
 use registry_sync_plan::DeleteScope;
 
@@ -21,35 +20,7 @@ pub fn entry(name: &str, addresses: &[&str]) -> IstioObject {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    IstioObject::new(
-        ObjectMeta {
-            name: name.into(),
-            namespace: NS.into(),
-            labels,
-            annotations: Default::default(),
-        },
-        Spec::ServiceEntry(ServiceEntrySpec {
-            addresses: Vec::new(),
-            hosts: vec![format!("{name}.legacy")],
-            location: Location::MeshInternal,
-            resolution: Resolution::Static,
-            ports: vec![ServicePort {
-                number: 8080,
-                protocol: "HTTP".into(),
-                name: "http-8080".into(),
-            }],
-            endpoints: addresses
-                .iter()
-                .map(|a| Endpoint {
-                    address: a.to_string(),
-                    ports: std::sync::Arc::new([("http-8080".to_string(), 8080)].into_iter().collect()),
-                    ..Default::default()
-                })
-                .collect(),
-            workload_selector: None,
-            export_to: Vec::new(),
-        }),
-    )
+    registry_sync_istio::testing::service_entry_labelled(NS, name, addresses, labels)
 }
 
 pub fn desired(objects: &[IstioObject]) -> Desired {
