@@ -87,6 +87,17 @@ pub fn status_code(error: &kube::Error) -> Option<u16> {
     }
 }
 
+/// What a failed API call says about the API server, as a sink's failure reason.
+pub fn unavailability(error: &kube::Error) -> registry_sync_sinks::Unavailability {
+    use registry_sync_sinks::Unavailability;
+    match status_code(error) {
+        Some(401 | 403) => Unavailability::Denied,
+        Some(429) => Unavailability::Throttled,
+        Some(_) => Unavailability::Refused,
+        None => Unavailability::Unreachable,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +116,31 @@ mod tests {
         assert!(is_retryable(&api_error(500, "etcdserver: request timed out")));
         assert!(is_retryable(&api_error(429, "too many requests")));
         assert!(!is_retryable(&api_error(422, "invalid")));
+    }
+
+    #[test]
+    fn a_failed_call_names_why_the_sink_is_unavailable() {
+        use registry_sync_sinks::Unavailability;
+        assert_eq!(
+            unavailability(&api_error(403, "forbidden")),
+            Unavailability::Denied
+        );
+        assert_eq!(
+            unavailability(&api_error(401, "unauthorized")),
+            Unavailability::Denied
+        );
+        assert_eq!(
+            unavailability(&api_error(429, "too many requests")),
+            Unavailability::Throttled
+        );
+        assert_eq!(
+            unavailability(&api_error(500, "etcd timed out")),
+            Unavailability::Refused
+        );
+        assert_eq!(
+            unavailability(&kube::Error::LinesCodecMaxLineLengthExceeded),
+            Unavailability::Unreachable
+        );
     }
 
     #[tokio::test(start_paused = true)]

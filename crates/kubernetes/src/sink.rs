@@ -666,13 +666,3 @@ impl AsyncSink for KubeSink {
         Box::pin(self.apply_plan(plan))
     }
 }
-
-/// What a failed API call says about the API server, for the sink's failure reason.
-pub(crate) fn unavailability(error: &kube::Error) -> Unavailability {
-    match error {
-        kube::Error::Api(status) if status.code == 401 || status.code == 403 => Unavailability::Denied,
-        kube::Error::Api(status) if status.code == 429 => Unavailability::Throttled,
-        kube::Error::Api(_) => Unavailability::Refused,
-        _ => Unavailability::Unreachable,
-    }
-}

@@ -56,7 +56,7 @@ impl GuardStore {
 
 fn unavailable(store: &GuardStore, what: &str, e: kube::Error) -> SinkError {
     SinkError::unavailable(
-        crate::sink::unavailability(&e),
+        crate::pacing::unavailability(&e),
         format!(
             "cannot {what} the mass-change guard's memory (Lease {}/{}): {e}; check that the service account may get, create and update leases there",
             store.namespace, store.name
