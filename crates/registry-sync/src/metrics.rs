@@ -254,7 +254,8 @@ impl Metrics {
         self.skipped.get_or_create(&labels).inc();
     }
 
-    pub fn registry_failed(&self, registry: &str, reason: registry_sync_sources::FailureReason) {
+    pub fn registry_failed(&self, registry: &str, failure: &registry_sync_sources::SourceFailure) {
+        self.status.registry_failed(registry, &failure.message);
         self.registry_up
             .get_or_create(&RegistryLabels {
                 registry: registry.to_string(),
@@ -263,7 +264,7 @@ impl Metrics {
         self.registry_failures
             .get_or_create(&RegistryFailureLabels {
                 registry: registry.to_string(),
-                reason: reason.metric_label().to_string(),
+                reason: failure.reason.metric_label().to_string(),
             })
             .inc();
     }
@@ -361,7 +362,13 @@ mod tests {
     fn metrics_are_exposed_with_the_registry_sync_prefix() {
         let metrics = Metrics::new();
         metrics.registry_synced("legacy", 3, 7, &[]);
-        metrics.registry_failed("other", registry_sync_sources::FailureReason::Denied);
+        metrics.registry_failed(
+            "other",
+            &registry_sync_sources::SourceFailure::new(
+                registry_sync_sources::FailureReason::Denied,
+                "the token lost its rights",
+            ),
+        );
         metrics.sink_failed(
             "kubernetes",
             &registry_sync_sinks::SinkError::unavailable(
@@ -378,7 +385,10 @@ mod tests {
             text.contains("registry_sync_sink_failures_total{sink=\"kubernetes\",reason=\"unreachable\"} 1"),
             "{text}"
         );
-        assert!(!text.contains("stalls"), "a message is never a label: {text}");
+        assert!(
+            !text.contains("stalls") && !text.contains("rights"),
+            "a message is never a label: {text}"
+        );
         assert!(
             text.contains("registry_sync_registry_up{registry=\"legacy\"} 1"),
             "{text}"

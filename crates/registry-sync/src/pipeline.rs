@@ -145,10 +145,7 @@ impl Pipeline {
             }
             SourceEvent::Failed { registry, error } => {
                 tracing::warn!(%registry, "registry failing, keeping its last known state: {error}");
-                if let Some(metrics) = &self.metrics {
-                    metrics.status.registry_failed(&registry, &error.to_string());
-                }
-                self.registry_failed(&registry, error.reason);
+                self.registry_failed(&registry, &error);
                 false
             }
         }
@@ -196,9 +193,9 @@ impl Pipeline {
 
     /// Marks a registry as failing: its last known services stay, nothing of it is
     /// deleted until it answers again.
-    pub fn registry_failed(&mut self, registry: &str, reason: registry_sync_sources::FailureReason) {
+    pub fn registry_failed(&mut self, registry: &str, failure: &registry_sync_sources::SourceFailure) {
         if let Some(metrics) = &self.metrics {
-            metrics.registry_failed(registry, reason);
+            metrics.registry_failed(registry, failure);
         }
         self.index.failed(registry);
     }
