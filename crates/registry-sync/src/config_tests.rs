@@ -110,6 +110,22 @@ fn file_registries_need_a_path() {
 }
 
 #[test]
+fn the_instance_id_must_be_a_dns_label_wherever_it_is_set() {
+    let registry = "registries:\n  - {name: a, kind: file, path: s.yaml, namespace: mesh}\n";
+    let message = error(&format!("instance: Prod_East\n{registry}"));
+    assert!(message.contains("line 1: `instance`"), "{message}");
+    assert!(message.contains("\"Prod_East\" must be a DNS label"), "{message}");
+    let message = error(&format!(
+        "{registry}sinks:\n  kubernetes:\n    instance: Prod_East\n"
+    ));
+    assert!(
+        message.contains("line 5: `sinks.kubernetes.instance`"),
+        "{message}"
+    );
+    assert!(message.contains("\"Prod_East\" must be a DNS label"), "{message}");
+}
+
+#[test]
 fn registry_names_must_be_unique_dns_labels() {
     let message = error("registries:\n  - {name: Legacy_1, kind: file, path: s.yaml, namespace: mesh}\n");
     assert!(

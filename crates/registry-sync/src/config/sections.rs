@@ -13,21 +13,31 @@ use super::{
     RawSinks, RegistryConfig, SafetyConfig, SinksConfig, is_dns_label, registry,
 };
 
+/// The instance id names every object and the Lease: a DNS label.
+fn dns_label(value: &Spanned<String>, key: &str, invalid: &Invalid) -> Result<(), ConfigError> {
+    if is_dns_label(&value.value) {
+        return Ok(());
+    }
+    Err(invalid(
+        value.referenced.line(),
+        key.into(),
+        format!(
+            "{:?} must be a DNS label (lowercase letters, digits and '-', at most 63)",
+            value.value
+        ),
+    ))
+}
+
 /// `instance`: a DNS label, `default` when not set.
 pub(super) fn instance_section(
     raw: Option<Spanned<String>>,
     invalid: &Invalid,
 ) -> Result<String, ConfigError> {
     match raw {
-        Some(instance) if !is_dns_label(&instance.value) => Err(invalid(
-            instance.referenced.line(),
-            "instance".into(),
-            format!(
-                "{:?} must be a DNS label (lowercase letters, digits and '-', at most 63)",
-                instance.value
-            ),
-        )),
-        Some(instance) => Ok(instance.value),
+        Some(instance) => {
+            dns_label(&instance, "instance", invalid)?;
+            Ok(instance.value)
+        }
         None => Ok("default".to_string()),
     }
 }
@@ -119,16 +129,7 @@ pub(super) fn kubernetes_section(
         ));
     }
     if let Some(own) = &raw.instance {
-        if !is_dns_label(&own.value) {
-            return Err(invalid(
-                own.referenced.line(),
-                "sinks.kubernetes.instance".into(),
-                format!(
-                    "{:?} must be a DNS label (lowercase letters, digits and '-', at most 63)",
-                    own.value
-                ),
-            ));
-        }
+        dns_label(own, "sinks.kubernetes.instance", invalid)?;
         if instance_set && own.value != *instance {
             return Err(invalid(
                 own.referenced.line(),
