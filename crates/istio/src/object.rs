@@ -310,8 +310,9 @@ fn short_sha256(value: &impl Serialize) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The registry part of one `registry:service` entry of [`SOURCES_ANNOTATION`](crate::SOURCES_ANNOTATION). Registry
-/// names never contain `:` (the config refuses them), service names may.
+/// The registry part of one `registry:service` entry of
+/// [`SOURCES_ANNOTATION`](crate::SOURCES_ANNOTATION). Registry names never contain `:`
+/// (the config refuses them), service names may.
 pub fn registry_of_source(source: &str) -> &str {
     source.split_once(':').map_or(source, |(registry, _)| registry)
 }
