@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use registry_sync_catalog::Service;
 use registry_sync_translate::{EndpointMode, HostTemplate, RegistrySettings};
@@ -23,8 +24,15 @@ fn settings(registries: &[&str]) -> Settings {
 }
 
 fn index(registries: &[&str]) -> Index {
-    let configured = registries.iter().map(|r| r.to_string()).collect();
-    Index::new(settings(registries), configured)
+    Index::new(settings(registries))
+}
+
+fn view(index: &mut Index, registry: &str, snapshot: &RegistrySnapshot) -> Update {
+    index.apply(registry, Event::View(snapshot), Duration::ZERO)
+}
+
+fn changed(index: &mut Index, registry: &str, delta: &RegistryDelta) -> Update {
+    index.apply(registry, Event::Changed(delta), Duration::ZERO)
 }
 
 fn service(name: &str, ips: &[&str]) -> Service {
@@ -44,13 +52,18 @@ fn a_delta_records_only_the_objects_it_changed() {
     let services = (0..100)
         .map(|i| service(&format!("svc-{i}"), &["10.0.0.1"]))
         .collect();
-    let update = index.snapshot("legacy", &RegistrySnapshot::new("legacy", services, vec![]));
+    let update = view(
+        &mut index,
+        "legacy",
+        &RegistrySnapshot::new("legacy", services, vec![]),
+    );
     assert_eq!(
-        (update.changed, update.services, update.instances),
+        (update.changed.len(), update.services, update.instances),
         (100, 100, 100)
     );
     let after_snapshot = index.version();
-    let update = index.delta(
+    let update = changed(
+        &mut index,
         "legacy",
         &RegistryDelta {
             upserts: vec![Arc::new(service("svc-7", &["10.0.0.1", "10.0.0.2"]))],
@@ -61,7 +74,10 @@ fn a_delta_records_only_the_objects_it_changed() {
             ..Default::default()
         },
     );
-    assert_eq!((update.changed, update.services, update.instances), (2, 99, 100));
+    assert_eq!(
+        (update.changed.len(), update.services, update.instances),
+        (2, 99, 100)
+    );
     assert!(!update.widened, "the registry was complete already");
     assert_eq!(
         names(index.changed_since(after_snapshot)),
@@ -73,44 +89,49 @@ fn a_delta_records_only_the_objects_it_changed() {
 #[test]
 fn an_unchanged_service_in_a_delta_records_nothing() {
     let mut index = index(&["legacy"]);
-    index.snapshot(
+    view(
+        &mut index,
         "legacy",
         &RegistrySnapshot::new("legacy", vec![service("a", &["10.0.0.1"])], vec![]),
     );
     let version = index.version();
-    let update = index.delta(
+    let update = changed(
+        &mut index,
         "legacy",
         &RegistryDelta {
             upserts: vec![Arc::new(service("a", &["10.0.0.1"]))],
             ..Default::default()
         },
     );
-    assert_eq!(update.changed, 0);
+    assert!(update.changed.is_empty());
     assert_eq!(index.version(), version);
 }
 
 #[test]
 fn readiness_waits_for_every_registry_and_a_failure_keeps_the_state() {
     let mut index = index(&["one", "two"]);
-    index.snapshot(
+    view(
+        &mut index,
         "one",
         &RegistrySnapshot::new("one", vec![service("a", &["10.0.0.1"])], vec![]),
     );
     assert_eq!(index.ready_version(), None, "two has not answered");
-    index.failed("two");
+    index.apply("two", Event::Failed, Duration::ZERO);
     assert!(!index.all_complete());
-    let update = index.snapshot(
+    let update = view(
+        &mut index,
         "two",
         &RegistrySnapshot::new("two", vec![service("b", &["10.0.0.2"])], vec![]),
     );
     assert!(update.widened, "two completing lets its leftovers go");
     assert_eq!(index.ready_version(), Some(index.version()));
     let epoch = index.epoch();
-    index.failed("one");
+    index.apply("one", Event::Failed, Duration::ZERO);
     assert_eq!(index.desired().len(), 2, "a failing registry keeps its objects");
     assert!(!index.scope().complete.contains("one"));
     assert!(index.scope().delivered.contains("one"));
-    index.snapshot(
+    view(
+        &mut index,
         "one",
         &RegistrySnapshot::new("one", vec![service("a", &["10.0.0.1"])], vec![]),
     );
@@ -130,10 +151,10 @@ fn a_service_readable_again_widens_the_scope() {
     };
     let snapshot = RegistrySnapshot::new("legacy", vec![service("a", &["10.0.0.1"])], vec![])
         .with_unknown([unknown.clone()]);
-    index.snapshot("legacy", &snapshot);
+    view(&mut index, "legacy", &snapshot);
     assert!(index.scope().unknown.contains("legacy:b"));
     let epoch = index.epoch();
-    let update = index.delta("legacy", &RegistryDelta::default());
+    let update = changed(&mut index, "legacy", &RegistryDelta::default());
     assert!(update.widened);
     assert_eq!(index.epoch(), epoch + 1);
     assert!(index.scope().unknown.is_empty());
@@ -151,7 +172,7 @@ fn a_refused_item_is_reported_once() {
     };
     let snapshot = RegistrySnapshot::new("legacy", vec![service("a", &["10.0.0.1"])], vec![refused.clone()]);
     assert_eq!(
-        index.snapshot("legacy", &snapshot).new_problems,
+        view(&mut index, "legacy", &snapshot).new_problems,
         std::slice::from_ref(&refused)
     );
     let again = RegistryDelta {
@@ -159,7 +180,7 @@ fn a_refused_item_is_reported_once() {
         upserts: vec![Arc::new(service("a", &["10.0.0.9"]))],
         ..Default::default()
     };
-    assert!(index.delta("legacy", &again).new_problems.is_empty());
+    assert!(changed(&mut index, "legacy", &again).new_problems.is_empty());
 }
 
 #[test]
@@ -169,7 +190,11 @@ fn compaction_keeps_only_what_a_writer_may_still_ask_about() {
         let services = (0..10)
             .map(|i| service(&format!("r{round}-{i}"), &["10.0.0.1"]))
             .collect();
-        index.snapshot("legacy", &RegistrySnapshot::new("legacy", services, vec![]));
+        view(
+            &mut index,
+            "legacy",
+            &RegistrySnapshot::new("legacy", services, vec![]),
+        );
         index.compact(index.version());
     }
     assert_eq!(index.desired().len(), 10);

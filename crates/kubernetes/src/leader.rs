@@ -70,16 +70,6 @@ impl Leadership {
     }
 }
 
-impl registry_sync_sinks::WriteGate for Leadership {
-    fn is_open(&self) -> bool {
-        self.is_leader()
-    }
-
-    fn changes(&self) -> watch::Receiver<bool> {
-        Leadership::changes(self)
-    }
-}
-
 fn now() -> MicroTime {
     MicroTime(Timestamp::now())
 }

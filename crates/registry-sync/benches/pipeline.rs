@@ -12,11 +12,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use registry_sync::config::Config;
-use registry_sync::pipeline::{NamedSink, Pipeline};
 use registry_sync_catalog::{Address, Instance, InstancePort, RegistryDelta, RegistrySnapshot, Service};
+use registry_sync_index::Event;
 use registry_sync_istio::{HeldObject, IstioObject, ObjectKey};
 use registry_sync_plan::Plan;
 use registry_sync_sinks::{ApplyReport, Sink, SinkError};
+use registry_sync_writer::{NamedSink, Quiet, SharedIndex, pass};
 
 /// A sink that holds objects in memory, as a sink would after applying, and counts
 /// the writes it was asked for.
@@ -150,28 +151,33 @@ fn main() {
     let snapshot = estate(services, instances, None);
     let build = t.elapsed();
 
-    let mut pipeline = Pipeline::new(&config);
+    let mut index = config.index();
+    let settings = config.writer_settings();
     let writes = Arc::new(AtomicUsize::new(0));
-    let mut sinks = vec![pipeline.writer(NamedSink {
-        name: "memory".into(),
-        sink: Box::new(Memory {
-            held: BTreeMap::new(),
-            writes: writes.clone(),
-        }),
-    })];
+    let mut sinks = vec![settings.writer(
+        NamedSink {
+            name: "memory".into(),
+            sink: Box::new(Memory {
+                held: BTreeMap::new(),
+                writes: writes.clone(),
+            }),
+        },
+        Arc::new(Quiet),
+    )];
 
     let t = Instant::now();
-    pipeline.registry_synced("bench", snapshot);
-    let objects = pipeline.desired().len();
+    index.apply("bench", Event::View(&snapshot), Duration::ZERO);
+    drop(snapshot);
+    let objects = index.desired().len();
     let translate_cold = t.elapsed();
 
     let t = Instant::now();
-    assert!(block_on(pipeline.sync(&mut sinks)).written);
+    assert!(block_on(pass::sync(&index, &mut sinks)).written);
     let sync_cold = t.elapsed();
     let creates = writes.swap(0, Ordering::Relaxed);
 
     let t = Instant::now();
-    let steady = pipeline.plan_for(sinks[0].sink.as_ref(), None);
+    let steady = pass::plan_for(&index, &settings, sinks[0].sink.as_ref(), None);
     let plan_steady = t.elapsed();
 
     // Peak memory of the synced estate: catalog, desired objects and the sink's view.
@@ -188,8 +194,8 @@ fn main() {
     for n in 0..changes {
         let snapshot = variants[n % 2].clone();
         let t = Instant::now();
-        pipeline.registry_synced("bench", snapshot);
-        block_on(pipeline.sync(&mut sinks));
+        index.apply("bench", Event::View(&snapshot), Duration::ZERO);
+        block_on(pass::sync(&index, &mut sinks));
         latencies.push(t.elapsed());
     }
     let change_writes = writes.swap(0, Ordering::Relaxed);
@@ -212,8 +218,8 @@ fn main() {
             ..RegistryDelta::default()
         };
         let t = Instant::now();
-        pipeline.registry_changed("bench", &delta);
-        block_on(pipeline.sync(&mut sinks));
+        index.apply("bench", Event::Changed(&delta), Duration::ZERO);
+        block_on(pass::sync(&index, &mut sinks));
         delta_latencies.push(t.elapsed());
     }
     let delta_writes = writes.swap(0, Ordering::Relaxed);
@@ -225,14 +231,14 @@ fn main() {
     // asked of the index, and the page), and what a search costs.
     let board = registry_sync::status::StatusBoard::default();
     board.configure("bench", [("bench", "file")], ["memory"]);
-    let shared = Arc::new(std::sync::Mutex::new(pipeline));
-    let (searched, listed) = (Arc::clone(&shared), Arc::clone(&shared));
+    let shared = SharedIndex::new(index);
+    let (searched, listed) = (shared.clone(), shared.clone());
     board.install(
         Box::new(move |q| {
-            let lookup = searched.lock().unwrap().index().lookup(q);
+            let lookup = searched.lock().lookup(q);
             lookup.explain()
         }),
-        Box::new(move || listed.lock().unwrap().index().problems_with_sources()),
+        Box::new(move || listed.lock().problems_with_sources()),
     );
     let refreshes = 50;
     let t = Instant::now();
@@ -276,10 +282,10 @@ overrides:
         ),
     )
     .expect("the bench's controlled config parses");
-    let mut with_controls = Pipeline::new(&controlled);
+    let mut with_controls = controlled.index();
     let controlled_snapshot = estate(services, instances, None);
     let t = Instant::now();
-    with_controls.registry_synced("bench", controlled_snapshot);
+    with_controls.apply("bench", Event::View(&controlled_snapshot), Duration::ZERO);
     let translate_controlled = t.elapsed();
     let controlled_objects = with_controls.desired().len();
     drop(with_controls);

@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use registry_sync::config::Config;
-use registry_sync::pipeline::{NamedSink, Pipeline};
 use registry_sync_istio::{HeldObject, ObjectKey, Spec};
 use registry_sync_plan::Plan;
 use registry_sync_sinks::{ApplyReport, Sink, SinkError};
@@ -24,6 +23,7 @@ use registry_sync_sources::SourceEvent;
 use registry_sync_sources::etcd::{EtcdClient, EtcdConfig, EtcdSource, ValueFormat};
 use registry_sync_sources::zookeeper::{ZkLayout, ZookeeperConfig, ZookeeperSource};
 use registry_sync_testing::servers::{TestEtcd, TestZookeeper};
+use registry_sync_writer::{NamedSink, Quiet, feed, pass};
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -81,7 +81,7 @@ impl Sink for PortSink {
     }
 }
 
-/// Runs a source into a pipeline with a [`PortSink`] until `cancel`.
+/// Runs a source into an index and a [`PortSink`] until `cancel`.
 fn run_pipeline(
     config: Config,
     mut rx: mpsc::Receiver<SourceEvent>,
@@ -89,14 +89,17 @@ fn run_pipeline(
     cancel: CancellationToken,
 ) {
     tokio::spawn(async move {
-        let mut pipeline = Pipeline::new(&config);
-        let mut sinks = vec![pipeline.writer(NamedSink {
-            name: "bench".into(),
-            sink: Box::new(PortSink {
-                held: BTreeMap::new(),
-                port,
-            }),
-        })];
+        let mut index = config.index();
+        let mut sinks = vec![config.writer_settings().writer(
+            NamedSink {
+                name: "bench".into(),
+                sink: Box::new(PortSink {
+                    held: BTreeMap::new(),
+                    port,
+                }),
+            },
+            Arc::new(Quiet),
+        )];
         loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -104,10 +107,10 @@ fn run_pipeline(
             };
             let mut changed = false;
             for event in std::iter::once(event).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
-                changed |= pipeline.take(event);
+                changed |= feed::take(&mut index, event, Duration::ZERO, &Quiet);
             }
             if changed {
-                pipeline.sync(&mut sinks).await;
+                pass::sync(&index, &mut sinks).await;
             }
         }
     });

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use registry_sync::config::Config;
-use registry_sync::pipeline::Pipeline;
 use registry_sync_catalog::RegistrySnapshot;
+use registry_sync_index::Event;
 use registry_sync_istio::Kind;
 use registry_sync_kubernetes::{KubeSink, KubeSinkSettings, api_resource};
 use registry_sync_sinks::{AsyncSink, FilesSink};
@@ -102,12 +102,10 @@ async fn kube_sink(client: kube::Client, namespace: &str) -> Box<dyn AsyncSink> 
 
 /// The desired objects of the estate as JSON, moved to `namespace`.
 fn objects_in(config: &Config, estate: &Estate, namespace: &str) -> Vec<serde_json::Value> {
-    let mut pipeline = Pipeline::new(config);
-    pipeline.registry_synced(
-        "bench",
-        RegistrySnapshot::from_shared("bench", estate.services.clone(), vec![]),
-    );
-    pipeline
+    let mut index = config.index();
+    let snapshot = RegistrySnapshot::from_shared("bench", estate.services.clone(), vec![]);
+    index.apply("bench", Event::View(&snapshot), Duration::ZERO);
+    index
         .desired()
         .values()
         .map(|o| {
@@ -324,12 +322,10 @@ async fn main() {
     // writeback) before timing single changes.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let sample = {
-        let mut pipeline = Pipeline::new(&config);
-        pipeline.registry_synced(
-            "bench",
-            RegistrySnapshot::from_shared("bench", estate.services[..1].to_vec(), vec![]),
-        );
-        registry_sync_istio::render_object(pipeline.desired().values().next().unwrap()).unwrap()
+        let mut index = config.index();
+        let snapshot = RegistrySnapshot::from_shared("bench", estate.services[..1].to_vec(), vec![]);
+        index.apply("bench", Event::View(&snapshot), Duration::ZERO);
+        registry_sync_istio::render_object(index.desired().values().next().unwrap()).unwrap()
     };
     // Into the same directory of 10,000 files (a rename and a directory sync cost more
     // there than in an empty one), under a name the sink does not read.

@@ -12,6 +12,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use registry_sync_writer::Ready;
+
 use crate::metrics::Metrics;
 
 /// Searches served at once; more are answered 503 with `Retry-After`.
@@ -39,12 +41,12 @@ pub enum Routes {
 pub async fn serve(
     listen: SocketAddr,
     metrics: Metrics,
+    ready: Ready,
     cancel: CancellationToken,
     routes: Routes,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
-    let ready = metrics.clone();
     let (page, json) = (metrics.status.clone(), metrics.status.clone());
     let searches = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_SEARCHES));
     let page_routes = Router::new()

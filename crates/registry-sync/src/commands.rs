@@ -9,21 +9,23 @@ use registry_sync_translate::OVERRIDES_ANNOTATION;
 use crate::config::Config;
 pub use crate::error::{CommandError, Outcome};
 pub use crate::explain::explain;
-use crate::pipeline::{NamedSink, Pipeline};
 use crate::progress::ReadProgress;
 use crate::sinks::{Purpose, open_sinks};
 use crate::sources;
+use registry_sync_index::{Event, Index};
+use registry_sync_writer::{NamedSink, SinkWriter, pass};
 
-/// Reads every registry once into a fresh pipeline, keeping the virtual IPs `sinks`
+/// Reads every registry once into a fresh index, keeping the virtual IPs `sinks`
 /// hold. Every failure is collected so one broken registry does not hide the others'.
-pub async fn load_all(config: &Config, sinks: &[NamedSink]) -> (Pipeline, Vec<CommandError>) {
+pub async fn load_all(config: &Config, sinks: &[NamedSink]) -> (Index, Vec<CommandError>) {
     load_reporting(config, sinks, false).await
 }
 
 /// [`load_all`], saying how far it is when `report` (the commands that write).
-async fn load_reporting(config: &Config, sinks: &[NamedSink], report: bool) -> (Pipeline, Vec<CommandError>) {
-    let mut pipeline = Pipeline::new(config);
-    pipeline.seed_vips(sinks.iter().map(|named| named.sink.as_ref()));
+async fn load_reporting(config: &Config, sinks: &[NamedSink], report: bool) -> (Index, Vec<CommandError>) {
+    let mut index = config.index();
+    let owner = config.writer_settings().owner;
+    index.seed_vips(sinks.iter().flat_map(|named| named.sink.held().values()), &owner);
     let mut errors = Vec::new();
     let mut progress = report.then(|| ReadProgress::start(config.registries.len()));
     for registry in &config.registries {
@@ -35,9 +37,12 @@ async fn load_reporting(config: &Config, sinks: &[NamedSink], report: bool) -> (
                     instances = snapshot.instance_count(),
                     "registry read"
                 );
-                pipeline.registry_synced(&registry.name, snapshot);
+                let update = index.apply(&registry.name, Event::View(&snapshot), std::time::Duration::ZERO);
+                for skip in &update.new_problems {
+                    tracing::warn!(registry = %skip.registry, service = %skip.service, instance = skip.instance.as_deref().unwrap_or(""), "skipped: {}", skip.reason);
+                }
                 if let Some(progress) = &mut progress {
-                    progress.read(&registry.name, pipeline.desired().len());
+                    progress.read(&registry.name, index.desired().len());
                 }
             }
             Err(error) => {
@@ -51,7 +56,7 @@ async fn load_reporting(config: &Config, sinks: &[NamedSink], report: bool) -> (
     if let Some(progress) = progress {
         progress.finish();
     }
-    (pipeline, errors)
+    (index, errors)
 }
 
 fn report_errors(errors: &[CommandError]) {
@@ -63,12 +68,12 @@ fn report_errors(errors: &[CommandError]) {
 /// `render`: every object as multi-document YAML on `out`, sorted by kind, namespace
 /// and name. Refuses to print a partial estate when a registry cannot be read.
 pub async fn render(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
-    let (pipeline, errors) = load_all(config, &[]).await;
+    let (index, errors) = load_all(config, &[]).await;
     if !errors.is_empty() {
         report_errors(&errors);
         return Ok(Outcome::Failed);
     }
-    let yaml = render_documents(pipeline.desired().values().map(|o| &**o))?;
+    let yaml = render_documents(index.desired().values().map(|o| &**o))?;
     out.write_all(yaml.as_bytes())?;
     out.flush()?;
     Ok(Outcome::Ok)
@@ -77,17 +82,18 @@ pub async fn render(config: &Config, out: &mut dyn Write) -> Result<Outcome, Com
 /// `plan`: the diff against each sink, writing nothing. 0 in sync, 2 pending, 1 error.
 pub async fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, CommandError> {
     let mut sinks = open_sinks(config, Purpose::ReadOnly).await?.sinks;
-    let (pipeline, errors) = load_all(config, &sinks).await;
+    let (index, errors) = load_all(config, &sinks).await;
+    let settings = config.writer_settings();
     let mut pending = false;
     for named in &mut sinks {
         let memory = named.sink.load_guard_memory().await.unwrap_or_else(|e| {
             tracing::warn!(sink = %named.name, "cannot read the mass-change guard's memory ({e}); judging from what the sink holds");
             None
         });
-        let plan = pipeline.plan_for(named.sink.as_ref(), memory.as_deref());
+        let plan = pass::plan_for(&index, &settings, named.sink.as_ref(), memory.as_deref());
         pending |= !plan.is_empty();
         writeln!(out, "# sink {}", named.name)?;
-        let why = |key: &ObjectKey| explain_change(&pipeline, named.sink.held(), key);
+        let why = |key: &ObjectKey| explain_change(&index, named.sink.held(), key);
         out.write_all(plan.render_diff_explained(&why).as_bytes())?;
     }
     out.flush()?;
@@ -102,11 +108,11 @@ pub async fn plan(config: &Config, out: &mut dyn Write) -> Result<Outcome, Comma
 /// to be written, or, for one to be deleted, that `select` now leaves out a service it
 /// was made from.
 fn explain_change(
-    pipeline: &Pipeline,
+    index: &Index,
     held: &std::collections::BTreeMap<ObjectKey, HeldObject>,
     key: &ObjectKey,
 ) -> Option<String> {
-    if let Some(object) = pipeline.desired().get(key) {
+    if let Some(object) = index.desired().get(key) {
         return object
             .metadata
             .annotations
@@ -131,7 +137,7 @@ fn explain_change(
                         name: service.to_string(),
                     },
                 })
-                .find_map(|service_key| pipeline.index().unselected(registry, &service_key))
+                .find_map(|service_key| index.unselected(registry, &service_key))
                 .map(|why| format!("{source} is not selected: {why}"))
         })
         .collect();
@@ -142,8 +148,8 @@ fn explain_change(
 /// the command then exits 1 after syncing the rest.
 pub async fn once(config: &Config) -> Result<Outcome, CommandError> {
     let sinks = open_sinks(config, Purpose::Once).await?.sinks;
-    let (pipeline, errors) = load_reporting(config, &sinks, true).await;
-    sync_once(pipeline, sinks, errors).await
+    let (index, errors) = load_reporting(config, &sinks, true).await;
+    sync_once(config, index, sinks, errors).await
 }
 
 /// `prune`: `once`, and also delete the objects of registries the configuration no
@@ -151,23 +157,30 @@ pub async fn once(config: &Config) -> Result<Outcome, CommandError> {
 /// what it names could not be told apart from what it dropped.
 pub async fn prune(config: &Config) -> Result<Outcome, CommandError> {
     let sinks = open_sinks(config, Purpose::Once).await?.sinks;
-    let (pipeline, errors) = load_reporting(config, &sinks, true).await;
+    let (index, errors) = load_reporting(config, &sinks, true).await;
     if !errors.is_empty() {
         report_errors(&errors);
         tracing::error!("prune needs every registry to answer; nothing was written");
         return Ok(Outcome::Failed);
     }
-    sync_once(pipeline.prune_orphans(), sinks, errors).await
+    sync_once(config, index.prune_orphans(), sinks, errors).await
 }
 
 async fn sync_once(
-    mut pipeline: Pipeline,
+    config: &Config,
+    index: Index,
     sinks: Vec<NamedSink>,
     errors: Vec<CommandError>,
 ) -> Result<Outcome, CommandError> {
     report_errors(&errors);
-    let mut writers: Vec<_> = sinks.into_iter().map(|sink| pipeline.writer(sink)).collect();
-    let pass = pipeline.sync(&mut writers).await;
+    let settings = config.writer_settings();
+    let observer: std::sync::Arc<dyn registry_sync_writer::Observer> =
+        std::sync::Arc::new(crate::observe::Progress);
+    let mut writers: Vec<SinkWriter> = sinks
+        .into_iter()
+        .map(|sink| settings.writer(sink, std::sync::Arc::clone(&observer)))
+        .collect();
+    let pass = pass::sync(&index, &mut writers).await;
     if pass.replacements_blocked {
         tracing::error!(
             "some objects were not replaced: their successors conflict with other objects or were refused (see the warnings above); the old objects stay"

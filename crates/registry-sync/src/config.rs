@@ -372,6 +372,21 @@ impl Config {
     pub fn registry_names(&self) -> BTreeSet<String> {
         self.registries.iter().map(|r| r.name.clone()).collect()
     }
+
+    /// An empty index of the configured registries.
+    pub fn index(&self) -> registry_sync_index::Index {
+        registry_sync_index::Index::new(self.translate_settings())
+    }
+
+    /// What every writer of this installation shares: its owner and guard.
+    pub fn writer_settings(&self) -> registry_sync_writer::WriterSettings {
+        registry_sync_writer::WriterSettings {
+            owner: registry_sync_plan::Owner::new(self.instance.clone()),
+            max_delete_percent: (!self.safety.confirm_mass_delete)
+                .then(|| (self.safety.max_delete_share * 100.0).round() as u32),
+            guard_window: self.safety.guard_window,
+        }
+    }
 }
 
 #[cfg(test)]

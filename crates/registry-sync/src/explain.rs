@@ -10,17 +10,18 @@ use registry_sync_translate::{Explanation, Found};
 use crate::commands::load_all;
 use crate::config::Config;
 use crate::error::{CommandError, Outcome};
-use crate::pipeline::Pipeline;
 use crate::sinks::{Purpose, open_sinks};
+use registry_sync_index::Index;
+use registry_sync_writer::NamedSink;
 
 pub async fn explain(config: &Config, query: &str, out: &mut dyn Write) -> Result<Outcome, CommandError> {
     let sinks = open_sinks(config, Purpose::ReadOnly).await?.sinks;
-    let (pipeline, errors) = load_all(config, &sinks).await;
+    let (index, errors) = load_all(config, &sinks).await;
     for error in &errors {
         tracing::error!("{error}");
         writeln!(out, "! {error}")?;
     }
-    let found = pipeline.index().explain(query);
+    let found = index.explain(query);
     if found.is_empty() {
         writeln!(
             out,
@@ -29,7 +30,8 @@ pub async fn explain(config: &Config, query: &str, out: &mut dyn Write) -> Resul
         out.flush()?;
         return Ok(Outcome::Failed);
     }
-    write_found(&pipeline, &sinks, &found, out)?;
+    let owner = config.writer_settings().owner;
+    write_found(&index, &owner, &sinks, &found, out)?;
     out.flush()?;
     Ok(if errors.is_empty() {
         Outcome::Ok
@@ -39,8 +41,9 @@ pub async fn explain(config: &Config, query: &str, out: &mut dyn Write) -> Resul
 }
 
 fn write_found(
-    pipeline: &Pipeline,
-    sinks: &[crate::pipeline::NamedSink],
+    index: &Index,
+    owner: &registry_sync_plan::Owner,
+    sinks: &[NamedSink],
     found: &Found,
     out: &mut dyn Write,
 ) -> Result<(), CommandError> {
@@ -54,14 +57,15 @@ fn write_found(
         )?;
     }
     for group in &found.groups {
-        write_group(pipeline, sinks, group, out)?;
+        write_group(index, owner, sinks, group, out)?;
     }
     Ok(())
 }
 
 fn write_group(
-    pipeline: &Pipeline,
-    sinks: &[crate::pipeline::NamedSink],
+    index: &Index,
+    owner: &registry_sync_plan::Owner,
+    sinks: &[NamedSink],
     group: &Explanation,
     out: &mut dyn Write,
 ) -> Result<(), CommandError> {
@@ -129,13 +133,7 @@ fn write_group(
     out.write_all(render_documents(group.objects.iter().map(|o| &**o))?.as_bytes())?;
     let keys: Vec<_> = group.objects.iter().map(|o| o.key()).collect();
     for named in sinks {
-        let plan = plan_keys(
-            &keys,
-            pipeline.desired(),
-            named.sink.held(),
-            pipeline.owner(),
-            &pipeline.index().scope(),
-        );
+        let plan = plan_keys(&keys, index.desired(), named.sink.held(), owner, &index.scope());
         writeln!(out, "\n## against sink {}", named.name)?;
         out.write_all(plan.render_diff().as_bytes())?;
     }

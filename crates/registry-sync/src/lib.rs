@@ -1,14 +1,14 @@
-//! registry-sync's runtime: configuration, the commands, and the tasks of `run` that
-//! wire sources → index (translate) → plan → sinks together.
+//! registry-sync's binary: configuration, the commands, and `run`, which wires
+//! sources → index (translate) → plan → sinks together through the writer library.
 //!
 //! ```text
-//!  one task per registry ──SourceEvent (bounded)──▶ feed loop ──▶ Pipeline { Index }
+//!  one task per registry ──SourceEvent (bounded)──▶ feed loop ──▶ Index (shared)
 //!                                                                     │ version
 //!                                            ┌────────────────────────┼──────────────┐
 //!                                            ▼                        ▼              ▼
-//!                                     writer: files            writer: stdout   writer: kubernetes
+//!                                     writer: files            writer: mcp      writer: kubernetes
 //!                                     plan(changed since v)                     ▲ watch (drift)
-//!                                     apply                                     leadership gate
+//!                                     apply                                     leadership
 //! ```
 //!
 //! ARCHITECTURE.md at the repository root walks through the tasks and channels.
@@ -22,10 +22,9 @@ pub mod error;
 pub mod explain;
 pub mod logs;
 pub mod metrics;
-pub mod pipeline;
+pub mod observe;
 pub mod progress;
 pub mod run;
 pub mod sinks;
 pub mod sources;
 pub mod status;
-pub mod writer;

@@ -11,7 +11,7 @@ mod mcp;
 pub use self::mcp::McpMetrics;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
@@ -104,7 +104,6 @@ pub struct Metrics {
     pub propagation: Histogram,
     pub leader: Gauge,
     pub mcp: McpMetrics,
-    ready: Arc<AtomicBool>,
     /// The status page's view, fed by the same hooks.
     pub status: crate::status::StatusBoard,
 }
@@ -141,7 +140,6 @@ impl Metrics {
             propagation: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             leader: Gauge::default(),
             mcp: McpMetrics::register(&mut registry),
-            ready: Arc::new(AtomicBool::new(false)),
             status: crate::status::StatusBoard::default(),
         };
         registry.register(
@@ -335,14 +333,6 @@ impl Metrics {
         count("delete", "ok", report.deleted);
         count("status", "ok", report.status);
         count("any", "error", report.failed.len());
-    }
-
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
     }
 
     /// The Prometheus text exposition.

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 
 use registry_sync_istio::{HeldObject, ObjectKey};
 use registry_sync_plan::Plan;
-use registry_sync_sinks::{ApplyReport, AsyncSink, FilesSink, Gate, Sink, SinkError, StdoutSink};
+use registry_sync_sinks::{ApplyReport, AsyncSink, FilesSink, Sink, SinkError, StdoutSink};
+use registry_sync_writer::{Leadership, NamedSink};
 
 use crate::config::Config;
 use crate::error::CommandError;
-use crate::pipeline::NamedSink;
 
 /// What the sinks are opened for.
 pub enum Purpose<'a> {
@@ -28,18 +28,19 @@ pub enum Purpose<'a> {
     ReadOnly,
 }
 
-/// The sinks, and the gate leader election puts before those one replica must own.
+/// The sinks, and the leadership the election gives the writers of those one replica
+/// must own ([`Leadership::always`] without an election).
 pub struct OpenedSinks {
     pub sinks: Vec<NamedSink>,
-    pub gate: Gate,
+    pub leadership: Leadership,
 }
 
 pub async fn open_sinks(config: &Config, purpose: Purpose<'_>) -> Result<OpenedSinks, CommandError> {
     let read_only = matches!(purpose, Purpose::ReadOnly);
     let mut sinks = Vec::new();
-    // Only leader election (the Kubernetes sink's) sets a gate.
+    // Only leader election (the Kubernetes sink's) makes leadership conditional.
     #[cfg_attr(not(feature = "kubernetes"), allow(unused_mut))]
-    let mut gate: Gate = None;
+    let mut leadership = Leadership::always();
     let mut add = |name: String, sink: Box<dyn AsyncSink>| sinks.push(NamedSink { name, sink });
     if let Some(dir) = &config.sinks.files {
         let name = format!("files:{}", dir.display());
@@ -65,7 +66,9 @@ pub async fn open_sinks(config: &Config, purpose: Purpose<'_>) -> Result<OpenedS
             Purpose::ReadOnly => Mode::ReadOnly,
         };
         let opened = registry_sync_kubernetes::open(&kube.options(config), mode).await?;
-        gate = opened.leadership.map(|l| std::sync::Arc::new(l) as _);
+        if let Some(elected) = opened.leadership {
+            leadership = Leadership::elected(elected.changes()).checked_by(move || elected.is_leader());
+        }
         add("kubernetes".into(), Box::new(opened.sink));
     }
     #[cfg(feature = "mcp")]
@@ -98,7 +101,7 @@ pub async fn open_sinks(config: &Config, purpose: Purpose<'_>) -> Result<OpenedS
             sink: Box::new(Nothing(BTreeMap::new())),
         });
     }
-    Ok(OpenedSinks { sinks, gate })
+    Ok(OpenedSinks { sinks, leadership })
 }
 
 /// The files sink, watching its directory so that a deleted or edited file is

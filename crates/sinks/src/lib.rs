@@ -10,7 +10,6 @@
 #![forbid(unsafe_code)]
 
 mod files;
-mod gate;
 mod stdout;
 
 use std::collections::BTreeMap;
@@ -21,7 +20,6 @@ use registry_sync_istio::{HeldObject, ObjectKey};
 use registry_sync_plan::Plan;
 
 pub use files::{FilesSink, write_file_atomically};
-pub use gate::{Gate, WriteGate};
 pub use stdout::StdoutSink;
 
 /// A boxed future, so that [`AsyncSink`] can be used as a trait object.

@@ -15,6 +15,21 @@
 //! listed in its `skipped`, so one typo never takes a registry down.
 
 #![forbid(unsafe_code)]
+// Built for its event types alone (the writer library does), no registry is compiled in
+// and the registry table has nothing to dispatch to.
+#![cfg_attr(
+    not(any(
+        feature = "file",
+        feature = "etcd",
+        feature = "zookeeper",
+        feature = "consul",
+        feature = "eureka",
+        feature = "dns",
+        feature = "nacos",
+        feature = "cloudmap"
+    )),
+    allow(unused)
+)]
 
 use registry_sync_catalog::{RegistryDelta, RegistrySnapshot};
 

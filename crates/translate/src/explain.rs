@@ -8,7 +8,6 @@ use registry_sync_catalog::{Service, Skipped};
 use registry_sync_istio::{IstioObject, Spec};
 
 use crate::group::{Trace, translate_group_traced};
-use crate::index::Index;
 use crate::{Contributor, GroupKey};
 
 /// One host group a query found.
@@ -82,78 +81,22 @@ pub struct Lookup {
     unplaced: Vec<Unplaced>,
 }
 
-struct GroupInputs {
-    key: GroupKey,
-    members: Vec<(String, Arc<Service>)>,
+pub struct GroupInputs {
+    pub key: GroupKey,
+    pub members: Vec<(String, Arc<Service>)>,
     /// The group's objects as the index holds them, by key.
-    desired: Vec<Arc<IstioObject>>,
+    pub desired: Vec<Arc<IstioObject>>,
     /// The addresses the group holds, so the explanation allocates exactly them.
-    vips: crate::Allocator,
+    pub vips: crate::Allocator,
     /// Why members stay where an earlier decision put them.
-    kept: Vec<String>,
+    pub kept: Vec<String>,
 }
 
-impl Index {
-    /// Every group whose host, object name or contributing service (by name, or as
-    /// `namespace/name`) is `query`, and every such service that makes no object.
-    pub fn explain(&self, query: &str) -> Found {
-        self.lookup(query).explain()
-    }
-
-    /// What [`Index::explain`] needs, without explaining: a scan of the services and
-    /// objects by name, and shared pointers to what it found.
-    pub fn lookup(&self, query: &str) -> Lookup {
-        let query = query.trim();
-        let mut unplaced = Vec::new();
-        let mut groups: Vec<GroupKey> = Vec::new();
-        for (registry, service, group) in self.placements() {
-            let named = service.name == query || service.key().to_string() == query;
-            match group {
-                Ok(Some(key)) if named || key.host == query => groups.push(key.clone()),
-                Ok(Some(_)) => {}
-                Ok(None) if named => unplaced.push(Unplaced {
-                    registry: registry.to_string(),
-                    service: Arc::clone(service),
-                    why: self.unselected(registry, &service.key()).map_or_else(
-                        || "left out by select".to_string(),
-                        |why| format!("not selected: {why}"),
-                    ),
-                }),
-                Err(skip) if named => unplaced.push(Unplaced {
-                    registry: registry.to_string(),
-                    service: Arc::clone(service),
-                    why: skip.reason.clone(),
-                }),
-                _ => {}
-            }
-        }
-        groups.extend(
-            self.desired()
-                .values()
-                .filter(|o| o.metadata.name == query)
-                .filter_map(|o| self.group_of_object(&o.key())),
-        );
-        groups.sort();
-        groups.dedup();
-        let groups = groups
-            .into_iter()
-            .map(|key| {
-                let desired = self.objects_of_group(&key);
-                let mut vips = crate::Allocator::default();
-                for (host, address) in desired.iter().filter_map(|o| o.vip()) {
-                    vips.seed(&key.namespace, &host, &address);
-                }
-                GroupInputs {
-                    members: self.members_of(&key),
-                    kept: self.kept_in(&key),
-                    key,
-                    desired,
-                    vips,
-                }
-            })
-            .collect();
+impl Lookup {
+    /// What an explanation is made from, gathered by the index that holds the groups.
+    pub fn new(settings: crate::Settings, groups: Vec<GroupInputs>, unplaced: Vec<Unplaced>) -> Lookup {
         Lookup {
-            settings: self.settings().clone(),
+            settings,
             groups,
             unplaced,
         }

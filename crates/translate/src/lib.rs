@@ -19,13 +19,14 @@
 
 mod explain;
 mod group;
-mod index;
 pub mod names;
 mod namespaces;
 mod overrides;
 mod select;
 mod settings;
 mod template;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod vips;
 
 use std::collections::BTreeMap;
@@ -33,9 +34,8 @@ use std::collections::BTreeMap;
 use registry_sync_catalog::{Catalog, Service, Skipped};
 use registry_sync_istio::IstioObject;
 
-pub use explain::{Explanation, Found, InstanceFate, Lookup, MAX_FATES, Unplaced};
+pub use explain::{Explanation, Found, GroupInputs, InstanceFate, Lookup, MAX_FATES, Unplaced};
 pub use group::{AUTO_INLINE_LIMIT, AUTO_INLINE_MAX_BYTES, INLINE_ENDPOINT_LIMIT, RESERVED_PORTS};
-pub use index::{Changes, Index};
 pub use namespaces::{Chosen, Fallback, NamespaceRule, NamespaceTemplate, NamespaceTemplateError};
 pub use overrides::{OVERRIDES_ANNOTATION, Override, PortOverride};
 pub use select::{Glob, GlobError, MetadataMatch, Selection};
@@ -124,6 +124,14 @@ pub fn group_catalog<'a>(
     groups
 }
 
+/// The IP addresses of a service's instances: what no virtual IP may ever be.
+pub fn instance_ips(service: &Service) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+    service.instances.iter().filter_map(|i| match i.address {
+        registry_sync_catalog::Address::Ip(ip) => Some(ip),
+        _ => None,
+    })
+}
+
 /// Translates the whole catalog.
 pub fn translate(catalog: &Catalog, settings: &Settings) -> Translation {
     let mut out = Translation::default();
@@ -135,7 +143,7 @@ pub fn translate(catalog: &Catalog, settings: &Settings) -> Translation {
             if !settings.registries.contains_key(registry) {
                 continue;
             }
-            for ip in snapshot.services().iter().flat_map(|s| index::instance_ips(s)) {
+            for ip in snapshot.services().iter().flat_map(|s| instance_ips(s)) {
                 vips.take(ip);
             }
         }

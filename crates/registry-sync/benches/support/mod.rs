@@ -11,14 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use registry_sync::config::Config;
-use registry_sync::metrics::Metrics;
-use registry_sync::pipeline::NamedSink;
-use registry_sync::run::drive;
 use registry_sync_catalog::{RegistryDelta, RegistrySnapshot, Service};
 use registry_sync_istio::{HeldObject, ObjectKey};
 use registry_sync_plan::Plan;
 use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError};
 use registry_sync_sources::SourceEvent;
+use registry_sync_writer::{Leadership, NamedSink, Quiet, Ready, SharedIndex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -156,7 +154,7 @@ impl Estate {
     }
 }
 
-/// `run`'s core with these sinks, fed by the bench.
+/// The writer library's runtime with these sinks, fed by the bench.
 pub struct Runtime {
     pub events: mpsc::Sender<SourceEvent>,
     pub cancel: CancellationToken,
@@ -169,7 +167,14 @@ impl Runtime {
         let cancel = CancellationToken::new();
         let config = config.clone();
         let stop = cancel.clone();
-        let task = tokio::spawn(async move { drive(&config, sinks, None, Metrics::new(), rx, stop).await });
+        let runtime = registry_sync_writer::Runtime {
+            settings: config.writer_settings(),
+            leadership: Leadership::always(),
+            observer: Arc::new(Quiet),
+            ready: Ready::default(),
+        };
+        let index = SharedIndex::new(config.index());
+        let task = tokio::spawn(async move { runtime.run(index, sinks, rx, stop).await });
         Runtime { events, cancel, task }
     }
 

@@ -10,12 +10,12 @@ use std::time::Instant;
 
 use proptest::prelude::*;
 use registry_sync::config::Config;
-use registry_sync::pipeline::{NamedSink, Pipeline};
 use registry_sync_catalog::{RegistryDelta, RegistrySnapshot, Service, testing};
 use registry_sync_istio::{HeldObject, ObjectKey};
 use registry_sync_plan::Plan;
 use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError};
 use registry_sync_sources::SourceEvent;
+use registry_sync_writer::{NamedSink, Quiet, feed, pass};
 
 /// Two registries: one written inline, one as WorkloadEntries selected by their entry.
 /// Mass deletes are confirmed, so the guard holds nothing back from either side.
@@ -157,11 +157,15 @@ fn event() -> impl Strategy<Value = Event> {
 /// returns the first step after which a full plan still had work, described.
 async fn first_divergence(events: &[Event]) -> Option<String> {
     let config = Config::parse(Path::new("sync.yaml"), CONFIG).expect("the config parses");
-    let mut pipeline = Pipeline::new(&config);
-    let mut writer = pipeline.writer(NamedSink {
-        name: "memory".into(),
-        sink: Box::new(Memory::default()),
-    });
+    let mut index = config.index();
+    let settings = config.writer_settings();
+    let mut writer = settings.writer(
+        NamedSink {
+            name: "memory".into(),
+            sink: Box::new(Memory::default()),
+        },
+        std::sync::Arc::new(Quiet),
+    );
     // The first views of both registries, as `run` waits for them.
     let mut events: Vec<Event> = events.to_vec();
     for registry in 0..REGISTRIES.len() {
@@ -174,12 +178,12 @@ async fn first_divergence(events: &[Event]) -> Option<String> {
         );
     }
     for (n, event) in events.iter().enumerate() {
-        pipeline.take(source_event(event));
+        feed::take(&mut index, source_event(event), std::time::Duration::ZERO, &Quiet);
         // A pass that wrote the successors of replaced objects asks for another, as the
         // writer task would run it at once.
         for _ in 0..3 {
             writer.catch_up().await;
-            let step = writer.plan(pipeline.index(), Instant::now());
+            let step = writer.plan(&index, Instant::now());
             if let Err(e) = writer.apply(step).await {
                 return Some(format!("step {n} ({event:?}): the sink failed: {e}"));
             }
@@ -187,7 +191,7 @@ async fn first_divergence(events: &[Event]) -> Option<String> {
                 break;
             }
         }
-        let full = pipeline.plan_for(writer.sink.as_ref(), None);
+        let full = pass::plan_for(&index, &settings, writer.sink.as_ref(), None);
         if full.writes() > 0 || !full.status.is_empty() {
             return Some(format!(
                 "after step {n} ({event:?}) a full plan still had work: creates {:?}, updates {:?}, deletes {:?}, status {}",

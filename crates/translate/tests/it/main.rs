@@ -1,9 +1,5 @@
 //! The crate's integration tests, in one test binary (one link for them all); each
 //! module is one area. Run one with `cargo test -p registry-sync-translate --test it <module>::`.
 
-mod support;
-
-mod controls;
-mod explain;
 mod properties;
 mod rules;

@@ -1,14 +1,12 @@
 //! Every mapping rule of the design, one test each.
 
-use crate::support;
-
 use registry_sync_catalog::{Placement, Protocol};
 use registry_sync_istio::{
     CONTENT_HASH_ANNOTATION, INSTANCE_LABEL, Kind, Location, MANAGED_BY_LABEL, REGISTRY_LABEL, Resolution,
     SERVICE_LABEL, TLS_MODE_LABEL,
 };
+use registry_sync_translate::testing::*;
 use registry_sync_translate::{AUTO_INLINE_LIMIT, EndpointMode, translate};
-use support::*;
 
 #[test]
 fn one_service_becomes_one_labelled_service_entry_with_inline_endpoints() {
@@ -614,47 +612,8 @@ fn input_order_does_not_change_the_output() {
 }
 
 #[test]
-fn a_service_its_registry_could_not_read_keeps_its_objects_in_the_index() {
-    use registry_sync_catalog::{RegistrySnapshot, ServiceKey};
-    use registry_sync_translate::Index;
-
-    let settings = settings_for(&[("legacy", EndpointMode::Auto)]);
-    let mut index = Index::new(settings);
-    let both = vec![
-        svc("orders", vec![inst("10.0.0.1", &[("http", 80)])]),
-        svc("payments", vec![inst("10.0.0.2", &[("http", 80)])]),
-    ];
-    index.update("legacy", &RegistrySnapshot::new("legacy", both, vec![]));
-    assert_eq!(index.desired().len(), 2);
-
-    // payments could not be read: absent from the view, but marked unknown.
-    let partial = RegistrySnapshot::new(
-        "legacy",
-        vec![svc("orders", vec![inst("10.0.0.1", &[("http", 80)])])],
-        vec![],
-    )
-    .with_unknown([ServiceKey {
-        namespace: None,
-        name: "payments".into(),
-    }]);
-    let changes = index.update("legacy", &partial);
-    assert!(changes.objects.is_empty(), "{changes:?}");
-    assert_eq!(index.desired().len(), 2, "payments is kept as last known");
-
-    // Read again and gone for real: now it leaves.
-    let gone = RegistrySnapshot::new(
-        "legacy",
-        vec![svc("orders", vec![inst("10.0.0.1", &[("http", 80)])])],
-        vec![],
-    );
-    index.update("legacy", &gone);
-    assert_eq!(index.desired().len(), 1);
-}
-
-#[test]
 fn a_registrys_export_to_is_the_service_entrys_and_a_merged_host_takes_its_first_registrys() {
-    let mut settings =
-        support::settings_for(&[("a-legacy", EndpointMode::Auto), ("b-legacy", EndpointMode::Auto)]);
+    let mut settings = settings_for(&[("a-legacy", EndpointMode::Auto), ("b-legacy", EndpointMode::Auto)]);
     settings.registries.get_mut("a-legacy").unwrap().export_to = vec![".".into(), "istio-system".into()];
     settings.registries.get_mut("b-legacy").unwrap().export_to = vec!["*".into()];
     let orders = || svc("orders", vec![inst("10.0.0.1", &[("http", 8080)])]);
@@ -675,7 +634,7 @@ fn a_registrys_export_to_is_the_service_entrys_and_a_merged_host_takes_its_first
 
 #[test]
 fn a_registrys_extra_labels_are_on_its_service_entries_and_win_over_registry_metadata() {
-    let mut settings = support::settings();
+    let mut settings = settings();
     settings.registries.get_mut("legacy").unwrap().extra_labels =
         [("istio.io/use-waypoint".to_string(), "shared".to_string())].into();
     let mut orders = svc("orders", vec![inst("10.0.0.1", &[("http", 8080)])]);

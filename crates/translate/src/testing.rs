@@ -1,13 +1,11 @@
-//! Builders that keep the rule tests short: a catalog is a few lines of data.
-#![allow(dead_code)]
+//! Builders that keep rule tests short, here and in the index's tests: a catalog is a
+//! few lines of data.
 
+use crate::{EndpointMode, HostTemplate, RegistrySettings, Settings, Translation, translate};
 use registry_sync_catalog::{
     Address, Catalog, Instance, InstancePort, Metadata, Protocol, RegistrySnapshot, Service,
 };
 use registry_sync_istio::{Endpoint, IstioObject, Kind, ServiceEntrySpec, Spec};
-use registry_sync_translate::{
-    EndpointMode, HostTemplate, RegistrySettings, Settings, Translation, translate,
-};
 
 pub fn settings_for(registries: &[(&str, EndpointMode)]) -> Settings {
     Settings {

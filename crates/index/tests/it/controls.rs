@@ -2,17 +2,22 @@
 //! overrides and provenance, one rule per test, through the full translation and the
 //! incremental index alike.
 
-use crate::support;
-
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use registry_sync_catalog::{Protocol, RegistrySnapshot, ServiceKey, SkipKind};
+use registry_sync_index::{Event, Index};
+use registry_sync_istio::{HeldObject, INSTANCE_LABEL};
 use registry_sync_istio::{Kind, Location, ORIGIN_NAMESPACE_ANNOTATION, PROVENANCE_KIND_LABEL, Resolution};
+use registry_sync_plan::Owner;
+use registry_sync_translate::Translation;
+use registry_sync_translate::testing::*;
 use registry_sync_translate::{
-    EndpointMode, Glob, Index, NamespaceRule, NamespaceTemplate, OVERRIDES_ANNOTATION, Override,
-    PortOverride, Selection, Settings, VipRange, translate,
+    EndpointMode, Glob, NamespaceRule, NamespaceTemplate, OVERRIDES_ANNOTATION, Override, PortOverride,
+    Selection, Settings, VipRange, translate,
 };
-use support::*;
+
+use crate::Feed;
 
 fn globs(patterns: &[&str]) -> Vec<Glob> {
     patterns.iter().map(|p| Glob::new(p).unwrap()).collect()
@@ -459,7 +464,8 @@ fn the_index_keeps_seeded_addresses_and_frees_those_of_hosts_that_go() {
         full
     };
     let mut index = Index::new(with_vips("240.240.0.0/16"));
-    index.seed_vips([("mesh", "orders.legacy", "240.240.200.1")]);
+    let held = held_entry(&fresh, "orders.legacy", "240.240.200.1", "default");
+    index.seed_vips([&held], &Owner::new("default"));
     index.update("legacy", &snapshot);
     let seeded = translate_from(&index);
     assert_eq!(vip_of(&seeded, "orders.legacy").as_deref(), Some("240.240.200.1"));
@@ -474,6 +480,21 @@ fn the_index_keeps_seeded_addresses_and_frees_those_of_hosts_that_go() {
     next.retain(|s| s.name != "orders");
     index.update("legacy", &RegistrySnapshot::new("legacy", next, vec![]));
     assert_eq!(vip_of(&translate_from(&index), "orders.legacy"), None);
+}
+
+/// The ServiceEntry of `host` in `translation` as a sink holds it, with `address` and
+/// written by `instance`.
+fn held_entry(translation: &Translation, host: &str, address: &str, instance: &str) -> HeldObject {
+    let object = translation
+        .objects
+        .iter()
+        .find(|o| o.kind == Kind::ServiceEntry && o.vip().is_some_and(|(h, _)| h == host))
+        .expect("the entry of the host");
+    let mut held = HeldObject::written(object);
+    held.vip = Some((host.to_string(), address.to_string()));
+    held.labels
+        .insert(INSTANCE_LABEL.to_string(), instance.to_string());
+    held
 }
 
 fn translate_from(index: &Index) -> registry_sync_translate::Translation {
@@ -547,8 +568,8 @@ fn a_health_flip_changes_no_object_content_but_is_reported_as_a_change() {
     let mut index = Index::new(health_in_status());
     index.update("legacy", &RegistrySnapshot::new("legacy", orders(true), vec![]));
     let changes = index.update("legacy", &RegistrySnapshot::new("legacy", orders(false), vec![]));
-    assert_eq!(changes.objects.len(), 1, "{:?}", changes.objects);
-    assert_eq!(changes.objects.iter().next().unwrap().kind, Kind::WorkloadEntry);
+    assert_eq!(changes.changed.len(), 1, "{:?}", changes.changed);
+    assert_eq!(changes.changed.iter().next().unwrap().kind, Kind::WorkloadEntry);
 }
 
 #[test]
@@ -566,7 +587,6 @@ fn an_override_to_inline_endpoints_drops_unhealthy_instances_as_before() {
 
 #[test]
 fn a_departed_instance_drains_unhealthy_until_its_delay_is_over_unless_it_returns() {
-    use std::time::Duration;
     let mut settings = health_in_status();
     settings.registries.get_mut("legacy").unwrap().drain_delay = Some(Duration::from_secs(10));
     let mut index = Index::new(settings);
@@ -586,27 +606,24 @@ fn a_departed_instance_drains_unhealthy_until_its_delay_is_over_unless_it_return
     let healthy = entries(&index);
     assert!(healthy.iter().all(|(_, h)| *h == Some(true)));
 
-    index.set_clock(Duration::from_secs(1));
-    let changes = index.update("legacy", &one);
-    assert_eq!(changes.objects.len(), 1, "the departed entry's health changes");
+    let changes = index.apply("legacy", Event::View(&one), Duration::from_secs(1));
+    assert_eq!(changes.changed.len(), 1, "the departed entry's health changes");
     let draining = entries(&index);
     assert_eq!(draining.len(), 2, "it stays");
     assert_eq!(draining.iter().filter(|(_, h)| *h == Some(false)).count(), 1);
     assert_eq!(index.next_drain_deadline(), Some(Duration::from_secs(11)));
-    assert!(index.expire(Duration::from_secs(5)).objects.is_empty());
+    assert!(index.expire(Duration::from_secs(5)).changed.is_empty());
 
     // Back within the delay: healthy, no longer draining.
-    index.set_clock(Duration::from_secs(6));
-    index.update("legacy", &both);
+    index.apply("legacy", Event::View(&both), Duration::from_secs(6));
     assert_eq!(entries(&index), healthy);
     assert_eq!(index.next_drain_deadline(), None);
 
     // Gone again: a new delay from now, then deleted.
-    index.set_clock(Duration::from_secs(7));
-    index.update("legacy", &one);
+    index.apply("legacy", Event::View(&one), Duration::from_secs(7));
     assert_eq!(index.next_drain_deadline(), Some(Duration::from_secs(17)));
     let changes = index.expire(Duration::from_secs(17));
-    assert_eq!(changes.objects.len(), 1);
+    assert_eq!(changes.changed.len(), 1);
     assert_eq!(entries(&index).len(), 1);
     assert_eq!(index.next_drain_deadline(), None);
 }
@@ -740,7 +757,8 @@ fn no_entry_gets_an_address_an_instance_of_any_service_has() {
 
     // Addresses of objects someone else wrote are never handed out either.
     let mut index = Index::new(with_vips("240.240.7.0/30"));
-    index.reserve_vips([first.as_str()]);
+    let theirs = held_entry(&full, "orders.legacy", &first, "another-installation");
+    index.seed_vips([&theirs], &Owner::new("default"));
     index.update(
         "legacy",
         &RegistrySnapshot::new("legacy", vec![orders("10.0.0.1")], vec![]),
@@ -776,22 +794,20 @@ fn a_replica_that_takes_over_takes_the_addresses_the_sink_holds_over_its_own_ord
     let mut standby = fed(&b, &a);
     assert_ne!(vips(&leader), vips(&standby));
     let written = vips(&leader);
-    let changes = standby.adopt_vips(
-        written
-            .iter()
-            .map(|(host, address)| ("mesh", host.as_str(), address.as_str())),
-    );
+    let held: Vec<HeldObject> = leader
+        .desired()
+        .values()
+        .map(|o| HeldObject::written(o))
+        .collect();
+    let owner = Owner::new("default");
+    let changes = standby.adopt_vips(&held, &owner, Duration::ZERO);
     assert_eq!(vips(&standby), written, "the standby takes what the leader wrote");
-    assert!(!changes.objects.is_empty());
+    assert!(!changes.changed.is_empty());
     // Taking them again changes nothing.
     assert!(
         standby
-            .adopt_vips(
-                written
-                    .iter()
-                    .map(|(host, address)| ("mesh", host.as_str(), address.as_str()))
-            )
-            .objects
+            .adopt_vips(&held, &owner, Duration::ZERO)
+            .changed
             .is_empty()
     );
 }

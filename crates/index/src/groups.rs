@@ -1,10 +1,11 @@
-//! Incremental translation: the same result as [`crate::translate`], at a cost that
-//! grows with the size of a change instead of the size of the estate.
+//! Incremental translation: the same result as [`registry_sync_translate::translate`],
+//! at a cost that grows with the size of a change instead of the size of the estate.
 //!
 //! The index remembers, per registry, each service and the host group it landed in, and
 //! per group the objects it produced. A new snapshot is compared service by service;
 //! only the groups a changed service left or joined are translated again, and the keys
-//! of the objects that changed are returned so a planner can look at just those.
+//! of the objects that changed are returned so a planner can look at just those. The
+//! rules themselves are `registry_sync_translate`'s: this module only keeps state.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,7 +14,10 @@ use std::time::Duration;
 use registry_sync_catalog::{RegistryDelta, RegistrySnapshot, Service, ServiceKey, Skipped};
 use registry_sync_istio::{Desired, IstioObject, ObjectKey, REGISTRY_LABEL};
 
-use crate::{Allocator, Contributor, GroupKey, RegistrySettings, Settings, group_of};
+use registry_sync_translate::{
+    Allocator, Contributor, Fallback, GroupKey, RegistrySettings, Settings, group_of, instance_ips,
+    translate_group,
+};
 
 struct ServiceState {
     service: Arc<Service>,
@@ -86,14 +90,6 @@ struct Seats<'a> {
     members: &'a mut Members,
     dirty: &'a mut BTreeSet<GroupKey>,
     vips: Option<&'a mut Allocator>,
-}
-
-/// The IP addresses of a service's instances.
-pub(crate) fn instance_ips(service: &Service) -> impl Iterator<Item = std::net::IpAddr> + '_ {
-    service.instances.iter().filter_map(|i| match i.address {
-        registry_sync_catalog::Address::Ip(ip) => Some(ip),
-        _ => None,
-    })
 }
 
 /// Takes a service out of its group (and its addresses out of the allocator's count);
@@ -211,7 +207,7 @@ fn stay(
         ),
         Ok(Some(mut now)) if now.namespace != before.namespace => {
             match settings.namespace_for(registry, service).fallback {
-                Some(crate::Fallback::Unnamed(why) | crate::Fallback::NotAllowed(why)) => {
+                Some(Fallback::Unnamed(why) | Fallback::NotAllowed(why)) => {
                     let kept = format!(
                         "stays in namespace {:?} ({why}); the last decision stands while the service exists",
                         before.namespace
@@ -226,16 +222,13 @@ fn stay(
     }
 }
 
-pub struct Index {
+pub(crate) struct Groups {
     settings: Settings,
     services: BTreeMap<String, BTreeMap<ServiceKey, ServiceState>>,
     members: Members,
     outputs: BTreeMap<GroupKey, GroupOutput>,
     desired: Desired,
     vips: Allocator,
-    /// The caller's time (since any fixed start), for drain deadlines: the index reads
-    /// no clock of its own.
-    clock: Duration,
     /// WorkloadEntries of instances the registry no longer lists, kept unhealthy until
     /// their registry's `drain_delay` is over: their group and deadline.
     draining: BTreeMap<ObjectKey, (GroupKey, Duration)>,
@@ -245,53 +238,46 @@ pub struct Index {
     allocates: bool,
 }
 
-impl Index {
-    pub fn new(settings: Settings) -> Index {
+impl Groups {
+    pub(crate) fn new(settings: Settings) -> Groups {
         let drains = settings.registries.values().any(|r| r.drain_delay.is_some());
         let allocates = settings.registries.values().any(|r| r.vip_range.is_some());
-        Index {
+        Groups {
             settings,
             services: BTreeMap::new(),
             members: BTreeMap::new(),
             outputs: BTreeMap::new(),
             desired: Desired::new(),
             vips: Allocator::default(),
-            clock: Duration::ZERO,
             draining: BTreeMap::new(),
             drains,
             allocates,
         }
     }
 
-    /// Sets the time updates happen at (see [`Index::expire`]).
-    pub fn set_clock(&mut self, now: Duration) {
-        self.clock = self.clock.max(now);
-    }
-
     /// Removes the draining WorkloadEntries whose delay is over at `now`.
-    pub fn expire(&mut self, now: Duration) -> Changes {
-        self.set_clock(now);
+    pub(crate) fn expire(&mut self, now: Duration) -> Changes {
         let mut changes = Changes::default();
         let due: BTreeSet<GroupKey> = self
             .draining
             .values()
-            .filter(|(_, deadline)| *deadline <= self.clock)
+            .filter(|(_, deadline)| *deadline <= now)
             .map(|(group, _)| group.clone())
             .collect();
         for group in due {
-            self.retranslate(&group, &mut changes);
+            self.retranslate(&group, now, &mut changes);
         }
         changes
     }
 
     /// When the next draining entry is due, if any.
-    pub fn next_drain_deadline(&self) -> Option<Duration> {
+    pub(crate) fn next_drain_deadline(&self) -> Option<Duration> {
         self.draining.values().map(|(_, deadline)| *deadline).min()
     }
 
     /// Addresses a sink already holds for ServiceEntries (namespace, host, address):
     /// kept for those hosts instead of new ones. Call before the first update.
-    pub fn seed_vips<'a>(&mut self, held: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) {
+    pub(crate) fn seed_vips<'a>(&mut self, held: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) {
         for (namespace, host, address) in held {
             self.vips.seed(namespace, host, address);
         }
@@ -301,7 +287,11 @@ impl Index {
     /// here: a standby that takes over (or an MCP replica that meets a sink written by
     /// another) writes the addresses that are out there, never its own order of
     /// arrival. The hosts whose address changed are translated again.
-    pub fn adopt_vips<'a>(&mut self, held: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> Changes {
+    pub(crate) fn adopt_vips<'a>(
+        &mut self,
+        held: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+        now: Duration,
+    ) -> Changes {
         let mut dirty = BTreeSet::new();
         for (namespace, host, address) in held {
             for (namespace, host) in self.vips.adopt(namespace, host, address) {
@@ -311,14 +301,14 @@ impl Index {
         let mut changes = Changes::default();
         for group in dirty {
             if self.members.contains_key(&group) {
-                self.retranslate(&group, &mut changes);
+                self.retranslate(&group, now, &mut changes);
             }
         }
         changes
     }
 
     /// Addresses of objects someone else wrote: no host of ours gets them.
-    pub fn reserve_vips<'a>(&mut self, addresses: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn reserve_vips<'a>(&mut self, addresses: impl IntoIterator<Item = &'a str>) {
         for address in addresses {
             if let Ok(address) = address.trim().parse() {
                 self.vips.take(address);
@@ -387,13 +377,13 @@ impl Index {
     }
 
     /// A service as the index holds it.
-    pub fn service(&self, registry: &str, key: &ServiceKey) -> Option<&Arc<Service>> {
+    pub(crate) fn service(&self, registry: &str, key: &ServiceKey) -> Option<&Arc<Service>> {
         self.services.get(registry)?.get(key).map(|state| &state.service)
     }
 
     /// The desired objects made from one registry service (`registry:service`, as in
     /// the sources annotation): what takes over from an object that service fed before.
-    pub fn objects_of_source(&self, source: &str) -> Vec<ObjectKey> {
+    pub(crate) fn objects_of_source(&self, source: &str) -> Vec<ObjectKey> {
         let Some((registry, service)) = source.split_once(':') else {
             return Vec::new();
         };
@@ -434,13 +424,13 @@ impl Index {
     }
 
     /// Every desired object, by key.
-    pub fn desired(&self) -> &Desired {
+    pub(crate) fn desired(&self) -> &Desired {
         &self.desired
     }
 
     /// Replaces a registry's services with a new snapshot. A registry without settings
     /// is ignored, as in [`crate::translate`].
-    pub fn update(&mut self, registry: &str, snapshot: &RegistrySnapshot) -> Changes {
+    pub(crate) fn update(&mut self, registry: &str, snapshot: &RegistrySnapshot, now: Duration) -> Changes {
         let mut changes = Changes::default();
         let Some(registry_settings) = self.settings.registries.get(registry) else {
             return changes;
@@ -491,7 +481,7 @@ impl Index {
         }
         self.services.insert(registry.to_string(), new);
         for group in dirty {
-            self.retranslate(&group, &mut changes);
+            self.retranslate(&group, now, &mut changes);
         }
         changes
     }
@@ -499,7 +489,7 @@ impl Index {
     /// Applies what changed in a registry since its last view: only the groups the
     /// changed services left or joined are translated again. A removal of a service
     /// the registry could not read now is no removal: what was known of it stays.
-    pub fn apply_delta(&mut self, registry: &str, delta: &RegistryDelta) -> Changes {
+    pub(crate) fn apply_delta(&mut self, registry: &str, delta: &RegistryDelta, now: Duration) -> Changes {
         let mut changes = Changes::default();
         let Some(registry_settings) = self.settings.registries.get(registry) else {
             return changes;
@@ -533,12 +523,12 @@ impl Index {
             services.insert(key, state);
         }
         for group in dirty {
-            self.retranslate(&group, &mut changes);
+            self.retranslate(&group, now, &mut changes);
         }
         changes
     }
 
-    fn retranslate(&mut self, group: &GroupKey, changes: &mut Changes) {
+    fn retranslate(&mut self, group: &GroupKey, now: Duration, changes: &mut Changes) {
         let previous = self.outputs.remove(group).unwrap_or_default();
         let members = self.members.get(group).cloned().unwrap_or_default();
         let mut objects: Vec<IstioObject> = Vec::new();
@@ -558,13 +548,12 @@ impl Index {
                     })
                 })
                 .collect();
-            let translation =
-                crate::group::translate_group(group, &contributors, &self.settings, &mut self.vips);
+            let translation = translate_group(group, &contributors, &self.settings, &mut self.vips);
             objects = translation.objects;
             output.skipped = translation.skipped;
             output.notes = translation.notes;
         }
-        self.keep_draining(group, &previous.keys, &mut objects);
+        self.keep_draining(group, &previous.keys, now, &mut objects);
         let fresh: BTreeSet<ObjectKey> = objects.iter().map(IstioObject::key).collect();
         for key in previous.keys.iter().filter(|k| !fresh.contains(*k)) {
             if self.desired.remove(key).is_some() {
@@ -600,7 +589,13 @@ impl Index {
     /// A WorkloadEntry that was desired and is no longer, of a registry with a drain
     /// delay and health in status, stays (unhealthy) until the delay is over; one that
     /// is desired again stops draining.
-    fn keep_draining(&mut self, group: &GroupKey, previous: &[ObjectKey], objects: &mut Vec<IstioObject>) {
+    fn keep_draining(
+        &mut self,
+        group: &GroupKey,
+        previous: &[ObjectKey],
+        now: Duration,
+        objects: &mut Vec<IstioObject>,
+    ) {
         // Without a drain delay nothing drains: translating a group costs nothing here.
         if !self.drains {
             return;
@@ -622,9 +617,9 @@ impl Index {
             let Some(delay) = delay else { continue };
             let deadline = match self.draining.get(key) {
                 Some((_, deadline)) => *deadline,
-                None => self.clock + delay,
+                None => now + delay,
             };
-            if deadline <= self.clock {
+            if deadline <= now {
                 self.draining.remove(key);
                 continue;
             }
@@ -633,9 +628,72 @@ impl Index {
         }
     }
 
+    /// Keeps a registry under `settings` from now on. A registry held already has its
+    /// services placed again under the new settings: an edit costs what it moves.
+    pub(crate) fn configure(&mut self, registry: &str, settings: RegistrySettings, now: Duration) -> Changes {
+        let services: Vec<Arc<Service>> = self
+            .services
+            .get(registry)
+            .map(|held| held.values().map(|state| Arc::clone(&state.service)).collect())
+            .unwrap_or_default();
+        let mut changes = self.remove(registry, now);
+        self.settings.registries.insert(registry.to_string(), settings);
+        self.settle_flags();
+        let again = self.apply_delta(
+            registry,
+            &RegistryDelta {
+                upserts: services,
+                ..RegistryDelta::default()
+            },
+            now,
+        );
+        changes.objects.extend(again.objects);
+        changes.new_problems.extend(again.new_problems);
+        changes.notes.extend(again.notes);
+        changes.moves.extend(again.moves);
+        changes
+    }
+
+    /// Forgets a registry: its services leave their groups, whose objects are
+    /// translated again without them (deleted where they were the only member).
+    pub(crate) fn remove(&mut self, registry: &str, now: Duration) -> Changes {
+        let mut changes = Changes::default();
+        let old = self.services.remove(registry).unwrap_or_default();
+        let mut dirty: BTreeSet<GroupKey> = BTreeSet::new();
+        let mut seats = Seats {
+            members: &mut self.members,
+            dirty: &mut dirty,
+            vips: self.allocates.then_some(&mut self.vips),
+        };
+        for (key, state) in &old {
+            leave(&mut seats, registry, key, state);
+        }
+        self.settings.registries.remove(registry);
+        self.settle_flags();
+        for group in dirty {
+            self.retranslate(&group, now, &mut changes);
+        }
+        changes
+    }
+
+    /// Whether some registry drains or allocates, after the registries changed. An
+    /// allocator that starts now counts the addresses of every service held.
+    fn settle_flags(&mut self) {
+        self.drains = self.settings.registries.values().any(|r| r.drain_delay.is_some());
+        let allocates = self.settings.registries.values().any(|r| r.vip_range.is_some());
+        if allocates && !self.allocates {
+            for state in self.services.values().flat_map(|s| s.values()) {
+                for ip in instance_ips(&state.service) {
+                    self.vips.take(ip);
+                }
+            }
+        }
+        self.allocates = allocates;
+    }
+
     /// Why the registry's `select` leaves a service out, or `None` when it does not (or
     /// the index does not hold it).
-    pub fn unselected(&self, registry: &str, key: &ServiceKey) -> Option<String> {
+    pub(crate) fn unselected(&self, registry: &str, key: &ServiceKey) -> Option<String> {
         let state = self.services.get(registry)?.get(key)?;
         if !matches!(state.group, Ok(None)) {
             return None;
@@ -648,7 +706,7 @@ impl Index {
     }
 
     /// Every current problem (services without a host, skipped instances and ports).
-    pub fn problems(&self) -> impl Iterator<Item = &Skipped> {
+    pub(crate) fn problems(&self) -> impl Iterator<Item = &Skipped> {
         let hosts = self
             .services
             .values()

@@ -10,6 +10,7 @@
 //! does not wait for it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use registry_sync_index::{Index, Since};
@@ -17,8 +18,7 @@ use registry_sync_istio::ObjectKey;
 use registry_sync_plan::{MassChangeGuard, Owner, Plan, hold_replacements, plan, plan_keys};
 use registry_sync_sinks::{ApplyReport, AsyncSink, SinkError};
 
-use crate::metrics::Metrics;
-use crate::progress::WriteProgress;
+use crate::observer::Observer;
 
 /// A sink with a name for logs and messages.
 pub struct NamedSink {
@@ -115,7 +115,7 @@ pub struct SinkWriter {
     again_streak: usize,
     /// Where the guard's memory stands with the sink's copy of it.
     memory: GuardMemory,
-    metrics: Option<Metrics>,
+    observer: Arc<dyn Observer>,
 }
 
 /// Passes made at once, one after the other, to finish replacements; past this the
@@ -125,6 +125,9 @@ const MAX_PASSES_AT_ONCE: usize = 3;
 /// How often at most the guard's window is written to the sink when no hold began or
 /// ended: a restart loses at most this much of the window's history, never a hold.
 const MEMORY_EVERY: Duration = Duration::from_secs(30);
+
+/// How often a long pass reports its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct GuardMemory {
@@ -142,7 +145,7 @@ impl SinkWriter {
         named: NamedSink,
         owner: Owner,
         guard: Option<MassChangeGuard>,
-        metrics: Option<Metrics>,
+        observer: Arc<dyn Observer>,
     ) -> SinkWriter {
         SinkWriter {
             name: named.name,
@@ -156,7 +159,7 @@ impl SinkWriter {
             applied: None,
             again_streak: 0,
             memory: GuardMemory::default(),
-            metrics,
+            observer,
         }
     }
 
@@ -306,21 +309,21 @@ impl SinkWriter {
     /// Applies a step. `Err`: the sink could not be used at all; the next plan covers
     /// everything.
     pub async fn apply(&mut self, step: Step) -> Result<ApplyReport, SinkError> {
-        if let Some(metrics) = &self.metrics {
-            metrics.held_back(&self.name, &step.plan.held_back);
-            metrics.replacements(&self.name, &step.plan.replacements);
-        }
+        self.observer.held_back(&self.name, &step.plan.held_back);
+        self.observer.replacements(&self.name, &step.plan.replacements);
         let finishing = step.plan.replacements.iter().any(|r| !r.is_blocked());
         // Zero until this pass completes: a pass that fails or is cancelled (leadership
         // lost, shutdown) asks for no other at once.
         let streak = std::mem::take(&mut self.again_streak);
-        let progress = WriteProgress::start(&self.name, step.plan.writes(), self.sink.progress());
+        let progress = self
+            .observer
+            .pass_started(&self.name, step.plan.writes(), self.sink.progress());
         let pass = apply(&self.name, self.sink.as_mut(), step.plan);
         let result = match &progress {
             None => pass.await,
             Some(progress) => {
                 tokio::pin!(pass);
-                let mut ticks = tokio::time::interval(WriteProgress::interval());
+                let mut ticks = tokio::time::interval(PROGRESS_EVERY);
                 ticks.tick().await;
                 loop {
                     tokio::select! {
@@ -333,9 +336,7 @@ impl SinkWriter {
         let applied = match result {
             Ok(applied) => applied,
             Err(e) => {
-                if let Some(metrics) = &self.metrics {
-                    metrics.sink_failed(&self.name, &e);
-                }
+                self.observer.sink_failed(&self.name, &e);
                 self.request_full();
                 return Err(e);
             }
@@ -344,9 +345,7 @@ impl SinkWriter {
             let report = &applied.report;
             progress.finish(report.created + report.updated + report.deleted + report.status);
         }
-        if let Some(metrics) = &self.metrics {
-            metrics.applied(&self.name, &applied.plan, &applied.report);
-        }
+        self.observer.applied(&self.name, &applied.plan, &applied.report);
         let now = Instant::now();
         let failed: BTreeSet<&ObjectKey> = applied.report.failed.iter().map(|(k, _)| k).collect();
         // A retried object that was not refused again is written, or no longer needs
@@ -363,9 +362,8 @@ impl SinkWriter {
         if finishing && report.created + report.updated > 0 {
             self.again_streak = streak + 1;
         }
-        if let Some(metrics) = &self.metrics {
-            metrics.quarantined(&self.name, self.quarantine.entries.len());
-        }
+        self.observer
+            .quarantined(&self.name, self.quarantine.entries.len());
         self.applied = Some(step.version);
         self.keep_guard_memory().await;
         Ok(applied.report)

@@ -1,11 +1,12 @@
 //! `Index::explain`: the group of a service, host or object, with the rules and the
 //! fate of every instance, from the same translation the estate gets.
 
-use crate::support;
-
 use registry_sync_catalog::RegistrySnapshot;
-use registry_sync_translate::{EndpointMode, Index};
-use support::*;
+use registry_sync_index::Index;
+use registry_sync_translate::EndpointMode;
+use registry_sync_translate::testing::*;
+
+use crate::Feed;
 
 fn index() -> Index {
     let mut index = Index::new(settings_for(&[
