@@ -81,7 +81,7 @@ impl KubeSink {
         kind: Kind,
         wanted: &BTreeSet<&str>,
     ) -> Result<BTreeMap<String, DynamicObject>, kube::Error> {
-        let api = self.api(&ObjectKey {
+        let api = self.writes.api(&ObjectKey {
             kind,
             namespace: namespace.to_string(),
             name: String::new(),
@@ -89,8 +89,8 @@ impl KubeSink {
         let mut found = BTreeMap::new();
         let mut params = ListParams::default().limit(LIST_PAGE);
         loop {
-            self.limiter.acquire().await;
-            let page = self.timed(api.list(&params)).await?;
+            self.writes.limiter.acquire().await;
+            let page = self.writes.timed(api.list(&params)).await?;
             for object in page.items {
                 if let Some(name) = object.metadata.name.as_deref()
                     && wanted.contains(name)

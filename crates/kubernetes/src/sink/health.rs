@@ -97,10 +97,8 @@ impl KubeSink {
             match result {
                 Ok(written) => {
                     report.status += 1;
-                    if let Some((held, meta)) = super::to_held(change.key.kind, &written) {
-                        self.server.insert(change.key.clone(), meta);
-                        self.held.insert(change.key.clone(), held);
-                    }
+                    let held = super::view::to_held(change.key.kind, &written);
+                    self.view.took(change.key.clone(), held);
                 }
                 Err(message) => report.failed.push((change.key.clone(), message)),
             }
@@ -122,27 +120,21 @@ impl KubeSink {
             .creates
             .iter()
             .filter(|o| {
-                staged.contains(&o.key()) && !failed.contains(&o.key()) && self.held.contains_key(&o.key())
+                staged.contains(&o.key())
+                    && !failed.contains(&o.key())
+                    && self.view.held.contains_key(&o.key())
             })
-            .map(|o| {
-                Write::Update(
-                    o.clone(),
-                    self.server.get(&o.key()).and_then(|m| m.resource_version.clone()),
-                )
-            })
+            .map(|o| Write::Update(o.clone(), self.view.version_of(&o.key())))
             .collect();
         let outcomes: Vec<Outcome> = futures::stream::iter(whole)
-            .map(|write| self.execute(write, fresh))
+            .map(|write| self.writes.execute(write, fresh))
             .buffer_unordered(concurrency)
             .collect()
             .await;
         for outcome in outcomes {
             match outcome {
-                Outcome::Written(key, Some((held, meta))) => {
-                    self.server.insert(key.clone(), meta);
-                    self.held.insert(key, held);
-                }
-                Outcome::Written(_, None) | Outcome::Deleted(_) => {}
+                Outcome::Written(key, written) => self.view.took(key, written),
+                Outcome::Deleted(_) => {}
                 Outcome::Foreign(key, reason, _) | Outcome::Failed(key, reason) => {
                     report.failed.push((key, reason))
                 }
@@ -160,18 +152,19 @@ impl KubeSink {
 
     async fn try_set_health(&self, change: &StatusChange) -> Result<DynamicObject, String> {
         let key = &change.key;
-        let api = self.api(key);
+        let api = self.writes.api(key);
         let mut last = String::new();
         for _ in 0..ATTEMPTS {
-            if !self.is_leader() {
+            if !self.writes.is_leader() {
                 return Err(failed(
                     key,
                     "leadership lost; writes stopped",
                     "another replica leads now",
                 ));
             }
-            self.limiter.acquire().await;
+            self.writes.limiter.acquire().await;
             let current = self
+                .writes
                 .timed(api.get_status(&key.name))
                 .await
                 .map_err(|e| failed(key, &e.to_string(), hint(&e)))?;
@@ -180,8 +173,9 @@ impl KubeSink {
                 "metadata": {"resourceVersion": current.metadata.resource_version},
                 "status": {"conditions": conditions},
             });
-            self.limiter.acquire().await;
+            self.writes.limiter.acquire().await;
             match self
+                .writes
                 .timed(api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)))
                 .await
             {

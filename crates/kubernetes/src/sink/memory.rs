@@ -66,7 +66,7 @@ fn unavailable(store: &GuardStore, what: &str, e: kube::Error) -> SinkError {
 
 impl KubeSink {
     fn guard_api(&self, store: &GuardStore) -> Api<Lease> {
-        Api::namespaced(self.client.clone(), &store.namespace)
+        Api::namespaced(self.writes.client.clone(), &store.namespace)
     }
 
     /// One annotation of the installation's Lease; `None` when there is no store, no
@@ -75,8 +75,9 @@ impl KubeSink {
         let Some(store) = &self.settings.guard_store else {
             return Ok(None);
         };
-        self.limiter.acquire().await;
+        self.writes.limiter.acquire().await;
         let lease = self
+            .writes
             .timed(self.guard_api(store).get_opt(&store.name))
             .await
             .map_err(|e| unavailable(store, "read", e))?;
@@ -88,20 +89,21 @@ impl KubeSink {
         let Some(store) = &self.settings.guard_store else {
             return Ok(());
         };
-        if !self.is_leader() {
+        if !self.writes.is_leader() {
             return Err(SinkError::unavailable(
                 registry_sync_sinks::Unavailability::NotLeader,
                 "not the leader: the leader keeps what the installation remembers",
             ));
         }
         let api = self.guard_api(store);
-        self.limiter.acquire().await;
+        self.writes.limiter.acquire().await;
         let found = self
+            .writes
             .timed(api.get_opt(&store.name))
             .await
             .map_err(|e| unavailable(store, "read", e))?;
         let params = PostParams::default();
-        self.limiter.acquire().await;
+        self.writes.limiter.acquire().await;
         let written = match found {
             Some(mut lease) => {
                 lease
@@ -109,7 +111,7 @@ impl KubeSink {
                     .annotations
                     .get_or_insert_default()
                     .insert(annotation.into(), value.into());
-                self.timed(api.replace(&store.name, &params, &lease)).await
+                self.writes.timed(api.replace(&store.name, &params, &lease)).await
             }
             None => {
                 let lease = Lease {
@@ -128,7 +130,7 @@ impl KubeSink {
                     },
                     spec: None,
                 };
-                self.timed(api.create(&params, &lease)).await
+                self.writes.timed(api.create(&params, &lease)).await
             }
         };
         written.map(|_| ()).map_err(|e| unavailable(store, "keep", e))
@@ -150,10 +152,13 @@ impl KubeSink {
             }
         };
         for namespace in remembered.difference(&self.settings.namespaces) {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), namespace, &api_resource(Kind::ServiceEntry));
-            self.limiter.acquire().await;
-            match self.timed(api.list(&ListParams::default().limit(1))).await {
+            let api: Api<DynamicObject> = Api::namespaced_with(
+                self.writes.client.clone(),
+                namespace,
+                &api_resource(Kind::ServiceEntry),
+            );
+            self.writes.limiter.acquire().await;
+            match self.writes.timed(api.list(&ListParams::default().limit(1))).await {
                 Ok(_) => {
                     tracing::info!(%namespace, "this installation wrote objects to a namespace its configuration no longer names: watching it, so what is left there is deleted as `plan` shows");
                     self.extra_namespaces.insert(namespace.clone());
@@ -177,7 +182,7 @@ impl KubeSink {
         };
         let instance = store.instance.clone();
         let ours = |namespace: &str| {
-            self.held.values().any(|h| {
+            self.view.held.values().any(|h| {
                 h.key.namespace == namespace
                     && h.label(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE)
                     && h.label(INSTANCE_LABEL) == Some(instance.as_str())
