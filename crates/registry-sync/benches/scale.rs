@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use registry_sync::config::Config;
@@ -27,10 +27,9 @@ use registry_sync_catalog::{RegistryDelta, RegistrySnapshot};
 use registry_sync_istio::{HeldObject, ObjectKey};
 use registry_sync_kubernetes::{KubeSink, KubeSinkSettings};
 use registry_sync_plan::Plan;
-use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, Sink, SinkError};
+use registry_sync_sinks::{ApplyReport, Sink, SinkError};
 use registry_sync_sources::SourceEvent;
 use registry_sync_testing::kube::StandIn;
-use tokio::sync::mpsc;
 
 mod support;
 
@@ -58,50 +57,6 @@ impl Sink for Memory {
             report.deleted += 1;
         }
         Ok(report)
-    }
-}
-
-/// When an apply began and ended, and the objects it wrote.
-type Apply = (Instant, Instant, BTreeSet<ObjectKey>);
-
-/// A sink that says when each apply ended and which objects it wrote.
-struct Recording {
-    inner: Box<dyn AsyncSink>,
-    applies: Arc<Mutex<Vec<Apply>>>,
-    done: mpsc::UnboundedSender<()>,
-}
-
-impl AsyncSink for Recording {
-    fn refresh(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
-        self.inner.refresh()
-    }
-
-    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
-        self.inner.held()
-    }
-
-    fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFuture<'a, Result<ApplyReport, SinkError>> {
-        Box::pin(async move {
-            let began = Instant::now();
-            let report = self.inner.apply(plan).await;
-            let keys = plan
-                .creates
-                .iter()
-                .chain(&plan.updates)
-                .map(|o| o.key())
-                .collect();
-            self.applies.lock().unwrap().push((began, Instant::now(), keys));
-            let _ = self.done.send(());
-            report
-        })
-    }
-
-    fn observe(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
-        self.inner.observe()
-    }
-
-    fn complete(&mut self) {
-        self.inner.complete();
     }
 }
 
@@ -168,21 +123,12 @@ async fn churn(rate: usize, seconds: u64) -> Churn {
         ..KubeSinkSettings::default()
     };
     let kube = KubeSink::connect(client, settings, None).await.unwrap();
-    let applies = Arc::new(Mutex::new(Vec::new()));
-    let (done, mut applied) = mpsc::unbounded_channel();
-    let sink = registry_sync_writer::NamedSink {
-        name: "kubernetes".into(),
-        sink: Box::new(Recording {
-            inner: Box::new(kube),
-            applies: Arc::clone(&applies),
-            done,
-        }),
-    };
+    let (sink, mut applied) = timed("kubernetes", Box::new(kube));
     let mut estate = Estate::new(10_000, 10);
     let runtime = Runtime::start(&config("inline"), vec![sink]);
     runtime.send(estate.snapshot()).await;
     applied.recv().await.expect("the cold pass");
-    applies.lock().unwrap().clear();
+    let mut applies: Vec<Applied> = Vec::new();
 
     let total = rate * seconds as usize;
     let mut sent: Vec<(Instant, ObjectKey)> = Vec::with_capacity(total);
@@ -208,25 +154,28 @@ async fn churn(rate: usize, seconds: u64) -> Churn {
     // Until every change is written.
     let deadline = Instant::now() + Duration::from_secs(120);
     let lags = loop {
-        let applies = applies.lock().unwrap().clone();
+        while let Ok(apply) = applied.try_recv() {
+            applies.push(apply);
+        }
         let lags: Option<Vec<Duration>> = sent
             .iter()
             .map(|(at, key)| {
                 applies
                     .iter()
-                    .find(|(began, _, keys)| began >= at && keys.contains(key))
-                    .map(|(_, ended, _)| *ended - *at)
+                    .find(|apply| apply.began >= *at && apply.written.contains(key))
+                    .map(|apply| apply.ended - *at)
             })
             .collect();
         if let Some(lags) = lags {
             break lags;
         }
         assert!(Instant::now() < deadline, "some change was never written");
-        let _ = tokio::time::timeout(Duration::from_secs(1), applied.recv()).await;
+        if let Ok(Some(apply)) = tokio::time::timeout(Duration::from_secs(1), applied.recv()).await {
+            applies.push(apply);
+        }
     };
     runtime.stop().await;
-    let applies = applies.lock().unwrap();
-    let writes = applies.iter().map(|(_, _, keys)| keys.len()).sum();
+    let writes = applies.iter().map(|apply| apply.written.len()).sum();
     let mut lags = lags;
     lags.sort();
     Churn {

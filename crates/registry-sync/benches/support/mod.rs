@@ -53,11 +53,12 @@ pub fn service(s: usize, instances: usize, port: u16) -> Service {
     testing::service(&format!("service-{s:05}"), instances)
 }
 
-/// When one apply began and when it returned.
-#[derive(Clone, Copy)]
+/// When one apply began and when it returned, and the objects it wrote.
+#[derive(Clone)]
 pub struct Applied {
     pub began: Instant,
     pub ended: Instant,
+    pub written: std::collections::BTreeSet<ObjectKey>,
 }
 
 /// A sink that reports when each apply began and returned.
@@ -82,6 +83,12 @@ impl AsyncSink for Timed {
             let _ = self.done.send(Applied {
                 began,
                 ended: Instant::now(),
+                written: plan
+                    .creates
+                    .iter()
+                    .chain(&plan.updates)
+                    .map(|o| o.key())
+                    .collect(),
             });
             report
         })
