@@ -1,8 +1,9 @@
-//! The runtime end to end: events fed to `run`'s core ([`drive`]) exactly as a watching
-//! source sends them (a whole view, then one changed service at a time), through the
-//! feed loop and one writer task per sink, into the files sink and the Kubernetes
-//! sink (the API server stand-in, in this process, over real HTTP on loopback). Each
-//! figure is printed beside its bare baseline from the same run:
+//! The runtime end to end: events fed to the writer library's `Runtime`, which `run`
+//! drives, exactly as a watching source sends them (a whole view, then one changed
+//! service at a time), through the feed loop and one writer task per sink, into the
+//! files sink and the Kubernetes sink (the API server stand-in, in this process, over
+//! real HTTP on loopback). Each figure is printed beside its bare baseline from the
+//! same run:
 //!
 //! 1. one instance changed in a 10,000 × 10 estate → applied, Kubernetes sink, against
 //!    one bare kube-rs server-side apply of a changed object made right after each change;
@@ -24,7 +25,6 @@
 //! `BENCH_CHANGES` change the sizes.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -114,64 +114,6 @@ fn objects_in(config: &Config, estate: &Estate, namespace: &str) -> Vec<serde_js
             value
         })
         .collect()
-}
-
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Peak RSS of `registry-sync run` once it has written `expected` files.
-fn binary_peak_rss(dir: &Path, services_yaml: &str, expected: usize) -> u64 {
-    std::fs::write(dir.join("services.yaml"), services_yaml).unwrap();
-    std::fs::write(
-        dir.join("sync.yaml"),
-        "registries:\n  - {name: legacy, kind: file, path: services.yaml, namespace: mesh, endpoints: inline}\nsinks:\n  files: {dir: out}\n",
-    )
-    .unwrap();
-    let _ = std::fs::remove_dir_all(dir.join("out"));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_registry-sync"))
-        .args(["run", "--config", "sync.yaml"])
-        .current_dir(dir)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the binary starts");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let written = std::fs::read_dir(dir.join("out")).map_or(0, |d| d.count());
-        if written >= expected {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the binary never wrote {expected} files"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let peak = peak_rss_kib(child.id()).unwrap_or(0);
-    let _ = child.kill();
-    let _ = child.wait();
-    peak
-}
-
-fn services_yaml(services: usize, instances: usize) -> String {
-    let mut text = String::from("services:\n");
-    for s in 0..services {
-        text.push_str(&format!("  - name: service-{s:05}\n    instances:\n"));
-        for i in 0..instances {
-            let n = s * instances + i;
-            text.push_str(&format!(
-                "      - address: 10.{}.{}.{}\n        ports: {{http: 8080}}\n        labels: {{version: v{}}}\n",
-                n >> 16 & 255,
-                n >> 8 & 255,
-                n & 255,
-                i % 2
-            ));
-        }
-    }
-    text
 }
 
 /// Rows 1 and 3 against the API server `client` reaches: the cold sync of the estate

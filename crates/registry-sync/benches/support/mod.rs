@@ -225,3 +225,61 @@ pub fn bare_file_write(dir: &Path, name: &str, text: &[u8]) {
     std::fs::rename(&tmp, dir.join(name)).unwrap();
     std::fs::File::open(dir).unwrap().sync_all().unwrap();
 }
+
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Peak RSS of `registry-sync run` once it has written `expected` files.
+pub fn binary_peak_rss(dir: &Path, services_yaml: &str, expected: usize) -> u64 {
+    std::fs::write(dir.join("services.yaml"), services_yaml).unwrap();
+    std::fs::write(
+        dir.join("sync.yaml"),
+        "registries:\n  - {name: legacy, kind: file, path: services.yaml, namespace: mesh, endpoints: inline}\nsinks:\n  files: {dir: out}\n",
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(dir.join("out"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_registry-sync"))
+        .args(["run", "--config", "sync.yaml"])
+        .current_dir(dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let written = std::fs::read_dir(dir.join("out")).map_or(0, |d| d.count());
+        if written >= expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the binary never wrote {expected} files"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let peak = peak_rss_kib(child.id()).unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    peak
+}
+
+pub fn services_yaml(services: usize, instances: usize) -> String {
+    let mut text = String::from("services:\n");
+    for s in 0..services {
+        text.push_str(&format!("  - name: service-{s:05}\n    instances:\n"));
+        for i in 0..instances {
+            let n = s * instances + i;
+            text.push_str(&format!(
+                "      - address: 10.{}.{}.{}\n        ports: {{http: 8080}}\n        labels: {{version: v{}}}\n",
+                n >> 16 & 255,
+                n >> 8 & 255,
+                n & 255,
+                i % 2
+            ));
+        }
+    }
+    text
+}
