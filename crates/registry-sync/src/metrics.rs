@@ -253,7 +253,7 @@ impl Metrics {
     }
 
     pub fn registry_failed(&self, registry: &str, failure: &registry_sync_sources::SourceFailure) {
-        self.status.registry_failed(registry, &failure.message);
+        self.status.registry_failed(registry, failure);
         self.registry_up
             .get_or_create(&RegistryLabels {
                 registry: registry.to_string(),

@@ -15,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use registry_sync_catalog::Skipped;
 use registry_sync_plan::{HeldBack, Plan, Replacement};
 use registry_sync_sinks::ApplyReport;
+use registry_sync_sources::SourceFailure;
 use registry_sync_sources::requests::Requests;
 use registry_sync_translate::Found;
 use serde::Serialize;
@@ -45,6 +46,9 @@ pub struct RegistryRow {
     pub instances: usize,
     /// Why it is down, as logged.
     pub error: Option<String>,
+    /// The kind of failure (`unreachable`, `denied`, …, as the failure metric's
+    /// `reason` label), to act on without reading the message.
+    pub reason: Option<&'static str>,
     /// Requests sent to it in the last 60 seconds: what watching it costs the registry.
     pub requests_per_minute: u64,
     /// Requests sent to it since the process started.
@@ -149,6 +153,7 @@ impl StatusBoard {
                         services: 0,
                         instances: 0,
                         error: None,
+                        reason: None,
                         requests_per_minute: 0,
                         requests: 0,
                         skipped: BTreeMap::new(),
@@ -189,7 +194,7 @@ impl StatusBoard {
         });
     }
 
-    pub fn registry_failed(&self, registry: &str, error: &str) {
+    pub fn registry_failed(&self, registry: &str, failure: &SourceFailure) {
         let now = unix_now();
         self.with(|board| {
             if let Some(row) = board.registries.get_mut(registry) {
@@ -197,7 +202,8 @@ impl StatusBoard {
                     row.state = "down";
                     row.since = now;
                 }
-                row.error = Some(error.to_string());
+                row.error = Some(failure.message.clone());
+                row.reason = Some(failure.reason.metric_label());
             }
         });
     }
@@ -352,6 +358,7 @@ pub fn bounded_query(query: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use registry_sync_catalog::SkipKind;
+    use registry_sync_sources::FailureReason;
 
     use super::*;
 
@@ -369,10 +376,14 @@ mod tests {
         let up = board.snapshot().registries[0].clone();
         assert_eq!((up.state, up.services, up.instances), ("up", 3, 7));
         assert!(up.last_complete_view.is_some());
-        board.registry_failed("consul", "connection refused");
+        board.registry_failed(
+            "consul",
+            &SourceFailure::new(FailureReason::Unreachable, "connection refused"),
+        );
         let down = board.snapshot().registries[0].clone();
         assert_eq!(down.state, "down");
         assert_eq!(down.error.as_deref(), Some("connection refused"));
+        assert_eq!(down.reason, Some("unreachable"));
         assert_eq!(down.services, 3, "the last view is kept");
     }
 

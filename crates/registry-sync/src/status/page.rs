@@ -92,9 +92,10 @@ pub fn render(snapshot: &Snapshot, query: Option<&str>, found: Option<&Found>) -
             "<tr class=\"registry\" data-name=\"{name}\"><td>{name}</td><td>{}</td><td><span class=\"{state}\">{state}</span> since {}{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"requests\" title=\"{} since start\">{}</td><td>",
             esc(&r.kind),
             ago(now, Some(r.since)),
-            r.error
-                .as_deref()
-                .map_or(String::new(), |e| format!("<br>{}", esc(e))),
+            r.error.as_deref().map_or(String::new(), |e| match r.reason {
+                Some(reason) => format!("<br>{reason}: {}", esc(e)),
+                None => format!("<br>{}", esc(e)),
+            }),
             ago(now, r.last_complete_view),
             r.services,
             r.instances,
@@ -243,10 +244,16 @@ mod tests {
         assert_eq!(esc("<b a=\"x\">&'"), "&lt;b a=&quot;x&quot;&gt;&amp;&#39;");
         let board = StatusBoard::default();
         board.configure("prod", [("<script>", "file")], ["files"]);
-        board.registry_failed("<script>", "no <b>route</b>");
+        board.registry_failed(
+            "<script>",
+            &registry_sync_sources::SourceFailure::new(
+                registry_sync_sources::FailureReason::Unreachable,
+                "no <b>route</b>",
+            ),
+        );
         let page = render(&board.snapshot(), Some("<x>"), Some(&Found::default()));
         assert!(!page.contains("<script>"), "{page}");
-        assert!(page.contains("&lt;script&gt;") && page.contains("no &lt;b&gt;route&lt;/b&gt;"));
+        assert!(page.contains("&lt;script&gt;") && page.contains("unreachable: no &lt;b&gt;route&lt;/b&gt;"));
         assert!(page.contains("nothing named <code>&lt;x&gt;</code>"));
         assert!(
             !page.contains("http-equiv=\"refresh\""),
