@@ -100,22 +100,6 @@ async fn kube_sink(client: kube::Client, namespace: &str) -> Box<dyn AsyncSink> 
     Box::new(KubeSink::connect(client, settings, None).await.unwrap())
 }
 
-/// The desired objects of the estate as JSON, moved to `namespace`.
-fn objects_in(config: &Config, estate: &Estate, namespace: &str) -> Vec<serde_json::Value> {
-    let mut index = config.index();
-    let snapshot = RegistrySnapshot::from_shared("bench", estate.services.clone(), vec![]);
-    index.apply("bench", Event::View(&snapshot), Duration::ZERO);
-    index
-        .desired()
-        .values()
-        .map(|o| {
-            let mut value = serde_json::to_value(&**o).unwrap();
-            value["metadata"]["namespace"] = namespace.into();
-            value
-        })
-        .collect()
-}
-
 /// Rows 1 and 3 against the API server `client` reaches: the cold sync of the estate
 /// beside a bare kube-rs apply loop, then one change at a time beside one bare apply.
 struct KubeRows {

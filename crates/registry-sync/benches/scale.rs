@@ -37,7 +37,6 @@ use futures::StreamExt;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use registry_sync::config::Config;
 use registry_sync_catalog::{RegistryDelta, RegistrySnapshot};
-use registry_sync_index::Event;
 use registry_sync_istio::{HeldObject, Kind, ObjectKey};
 use registry_sync_kubernetes::{KubeSink, KubeSinkSettings, api_resource};
 use registry_sync_plan::Plan;
@@ -215,16 +214,7 @@ async fn cold_sync(services: usize) -> Cold {
     let server = StandIn::start().await;
     let client = || kube::Client::try_from(server.kube_config()).unwrap();
     let estate = Estate::new(services, 10);
-    let objects: Vec<serde_json::Value> = {
-        let mut index = config.index();
-        let snapshot = RegistrySnapshot::from_shared("bench", estate.services.clone(), vec![]);
-        index.apply("bench", Event::View(&snapshot), Duration::ZERO);
-        index
-            .desired()
-            .values()
-            .map(|o| serde_json::to_value(&**o).unwrap())
-            .collect()
-    };
+    let objects = objects_in(&config, &estate, "mesh");
     let bare = |namespace: &'static str| {
         let api: kube::Api<DynamicObject> =
             kube::Api::namespaced_with(client(), namespace, &api_resource(Kind::ServiceEntry));

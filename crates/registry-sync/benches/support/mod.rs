@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use registry_sync::config::Config;
 use registry_sync_catalog::{RegistryDelta, RegistrySnapshot, Service};
+use registry_sync_index::Event;
 use registry_sync_istio::{HeldObject, ObjectKey};
 use registry_sync_plan::Plan;
 use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError};
@@ -282,4 +283,20 @@ pub fn services_yaml(services: usize, instances: usize) -> String {
         }
     }
     text
+}
+
+/// The desired objects of the estate as JSON, moved to `namespace`.
+pub fn objects_in(config: &Config, estate: &Estate, namespace: &str) -> Vec<serde_json::Value> {
+    let mut index = config.index();
+    let snapshot = RegistrySnapshot::from_shared("bench", estate.services.clone(), vec![]);
+    index.apply("bench", Event::View(&snapshot), Duration::ZERO);
+    index
+        .desired()
+        .values()
+        .map(|o| {
+            let mut value = serde_json::to_value(&**o).unwrap();
+            value["metadata"]["namespace"] = namespace.into();
+            value
+        })
+        .collect()
 }
