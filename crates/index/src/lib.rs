@@ -282,9 +282,7 @@ impl Index {
         let mut update = self.record_changes(changes);
         update.widened = true;
         self.epoch += 1;
-        if self.ready_version.is_none() && self.all_complete() {
-            self.ready_version = Some(self.log.version());
-        }
+        self.settle_ready();
         update
     }
 
@@ -335,22 +333,29 @@ impl Index {
         update
     }
 
+    /// Records a registry's view or change: what `complete` found, then the changes.
     fn record(&mut self, registry: &str, mut update: Update, changes: Changes) -> Update {
-        update.new_problems.extend(changes.new_problems);
-        update.notes = changes.notes;
-        update.moves = changes.moves;
-        self.log.record(changes.objects.iter().cloned());
-        update.changed = changes.objects;
+        let recorded = self.record_changes(changes);
+        update.changed = recorded.changed;
+        update.new_problems.extend(recorded.new_problems);
+        update.notes = recorded.notes;
+        update.moves = recorded.moves;
         if update.widened {
             self.epoch += 1;
         }
         let state = self.registries.entry(registry.to_string()).or_default();
         state.services = update.services;
         state.instances = update.instances;
+        self.settle_ready();
+        update
+    }
+
+    /// Takes the current version as the one sinks must reach to be ready, once every
+    /// registry has delivered a complete view.
+    fn settle_ready(&mut self) {
         if self.ready_version.is_none() && self.all_complete() {
             self.ready_version = Some(self.log.version());
         }
-        update
     }
 
     /// Every configured registry's latest view is complete.
