@@ -12,8 +12,9 @@ pub use crate::explain::explain;
 use crate::progress::ReadProgress;
 use crate::sinks::{Purpose, open_sinks};
 use crate::sources;
-use registry_sync_index::{Event, Index};
-use registry_sync_writer::{NamedSink, SinkWriter, pass};
+use registry_sync_index::Index;
+use registry_sync_sources::SourceEvent;
+use registry_sync_writer::{NamedSink, Quiet, SinkWriter, feed, pass};
 
 /// Reads every registry once into a fresh index, keeping the virtual IPs `sinks`
 /// hold. Every failure is collected so one broken registry does not hide the others'.
@@ -37,10 +38,12 @@ async fn load_reporting(config: &Config, sinks: &[NamedSink], report: bool) -> (
                     instances = snapshot.instance_count(),
                     "registry read"
                 );
-                let update = index.apply(&registry.name, Event::View(&snapshot), std::time::Duration::ZERO);
-                for skip in &update.new_problems {
-                    tracing::warn!(registry = %skip.registry, service = %skip.service, instance = skip.instance.as_deref().unwrap_or(""), "skipped: {}", skip.reason);
-                }
+                // As `run` takes a view: its problems, moves and notes logged alike.
+                let view = SourceEvent::Snapshot {
+                    registry: registry.name.clone(),
+                    snapshot,
+                };
+                feed::take(&mut index, view, std::time::Duration::ZERO, &Quiet);
                 if let Some(progress) = &mut progress {
                     progress.read(&registry.name, index.desired().len());
                 }
