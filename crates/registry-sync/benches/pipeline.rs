@@ -5,7 +5,6 @@
 //! after one instance changed, plus the process's peak resident memory. Prints a table.
 //! `BENCH_SERVICES` / `BENCH_INSTANCES` change the estate size.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,48 +13,8 @@ use std::time::{Duration, Instant};
 use registry_sync::config::Config;
 use registry_sync_catalog::{Address, Instance, InstancePort, RegistryDelta, RegistrySnapshot, Service};
 use registry_sync_index::Event;
-use registry_sync_istio::{HeldObject, IstioObject, ObjectKey};
-use registry_sync_plan::Plan;
-use registry_sync_sinks::{ApplyReport, Sink, SinkError};
+use registry_sync_sinks::testing::Memory;
 use registry_sync_writer::{NamedSink, Quiet, SharedIndex, pass};
-
-/// A sink that holds objects in memory, as a sink would after applying, and counts
-/// the writes it was asked for.
-struct Memory {
-    held: BTreeMap<ObjectKey, HeldObject>,
-    writes: Arc<AtomicUsize>,
-}
-
-impl Memory {
-    fn take(&mut self, objects: &[Arc<IstioObject>]) {
-        for o in objects {
-            let held = HeldObject::written(o);
-            self.held.insert(o.key(), held);
-        }
-    }
-}
-
-impl Sink for Memory {
-    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
-        &self.held
-    }
-
-    fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, SinkError> {
-        self.take(&plan.creates);
-        self.take(&plan.updates);
-        for key in &plan.deletes {
-            self.held.remove(key);
-        }
-        self.writes.fetch_add(plan.writes(), Ordering::Relaxed);
-        Ok(ApplyReport {
-            created: plan.creates.len(),
-            updated: plan.updates.len(),
-            deleted: plan.deletes.len(),
-            status: 0,
-            failed: vec![],
-        })
-    }
-}
 
 /// The in-memory sink never waits, so a current-thread runtime drives a pass.
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
@@ -157,10 +116,7 @@ fn main() {
     let mut sinks = vec![settings.writer(
         NamedSink {
             name: "memory".into(),
-            sink: Box::new(Memory {
-                held: BTreeMap::new(),
-                writes: writes.clone(),
-            }),
+            sink: Box::new(Memory::counting(writes.clone())),
         },
         Arc::new(Quiet),
     )];

@@ -28,7 +28,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,10 +37,9 @@ use futures::StreamExt;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use registry_sync::config::Config;
 use registry_sync_catalog::{RegistryDelta, RegistrySnapshot};
-use registry_sync_istio::{HeldObject, Kind, ObjectKey};
+use registry_sync_istio::{Kind, ObjectKey};
 use registry_sync_kubernetes::{KubeSink, KubeSinkSettings, api_resource};
-use registry_sync_plan::Plan;
-use registry_sync_sinks::{ApplyReport, Sink, SinkError};
+use registry_sync_sinks::testing::Memory;
 use registry_sync_sources::SourceEvent;
 use registry_sync_testing::kube::StandIn;
 use registry_sync_writer::{Leadership, NamedSink, Quiet, Ready, SharedIndex};
@@ -49,31 +48,6 @@ use tokio_util::sync::CancellationToken;
 mod support;
 
 use support::*;
-
-/// Holds what it is given, as a sink does after applying.
-#[derive(Default)]
-struct Memory {
-    held: BTreeMap<ObjectKey, HeldObject>,
-}
-
-impl Sink for Memory {
-    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
-        &self.held
-    }
-
-    fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, SinkError> {
-        let mut report = ApplyReport::default();
-        for object in plan.creates.iter().chain(&plan.updates) {
-            self.held.insert(object.key(), HeldObject::written(object));
-            report.created += 1;
-        }
-        for key in &plan.deletes {
-            self.held.remove(key);
-            report.deleted += 1;
-        }
-        Ok(report)
-    }
-}
 
 fn config(endpoints: &str) -> Config {
     Config::parse(

@@ -11,6 +11,8 @@
 
 mod files;
 mod stdout;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::collections::BTreeMap;
 use std::io;

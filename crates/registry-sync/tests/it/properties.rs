@@ -11,9 +11,7 @@ use std::time::Instant;
 use proptest::prelude::*;
 use registry_sync::config::Config;
 use registry_sync_catalog::{RegistryDelta, RegistrySnapshot, Service, testing};
-use registry_sync_istio::{HeldObject, ObjectKey};
-use registry_sync_plan::Plan;
-use registry_sync_sinks::{ApplyReport, AsyncSink, BoxFuture, SinkError};
+use registry_sync_sinks::testing::Memory;
 use registry_sync_sources::SourceEvent;
 use registry_sync_writer::{NamedSink, Quiet, feed, pass};
 
@@ -26,39 +24,6 @@ safety:
   confirm_mass_delete: true
 ";
 const REGISTRIES: [&str; 2] = ["inline", "entries"];
-
-/// Holds what it is given, as a sink that takes every write.
-#[derive(Default)]
-struct Memory {
-    held: BTreeMap<ObjectKey, HeldObject>,
-}
-
-impl AsyncSink for Memory {
-    fn refresh(&mut self) -> BoxFuture<'_, Vec<ObjectKey>> {
-        Box::pin(std::future::ready(Vec::new()))
-    }
-
-    fn held(&self) -> &BTreeMap<ObjectKey, HeldObject> {
-        &self.held
-    }
-
-    fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFuture<'a, Result<ApplyReport, SinkError>> {
-        let mut report = ApplyReport::default();
-        for object in &plan.creates {
-            self.held.insert(object.key(), HeldObject::written(object));
-            report.created += 1;
-        }
-        for object in &plan.updates {
-            self.held.insert(object.key(), HeldObject::written(object));
-            report.updated += 1;
-        }
-        for key in &plan.deletes {
-            self.held.remove(key);
-            report.deleted += 1;
-        }
-        Box::pin(std::future::ready(Ok(report)))
-    }
-}
 
 /// A service as the generator draws it: its number and its instances' numbers.
 type Drawn = (u8, Vec<u8>);
